@@ -1,0 +1,33 @@
+#!/usr/bin/env python3
+"""Check the samplesheet and write it back with absolute paths."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from spatialmap import cli
+from spatialmap.samplesheet import read_samplesheet, write_checked
+
+log = logging.getLogger("spatialmap.check_samplesheet")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("samplesheet", help="CSV with columns sample, spaceranger_dir or h5ad, [group]")
+    parser.add_argument("--base-dir", help="folder that relative paths are taken from (default: the samplesheet's)")
+    parser.add_argument("--output", default="samplesheet.valid.csv", help="checked samplesheet to write")
+    parser.add_argument("--process-name", default="CHECK_SAMPLESHEET", help="process name for versions.yml")
+    parser.add_argument("--versions", default="versions.yml", help="versions file to write")
+    args = parser.parse_args(argv)
+
+    slides = read_samplesheet(args.samplesheet, base_dir=args.base_dir)
+    with cli.atomic_path(args.output) as tmp:
+        write_checked(slides, tmp)
+    groups = sorted({s.group for s in slides})
+    log.info("samplesheet OK: %d slide(s) in %d group(s): %s", len(slides), len(groups), ", ".join(groups))
+    cli.write_versions(args.versions, args.process_name, [])
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Turn the per-slide summaries and figures into MultiQC custom content."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from spatialmap import cli, report
+
+log = logging.getLogger("spatialmap.make_report")
+
+
+def _files(paths: list[str] | None) -> list[Path]:
+    return sorted(Path(p) for p in (paths or []))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--qc", nargs="*", default=[], help="per-slide QC JSON files")
+    parser.add_argument("--qc-images", nargs="*", default=[], help="QC figures (PNG)")
+    parser.add_argument("--reference-files", nargs="*", default=[], help="reference summary and gene-overlap JSON")
+    parser.add_argument("--c2l", nargs="*", default=[], help="per-slide cell2location QC JSON files")
+    parser.add_argument("--c2l-images", nargs="*", default=[], help="cell2location and signature figures (PNG)")
+    parser.add_argument("--tangram", nargs="*", default=[], help="per-slide Tangram QC JSON files")
+    parser.add_argument("--tangram-genes", nargs="*", default=[], help="per-slide Tangram held-out gene tables")
+    parser.add_argument("--tangram-images", nargs="*", default=[], help="Tangram figures (PNG)")
+    parser.add_argument("--agreement", nargs="*", default=[], help="method agreement matrix (TSV) and table (CSV)")
+    parser.add_argument("--versions-files", nargs="*", default=[], help="versions.yml files of every process")
+    parser.add_argument("--nextflow-version", default="unknown", help="Nextflow version of the run")
+    parser.add_argument("--pipeline-version", default="unknown", help="spatialmap version of the run")
+    parser.add_argument("--outdir", default="mqc", help="folder for the MultiQC custom content")
+    parser.add_argument("--process-name", default="REPORT_TABLES", help="process name for versions.yml")
+    parser.add_argument("--versions", default="versions.yml", help="versions file to write")
+    args = parser.parse_args(argv)
+
+    outdir = Path(args.outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    qc = report.read_json(_files(args.qc))
+    c2l = report.read_json(_files(args.c2l))
+    tangram = report.read_json(_files(args.tangram))
+    if not qc:
+        raise cli.InputError("no slide QC summary was given to the report")
+
+    sections = {"spatialmap_general_stats_mqc.yaml": report.general_stats(qc, c2l, tangram),
+                "spatialmap_slide_qc_mqc.yaml": report.qc_table(qc)}
+
+    for path in _files(args.reference_files):
+        content = json.loads(path.read_text())
+        if path.name.startswith("gene_overlap"):
+            rows = content.get("slides", content) if isinstance(content, dict) else content
+            frame = pd.DataFrame(rows)
+            if "sample" in frame:
+                frame = frame.set_index("sample")
+            sections["spatialmap_gene_overlap_mqc.yaml"] = report.table_section(
+                "spatialmap_gene_overlap", "Reference gene overlap",
+                "Genes shared between the single-cell reference and each slide, and how many of each "
+                "cell type's top markers are among them.", frame)
+
+    if c2l:
+        matrix = report.c2l_abundance_matrix(c2l)
+        sections["spatialmap_c2l_abundance_mqc.yaml"] = report.heatmap(
+            "spatialmap_c2l_abundance", "cell2location: mean abundance",
+            "Mean cell abundance per spot (5% posterior quantile) for each slide and cell type.",
+            matrix, title="cell2location mean abundance per spot", zlab="cells per spot", zmin=0)
+        c2l_qc = pd.DataFrame(c2l).set_index("sample")
+        keep = [c for c in ("group", "device", "n_spots", "n_genes_used", "mean_total_cells_per_spot",
+                            "most_abundant_type", "detection_sensitivity", "reconstruction_r") if c in c2l_qc]
+        sections["spatialmap_c2l_qc_mqc.yaml"] = report.table_section(
+            "spatialmap_c2l_qc", "cell2location: mapping QC",
+            "Per slide: device used, genes used, total cells per spot, detection sensitivity and "
+            "reconstruction accuracy.", c2l_qc[keep])
+
+    if tangram:
+        tg = pd.DataFrame(tangram).set_index("sample")
+        keep = [c for c in ("mode", "device", "n_training_genes", "n_heldout_genes", "heldout_median",
+                            "heldout_p90", "training_score", "cells_used") if c in tg]
+        sections["spatialmap_tangram_qc_mqc.yaml"] = report.table_section(
+            "spatialmap_tangram_qc", "Tangram: held-out gene validation",
+            "Spatial correlation between measured and projected expression of genes Tangram never "
+            "saw in training: median and 90th percentile per slide.", tg[keep])
+
+    for path in _files(args.agreement):
+        if path.suffix == ".tsv":
+            matrix = pd.read_csv(path, sep="\t", index_col=0)
+            if not matrix.empty:
+                sections["spatialmap_agreement_mqc.yaml"] = report.heatmap(
+                    "spatialmap_agreement", "Agreement between cell2location and Tangram",
+                    "Pearson correlation, per slide and cell type, between cell2location abundance "
+                    "(5% quantile, normalised per spot) and Tangram proportions.",
+                    matrix, title="cell2location vs Tangram (Pearson r)", zlab="r", zmin=-1, zmax=1)
+
+    for name, content in sections.items():
+        report.write_yaml(outdir / name, content)
+
+    images = report.copy_images(_files(args.qc_images) + _files(args.c2l_images) + _files(args.tangram_images), outdir)
+
+    versions = report.collate_versions(
+        _files(args.versions_files),
+        {"Workflow": {"Nextflow": args.nextflow_version, "spatialmap": args.pipeline_version}},
+    )
+    own = cli.package_versions(["multiqc", "pandas"])
+    versions.setdefault(args.process_name.split(":")[-1], {}).update(own)
+    report.write_yaml(outdir / "spatialmap_software_mqc_versions.yml", versions)
+    log.info("wrote %d sections, %d figures, versions of %d processes", len(sections), len(images), len(versions))
+    cli.write_versions(args.versions, args.process_name, ["multiqc", "pandas", "pyyaml"])
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,178 @@
+"""Checking the samplesheet before any heavy work.
+
+One row per slide: ``sample``, then ``spaceranger_dir`` (a Space Ranger
+``outs/`` folder) or ``h5ad`` (an AnnData file with raw counts and
+``obsm['spatial']``), and an optional ``group`` (slides of one group are
+mapped jointly by cell2location). Relative paths are taken relative to the
+samplesheet's folder; remote URIs (``s3://``, ``gs://`` ...) are passed on
+unchecked.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cli import InputError
+
+REQUIRED = ("sample",)
+INPUT_COLUMNS = ("spaceranger_dir", "h5ad")
+OPTIONAL = ("group",)
+ALLOWED = REQUIRED + INPUT_COLUMNS + OPTIONAL
+DEFAULT_GROUP = "all"
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+URI_RE = re.compile(r"^[a-z][a-z0-9+.-]*://")
+
+MATRIX_CANDIDATES = ("filtered_feature_bc_matrix.h5", "filtered_feature_bc_matrix")
+POSITION_CANDIDATES = (
+    "spatial/tissue_positions.csv",
+    "spatial/tissue_positions_list.csv",
+    "spatial/tissue_positions.parquet",
+)
+
+
+@dataclass(frozen=True)
+class Slide:
+    """One checked samplesheet row."""
+
+    sample: str
+    input_type: str  # "spaceranger" or "h5ad"
+    path: str
+    group: str
+
+
+def _resolve(value: str, base_dir: Path) -> str:
+    if URI_RE.match(value):
+        return value
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = base_dir / path
+    return str(path.resolve())
+
+
+def _check_spaceranger_dir(where: str, path: str) -> None:
+    if URI_RE.match(path):
+        return
+    outs = Path(path)
+    if not outs.is_dir():
+        raise InputError(f"{where}: spaceranger_dir '{path}' does not exist or is not a folder")
+    if not any((outs / name).exists() for name in MATRIX_CANDIDATES):
+        raise InputError(
+            f"{where}: no count matrix in '{path}' "
+            f"(expected {' or '.join(MATRIX_CANDIDATES)}; give the Space Ranger outs/ folder)"
+        )
+    if not any((outs / name).is_file() for name in POSITION_CANDIDATES):
+        raise InputError(
+            f"{where}: no spot positions file in '{path}' (expected one of {', '.join(POSITION_CANDIDATES)})"
+        )
+
+
+def _check_h5ad(where: str, path: str) -> None:
+    if URI_RE.match(path):
+        return
+    if not path.endswith(".h5ad"):
+        raise InputError(f"{where}: h5ad '{path}' does not end in .h5ad")
+    if not Path(path).is_file():
+        raise InputError(f"{where}: h5ad file '{path}' does not exist")
+
+
+def read_samplesheet(path: str | Path, base_dir: str | Path | None = None) -> list[Slide]:
+    """Read and check a samplesheet.
+
+    Parameters
+    ----------
+    path
+        The CSV samplesheet.
+    base_dir
+        Folder that relative paths are taken from; the samplesheet's own
+        folder by default.
+
+    Returns
+    -------
+    The checked rows, paths made absolute.
+
+    Raises
+    ------
+    InputError
+        On the first problem, naming the row (1-based, header excluded), the
+        sample and what is wrong.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"samplesheet '{path}' does not exist")
+    base_dir = Path(base_dir) if base_dir else path.resolve().parent
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        rows = [row for row in reader if any(cell.strip() for cell in row)]
+    if not rows:
+        raise InputError(f"samplesheet '{path}' is empty")
+    header = [cell.strip() for cell in rows[0]]
+    unknown = [name for name in header if name not in ALLOWED]
+    if unknown:
+        raise InputError(
+            f"samplesheet: unknown column(s) {', '.join(repr(u) for u in unknown)}; "
+            f"allowed columns are {', '.join(ALLOWED)}"
+        )
+    duplicated = sorted({name for name in header if header.count(name) > 1})
+    if duplicated:
+        raise InputError(f"samplesheet: column(s) {', '.join(duplicated)} appear more than once")
+    if "sample" not in header:
+        raise InputError("samplesheet: missing required column 'sample'")
+    if not any(name in header for name in INPUT_COLUMNS):
+        raise InputError("samplesheet: missing column 'spaceranger_dir' or 'h5ad' (one of them is required)")
+    if len(rows) == 1:
+        raise InputError("samplesheet: no slide rows under the header")
+
+    slides: list[Slide] = []
+    seen: dict[str, int] = {}
+    for number, cells in enumerate(rows[1:], start=1):
+        if len(cells) != len(header):
+            raise InputError(
+                f"samplesheet row {number}: has {len(cells)} fields, the header has {len(header)}"
+            )
+        record = {name: cell.strip() for name, cell in zip(header, cells)}
+        sample = record["sample"]
+        if not sample:
+            raise InputError(f"samplesheet row {number}: the sample name is empty")
+        where = f"samplesheet row {number} (sample '{sample}')"
+        if not NAME_RE.match(sample):
+            raise InputError(
+                f"{where}: malformed sample name; use letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit (no spaces)"
+            )
+        if sample in seen:
+            raise InputError(f"{where}: duplicate sample name, already used in row {seen[sample]}")
+        seen[sample] = number
+        given = [name for name in INPUT_COLUMNS if record.get(name)]
+        if len(given) != 1:
+            raise InputError(f"{where}: give exactly one of spaceranger_dir or h5ad (found {len(given)})")
+        column = given[0]
+        resolved = _resolve(record[column], base_dir)
+        if column == "spaceranger_dir":
+            _check_spaceranger_dir(where, resolved)
+        else:
+            _check_h5ad(where, resolved)
+        group = record.get("group") or DEFAULT_GROUP
+        if not NAME_RE.match(group):
+            raise InputError(f"{where}: malformed group name '{group}'")
+        slides.append(
+            Slide(
+                sample=sample,
+                input_type="spaceranger" if column == "spaceranger_dir" else "h5ad",
+                path=resolved,
+                group=group,
+            )
+        )
+    return slides
+
+
+def write_checked(slides: list[Slide], path: str | Path) -> None:
+    """Write checked rows as CSV: sample,input_type,path,group."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["sample", "input_type", "path", "group"])
+        for slide in slides:
+            writer.writerow([slide.sample, slide.input_type, slide.path, slide.group])

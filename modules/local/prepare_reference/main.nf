@@ -1,0 +1,40 @@
+process PREPARE_REFERENCE {
+    tag "${reference.name}"
+    label 'process_low'
+    container "${params.container_registry}/spatialmap-core:${params.container_tag}"
+
+    input:
+    path reference
+    path mt_genes   // optional list of mitochondrial genes; [] when not given
+
+    output:
+    path 'reference.prepared.h5ad', emit: h5ad
+    path 'reference_summary.json' , emit: json
+    path 'versions.yml'           , emit: versions
+
+    script:
+    def args = task.ext.args ?: ''
+    def batch = params.ref_batch_key ? "--batch-key '${params.ref_batch_key}'" : ''
+    def covariates = params.ref_covariate_keys ? "--covariate-keys '${params.ref_covariate_keys}'" : ''
+    def gene_column = params.ref_gene_column ? "--gene-column '${params.ref_gene_column}'" : ''
+    def mt_list = mt_genes ? "--mt-genes ${mt_genes}" : ''
+    """
+    prepare_reference.py \\
+        --reference ${reference} \\
+        --label-key '${params.ref_label_key}' \\
+        ${batch} ${covariates} ${gene_column} \\
+        --mt-prefix '${params.mt_prefix}' ${mt_list} \\
+        --min-cells-per-label ${params.min_cells_per_label} \\
+        --output reference.prepared.h5ad \\
+        --output-json reference_summary.json \\
+        --process-name '${task.process}' \\
+        ${args}
+    """
+
+    stub:
+    """
+    touch reference.prepared.h5ad
+    echo '{}' > reference_summary.json
+    printf '"%s":\\n    stub: "true"\\n' '${task.process}' > versions.yml
+    """
+}

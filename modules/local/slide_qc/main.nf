@@ -1,0 +1,43 @@
+process SLIDE_QC {
+    tag "${meta.id}"
+    label 'process_low'
+    container "${params.container_registry}/spatialmap-core:${params.container_tag}"
+
+    input:
+    tuple val(meta), path(h5ad)
+    path mt_genes   // optional list of mitochondrial genes; [] when not given
+
+    output:
+    tuple val(meta), path("${prefix}.qc.h5ad")     , emit: h5ad
+    tuple val(meta), path("${prefix}.qc.json")     , emit: json
+    tuple val(meta), path("${prefix}.qc_maps.png") , emit: png
+    path 'versions.yml'                            , emit: versions
+
+    script:
+    prefix = task.ext.prefix ?: meta.id
+    def args = task.ext.args ?: ''
+    def mt_list = mt_genes ? "--mt-genes ${mt_genes}" : ''
+    """
+    slide_qc.py \\
+        --input ${h5ad} \\
+        --sample '${meta.id}' \\
+        --output-h5ad ${prefix}.qc.h5ad \\
+        --output-json ${prefix}.qc.json \\
+        --output-png ${prefix}.qc_maps.png \\
+        --mt-prefix '${params.mt_prefix}' \\
+        ${mt_list} \\
+        --min-counts ${params.min_counts} \\
+        --min-genes ${params.min_genes} \\
+        --max-pct-mt ${params.max_pct_mt} \\
+        --process-name '${task.process}' \\
+        ${args}
+    """
+
+    stub:
+    prefix = task.ext.prefix ?: meta.id
+    """
+    touch ${prefix}.qc.h5ad ${prefix}.qc_maps.png
+    echo '{"sample": "${meta.id}"}' > ${prefix}.qc.json
+    printf '"%s":\\n    stub: "true"\\n' '${task.process}' > versions.yml
+    """
+}

@@ -1,0 +1,23 @@
+//
+// Check the samplesheet before any heavy work and turn it into a channel of slides
+//
+include { CHECK_SAMPLESHEET } from '../../modules/local/check_samplesheet/main'
+
+workflow INPUT_CHECK {
+    take:
+    samplesheet // file: the user's samplesheet CSV
+
+    main:
+    CHECK_SAMPLESHEET(samplesheet, samplesheet.toAbsolutePath().parent.toString())
+
+    slides = CHECK_SAMPLESHEET.out.csv
+        .splitCsv(header: true)
+        .map { row ->
+            def meta = [id: row.sample, group: row.group, input_type: row.input_type]
+            [meta, file(row.path, checkIfExists: true)]
+        }
+
+    emit:
+    slides                                      // channel: [ meta, spaceranger outs/ or h5ad ]
+    versions = CHECK_SAMPLESHEET.out.versions   // channel: versions.yml
+}

@@ -1,0 +1,45 @@
+//
+// Prepare the single-cell reference once, check its gene overlap with every slide,
+// and estimate cell-type signatures once (or take the user's signatures CSV)
+//
+include { PREPARE_REFERENCE   } from '../../modules/local/prepare_reference/main'
+include { CHECK_OVERLAP       } from '../../modules/local/check_overlap/main'
+include { ESTIMATE_SIGNATURES } from '../../modules/local/estimate_signatures/main'
+
+workflow REFERENCE_SIGNATURES {
+    take:
+    reference        // value: reference h5ad
+    slides           // channel: [ meta, qc h5ad ]
+    mt_genes         // value: mitochondrial gene list file, or []
+    user_signatures  // value: signatures CSV given by the user, or []
+    need_signatures  // boolean: cell2location runs and needs signatures
+
+    main:
+    versions = Channel.empty()
+    PREPARE_REFERENCE(reference, mt_genes)
+    versions = versions.mix(PREPARE_REFERENCE.out.versions)
+
+    CHECK_OVERLAP(PREPARE_REFERENCE.out.h5ad, slides.map { meta, h5ad -> h5ad }.collect())
+    versions = versions.mix(CHECK_OVERLAP.out.versions)
+
+    signatures = Channel.empty()
+    signature_png = Channel.empty()
+    if (need_signatures) {
+        if (user_signatures) {
+            signatures = Channel.value(user_signatures)
+        } else {
+            // signatures wait for the overlap check so that a bad reference fails before training
+            ESTIMATE_SIGNATURES(PREPARE_REFERENCE.out.h5ad.combine(CHECK_OVERLAP.out.json).map { h5ad, json -> h5ad })
+            signatures = ESTIMATE_SIGNATURES.out.csv
+            signature_png = ESTIMATE_SIGNATURES.out.png
+            versions = versions.mix(ESTIMATE_SIGNATURES.out.versions)
+        }
+    }
+
+    emit:
+    reference     = PREPARE_REFERENCE.out.h5ad                                 // value: prepared reference h5ad
+    summary       = PREPARE_REFERENCE.out.json.mix(CHECK_OVERLAP.out.json)     // channel: reference + overlap JSON
+    signatures                                                                 // value: signatures CSV
+    signature_png                                                              // channel: [ png ]
+    versions                                                                   // channel: versions.yml
+}

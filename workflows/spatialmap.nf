@@ -1,0 +1,87 @@
+//
+// spatialmap: slides + single-cell reference -> QC -> signatures -> mapping -> one MultiQC report
+//
+include { INPUT_CHECK          } from '../subworkflows/local/input_check'
+include { SLIDE_PREPROCESS     } from '../subworkflows/local/slide_qc'
+include { REFERENCE_SIGNATURES } from '../subworkflows/local/reference_signatures'
+include { MAPPING              } from '../subworkflows/local/mapping'
+include { REPORT_TABLES        } from '../modules/local/report_tables/main'
+include { MULTIQC              } from '../modules/local/multiqc/main'
+
+def KNOWN_METHODS = ['cell2location', 'tangram']
+
+workflow SPATIALMAP {
+    main:
+    def methods = params.methods.toString().tokenize(',')*.trim().findAll { it }
+    def unknown = methods - KNOWN_METHODS
+    if (unknown) {
+        error "Unknown --methods value(s): ${unknown.join(', ')}; choose from ${KNOWN_METHODS.join(', ')}"
+    }
+    if (!(params.signature_method in ['regression', 'means'])) {
+        error "Unknown --signature_method '${params.signature_method}'; choose regression or means"
+    }
+    def mt_genes = params.mt_genes ? file(params.mt_genes, checkIfExists: true) : []
+
+    versions = Channel.empty()
+
+    INPUT_CHECK(file(params.input, checkIfExists: true))
+    versions = versions.mix(INPUT_CHECK.out.versions)
+
+    SLIDE_PREPROCESS(INPUT_CHECK.out.slides, mt_genes)
+    versions = versions.mix(SLIDE_PREPROCESS.out.versions)
+
+    reference_files = Channel.empty()
+    c2l_json = Channel.empty(); c2l_png = Channel.empty()
+    tangram_json = Channel.empty(); tangram_genes = Channel.empty(); tangram_png = Channel.empty()
+    agreement = Channel.empty()
+
+    if (params.reference) {
+        def user_signatures = params.signatures ? file(params.signatures, checkIfExists: true) : []
+        REFERENCE_SIGNATURES(
+            file(params.reference, checkIfExists: true),
+            SLIDE_PREPROCESS.out.h5ad,
+            mt_genes,
+            user_signatures,
+            'cell2location' in methods
+        )
+        versions = versions.mix(REFERENCE_SIGNATURES.out.versions)
+        reference_files = REFERENCE_SIGNATURES.out.summary
+
+        MAPPING(
+            SLIDE_PREPROCESS.out.h5ad,
+            REFERENCE_SIGNATURES.out.reference,
+            REFERENCE_SIGNATURES.out.signatures,
+            methods
+        )
+        versions = versions.mix(MAPPING.out.versions)
+        c2l_json = MAPPING.out.c2l_json
+        c2l_png = MAPPING.out.c2l_png.mix(REFERENCE_SIGNATURES.out.signature_png.flatten())
+        tangram_json = MAPPING.out.tangram_json
+        tangram_genes = MAPPING.out.tangram_genes
+        tangram_png = MAPPING.out.tangram_png
+        agreement = MAPPING.out.agreement
+    } else {
+        log.info "No --reference given: running reading and QC only (no mapping)"
+    }
+
+    REPORT_TABLES(
+        SLIDE_PREPROCESS.out.json.map { meta, f -> f }.collect(),
+        SLIDE_PREPROCESS.out.png.map { meta, f -> f }.collect(),
+        reference_files.collect().ifEmpty([]),
+        c2l_json.collect().ifEmpty([]),
+        c2l_png.collect().ifEmpty([]),
+        tangram_json.collect().ifEmpty([]),
+        tangram_genes.collect().ifEmpty([]),
+        tangram_png.collect().ifEmpty([]),
+        agreement.collect().ifEmpty([]),
+        versions.unique().collect()
+    )
+
+    MULTIQC(
+        REPORT_TABLES.out.multiqc_files,
+        file("${projectDir}/assets/multiqc_config.yml", checkIfExists: true)
+    )
+
+    emit:
+    report = MULTIQC.out.report  // channel: multiqc_report.html
+}
