@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Read one Visium slide (Space Ranger outs/ folder or .h5ad) into a checked AnnData .h5ad."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from spatialmap import cli, io, keys
+
+log = logging.getLogger("spatialmap.read_slide")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sample", required=True, help="sample name (obs['sample'] and the image library key)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--spaceranger-dir",
+        type=Path,
+        help="Space Ranger 'outs' folder (filtered_feature_bc_matrix.h5 or filtered_feature_bc_matrix/, spatial/)",
+    )
+    source.add_argument("--h5ad", type=Path, help="AnnData slide with raw counts in X and spot coordinates in obsm['spatial']")
+    parser.add_argument("--output", required=True, type=Path, help="h5ad file to write (e.g. S.raw.h5ad)")
+    parser.add_argument("--process-name", default="read_slide.py", help="process name written to the versions file")
+    parser.add_argument("--versions", default="versions.yml", type=Path, help="versions file to write")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.spaceranger_dir is not None:
+        adata = io.read_spaceranger(args.spaceranger_dir, args.sample)
+    else:
+        adata = io.read_h5ad_slide(args.h5ad, args.sample)
+    io.check_raw_counts(adata, args.sample)
+
+    library = adata.uns[keys.UNS_SPATIAL][args.sample]
+    images = ", ".join(f"{k} {v.shape[1]}x{v.shape[0]}" for k, v in library["images"].items()) or "none"
+    metadata = library.get("metadata", {})
+    log.info(
+        "sample %s: %d spots x %d genes, %.0f UMIs; source %s, positions %s; images: %s; scale factors: %s",
+        args.sample,
+        adata.n_obs,
+        adata.n_vars,
+        float(adata.X.sum()),
+        metadata.get("source", "?"),
+        metadata.get("positions_format", "obsm['spatial']"),
+        images,
+        ", ".join(sorted(library["scalefactors"])) or "none",
+    )
+    with cli.atomic_path(args.output) as tmp:
+        adata.write_h5ad(tmp, compression="gzip")
+    cli.write_versions(args.versions, args.process_name, ["scanpy", "anndata", "h5py", "pandas", "pyarrow"])
+    log.info("wrote %s", args.output)
+
+
+if __name__ == "__main__":
+    cli.run(main)
