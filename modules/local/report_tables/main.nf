@@ -12,7 +12,7 @@ process REPORT_TABLES {
     path tangram_csv , stageAs: 'tangram_genes/*'
     path tangram_png , stageAs: 'tangram_png/*'
     path agreement   , stageAs: 'agreement/*'
-    path versions    , stageAs: 'versions/*'
+    path versions    , stageAs: 'versions/?/*'
 
     output:
     path 'mqc/*'       , emit: multiqc_files

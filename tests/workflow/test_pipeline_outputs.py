@@ -1,0 +1,109 @@
+"""Numbers a user checks after the test-profile run (pytest-workflow custom tests).
+
+The embedded data (assets/test_data) was generated with a known cell
+composition per spot, so mapping accuracy is asserted against the truth.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bin"))
+
+from spatialmap import io, keys, qc  # noqa: E402
+
+TEST_DATA = REPO / "assets" / "test_data"
+SLIDES = ("slide1", "slide2", "slide3")
+
+# Accuracy thresholds with the test profile's settings (seeds fixed)
+C2L_MIN_PEARSON = 0.7
+TANGRAM_MIN_PEARSON = 0.6
+
+
+def _pearson_per_type(estimate: pd.DataFrame, truth: pd.DataFrame) -> pd.Series:
+    truth = truth.loc[estimate.index, estimate.columns]
+    return pd.Series({c: np.corrcoef(estimate[c], truth[c])[0, 1] for c in estimate.columns})
+
+
+@pytest.mark.workflow("test profile")
+def test_every_slide_in_the_report(workflow_dir):
+    stats = pd.read_csv(Path(workflow_dir, "results/multiqc/multiqc_data/multiqc_general_stats.txt"), sep="\t", index_col=0)
+    assert sorted(stats.index) == list(SLIDES)
+    spots = stats.filter(like="spots_in_tissue").iloc[:, 0]
+    for sample in SLIDES:
+        raw = io.read_spaceranger(TEST_DATA / sample / "outs", sample)
+        assert spots[sample] == raw.n_obs
+
+
+@pytest.mark.workflow("test profile")
+@pytest.mark.parametrize("sample", SLIDES)
+def test_mitochondrial_genes_moved_out_of_x(workflow_dir, sample):
+    out = ad.read_h5ad(Path(workflow_dir, f"results/qc/{sample}/{sample}.qc.h5ad"))
+    raw = io.read_spaceranger(TEST_DATA / sample / "outs", sample)
+    mt = qc.find_mt_genes(raw.var_names)
+    assert mt.sum() == 13
+    # no mitochondrial gene left in X
+    assert not qc.find_mt_genes(out.var_names).any()
+    raw = raw[out.obs_names]
+    # obsm['MT'] holds exactly the removed counts
+    removed = np.asarray(raw[:, mt].X.sum())
+    assert np.asarray(out.obsm[keys.MT]).sum() == pytest.approx(removed)
+    assert list(out.obsm[keys.MT].columns) == list(raw.var_names[mt])
+    # every other count unchanged
+    kept = raw[:, ~mt]
+    assert list(out.var_names) == list(kept.var_names)
+    assert (out.X != kept.X).nnz == 0
+
+
+@pytest.mark.workflow("test profile")
+@pytest.mark.parametrize("sample", SLIDES)
+def test_cell2location_recovers_true_abundance(workflow_dir, sample):
+    estimate = pd.read_csv(Path(workflow_dir, f"results/cell2location/{sample}/{sample}.cell2location_q05.csv"), index_col=0)
+    truth = pd.read_csv(TEST_DATA / "truth" / f"{sample}_abundance.csv", index_col=0)
+    assert set(estimate.columns) == set(truth.columns)
+    r = _pearson_per_type(estimate, truth)
+    assert (r >= C2L_MIN_PEARSON).all(), r.round(3).to_dict()
+
+
+@pytest.mark.workflow("test profile")
+@pytest.mark.parametrize("sample", SLIDES)
+def test_cell2location_h5ad_has_abundance(workflow_dir, sample):
+    out = ad.read_h5ad(Path(workflow_dir, f"results/cell2location/{sample}/{sample}.cell2location.h5ad"))
+    for key in (keys.C2L_MEAN, keys.C2L_Q05, keys.C2L_Q95):
+        assert key in out.obsm
+    q05, mean, q95 = (np.asarray(out.obsm[k]) for k in (keys.C2L_Q05, keys.C2L_MEAN, keys.C2L_Q95))
+    assert (q05 <= mean + 1e-6).all() and (mean <= q95 + 1e-6).all()
+
+
+@pytest.mark.workflow("test profile", "tangram only")
+@pytest.mark.parametrize("sample", SLIDES)
+def test_tangram_recovers_true_proportions(workflow_dir, sample):
+    estimate = pd.read_csv(Path(workflow_dir, f"results/tangram/{sample}/{sample}.tangram_proportions.csv"), index_col=0)
+    truth = pd.read_csv(TEST_DATA / "truth" / f"{sample}_proportions.csv", index_col=0)
+    np.testing.assert_allclose(estimate.sum(axis=1), 1, atol=1e-4)
+    r = _pearson_per_type(estimate, truth)
+    assert (r >= TANGRAM_MIN_PEARSON).all(), r.round(3).to_dict()
+
+
+@pytest.mark.workflow("test profile", "tangram only")
+@pytest.mark.parametrize("sample", SLIDES)
+def test_tangram_heldout_genes_scored(workflow_dir, sample):
+    table = pd.read_csv(Path(workflow_dir, f"results/tangram/{sample}/{sample}.tangram_heldout_genes.csv"))
+    assert len(table) > 0
+    assert table["pearson_r"].notna().any()
+
+
+@pytest.mark.workflow("test profile")
+def test_agreement_covers_every_slide_and_type(workflow_dir):
+    table = pd.read_csv(Path(workflow_dir, "results/agreement/method_agreement.csv"))
+    types = pd.read_csv(TEST_DATA / "truth" / "slide1_abundance.csv", index_col=0).columns
+    assert sorted(table["sample"].unique()) == list(SLIDES)
+    assert set(table["cell_type"]) == set(types)
+    assert len(table) == len(SLIDES) * len(types)
