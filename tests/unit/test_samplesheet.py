@@ -1,0 +1,85 @@
+"""The samplesheet check: each problem names the row, the sample and what is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from spatialmap.cli import InputError
+from spatialmap.samplesheet import read_samplesheet, write_checked
+
+
+@pytest.fixture
+def outs(tmp_path: Path) -> Path:
+    """A minimal Space Ranger outs/ layout (the check only looks for the files)."""
+    folder = tmp_path / "s1" / "outs"
+    (folder / "spatial").mkdir(parents=True)
+    (folder / "filtered_feature_bc_matrix.h5").write_bytes(b"")
+    (folder / "spatial" / "tissue_positions.csv").write_text("barcode\n")
+    return folder
+
+
+def _sheet(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "samplesheet.csv"
+    path.write_text(text)
+    return path
+
+
+def test_relative_paths_resolve_against_the_samplesheet_folder(tmp_path, outs):
+    (tmp_path / "x.h5ad").write_bytes(b"")
+    sheet = _sheet(tmp_path, "sample,spaceranger_dir,h5ad,group\nA,s1/outs,,g1\nB,,x.h5ad,\n")
+    slides = read_samplesheet(sheet)
+    assert [(s.sample, s.input_type, s.group) for s in slides] == [("A", "spaceranger", "g1"), ("B", "h5ad", "all")]
+    assert slides[0].path == str(outs.resolve())
+    out = tmp_path / "checked.csv"
+    write_checked(slides, out)
+    assert out.read_text().splitlines()[0] == "sample,input_type,path,group"
+
+
+def test_byte_order_mark_and_blank_lines_are_accepted(tmp_path, outs):
+    sheet = _sheet(tmp_path, "\ufeffsample,spaceranger_dir\n\nA,s1/outs\n\n")
+    assert [s.sample for s in read_samplesheet(sheet)] == ["A"]
+
+
+def test_remote_paths_pass_unchecked(tmp_path):
+    sheet = _sheet(tmp_path, "sample,spaceranger_dir\nA,s3://bucket/a/outs\n")
+    assert read_samplesheet(sheet)[0].path == "s3://bucket/a/outs"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("sample,spaceranger_dir,colour\nA,s1/outs,red\n", "unknown column(s) 'colour'"),
+        ("spaceranger_dir\ns1/outs\n", "missing required column 'sample'"),
+        ("sample,group\nA,g\n", "missing column 'spaceranger_dir' or 'h5ad'"),
+        ("sample,spaceranger_dir\n", "no slide rows"),
+        ("sample,spaceranger_dir\nA,s1/outs\nA,s1/outs\n", "row 2 (sample 'A'): duplicate sample name, already used in row 1"),
+        ("sample,spaceranger_dir\nslide 1,s1/outs\n", "row 1 (sample 'slide 1'): malformed sample name"),
+        ("sample,spaceranger_dir\n,s1/outs\n", "row 1: the sample name is empty"),
+        ("sample,spaceranger_dir\nA,nowhere/outs\n", "row 1 (sample 'A'): spaceranger_dir"),
+        ("sample,spaceranger_dir,h5ad\nA,s1/outs,x.h5ad\n", "give exactly one of spaceranger_dir or h5ad"),
+        ("sample,h5ad\nA,missing.h5ad\n", "row 1 (sample 'A'): h5ad file"),
+        ("sample,h5ad\nA,table.csv\n", "does not end in .h5ad"),
+        ("sample,spaceranger_dir,group\nA,s1/outs,bad group\n", "malformed group name 'bad group'"),
+        ("sample,spaceranger_dir\nA,s1/outs,extra\n", "row 1: has 3 fields, the header has 2"),
+    ],
+)
+def test_bad_samplesheets_name_row_and_problem(tmp_path, outs, text, message):
+    with pytest.raises(InputError) as err:
+        read_samplesheet(_sheet(tmp_path, text))
+    assert message in str(err.value)
+
+
+def test_outs_without_matrix_or_positions(tmp_path, outs):
+    (outs / "spatial" / "tissue_positions.csv").unlink()
+    with pytest.raises(InputError, match="no spot positions file"):
+        read_samplesheet(_sheet(tmp_path, "sample,spaceranger_dir\nA,s1/outs\n"))
+    (outs / "filtered_feature_bc_matrix.h5").unlink()
+    with pytest.raises(InputError, match="no count matrix"):
+        read_samplesheet(_sheet(tmp_path, "sample,spaceranger_dir\nA,s1/outs\n"))
+
+
+def test_positions_in_1x_form_are_accepted(tmp_path, outs):
+    (outs / "spatial" / "tissue_positions.csv").rename(outs / "spatial" / "tissue_positions_list.csv")
+    assert read_samplesheet(_sheet(tmp_path, "sample,spaceranger_dir\nA,s1/outs\n"))[0].sample == "A"
