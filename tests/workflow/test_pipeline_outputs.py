@@ -24,7 +24,7 @@ SLIDES = ("slide1", "slide2", "slide3")
 
 # Accuracy thresholds with the test profile's settings (seeds fixed)
 C2L_MIN_PEARSON = 0.7
-TANGRAM_MIN_PEARSON = 0.6
+TANGRAM_MIN_PEARSON = 0.75
 
 
 def _pearson_per_type(estimate: pd.DataFrame, truth: pd.DataFrame) -> pd.Series:

@@ -33,6 +33,7 @@ process CELL2LOCATION {
         ${batch_size} \\
         --lr ${params.c2l_lr} \\
         --seed ${params.seed} \\
+        --threads ${task.cpus} \\
         --accelerator ${task.accelerator ? 'gpu' : 'auto'} \\
         --process-name '${task.process}' \\
         ${args}

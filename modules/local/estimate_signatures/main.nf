@@ -30,6 +30,7 @@ process ESTIMATE_SIGNATURES {
         ${batch_size} \\
         --lr ${params.ref_lr} \\
         --seed ${params.seed} \\
+        --threads ${task.cpus} \\
         --accelerator ${task.accelerator ? 'gpu' : 'auto'} \\
         --output-csv signatures.csv \\
         --output-model-dir reference_model \\

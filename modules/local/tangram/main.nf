@@ -33,6 +33,7 @@ process TANGRAM {
         --max-epochs ${params.tangram_max_epochs} \\
         --learning-rate ${params.tangram_lr} \\
         --max-cells-per-type ${params.tangram_max_cells_per_type} \\
+        --cells-per-spot ${params.n_cells_per_location} \\
         --seed ${params.seed} \\
         --accelerator ${task.accelerator ? 'gpu' : 'auto'} \\
         ${assignment} \\
