@@ -12,6 +12,8 @@ TOTAL_COUNTS = "total_counts"
 N_GENES = "n_genes_by_counts"
 PCT_MT = "pct_counts_mt"
 MT_COUNTS = "total_counts_mt"
+C2L_TOTAL_CELLS = "c2l_total_cells"  # cell2location: posterior mean cells per spot (all types)
+C2L_DETECTION = "c2l_detection_y_s"  # cell2location: per-spot RNA detection efficiency (posterior mean)
 
 # obsm
 SPATIAL = "spatial"  # spot centres, full-resolution pixels, columns (x, y)
@@ -21,10 +23,13 @@ C2L_Q05 = "c2l_abundance_q05"  # 5% quantile
 C2L_Q95 = "c2l_abundance_q95"  # 95% quantile
 TANGRAM_PROPORTIONS = "tangram_proportions"
 TANGRAM_COUNTS = "tangram_expected_counts"
+TANGRAM_PROJECTED = "tangram_projected_heldout"  # projected expression of held-out genes
 
 # uns
 UNS_SPATIAL = "spatial"  # scanpy layout: uns['spatial'][library_id]{images, scalefactors}
 UNS_QC = "spatialmap_qc"
+UNS_C2L = "cell2location"  # settings of the cell2location run that produced obsm C2L_*
+UNS_TANGRAM = "tangram"  # run summary: settings, device, genes, held-out scores
 
 # var
 GENE_IDS = "gene_ids"
