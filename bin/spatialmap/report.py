@@ -24,7 +24,7 @@ QC_COLUMNS = {
     "pct_mt": dict(title="% MT", description="Share of counts in mitochondrial genes (removed from X)", suffix="%", max=100, min=0, format="{:,.1f}", scale="RdYlGn-rev"),
 }
 C2L_COLUMNS = {
-    "mean_total_cells_per_spot": dict(title="c2l cells/spot", description="cell2location: mean total cells per spot (5% quantile)", format="{:,.1f}", scale="YlGn"),
+    "mean_total_cells_per_spot": dict(title="c2l cells/spot", description="cell2location: mean total cells per spot (posterior mean)", format="{:,.1f}", scale="YlGn"),
     "most_abundant_type": dict(title="c2l top type", description="cell2location: most abundant cell type on the slide"),
     "reconstruction_r": dict(title="c2l recon. r", description="cell2location: Pearson r of observed vs expected counts", format="{:,.2f}", min=0, max=1, scale="RdYlGn"),
 }

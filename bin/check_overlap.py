@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Genes shared by the reference and each slide, and how many top markers of each cell type survive."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import anndata as ad
+
+from spatialmap import cli, keys, reference
+
+log = logging.getLogger("spatialmap.check_overlap")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--reference", required=True, type=Path, help="prepared reference .h5ad (prepare_reference.py)")
+    parser.add_argument("--slides", required=True, nargs="+", type=Path, help="QC'd slide .h5ad files")
+    parser.add_argument(
+        "--samples",
+        nargs="+",
+        default=None,
+        help="sample names of the slides, in the same order; default: each slide's obs['sample']",
+    )
+    parser.add_argument(
+        "--slide-gene-column",
+        default=None,
+        help="var column of the slides to name genes by (e.g. gene_ids when the reference uses Ensembl IDs)",
+    )
+    parser.add_argument("--label-key", required=True, help="obs column of the reference with the cell types")
+    parser.add_argument("--n-markers", type=int, default=50, help="top markers per cell type to look for (default: %(default)s)")
+    parser.add_argument(
+        "--min-shared-genes",
+        type=int,
+        default=100,
+        help="stop when a slide shares fewer genes with the reference (default: %(default)s)",
+    )
+    parser.add_argument("--output-tsv", required=True, type=Path, help="overlap table to write, one row per slide")
+    parser.add_argument("--output-json", required=True, type=Path, help="overlap details (markers, missing ones) to write")
+    parser.add_argument("--process-name", default="check_overlap.py", help="process name written to the versions file")
+    parser.add_argument("--versions", default="versions.yml", type=Path, help="versions file to write")
+    return parser.parse_args(argv)
+
+
+def sample_name(slide: ad.AnnData, path: Path) -> str:
+    """The slide's obs['sample'] (one value), else the file name up to the first dot."""
+    if keys.SAMPLE in slide.obs:
+        found = sorted(set(slide.obs[keys.SAMPLE].astype(str)))
+        if len(found) == 1:
+            return found[0]
+        raise cli.InputError(f"{path.name}: holds several samples ({', '.join(found)}); give --samples")
+    return path.name.split(".")[0]
+
+
+def read_slides(paths: list[Path], samples: list[str] | None, gene_column: str | None) -> dict[str, ad.AnnData]:
+    """``{sample: slide}`` with genes renamed by ``gene_column`` when given."""
+    if samples is not None and len(samples) != len(paths):
+        raise cli.InputError(f"{len(paths)} slides but {len(samples)} sample names")
+    slides = {}
+    for i, path in enumerate(paths):
+        if not path.is_file():
+            raise cli.InputError(f"slide file {path} does not exist")
+        slide = ad.read_h5ad(path)
+        sample = samples[i] if samples else sample_name(slide, path)
+        if sample in slides:
+            raise cli.InputError(f"sample {sample} is given twice")
+        slides[sample] = reference.use_gene_column(slide, gene_column, f"slide {sample}")
+    return slides
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if not args.reference.is_file():
+        raise cli.InputError(f"reference file {args.reference} does not exist")
+    ref = ad.read_h5ad(args.reference)
+    slides = read_slides(args.slides, args.samples, args.slide_gene_column)
+    result = reference.gene_overlap(ref, slides, args.label_key, args.n_markers, args.min_shared_genes)
+    for sample, row in result.table.iterrows():
+        worst = min(result.markers, key=lambda label: len(result.markers[label]) - len(result.missing_markers[sample][label]))
+        log.info(
+            "slide %s: %d shared genes; fewest shared markers: %s %s",
+            sample, row["shared_genes"], worst, row[f"markers:{worst}"],
+        )
+    with cli.atomic_path(args.output_tsv) as tmp:
+        result.table.to_csv(tmp, sep="\t")
+    with cli.atomic_path(args.output_json) as tmp:
+        tmp.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    cli.write_versions(args.versions, args.process_name, ["anndata", "numpy", "pandas"])
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,291 @@
+"""cell2location: map reference cell types onto one or more Visium slides jointly.
+
+Slides of one group are concatenated (``obs['sample']`` is the batch), trained together, then
+split back: each slide gets posterior mean / 5% / 95% quantile abundances (cells per spot) of
+every cell type in ``obsm`` (keys from :mod:`spatialmap.keys`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from . import keys
+from .cli import InputError, atomic_path
+from .signatures import (
+    hist2d_observed_expected,
+    quiet_trainer_kwargs,
+    resolve_accelerator,
+    save_model_dir,
+    seed_everything,
+)
+
+log = logging.getLogger("spatialmap.c2l")
+
+DEFAULT_MIN_SHARED_GENES = 50
+_SEP = "::"  # joins sample and barcode in the combined object's obs names
+
+
+@dataclass
+class MappingResult:
+    """Output of :func:`map_cell2location`.
+
+    ``slides``: ``{sample: AnnData}``, the input slides (all fields kept) with obsm
+    ``C2L_MEAN``/``C2L_Q05``/``C2L_Q95`` (spots x cell types, columns = cell type names) and obs
+    ``C2L_TOTAL_CELLS``/``C2L_DETECTION``. ``qc``: per-slide numbers (see :func:`slide_qc`).
+    ``combined``: the concatenated object the model was trained on (genes used only).
+    """
+
+    slides: dict[str, ad.AnnData]
+    qc: dict[str, dict[str, Any]]
+    model: Any
+    combined: ad.AnnData
+    device: str
+    genes_used: list[str]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def history(self) -> pd.DataFrame:
+        return self.model.history_["elbo_train"]
+
+
+def combine_slides(slides: Mapping[str, ad.AnnData], genes: list[str]) -> ad.AnnData:
+    """Stack slides on ``genes`` into one AnnData; obs names ``sample::barcode``, obs['sample']."""
+    blocks, names, samples = [], [], []
+    for sample, slide in slides.items():
+        X = slide[:, genes].X
+        blocks.append(sparse.csr_matrix(X, dtype=np.float32))
+        names.extend(f"{sample}{_SEP}{b}" for b in slide.obs_names)
+        samples.extend([sample] * slide.n_obs)
+    obs = pd.DataFrame({keys.SAMPLE: pd.Categorical(samples, categories=list(slides))}, index=names)
+    return ad.AnnData(X=sparse.vstack(blocks).tocsr(), obs=obs, var=pd.DataFrame(index=genes))
+
+
+def shared_genes(slides: Mapping[str, ad.AnnData], signatures: pd.DataFrame,
+                 min_shared_genes: int = DEFAULT_MIN_SHARED_GENES) -> list[str]:
+    """Genes in the signatures and on every slide, in signature order; InputError below the minimum."""
+    genes = pd.Index(signatures.index.astype(str))
+    for sample, slide in slides.items():
+        n = len(genes.intersection(slide.var_names.astype(str)))
+        if n < min_shared_genes:
+            raise InputError(
+                f"slide {sample}: only {n} of {len(signatures)} signature genes are on the slide "
+                f"(minimum {min_shared_genes}); check the gene names (symbols vs IDs)"
+            )
+        genes = genes.intersection(slide.var_names.astype(str), sort=False)
+    if len(genes) < min_shared_genes:
+        raise InputError(
+            f"only {len(genes)} signature genes are on all slides of the group (minimum {min_shared_genes})"
+        )
+    order = pd.Index(signatures.index.astype(str))
+    return [g for g in order if g in set(genes)]
+
+
+def _check_inputs(slides: Mapping[str, ad.AnnData], signatures: pd.DataFrame, n_cells_per_location: float,
+                  detection_alpha: float, max_epochs: int, num_samples: int) -> None:
+    if not slides:
+        raise InputError("no slides given")
+    if signatures.shape[1] < 2:
+        raise InputError(f"signatures: need at least 2 cell types, found {signatures.shape[1]}")
+    if signatures.isna().any().any() or (signatures.to_numpy() < 0).any():
+        raise InputError("signatures: values must be non-negative numbers")
+    if not n_cells_per_location > 0:
+        raise InputError(f"the expected cells per spot must be positive, got {n_cells_per_location}")
+    if not detection_alpha > 0:
+        raise InputError(f"detection alpha must be positive, got {detection_alpha}")
+    if max_epochs < 1:
+        raise InputError(f"max epochs must be at least 1, got {max_epochs}")
+    if num_samples < 2:
+        raise InputError(f"posterior samples must be at least 2, got {num_samples}")
+    for sample, slide in slides.items():
+        if slide.n_obs == 0:
+            raise InputError(f"slide {sample}: no spots")
+        X = slide.X
+        values = X.data if sparse.issparse(X) else np.asarray(X).ravel()
+        if values.size and (values.min() < 0 or not np.allclose(values, np.round(values))):
+            raise InputError(f"slide {sample}: X must hold raw integer counts")
+
+
+def map_cell2location(
+    slides: Mapping[str, ad.AnnData],
+    signatures: pd.DataFrame,
+    n_cells_per_location: float = 8,
+    detection_alpha: float = 20,
+    max_epochs: int = 30000,
+    batch_size: int | None = None,
+    seed: int = 0,
+    accelerator: str = "auto",
+    lr: float = 0.002,
+    num_samples: int = 1000,
+    min_shared_genes: int = DEFAULT_MIN_SHARED_GENES,
+    threads: int | None = None,
+) -> MappingResult:
+    """Map cell types onto slides jointly with cell2location.
+
+    Parameters
+    ----------
+    slides
+        ``{sample: AnnData}`` with raw counts in X; trained as one model with the sample as batch.
+    signatures
+        Genes x cell types expected counts (e.g. from :func:`spatialmap.signatures.estimate_signatures`).
+    n_cells_per_location
+        Prior expected cells per spot (tissue dependent; cell2location's ``N_cells_per_location``).
+    detection_alpha
+        Regularisation of the per-spot detection efficiency (20 for typical within-slide
+        variation, 200 when it is low).
+    max_epochs, batch_size, lr
+        Training; ``batch_size`` None = all spots every step (recommended).
+    seed
+        Seeds python/numpy/torch/pyro.
+    accelerator
+        ``'auto'`` (GPU when present), ``'cpu'`` or ``'gpu'``.
+    num_samples
+        Posterior samples drawn for the mean and quantiles.
+    min_shared_genes
+        Raise :class:`InputError` when fewer signature genes are on every slide.
+    threads
+        torch CPU threads (None = torch's default).
+
+    Returns
+    -------
+    :class:`MappingResult`.
+    """
+    _check_inputs(slides, signatures, n_cells_per_location, detection_alpha, max_epochs, num_samples)
+    slides = {str(k): v for k, v in slides.items()}
+    signatures = signatures.copy()
+    signatures.index = signatures.index.astype(str)
+    signatures.columns = signatures.columns.astype(str)
+    genes = shared_genes(slides, signatures, min_shared_genes)
+    combined = combine_slides(slides, genes)
+    totals = np.asarray(combined.X.sum(axis=1)).ravel()
+    empty = int((totals == 0).sum())
+    if empty:
+        log.warning("%d spots have no counts on the %d genes used; they will get low abundances", empty, len(genes))
+    log.info(
+        "cell2location: %d slides (%s), %d spots, %d genes, %d cell types",
+        len(slides), ", ".join(slides), combined.n_obs, len(genes), signatures.shape[1],
+    )
+
+    from cell2location.models import Cell2location
+
+    device = resolve_accelerator(accelerator, threads)
+    seed_everything(seed)
+    Cell2location.setup_anndata(combined, batch_key=keys.SAMPLE)
+    model = Cell2location(
+        combined,
+        cell_state_df=signatures.loc[genes],
+        N_cells_per_location=n_cells_per_location,
+        detection_alpha=detection_alpha,
+    )
+    log.info(
+        "cell2location: training %d epochs, %s, lr %g, N_cells_per_location %g, detection_alpha %g",
+        max_epochs, "full batch" if batch_size is None else f"batch size {batch_size}", lr,
+        n_cells_per_location, detection_alpha,
+    )
+    model.train(
+        max_epochs=max_epochs,
+        batch_size=batch_size,
+        train_size=1,
+        lr=lr,
+        accelerator=device,
+        **quiet_trainer_kwargs(max_epochs),
+    )
+    sample_batch = combined.n_obs if batch_size is None else batch_size
+    combined = model.export_posterior(
+        combined,
+        sample_kwargs={"num_samples": num_samples, "batch_size": sample_batch, "accelerator": device},
+    )
+    names = [str(n) for n in model.factor_names_]
+    summaries = {}
+    for summary, key in (("means", keys.C2L_MEAN), ("q05", keys.C2L_Q05), ("q95", keys.C2L_Q95)):
+        df = combined.obsm[f"{summary}_cell_abundance_w_sf"].copy()
+        df.columns = names
+        summaries[key] = df.clip(lower=0)
+    means = model.samples["post_sample_means"]
+    detection = np.asarray(means["detection_y_s"]).ravel()
+    expected = model.module.model.compute_expected(means, model.adata_manager)["mu"]
+
+    out, qc = {}, {}
+    for sample, slide in slides.items():
+        rows = (combined.obs[keys.SAMPLE] == sample).to_numpy()
+        result = slide.copy()
+        for key, df in summaries.items():
+            part = df.loc[rows].copy()
+            part.index = result.obs_names
+            result.obsm[key] = part
+        result.obs[keys.C2L_TOTAL_CELLS] = result.obsm[keys.C2L_MEAN].sum(axis=1).to_numpy()
+        result.obs[keys.C2L_DETECTION] = detection[rows]
+        observed = combined.X[rows]
+        qc[sample] = slide_qc(result, observed, expected[rows], sample, device, len(genes))
+        result.uns[keys.UNS_C2L] = {
+            "genes_used": len(genes),
+            "n_cells_per_location": float(n_cells_per_location),
+            "detection_alpha": float(detection_alpha),
+            "max_epochs": int(max_epochs),
+            "device": device,
+            "samples_in_model": list(slides),
+        }
+        out[sample] = result
+    settings = {
+        "n_cells_per_location": n_cells_per_location, "detection_alpha": detection_alpha,
+        "max_epochs": max_epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+        "num_samples": num_samples,
+    }
+    return MappingResult(out, qc, model, combined, device, genes, settings)
+
+
+def slide_qc(slide: ad.AnnData, observed, expected: np.ndarray, sample: str, device: str,
+             n_genes_used: int) -> dict[str, Any]:
+    """Per-slide mapping QC: cells per spot, abundance per type, detection, reconstruction r."""
+    q05 = slide.obsm[keys.C2L_Q05]
+    mean_q05 = q05.mean(axis=0)
+    observed = observed.toarray() if sparse.issparse(observed) else np.asarray(observed)
+    obs_flat, exp_flat = observed.ravel().astype(float), np.asarray(expected, dtype=float).ravel()
+    r = float(np.corrcoef(obs_flat, exp_flat)[0, 1]) if obs_flat.std() > 0 and exp_flat.std() > 0 else None
+    return {
+        "sample": sample,
+        "device": device,
+        "n_spots": int(slide.n_obs),
+        "n_genes_used": int(n_genes_used),
+        "mean_total_cells_per_spot": float(slide.obs[keys.C2L_TOTAL_CELLS].mean()),
+        "most_abundant_type": str(mean_q05.idxmax()),
+        "mean_abundance": {str(k): float(v) for k, v in mean_q05.items()},
+        "detection_sensitivity": float(slide.obs[keys.C2L_DETECTION].mean()),
+        "reconstruction_r": r,
+    }
+
+
+def plot_reconstruction(result: MappingResult, out_png: str | Path, max_spots: int = 3000, seed: int = 0) -> None:
+    """Observed vs expected counts (spots x genes), one panel per slide."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model = result.model
+    expected = model.module.model.compute_expected(model.samples["post_sample_means"], model.adata_manager)["mu"]
+    rng = np.random.default_rng(seed)
+    samples = list(result.slides)
+    fig, axes = plt.subplots(1, len(samples), figsize=(4.8 * len(samples), 4.6), squeeze=False)
+    for ax, sample in zip(axes[0], samples):
+        rows = np.flatnonzero((result.combined.obs[keys.SAMPLE] == sample).to_numpy())
+        if len(rows) > max_spots:
+            rows = np.sort(rng.choice(rows, max_spots, replace=False))
+        observed = result.combined.X[rows].toarray()
+        hist2d_observed_expected(ax, observed, expected[rows], f"{sample}: reconstruction")
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def save_model(result: MappingResult, out_dir: str | Path) -> None:
+    """Save the trained model (without data) into ``out_dir``."""
+    save_model_dir(result.model, out_dir)
