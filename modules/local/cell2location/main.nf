@@ -34,6 +34,7 @@ process CELL2LOCATION {
         --lr ${params.c2l_lr} \\
         --seed ${params.seed} \\
         --threads ${task.cpus} \\
+        --num-samples ${params.posterior_samples} \\
         --accelerator ${task.accelerator ? 'gpu' : 'auto'} \\
         --process-name '${task.process}' \\
         ${args}

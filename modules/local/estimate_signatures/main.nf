@@ -31,6 +31,7 @@ process ESTIMATE_SIGNATURES {
         --lr ${params.ref_lr} \\
         --seed ${params.seed} \\
         --threads ${task.cpus} \\
+        --num-samples ${params.posterior_samples} \\
         --accelerator ${task.accelerator ? 'gpu' : 'auto'} \\
         --output-csv signatures.csv \\
         --output-model-dir reference_model \\
