@@ -1,5 +1,5 @@
 process CHECK_OVERLAP {
-    tag "${slides.size()} slides"
+    tag "${slides instanceof List ? slides.size() : 1} slides"
     label 'process_low'
     container "${params.container_registry}/spatialmap-core:${params.container_tag}"
 
