@@ -50,16 +50,18 @@ def main(argv: list[str] | None = None) -> None:
                 "spatialmap_slide_qc_mqc.yaml": report.qc_table(qc)}
 
     for path in _files(args.reference_files):
-        content = json.loads(path.read_text())
-        if path.name.startswith("gene_overlap"):
-            rows = content.get("slides", content) if isinstance(content, dict) else content
-            frame = pd.DataFrame(rows)
-            if "sample" in frame:
-                frame = frame.set_index("sample")
+        if path.name.startswith("gene_overlap") and path.suffix == ".tsv":
+            frame = pd.read_csv(path, sep="\t", index_col=0)
             sections["spatialmap_gene_overlap_mqc.yaml"] = report.table_section(
                 "spatialmap_gene_overlap", "Reference gene overlap",
-                "Genes shared between the single-cell reference and each slide, and how many of each "
-                "cell type's top markers are among them.", frame)
+                "Genes shared between the single-cell reference and each slide, and for each cell type "
+                "how many of its top markers are shared (markers: shared/checked).", frame)
+        elif path.suffix == ".json":
+            summary = json.loads(path.read_text())
+            if "cells_per_label" in summary:
+                sections["spatialmap_reference_mqc.yaml"] = report.reference_section(summary)
+        else:
+            log.warning("report: ignoring unknown reference file %s", path.name)
 
     if c2l:
         matrix = report.c2l_abundance_matrix(c2l)

@@ -110,6 +110,25 @@ def c2l_abundance_matrix(c2l: list[dict]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index").sort_index()
 
 
+def reference_section(summary: dict) -> dict:
+    """Bar plot of reference cells per cell type, with the reference's headline numbers."""
+    description = (
+        f"Reference: {summary.get('n_cells', '?')} cells, {summary.get('n_genes', '?')} genes after removing "
+        f"{len(summary.get('mt_genes_removed', []))} mitochondrial genes; labels from "
+        f"<code>{summary.get('label_key', '?')}</code>"
+    )
+    if summary.get("batch_key"):
+        description += f", batches from <code>{summary['batch_key']}</code> ({len(summary.get('cells_per_batch', {}))})"
+    return {
+        "id": "spatialmap_reference",
+        "section_name": "Reference cell types",
+        "description": description + ".",
+        "plot_type": "bargraph",
+        "pconfig": {"id": "spatialmap_reference_plot", "title": "Reference cells per cell type", "ylab": "cells"},
+        "data": {str(label): {"cells": int(n)} for label, n in summary["cells_per_label"].items()},
+    }
+
+
 def table_section(section_id: str, name: str, description: str, frame: pd.DataFrame) -> dict:
     """A MultiQC table from a data frame (index = row names)."""
     data = {str(idx): {str(k): (None if pd.isna(v) else (v.item() if hasattr(v, "item") else v))

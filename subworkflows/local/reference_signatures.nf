@@ -38,7 +38,7 @@ workflow REFERENCE_SIGNATURES {
 
     emit:
     reference     = PREPARE_REFERENCE.out.h5ad                                 // value: prepared reference h5ad
-    summary       = PREPARE_REFERENCE.out.json.mix(CHECK_OVERLAP.out.json)     // channel: reference + overlap JSON
+    summary       = PREPARE_REFERENCE.out.json.mix(CHECK_OVERLAP.out.tsv)      // channel: reference summary JSON + overlap TSV
     signatures                                                                 // value: signatures CSV
     signature_png                                                              // channel: [ png ]
     versions                                                                   // channel: versions.yml
