@@ -8,7 +8,7 @@ import logging
 import os
 from pathlib import Path
 
-from spatialmap import cli, reference, signatures
+from spatialmap import cli, device, reference, signatures
 
 log = logging.getLogger("spatialmap.estimate_signatures")
 
@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=0.002, help="regression learning rate (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument(
-        "--accelerator", choices=signatures.ACCELERATORS, default="auto",
+        "--accelerator", choices=device.ACCELERATORS, default="auto",
         help="auto: GPU when one is visible, else CPU (default: %(default)s)",
     )
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch; give the task's CPUs (default: %(default)s)")

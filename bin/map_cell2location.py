@@ -11,7 +11,7 @@ from pathlib import Path
 
 import anndata as ad
 
-from spatialmap import c2l, cli, keys, plotting, reference, signatures
+from spatialmap import c2l, cli, device, keys, plotting, reference, signatures
 
 log = logging.getLogger("spatialmap.map_cell2location")
 
@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=0.002, help="learning rate (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument(
-        "--accelerator", choices=signatures.ACCELERATORS, default="auto",
+        "--accelerator", choices=device.ACCELERATORS, default="auto",
         help="auto: GPU when one is visible, else CPU (default: %(default)s)",
     )
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch; give the task's CPUs (default: %(default)s)")

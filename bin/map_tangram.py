@@ -36,7 +36,8 @@ PACKAGES = ["tangram-sc", "torch", "scanpy", "anndata"]
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    from spatialmap.tangram_map import ACCELERATORS, DENSITY_PRIORS, MODES
+    from spatialmap.device import ACCELERATORS
+    from spatialmap.tangram_map import DENSITY_PRIORS, MODES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slide", required=True, help="slide after QC (.h5ad, raw counts in X)")
@@ -64,6 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--accelerator", choices=ACCELERATORS, default="auto",
         help="auto: the GPU when torch sees one, else the CPU; gpu: fail without one (default: auto)",
     )
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch; give the task's CPUs (default: 1)")
     parser.add_argument("--assignment", action="store_true", help="cells mode: also write each reference cell's most likely spot")
     parser.add_argument("--process-name", default=Path(__file__).name, help="process name in versions.yml (default: script name)")
     parser.add_argument("--versions", default="versions.yml", help="versions file to write (default: versions.yml)")
@@ -116,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         cells_per_spot=args.cells_per_spot,
         seed=args.seed,
         accelerator=args.accelerator,
+        threads=args.threads,
         assignment=args.assignment,
     )
     annotated = tangram_map.annotate_slide(slide, result)

@@ -19,13 +19,8 @@ from scipy import sparse
 
 from . import keys
 from .cli import InputError, atomic_path
-from .signatures import (
-    hist2d_observed_expected,
-    quiet_trainer_kwargs,
-    resolve_accelerator,
-    save_model_dir,
-    seed_everything,
-)
+from .device import resolve_accelerator, seed_everything
+from .signatures import hist2d_observed_expected, quiet_trainer_kwargs, save_model_dir
 
 log = logging.getLogger("spatialmap.c2l")
 

@@ -20,50 +20,16 @@ import pandas as pd
 from scipy import sparse
 
 from .cli import InputError, atomic_path
+from .device import resolve_accelerator, seed_everything
 
 log = logging.getLogger("spatialmap.signatures")
 
 METHODS = ("regression", "means")
-ACCELERATORS = ("auto", "cpu", "gpu")
 
 
 # --------------------------------------------------------------------------------------------
 # shared training plumbing (also used by c2l.py)
 # --------------------------------------------------------------------------------------------
-
-
-def resolve_accelerator(accelerator: str = "auto", threads: int | None = None) -> str:
-    """``'gpu'`` or ``'cpu'``: 'auto' takes the GPU when torch sees one. Logs the device.
-
-    ``threads`` sets torch's CPU threads (None keeps torch's default, all visible cores).
-    More threads than free cores makes torch much slower, so give the task's CPU count.
-    """
-    import torch
-
-    if threads is not None:
-        if threads < 1:
-            raise InputError(f"threads must be at least 1, got {threads}")
-        torch.set_num_threads(int(threads))
-    if accelerator not in ACCELERATORS:
-        raise InputError(f"accelerator must be one of {', '.join(ACCELERATORS)}, got '{accelerator}'")
-    has_gpu = torch.cuda.is_available()
-    if accelerator == "gpu" and not has_gpu:
-        raise InputError("accelerator 'gpu' was asked for but no GPU is visible to torch; use 'auto' or 'cpu'")
-    device = "gpu" if accelerator == "gpu" or (accelerator == "auto" and has_gpu) else "cpu"
-    if device == "gpu":
-        log.info("device: GPU (%s)", torch.cuda.get_device_name(0))
-    else:
-        log.info("device: CPU, %d torch thread(s)%s", torch.get_num_threads(), "" if has_gpu else "; no GPU found")
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy, torch and pyro (through ``scvi.settings.seed``)."""
-    import pyro
-    import scvi
-
-    scvi.settings.seed = int(seed)
-    pyro.set_rng_seed(int(seed))
 
 
 def quiet_trainer_kwargs(max_epochs: int) -> dict[str, Any]:

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 from dataclasses import dataclass
 
 import anndata as ad
@@ -47,11 +46,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .device import resolve_accelerator, seed_everything
+
 log = logging.getLogger("spatialmap.tangram")
 
 MODES = ("cells", "clusters")
 DENSITY_PRIORS = ("rna_count_based", "uniform")
-ACCELERATORS = ("auto", "cpu", "gpu")
 
 
 @dataclass
@@ -224,35 +224,6 @@ def cap_cells_per_type(labels: pd.Series, max_cells: int, seed: int = 0) -> np.n
     return np.sort(np.concatenate(keep))
 
 
-def select_device(accelerator: str = "auto") -> str:
-    """``'cuda'`` when asked for (``gpu``) or available (``auto``), else ``'cpu'``."""
-    import torch
-
-    if accelerator not in ACCELERATORS:
-        raise ValueError(f"accelerator must be one of {', '.join(ACCELERATORS)}, not '{accelerator}'")
-    available = torch.cuda.is_available()
-    if accelerator == "gpu" and not available:
-        raise ValueError("--accelerator gpu was asked for but torch sees no CUDA device")
-    device = "cuda" if accelerator != "cpu" and available else "cpu"
-    if device == "cuda":
-        log.info("Tangram runs on cuda (%s), accelerator '%s'", torch.cuda.get_device_name(0), accelerator)
-    else:
-        log.info(
-            "Tangram runs on cpu (accelerator '%s', CUDA %savailable, %d torch threads)",
-            accelerator, "" if available else "not ", torch.get_num_threads(),
-        )
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and torch (Tangram's own ``random_state`` ignores 0)."""
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 # --------------------------------------------------------------------------- scores
 
 
@@ -299,6 +270,7 @@ def run_tangram(
     heldout_fraction: float = 0.2,
     seed: int = 0,
     accelerator: str = "auto",
+    threads: int | None = None,
     assignment: bool = False,
 ) -> TangramResult:
     """Map the reference cell types onto ``slide`` with Tangram.
@@ -331,6 +303,8 @@ def run_tangram(
         Seeds the cell draw, held-out draw, numpy, torch and Tangram.
     accelerator
         ``auto`` (cuda when available), ``gpu`` or ``cpu``.
+    threads
+        Torch CPU threads (None: torch's default).
     assignment
         ``cells`` mode: also return each cell's most likely spot.
 
@@ -354,7 +328,7 @@ def run_tangram(
     if slide.n_obs == 0:
         raise ValueError(f"sample {name}: the slide has no spots")
     labels = check_reference(reference, label_key)
-    device = select_device(accelerator)
+    device = "cuda" if resolve_accelerator(accelerator, threads) == "gpu" else "cpu"
 
     genes = shared_genes(slide, reference)
     log.info(

@@ -11,7 +11,7 @@ import pytest
 from scipy import sparse
 
 from conftest import BIN
-from spatialmap import signatures
+from spatialmap import device, signatures
 from spatialmap.cli import InputError
 
 TYPES = ["A", "B", "C"]
@@ -94,8 +94,8 @@ def test_gpu_requested_without_gpu_is_refused(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(InputError, match="no GPU"):
-        signatures.resolve_accelerator("gpu")
-    assert signatures.resolve_accelerator("auto") == "cpu"
+        device.resolve_accelerator("gpu")
+    assert device.resolve_accelerator("auto") == "cpu"
 
 
 # --- user signatures ---------------------------------------------------------------------

@@ -213,16 +213,6 @@ def test_bad_inputs_are_refused():
         tangram_map.run_tangram(slide, single, "cell_type", **FAST)
 
 
-def test_device_selection():
-    assert tangram_map.select_device("cpu") == "cpu"
-    import torch
-
-    if not torch.cuda.is_available():
-        assert tangram_map.select_device("auto") == "cpu"
-        with pytest.raises(ValueError, match="no CUDA device"):
-            tangram_map.select_device("gpu")
-
-
 def test_map_tangram_script(tmp_path, monkeypatch):
     slide, truth = make_slide("S1")
     slide.write_h5ad(tmp_path / "S1.qc.h5ad")

@@ -35,6 +35,7 @@ process TANGRAM {
         --max-cells-per-type ${params.tangram_max_cells_per_type} \\
         --cells-per-spot ${params.n_cells_per_location} \\
         --seed ${params.seed} \\
+        --threads ${task.cpus} \\
         --accelerator ${task.accelerator ? 'gpu' : 'auto'} \\
         ${assignment} \\
         --process-name '${task.process}' \\
