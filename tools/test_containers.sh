@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# End-to-end test of the container images: builds every image with podman
+# (tools/build_images.sh, cached), runs the test profile in them
+#     nextflow run . -profile test,podman --outdir <dir>/podman
+# and checks that the results are those of the local profile (-profile test,local):
+# the same files; the same slides, QC numbers and tables; the same package versions
+# in the report (Python's own patch version aside); mapping numbers equal within a
+# float tolerance (RTOL, ATOL).
+#
+# Usage: tools/test_containers.sh [nextflow args for both runs, e.g. --reference false]
+# Environment:
+#   TEST_DIR       where results and work dirs go (default ${TMPDIR:-/tmp}/spatialmap-containers-test)
+#   LOCAL_RESULTS  results of an earlier `-profile test,local` run to compare with (skips that run)
+#   LOCAL_WORK     its work dir: checks that both runs ran the same commands
+#   SKIP_BUILD=1   use the images as they are
+#   RTOL, ATOL     float tolerance of the comparison (default 1e-4, 1e-6)
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cache=${SPATIALMAP_CACHE:-$HOME/.cache/spatialmap}
+dir=${TEST_DIR:-${TMPDIR:-/tmp}/spatialmap-containers-test}
+log() { echo "[test_containers] $*" >&2; }
+
+cd "$repo"
+bash tools/setup.sh
+if [[ -z "${SKIP_BUILD:-}" ]]; then
+    start=$SECONDS
+    bash tools/build_images.sh
+    log "images ready in $((SECONDS - start)) s"
+fi
+
+rm -rf "$dir/podman" "$dir/work-podman"
+mkdir -p "$dir"
+start=$SECONDS
+log "nextflow run . -profile test,podman --outdir $dir/podman $*"
+bash tools/nextflow run . -profile test,podman --outdir "$dir/podman" -work-dir "$dir/work-podman" "$@"
+log "podman run took $((SECONDS - start)) s"
+# every task ran in its family's image
+if grep -L 'podman run' "$dir"/work-podman/*/*/.command.run | grep -q .; then
+    log "FAIL: some tasks did not run in podman"; exit 1
+fi
+
+local_results=${LOCAL_RESULTS:-}
+local_work=${LOCAL_WORK:-}
+if [[ -z "$local_results" ]]; then
+    local_results=$dir/local
+    local_work=$dir/work-local
+    rm -rf "$local_results" "$dir/work-local"
+    start=$SECONDS
+    log "nextflow run . -profile test,local --outdir $local_results $*"
+    bash tools/nextflow run . -profile test,local --outdir "$local_results" -work-dir "$dir/work-local" "$@"
+    log "local run took $((SECONDS - start)) s"
+fi
+
+log "comparing $dir/podman with $local_results"
+"$cache/env/bin/python" - "$local_results" "$dir/podman" "$local_work" "$dir/work-podman" <<'EOF'
+"""Compare two result folders of the pipeline: same files, same numbers within tolerance."""
+import json
+import math
+import os
+import re
+import sys
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+local, podman = map(Path, sys.argv[1:3])
+local_work, podman_work = sys.argv[3:5]
+RTOL, ATOL = float(os.environ.get("RTOL", 1e-4)), float(os.environ.get("ATOL", 1e-6))
+# run-specific files: timings, paths, logs
+SKIP = {"multiqc.log", "multiqc_sources.txt", "multiqc_data.json", "llms-full.txt", "multiqc.parquet"}
+problems, worst = [], {}
+
+
+def files(root):
+    return {p.relative_to(root) for p in root.rglob("*")
+            if p.is_file() and p.relative_to(root).parts[0] != "pipeline_info"}
+
+
+def close(name, a, b):
+    """Numbers equal within tolerance; anything else equal."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        problems.append(f"{name}: shape {a.shape} vs {b.shape}")
+        return
+    if a.dtype.kind in "biuf" and b.dtype.kind in "biuf":
+        a, b = a.astype(float), b.astype(float)
+        if not np.allclose(a, b, rtol=RTOL, atol=ATOL, equal_nan=True):
+            diff = np.nanmax(np.abs(a - b))
+            problems.append(f"{name}: differs by up to {diff:.3g}")
+        elif a.size:
+            worst[name] = max(worst.get(name, 0.0), float(np.nanmax(np.abs(a - b), initial=0.0)))
+    elif not np.array_equal(a.astype(str), b.astype(str)):
+        problems.append(f"{name}: values differ")
+
+
+def compare_json(name, a, b):
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            problems.append(f"{name}: keys {sorted(a)} vs {sorted(b)}")
+        for key in a.keys() & b.keys():
+            compare_json(f"{name}.{key}", a[key], b[key])
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            compare_json(f"{name}[{i}]", x, y)
+    elif isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        if not math.isclose(a, b, rel_tol=RTOL, abs_tol=ATOL):
+            problems.append(f"{name}: {a} vs {b}")
+    elif a != b:
+        problems.append(f"{name}: {a!r} vs {b!r}")
+
+
+def compare_table(name, a, b):
+    if list(a.columns) != list(b.columns) or list(a.index) != list(b.index):
+        problems.append(f"{name}: rows or columns differ")
+        return
+    for column in a.columns:
+        close(f"{name}[{column}]", a[column].to_numpy(), b[column].to_numpy())
+
+
+def compare_versions(name, a, b):
+    """Every tool at the same version in both runs; Python only to the minor version."""
+    for frame in (a, b):
+        if "python" in frame.columns:
+            frame["python"] = frame["python"].astype(str).str.rsplit(".", n=1).str[0]
+    if a.fillna("").astype(str).to_dict() != b.fillna("").astype(str).to_dict():
+        problems.append(f"{name}: tool versions differ:\n{a}\n{b}")
+
+
+def compare_h5ad(name, a, b):
+    for what in ("obs_names", "var_names"):
+        if list(getattr(a, what)) != list(getattr(b, what)):
+            problems.append(f"{name}: {what} differ")
+            return
+    dense = lambda m: m.toarray() if sparse.issparse(m) else np.asarray(m)  # noqa: E731
+    close(f"{name}:X", dense(a.X), dense(b.X))
+    compare_table(f"{name}:obs", a.obs, b.obs)
+    for slot in ("obsm", "layers"):
+        ka, kb = set(getattr(a, slot).keys()), set(getattr(b, slot).keys())
+        if ka != kb:
+            problems.append(f"{name}:{slot} keys {sorted(ka)} vs {sorted(kb)}")
+        for key in ka & kb:
+            x, y = getattr(a, slot)[key], getattr(b, slot)[key]
+            if isinstance(x, pd.DataFrame):
+                compare_table(f"{name}:{slot}[{key}]", x, y)
+            else:
+                close(f"{name}:{slot}[{key}]", dense(x), dense(y))
+
+
+def task_scripts(work):
+    """{task name: its command's words}: what each task of a run was asked to do.
+
+    Words, not text: the order of files collected from several tasks may differ.
+    """
+    scripts = {}
+    for run in Path(work).glob("*/*/.command.run"):
+        name = re.search(r"^### name: '(.+)'$", run.read_text(), flags=re.M).group(1)
+        scripts[name] = sorted((run.parent / ".command.sh").read_text().split())
+    return scripts
+
+
+if local_work:  # the code must not have changed between the two runs
+    a, b = task_scripts(local_work), task_scripts(podman_work)
+    changed = sorted(name for name in a.keys() & b.keys() if a[name] != b[name])
+    if changed or a.keys() != b.keys():
+        sys.exit(f"FAIL: the two runs ran different tasks or commands (was the pipeline edited meanwhile?): "
+                 f"{changed or sorted(a.keys() ^ b.keys())}")
+
+only_local, only_podman = files(local) - files(podman), files(podman) - files(local)
+if only_local or only_podman:
+    problems.append(f"different files: only local {sorted(map(str, only_local))}, "
+                    f"only podman {sorted(map(str, only_podman))}")
+compared = 0
+for rel in sorted(files(local) & files(podman)):
+    a, b, name = local / rel, podman / rel, str(rel)
+    if rel.name in SKIP or ".cell2location_model" in name:
+        continue
+    compared += 1
+    if rel.name == "multiqc_software_versions.txt":
+        compare_versions(name, pd.read_csv(a, sep="\t", index_col=0), pd.read_csv(b, sep="\t", index_col=0))
+    elif rel.suffix == ".json":
+        compare_json(name, json.loads(a.read_text()), json.loads(b.read_text()))
+    elif rel.suffix in (".csv", ".tsv", ".txt"):
+        sep = "," if rel.suffix == ".csv" else "\t"
+        compare_table(name, pd.read_csv(a, sep=sep, index_col=0), pd.read_csv(b, sep=sep, index_col=0))
+    elif rel.suffix == ".h5ad":
+        compare_h5ad(name, ad.read_h5ad(a), ad.read_h5ad(b))
+    else:
+        compared -= 1  # images, html: present in both is all we ask
+
+stats = pd.read_csv(podman / "multiqc/multiqc_data/multiqc_general_stats.txt", sep="\t", index_col=0)
+print(f"slides in the podman run's MultiQC general stats: {', '.join(stats.index)}")
+differing = sorted(((d, n) for n, d in worst.items() if d > 0), reverse=True)
+print(f"compared {compared} files; numbers not bit-identical in {len(differing)} of their columns/arrays")
+for diff, name in differing[:10]:
+    print(f"  {name}: largest difference {diff:.3g}")
+if problems:
+    print("FAIL: the podman run differs from the local run:", *problems, sep="\n  ", file=sys.stderr)
+    sys.exit(1)
+print(f"OK: same results (rtol {RTOL:g}, atol {ATOL:g})")
+EOF
