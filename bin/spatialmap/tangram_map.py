@@ -397,6 +397,10 @@ def run_tangram(
     sp_ad.obs["rna_count_based_density"] = totals / totals.sum()
 
     seed_everything(seed)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(int(threads))  # the marker ranking above may have reset it
     log.info(
         "Tangram: mode %s, density prior %s, %d epochs, learning rate %g, device %s, seed %d",
         mode, density_prior, num_epochs, learning_rate, device, seed,
