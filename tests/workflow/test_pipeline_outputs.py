@@ -82,9 +82,7 @@ def test_cell2location_h5ad_has_abundance(workflow_dir, sample):
     assert (q05 <= mean + 1e-6).all() and (mean <= q95 + 1e-6).all()
 
 
-@pytest.mark.workflow("test profile", "tangram only")
-@pytest.mark.parametrize("sample", SLIDES)
-def test_tangram_recovers_true_proportions(workflow_dir, sample):
+def _check_tangram_accuracy(workflow_dir, sample):
     estimate = pd.read_csv(Path(workflow_dir, f"results/tangram/{sample}/{sample}.tangram_proportions.csv"), index_col=0)
     truth = pd.read_csv(TEST_DATA / "truth" / f"{sample}_proportions.csv", index_col=0)
     np.testing.assert_allclose(estimate.sum(axis=1), 1, atol=1e-4)
@@ -92,12 +90,36 @@ def test_tangram_recovers_true_proportions(workflow_dir, sample):
     assert (r >= TANGRAM_MIN_PEARSON).all(), r.round(3).to_dict()
 
 
-@pytest.mark.workflow("test profile", "tangram only")
-@pytest.mark.parametrize("sample", SLIDES)
-def test_tangram_heldout_genes_scored(workflow_dir, sample):
+def _check_heldout_table(workflow_dir, sample):
     table = pd.read_csv(Path(workflow_dir, f"results/tangram/{sample}/{sample}.tangram_heldout_genes.csv"))
     assert len(table) > 0
     assert table["pearson_r"].notna().any()
+
+
+# pytest-workflow cannot combine several workflow names with a parametrised test, so each
+# workflow gets its own test functions.
+@pytest.mark.workflow("test profile")
+@pytest.mark.parametrize("sample", SLIDES)
+def test_tangram_recovers_true_proportions(workflow_dir, sample):
+    _check_tangram_accuracy(workflow_dir, sample)
+
+
+@pytest.mark.workflow("tangram only")
+@pytest.mark.parametrize("sample", SLIDES)
+def test_tangram_only_recovers_true_proportions(workflow_dir, sample):
+    _check_tangram_accuracy(workflow_dir, sample)
+
+
+@pytest.mark.workflow("test profile")
+@pytest.mark.parametrize("sample", SLIDES)
+def test_tangram_heldout_genes_scored(workflow_dir, sample):
+    _check_heldout_table(workflow_dir, sample)
+
+
+@pytest.mark.workflow("tangram only")
+@pytest.mark.parametrize("sample", SLIDES)
+def test_tangram_only_heldout_genes_scored(workflow_dir, sample):
+    _check_heldout_table(workflow_dir, sample)
 
 
 @pytest.mark.workflow("test profile")
