@@ -65,15 +65,15 @@ workflow SPATIALMAP {
     }
 
     REPORT_TABLES(
-        SLIDE_PREPROCESS.out.json.map { meta, f -> f }.collect(),
-        SLIDE_PREPROCESS.out.png.map { meta, f -> f }.collect(),
-        reference_files.collect().ifEmpty([]),
-        c2l_json.collect().ifEmpty([]),
-        c2l_png.collect().ifEmpty([]),
-        tangram_json.collect().ifEmpty([]),
-        tangram_genes.collect().ifEmpty([]),
-        tangram_png.collect().ifEmpty([]),
-        agreement.collect().ifEmpty([]),
+        SLIDE_PREPROCESS.out.json.map { meta, f -> f }.collect(sort: true),
+        SLIDE_PREPROCESS.out.png.map { meta, f -> f }.collect(sort: true),
+        reference_files.collect(sort: true).ifEmpty([]),
+        c2l_json.collect(sort: true).ifEmpty([]),
+        c2l_png.collect(sort: true).ifEmpty([]),
+        tangram_json.collect(sort: true).ifEmpty([]),
+        tangram_genes.collect(sort: true).ifEmpty([]),
+        tangram_png.collect(sort: true).ifEmpty([]),
+        agreement.collect(sort: true).ifEmpty([]),
         versions.unique().collect()
     )
 

@@ -19,7 +19,7 @@ workflow REFERENCE_SIGNATURES {
     PREPARE_REFERENCE(reference, mt_genes)
     versions = versions.mix(PREPARE_REFERENCE.out.versions)
 
-    CHECK_OVERLAP(PREPARE_REFERENCE.out.h5ad, slides.map { meta, h5ad -> h5ad }.collect())
+    CHECK_OVERLAP(PREPARE_REFERENCE.out.h5ad, slides.map { meta, h5ad -> h5ad }.collect(sort: true))
     versions = versions.mix(CHECK_OVERLAP.out.versions)
 
     signatures = Channel.empty()
