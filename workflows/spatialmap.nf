@@ -31,8 +31,7 @@ workflow SPATIALMAP {
     versions = versions.mix(SLIDE_PREPROCESS.out.versions)
 
     reference_files = Channel.empty()
-    c2l_json = Channel.empty(); c2l_png = Channel.empty()
-    tangram_json = Channel.empty(); tangram_genes = Channel.empty(); tangram_png = Channel.empty()
+    method_json = Channel.empty(); method_png = Channel.empty(); tangram_genes = Channel.empty()
     agreement = Channel.empty()
 
     if (params.reference) {
@@ -54,11 +53,10 @@ workflow SPATIALMAP {
             methods
         )
         versions = versions.mix(MAPPING.out.versions)
-        c2l_json = MAPPING.out.c2l_json
-        c2l_png = MAPPING.out.c2l_png.mix(REFERENCE_SIGNATURES.out.signature_png.flatten())
-        tangram_json = MAPPING.out.tangram_json
+        // every method's <sample>.<method>_qc.json and figures, for the report
+        method_json = MAPPING.out.c2l_json.mix(MAPPING.out.tangram_json)
+        method_png = MAPPING.out.c2l_png.mix(MAPPING.out.tangram_png, REFERENCE_SIGNATURES.out.signature_png.flatten())
         tangram_genes = MAPPING.out.tangram_genes
-        tangram_png = MAPPING.out.tangram_png
         agreement = MAPPING.out.agreement
     } else {
         log.info "No --reference given: running reading and QC only (no mapping)"
@@ -68,11 +66,9 @@ workflow SPATIALMAP {
         SLIDE_PREPROCESS.out.json.map { meta, f -> f }.collect(sort: true),
         SLIDE_PREPROCESS.out.png.map { meta, f -> f }.collect(sort: true),
         reference_files.collect(sort: true).ifEmpty([]),
-        c2l_json.collect(sort: true).ifEmpty([]),
-        c2l_png.collect(sort: true).ifEmpty([]),
-        tangram_json.collect(sort: true).ifEmpty([]),
+        method_json.collect(sort: true).ifEmpty([]),
+        method_png.collect(sort: true).ifEmpty([]),
         tangram_genes.collect(sort: true).ifEmpty([]),
-        tangram_png.collect(sort: true).ifEmpty([]),
         agreement.collect(sort: true).ifEmpty([]),
         versions.unique().collect()
     )

@@ -49,27 +49,133 @@ def _headers(columns: dict, data: dict) -> dict:
     return {key: conf for key, conf in columns.items() if key in present}
 
 
-def general_stats(qc: list[dict], c2l: list[dict], tangram: list[dict]) -> dict:
-    """One general-statistics row per slide: QC, then each method's headline numbers."""
+# Headline numbers of any mapping method beyond cell2location and Tangram: the general-statistics
+# column, and the QC JSON keys it is read from (first present wins).
+METHOD_HEADLINES = {
+    "spots_fitted": (("n_spots_fitted", "spots_fitted", "n_spots"),
+                     dict(title="spots fitted", description="spots the method fitted", format="{:,.0f}", scale="Greens")),
+    "genes_used": (("n_genes_used", "genes_used", "n_genes"),
+                   dict(title="genes used", description="genes the method used", format="{:,.0f}", scale="Blues", hidden=True)),
+    "seconds": (("seconds", "runtime_seconds", "wall_seconds", "elapsed_seconds"),
+                dict(title="seconds", description="wall time of the fit (seconds)", format="{:,.1f}", scale="Oranges")),
+}
+KNOWN_METHODS = ("cell2location", "tangram", "rctd", "flashdeconv", "nnls")
+METHOD_TITLES = {"cell2location": "cell2location", "tangram": "Tangram", "rctd": "RCTD",
+                 "flashdeconv": "FlashDeconv", "nnls": "NNLS"}
+# Slide QC fields beyond QC_COLUMNS that other slide readers (Visium HD, Xenium) may add; each shows
+# up as a general-statistics column when some slide has it. Any other scalar field of the QC JSON
+# still appears in the slide QC table.
+QC_EXTRA_COLUMNS = {
+    "bins_kept": dict(title="Bins kept", description="Visium HD bins passing QC", format="{:,.0f}", scale="Greens"),
+    "cells_kept": dict(title="Cells kept", description="Segmented cells passing QC", format="{:,.0f}", scale="Greens"),
+    "median_transcripts": dict(title="Median transcripts", description="Median transcripts per cell or bin", format="{:,.0f}", scale="Purples"),
+}
+CONSENSUS_COLUMNS = {
+    "n_methods": dict(title="Consensus methods", description="mapping methods combined in the consensus", format="{:,.0f}", scale="Greys"),
+    "mean_disagreement": dict(title="Disagreement", description="mean over spots of the methods' mean Jensen-Shannon divergence to the consensus (0 = identical, 1 = disjoint)", format="{:,.3f}", min=0, max=1, scale="OrRd"),
+}
+QC_TABLE_FIRST = ["spots_in_tissue", "spots_kept", "median_umis", "median_genes", "pct_mt", "n_mt_genes_removed", "genes"]
+
+
+def method_title(method: str) -> str:
+    """Display name of a mapping method (``rctd`` -> ``RCTD``)."""
+    return METHOD_TITLES.get(method, method)
+
+
+def method_of(path: str | Path, record: dict) -> str:
+    """Mapping method of a QC JSON: its ``method`` field, else the ``.<method>_qc.json`` file suffix."""
+    if record.get("method"):
+        return str(record["method"])
+    name = Path(path).name
+    if not name.endswith("_qc.json"):
+        raise ValueError(f"{name}: a method QC file must be named <sample>.<method>_qc.json")
+    stem = name[: -len("_qc.json")]
+    for method in sorted(KNOWN_METHODS, key=len, reverse=True):
+        if stem.endswith("." + method):
+            return method
+    return stem.rsplit(".", 1)[-1]
+
+
+def read_method_json(paths: Iterable[str | Path]) -> dict[str, list[dict]]:
+    """``{method: [QC records sorted by sample]}`` from ``<sample>.<method>_qc.json`` files.
+
+    A record without a ``sample`` field gets the file name before ``.<method>_qc.json``.
+    Methods come in :data:`KNOWN_METHODS` order, then any other in name order.
+    """
+    by_method: dict[str, list[dict]] = defaultdict(list)
+    for path in paths:
+        record = json.loads(Path(path).read_text())
+        method = method_of(path, record)
+        if "sample" not in record:
+            record["sample"] = Path(path).name[: -len(f".{method}_qc.json")]
+        by_method[method].append(record)
+    order = [m for m in KNOWN_METHODS if m in by_method] + sorted(set(by_method) - set(KNOWN_METHODS))
+    return {m: sorted(by_method[m], key=lambda r: str(r["sample"])) for m in order}
+
+
+def _scalar(value) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _headline(record: dict, aliases: tuple[str, ...]):
+    for key in aliases:
+        if key in record and isinstance(record[key], (int, float)) and not isinstance(record[key], bool):
+            return record[key]
+    return None
+
+
+def general_stats(qc: list[dict], c2l: list[dict] | None = None, tangram: list[dict] | None = None,
+                  methods: dict[str, list[dict]] | None = None, consensus: list[dict] | None = None) -> dict:
+    """One general-statistics row per slide: QC, then each method's headline numbers.
+
+    Parameters
+    ----------
+    qc
+        Slide QC records (``QC_COLUMNS``, and ``QC_EXTRA_COLUMNS`` where present).
+    c2l, tangram
+        cell2location and Tangram QC records (their own columns); also taken from ``methods``.
+    methods
+        ``{method: records}`` of every mapping method (:func:`read_method_json`); methods other
+        than cell2location and Tangram get ``<method>_spots_fitted``, ``_genes_used``, ``_seconds``.
+    consensus
+        Per-slide consensus summaries (``sample``, ``n_methods``, ``mean_disagreement``).
+    """
+    methods = dict(methods or {})
+    c2l = list(c2l or []) + methods.pop("cell2location", [])
+    tangram = list(tangram or []) + methods.pop("tangram", [])
     data: dict[str, dict] = defaultdict(dict)
+    headers = {**QC_COLUMNS, **QC_EXTRA_COLUMNS, **C2L_COLUMNS, **TANGRAM_COLUMNS}
     for record in qc:
-        data[record["sample"]].update({k: record[k] for k in QC_COLUMNS if k in record})
+        data[record["sample"]].update({k: record[k] for k in {**QC_COLUMNS, **QC_EXTRA_COLUMNS} if k in record})
     for record in c2l:
         data[record["sample"]].update({k: record[k] for k in C2L_COLUMNS if k in record})
     for record in tangram:
         data[record["sample"]].update({k: record[k] for k in TANGRAM_COLUMNS if k in record})
+    for method, records in methods.items():
+        for key, (aliases, conf) in METHOD_HEADLINES.items():
+            column = f"{method}_{key}"
+            headers[column] = {**conf, "title": f"{method_title(method)} {conf['title']}",
+                               "description": f"{method_title(method)}: {conf['description']}"}
+            for record in records:
+                value = _headline(record, aliases)
+                if value is not None:
+                    data[record["sample"]][column] = value
+    for record in consensus or []:
+        data[str(record["sample"])].update({f"consensus_{k}": record[k] for k in CONSENSUS_COLUMNS if k in record})
+    headers.update({f"consensus_{k}": conf for k, conf in CONSENSUS_COLUMNS.items()})
     data = {sample: row for sample, row in sorted(data.items())}
     return {
         "id": "spatialmap_general_stats",
         "plot_type": "generalstats",
-        "headers": _headers({**QC_COLUMNS, **C2L_COLUMNS, **TANGRAM_COLUMNS}, data),
+        "headers": _headers(headers, data),
         "data": data,
     }
 
 
 def qc_table(qc: list[dict]) -> dict:
-    """Full per-slide QC table."""
-    columns = ["spots_in_tissue", "spots_kept", "median_umis", "median_genes", "pct_mt", "n_mt_genes_removed", "genes"]
+    """Full per-slide QC table: the standard columns, then every other scalar field present."""
+    extra = [k for r in qc for k, v in r.items() if k not in QC_TABLE_FIRST and k != "sample" and _scalar(v)]
+    columns = QC_TABLE_FIRST + list(dict.fromkeys(extra))
     data = {r["sample"]: {c: r[c] for c in columns if c in r} for r in qc}
     return {
         "id": "spatialmap_slide_qc",
@@ -80,6 +186,18 @@ def qc_table(qc: list[dict]) -> dict:
         "pconfig": {"id": "spatialmap_slide_qc_table", "title": "spatialmap: slide QC"},
         "data": data,
     }
+
+
+def method_qc_table(method: str, records: list[dict]) -> dict:
+    """Mapping QC table of one method: every scalar field of its QC JSON, one row per slide."""
+    columns = list(dict.fromkeys(k for r in records for k, v in r.items()
+                                 if k not in ("sample", "method") and _scalar(v)))
+    frame = pd.DataFrame([{c: r.get(c) for c in columns} for r in records],
+                         index=[str(r["sample"]) for r in records], columns=columns)
+    title = method_title(method)
+    return table_section(f"spatialmap_{method}_qc", f"{title}: mapping QC",
+                         f"Per slide: what {title} fitted (device, genes used, spots fitted, convergence, "
+                         "seconds), from its QC JSON.", frame)
 
 
 def heatmap(section_id: str, name: str, description: str, matrix: pd.DataFrame, *, title: str, zlab: str,
@@ -170,3 +288,62 @@ def copy_images(paths: Iterable[str | Path], outdir: Path) -> list[Path]:
         shutil.copyfile(path, target)
         copied.append(target)
     return copied
+
+
+# --------------------------------------------------------------------------- method comparison
+
+COMPARISON_FILES = {
+    "method_agreement_matrix.tsv": "matrix",
+    "method_agreement_pairs.tsv": "pairs",
+    "consensus_summary.tsv": "consensus_summary",
+}
+
+
+def comparison_files(paths: Iterable[str | Path]) -> dict:
+    """Read the method comparison's tables the report uses.
+
+    Returns ``{"matrix": DataFrame (slide pair x cell type r), "pairs": DataFrame (method x method
+    median r), "consensus_summary": [per-slide dicts]}``, each only when its file was given; PNGs
+    and per-slide CSVs are skipped here.
+    """
+    found: dict = {}
+    for path in map(Path, paths):
+        kind = COMPARISON_FILES.get(path.name)
+        if kind is None:
+            continue
+        frame = pd.read_csv(path, sep="\t", index_col=0)
+        if frame.empty:
+            continue
+        if kind == "consensus_summary":
+            found[kind] = [{"sample": str(idx), **{k: (None if pd.isna(v) else v) for k, v in row.items()}}
+                           for idx, row in frame.iterrows()]
+        else:
+            found[kind] = frame
+    return found
+
+
+def comparison_sections(found: dict) -> dict:
+    """Agreement heatmaps (per slide pair and cell type; per method pair) and the consensus table."""
+    sections = {}
+    if "matrix" in found:
+        sections["spatialmap_agreement_mqc.yaml"] = heatmap(
+            "spatialmap_agreement", "Agreement between methods",
+            "Pearson correlation across spots, per slide, pair of methods and cell type, between the two "
+            "methods' proportions (cell2location: 5% quantile abundance normalised per spot).",
+            found["matrix"], title="Method agreement (Pearson r)", zlab="r", zmin=-1, zmax=1)
+        sections["spatialmap_agreement_mqc.yaml"]["pconfig"]["ylab"] = "slide: method pair"
+    if "pairs" in found:
+        pairs = found["pairs"]
+        sections["spatialmap_agreement_pairs_mqc.yaml"] = heatmap(
+            "spatialmap_agreement_pairs", "Agreement per method pair",
+            "Median over slides and cell types of the per-type Pearson r between two methods.",
+            pairs, title="Method agreement, median r", zlab="median r", zmin=-1, zmax=1)
+        sections["spatialmap_agreement_pairs_mqc.yaml"]["pconfig"].update(xlab="method", ylab="method")
+    if "consensus_summary" in found:
+        frame = pd.DataFrame(found["consensus_summary"]).set_index("sample")
+        sections["spatialmap_consensus_mqc.yaml"] = table_section(
+            "spatialmap_consensus", "Consensus map",
+            "Per slide: the methods combined, the consensus rule, and the disagreement score per spot "
+            "(mean Jensen-Shannon divergence, base 2, of each method's proportions to the consensus; "
+            "0 = all methods identical, 1 = disjoint). Consensus and disagreement maps are below.", frame)
+    return sections

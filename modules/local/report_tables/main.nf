@@ -6,12 +6,10 @@ process REPORT_TABLES {
     path qc_json     , stageAs: 'qc/*'
     path qc_png      , stageAs: 'qc_png/*'
     path reference   , stageAs: 'reference/*'   // reference summary + gene overlap JSON; [] without --reference
-    path c2l_json    , stageAs: 'c2l/*'
-    path c2l_png     , stageAs: 'c2l_png/*'
-    path tangram_json, stageAs: 'tangram/*'
-    path tangram_csv , stageAs: 'tangram_genes/*'
-    path tangram_png , stageAs: 'tangram_png/*'
-    path agreement   , stageAs: 'agreement/*'
+    path method_json , stageAs: 'methods/*'       // every method's <sample>.<method>_qc.json
+    path method_png  , stageAs: 'method_png/*'    // every method's maps and figures
+    path tangram_csv , stageAs: 'tangram_genes/*' // Tangram held-out gene tables
+    path agreement   , stageAs: 'agreement/*'     // agreement tables, consensus summary and maps
     path versions    , stageAs: 'versions/?/*'
 
     output:
@@ -25,11 +23,9 @@ process REPORT_TABLES {
         --qc ${qc_json} \\
         --qc-images ${qc_png} \\
         --reference-files ${reference} \\
-        --c2l ${c2l_json} \\
-        --c2l-images ${c2l_png} \\
-        --tangram ${tangram_json} \\
+        --method-qc ${method_json} \\
+        --method-images ${method_png} \\
         --tangram-genes ${tangram_csv} \\
-        --tangram-images ${tangram_png} \\
         --agreement ${agreement} \\
         --versions-files ${versions} \\
         --nextflow-version '${workflow.nextflow.version}' \\
