@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the pipeline's container images with podman, one per module family
-# (containers/<family>/Dockerfile), tagged
+# (the targets of containers/Dockerfile, one per containers/<family>/), tagged
 #     ${REGISTRY:-ghcr.io/spatialmap}/spatialmap-<family>:<manifest.version of nextflow.config>
 # which is the name the modules' `container` directives use with the default
 # params.container_registry / params.container_tag.
@@ -112,18 +112,16 @@ import_base() {
         - "$base" >/dev/null
 }
 
-# Hash of everything an image is built from: the base image, its Dockerfile and the
-# files the Dockerfile COPYs from the build context (containers/).
+# Hash of everything an image is built from: the base image, the Dockerfile, the
+# install script, the shared torch layer's pins and the family's own pins.
 build_hash() {
-    local family=$1 dockerfile="containers/$1/Dockerfile" base_id
+    local family=$1 base_id
     # the base's layers (content digests), not its id: a re-imported base keeps its hash
     base_id=$(podman image inspect --format '{{.RootFS.Layers}} {{.Config.Env}}' "$base" 2>/dev/null || echo "$base")
     {
-        echo "$base_id"
+        echo "$base_id $family"
         cd "$repo/containers"
-        sha256sum "../$dockerfile"
-        awk '$1 == "COPY" { for (i = 2; i < NF; i++) if ($i !~ /^--/) print $i }' "../$dockerfile" \
-            | xargs -r sha256sum
+        sha256sum Dockerfile install_requirements.sh torch.txt "$family/requirements.txt"
     } | sha256sum | cut -c1-16
 }
 
@@ -145,7 +143,7 @@ build_family() {
     [[ -n "${PIP_INDEX_URL:-}" ]] && args+=(--build-arg "PIP_INDEX_URL=$PIP_INDEX_URL")
     log "building $image"
     start=$SECONDS
-    podman build "${args[@]}" -f "$repo/containers/$family/Dockerfile" -t "$image" "$repo/containers"
+    podman build "${args[@]}" -f "$repo/containers/Dockerfile" --target "$family" -t "$image" "$repo/containers"
     log "built $image in $((SECONDS - start)) s ($(podman image inspect --format '{{.Size}}' "$image" | numfmt --to=si)B)"
     if [[ -n "${PUSH:-}" ]]; then
         podman push "$image"
@@ -154,12 +152,13 @@ build_family() {
 
 families=("$@")
 if [[ ${#families[@]} == 0 ]]; then
-    for dockerfile in "$repo"/containers/*/Dockerfile; do
-        families+=("$(basename "$(dirname "$dockerfile")")")
+    for spec in "$repo"/containers/*/requirements.in; do
+        families+=("$(basename "$(dirname "$spec")")")
     done
 fi
 for family in "${families[@]}"; do
-    [[ -f "$repo/containers/$family/Dockerfile" ]] || die "no containers/$family/Dockerfile"
+    grep -q "^FROM .* AS $family\$" "$repo/containers/Dockerfile" \
+        || die "no stage '$family' in containers/Dockerfile"
 done
 
 mkdir -p "$cache/wheelhouse"

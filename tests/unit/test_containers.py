@@ -16,7 +16,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 CONTAINERS = REPO / "containers"
-FAMILIES = sorted(path.parent.name for path in CONTAINERS.glob("*/Dockerfile"))
+DOCKERFILE = CONTAINERS / "Dockerfile"
+FAMILIES = sorted(path.parent.name for path in CONTAINERS.glob("*/requirements.in"))
 MODULES = sorted(REPO.glob("modules/local/*/main.nf"))
 
 
@@ -30,9 +31,9 @@ def load_sync():
 sync = load_sync()
 
 
-def instructions(family: str) -> list[tuple[str, str]]:
-    """``(INSTRUCTION, arguments)`` of a Dockerfile, continuation lines joined, comments dropped."""
-    text = (CONTAINERS / family / "Dockerfile").read_text()
+def all_instructions() -> list[tuple[str, str]]:
+    """``(INSTRUCTION, arguments)`` of the Dockerfile, continuation lines joined, comments dropped."""
+    text = DOCKERFILE.read_text()
     lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
     joined = re.sub(r"\\\n", " ", "\n".join(lines))
     result = []
@@ -41,6 +42,29 @@ def instructions(family: str) -> list[tuple[str, str]]:
             keyword, _, args = line.strip().partition(" ")
             result.append((keyword.upper(), " ".join(args.split())))
     return result
+
+
+def stages() -> dict[str, tuple[str, list[tuple[str, str]]]]:
+    """``{stage: (parent, its instructions after FROM)}``."""
+    found, current = {}, None
+    for keyword, args in all_instructions():
+        if keyword == "FROM":
+            parent, _, name = args.partition(" AS ")
+            current = name.strip()
+            found[current] = (parent.strip(), [])
+        elif current is not None:
+            found[current][1].append((keyword, args))
+    return found
+
+
+def instructions(family: str) -> list[tuple[str, str]]:
+    """Every instruction that makes ``family``'s image: its ancestors' stages, then its own."""
+    chain, name, table = [], family, stages()
+    while name in table:
+        parent, steps = table[name]
+        chain = [("FROM", parent)] + steps + chain
+        name = parent
+    return chain
 
 
 def env_of(family: str) -> dict[str, str]:
@@ -67,8 +91,9 @@ def copied_files(family: str) -> list[str]:
     return [args.split()[0] for keyword, args in instructions(family) if keyword == "COPY"]
 
 
-def test_the_three_families_exist():
-    assert FAMILIES == ["cell2location", "core", "tangram"]
+def test_every_family_has_its_stage():
+    assert FAMILIES == ["cell2location", "core", "deconv", "spatial", "tangram"]
+    assert set(FAMILIES) <= set(stages()), "containers/Dockerfile lacks a stage per family"
 
 
 @pytest.mark.parametrize("path", [CONTAINERS / "torch.txt"] + [CONTAINERS / f / "requirements.txt" for f in FAMILIES],
@@ -98,13 +123,15 @@ def test_image_has_the_packages_its_scripts_import(family):
         "core": {"scanpy", "anndata", "multiqc", "pyarrow", "pyyaml"},
         "cell2location": {"cell2location", "scvi-tools", "pyro-ppl", "torch", "scanpy"},
         "tangram": {"tangram-sc", "torch", "scanpy"},
+        "deconv": {"rctd-py", "flashdeconv", "torch", "scanpy", "scipy"},
+        "spatial": {"sopa", "spatialdata", "spatialdata-io", "scanpy", "pyarrow"},
     }[family]
     held = set(requirement_pins(CONTAINERS / family / "requirements.txt"))
     if "torch.txt" in copied_files(family):
         held |= set(requirement_pins(CONTAINERS / "torch.txt"))
     assert wanted <= held, f"{family} image lacks {sorted(wanted - held)}"
-    if family == "core":
-        assert "torch" not in held, "the core image must stay free of torch"
+    if family in ("core", "spatial"):
+        assert "torch" not in held, f"the {family} image must stay free of torch"
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -115,12 +142,12 @@ def test_dockerfile_installs_exactly_the_pinned_files(family):
     needs_torch = "torch" in sync.family_pins(family)
     assert ("torch.txt" in copies) == needs_torch, f"{family}: the torch layer is {'missing' if needs_torch else 'unneeded'}"
     assert f"{family}/requirements.txt" in copies
-    for keyword, args in instructions(family):
-        if keyword == "RUN" and "pip install" in args:
-            for command in args.split("&&"):
-                if "pip install" in command:
-                    assert "--no-deps" in command and "-r /opt/spatialmap/" in command, \
-                        f"{family}: every pip install takes exact pins only: {command.strip()}"
+    installs = [args for keyword, args in instructions(family) if keyword == "RUN" and "install_requirements.sh" in args]
+    assert installs and all(re.search(r"install_requirements\.sh /opt/spatialmap/\S+\.txt", run) for run in installs)
+    script = (CONTAINERS / "install_requirements.sh").read_text()
+    pip_installs = [line for line in script.splitlines() if line.strip().startswith("pip install")]
+    assert pip_installs and all("--no-deps" in line and '-r "$file"' in line for line in pip_installs), \
+        "install_requirements.sh: every pip install takes exact pins only"
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -154,41 +181,40 @@ def test_dockerfile_bakes_in_no_certificate(family):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_default_base_image_is_the_locks_python(family):
     """The lock's wheels are for this interpreter: the base image has the same Python."""
-    first = instructions(family)[:2]
-    assert first[0][0] == "ARG" and first[0][1].startswith("BASE_IMAGE="), f"{family}: start with ARG BASE_IMAGE"
-    assert first[1] == ("FROM", "${BASE_IMAGE}")
+    first = all_instructions()[0]
+    assert first[0] == "ARG" and first[1].startswith("BASE_IMAGE="), "containers/Dockerfile: start with ARG BASE_IMAGE"
+    assert instructions(family)[0] == ("FROM", "${BASE_IMAGE}")
     python = f"python:{sys.version_info.major}.{sys.version_info.minor}-slim"
-    assert python in first[0][1], f"{family}: default base {first[0][1]} is not {python}"
+    assert python in first[1], f"default base {first[1]} is not {python}"
 
 
-def test_images_share_their_first_layers():
-    """Same lines up to the first COPY in every image; the torch images also share the torch layer."""
-    def prefix(family, upto_copies):
-        steps, copies = [], 0
-        for step in instructions(family):
-            if step[0] == "COPY":
-                copies += 1
-                if copies > upto_copies:
-                    break
-            steps.append(step)
-        return steps
+def ancestry(family: str) -> list[str]:
+    names, table = [family], stages()
+    while table[names[-1]][0] in table:
+        names.append(table[names[-1]][0])
+    return names
 
-    first = {family: prefix(family, 0) for family in FAMILIES}
-    assert len({repr(steps) for steps in first.values()}) == 1, "the Dockerfiles differ before their first COPY"
-    torch_families = [f for f in FAMILIES if "torch.txt" in copied_files(f)]
-    assert len(torch_families) >= 2
-    layers = {family: prefix(family, 1) for family in torch_families}
-    assert all(steps[-2][0] == "COPY" and steps[-2][1].startswith("torch.txt ") for steps in layers.values())
-    assert len({repr(steps) for steps in layers.values()}) == 1, "the torch images differ up to the torch layer"
+
+def test_images_share_one_base_stage_and_one_torch_layer():
+    """Every family builds on the base stage; those that need torch on the torch stage."""
+    for family in FAMILIES:
+        chain = ancestry(family)
+        assert chain[-1] == "base", f"{family} does not build on the base stage: {chain}"
+        needs_torch = "torch" in sync.family_pins(family)
+        assert ("torch" in chain) == needs_torch, f"{family}: torch stage {'missing' if needs_torch else 'unneeded'}"
+    torch_steps = stages()["torch"][1]
+    assert any(k == "COPY" and a.startswith("torch.txt ") for k, a in torch_steps)
+    assert sum(k == "COPY" and a.startswith("torch.txt ") for k, a in all_instructions()) == 1, \
+        "the torch layer is written once, in the torch stage"
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda p: p.parent.name)
-def test_module_names_an_image_family_with_a_dockerfile(module):
+def test_module_names_an_image_family_with_a_stage(module):
     found = re.findall(r'^\s*container\s+"([^"]+)"', module.read_text(), flags=re.M)
     assert len(found) == 1, f"{module.parent.name}: one container directive expected, found {found}"
     match = re.fullmatch(r"\$\{params\.container_registry\}/spatialmap-([a-z0-9]+):\$\{params\.container_tag\}", found[0])
     assert match, f"{module.parent.name}: container {found[0]!r} is not registry/spatialmap-<family>:tag"
-    assert match.group(1) in FAMILIES, f"{module.parent.name}: no containers/{match.group(1)}/Dockerfile"
+    assert match.group(1) in FAMILIES, f"{module.parent.name}: no image family {match.group(1)} (containers/<family>/requirements.in)"
 
 
 def test_default_image_tag_is_the_pipeline_version():
