@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Generate the synthetic Visium HD slide and Xenium region (with truth) used by the HD tests.
+
+Example::
+
+    make_hd_test_data.py --outdir assets/test_data_hd      # the committed test data
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from spatialmap import cli, synth_hd
+
+log = logging.getLogger("spatialmap.make_hd_test_data")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--outdir", required=True, help="folder to write into (created; foreign files are kept)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: 0)")
+    parser.add_argument("--n-genes", type=int, default=400, help="nuclear genes, as the reference (default: 400)")
+    parser.add_argument("--n-cell-types", type=int, default=8, help="cell types, as the reference (default: 8)")
+    parser.add_argument("--hd-side-um", type=int, default=240, help="side of the HD slide in µm, multiple of 16 (default: 240)")
+    parser.add_argument("--hd-cells", type=int, default=350, help="cells on the HD slide, at most (default: 350)")
+    parser.add_argument("--xenium-side-um", type=int, default=200, help="side of the Xenium region in µm (default: 200)")
+    parser.add_argument("--xenium-cells", type=int, default=260, help="cells in the Xenium region, at most (default: 260)")
+    parser.add_argument(
+        "--visium-dir",
+        default="../test_data/slide1/outs",
+        help="standard Visium outs/ put first in the samplesheet, relative to --outdir ('' for none)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Generate the data set described by the command line."""
+    args = parse_args(argv)
+    paths = synth_hd.generate(
+        args.outdir,
+        seed=args.seed,
+        n_genes=args.n_genes,
+        n_cell_types=args.n_cell_types,
+        hd_side_um=args.hd_side_um,
+        hd_cells=args.hd_cells,
+        xenium_side_um=args.xenium_side_um,
+        xenium_cells=args.xenium_cells,
+        visium_dir=args.visium_dir or None,
+    )
+    log.info("samplesheet: %s", paths["samplesheet"])
+
+
+if __name__ == "__main__":
+    cli.run(main)

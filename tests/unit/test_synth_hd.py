@@ -1,0 +1,149 @@
+"""The Visium HD / Xenium generator: Space Ranger and Xenium layouts, exact bin sums, truth, readers."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse
+
+from spatialmap import synth_hd
+
+REPO = Path(__file__).resolve().parents[2]
+ASSETS = REPO / "assets" / "test_data_hd"
+POSITION_COLUMNS = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]
+
+
+def read_10x(path: Path) -> ad.AnnData:
+    import scanpy as sc
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sc.read_10x_h5(path, gex_only=False)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("hd")
+    paths = synth_hd.generate(out, seed=0)
+    return out, paths
+
+
+def bins(outs: Path, size: int) -> tuple[ad.AnnData, pd.DataFrame]:
+    folder = outs / "binned_outputs" / f"square_{size:03d}um"
+    return read_10x(folder / "filtered_feature_bc_matrix.h5"), pd.read_parquet(folder / "spatial" / "tissue_positions.parquet")
+
+
+def test_hd_layout_is_space_ranger(data):
+    out, _ = data
+    outs = out / "hd1" / "outs"
+    for size in (2, 8, 16):
+        adata, positions = bins(outs, size)
+        assert list(positions.columns) == POSITION_COLUMNS
+        assert set(adata.obs_names) == set(positions.loc[positions.in_tissue == 1, "barcode"])
+        factors = json.loads((outs / "binned_outputs" / f"square_{size:03d}um" / "spatial" / "scalefactors_json.json").read_text())
+        assert factors["bin_size_um"] == size
+        assert np.isclose(factors["bin_size_um"] / factors["spot_diameter_fullres"], factors["microns_per_pixel"])
+    import h5py
+
+    with h5py.File(outs / "feature_slice.h5") as f:
+        layout = json.loads(json.loads(f.attrs["metadata_json"])["hd_layout_json"])
+    assert layout["file_format"] == "1.0"
+    for name in ("tissue_image.tif", "spatial/tissue_hires_image.png", "spatial/tissue_lowres_image.png"):
+        assert (outs / name).is_file()
+
+
+def test_bins_sum_exactly_across_sizes(data):
+    out, _ = data
+    outs = out / "hd1" / "outs"
+    small, small_pos = bins(outs, 2)
+    small_pos = small_pos.set_index("barcode").loc[small.obs_names]
+    for size in (8, 16):
+        big, big_pos = bins(outs, size)
+        big_pos = big_pos.set_index("barcode").loc[big.obs_names]
+        factor = size // 2
+        key_small = (small_pos.array_row // factor).astype(str) + "_" + (small_pos.array_col // factor).astype(str)
+        key_big = big_pos.array_row.astype(str) + "_" + big_pos.array_col.astype(str)
+        index = pd.Index(key_big.to_numpy())
+        rows = index.get_indexer(key_small.to_numpy())
+        assert (rows >= 0).all(), f"{size} µm: a 2 µm bin in tissue lies in no {size} µm bin"
+        agg = sparse.csr_matrix((np.ones(len(rows)), (rows, np.arange(len(rows)))), shape=(big.n_obs, small.n_obs))
+        assert abs(agg @ small.X - big.X).sum() == 0
+        # the 8/16 µm bin centre is the centre of its 2 µm bins
+        centre = (agg @ small_pos[["pxl_col_in_fullres"]].to_numpy()) / np.asarray(agg.sum(axis=1))
+        full = np.asarray(agg.sum(axis=1)).ravel() == factor * factor
+        assert np.allclose(centre[full, 0], big_pos.pxl_col_in_fullres.to_numpy()[full])
+
+
+def test_genes_and_signatures_are_those_of_the_reference(data):
+    out, _ = data
+    reference = ad.read_h5ad(REPO / "assets" / "test_data" / "reference.h5ad", backed="r")
+    small, _ = bins(out / "hd1" / "outs", 8)
+    assert list(small.var_names) == list(reference.var_names)
+    assert sum(g.startswith("MT-") for g in small.var_names) == 13
+    xen = read_10x(out / "xenium1" / "cell_feature_matrix.h5")
+    gex = xen.var["feature_types"] == "Gene Expression"
+    assert set(xen.var_names[gex]) <= set(reference.var_names)
+    assert (~gex).sum() == 3
+
+
+def test_truth_matches_the_data(data):
+    out, paths = data
+    cells = pd.read_csv(paths["truth"]["xenium1_cells"])
+    table = pd.read_parquet(out / "xenium1" / "cells.parquet")
+    assert list(table["cell_id"]) == list(cells["cell_id"])
+    assert np.allclose(table["x_centroid"], cells["x_um"], atol=1e-3)
+    assert set(cells["cell_type"]) == set(synth_hd.synth.cell_type_names(8))
+    hd_cells = pd.read_csv(paths["truth"]["hd1_cells"])
+    assert 300 <= len(hd_cells) <= 350
+    props = pd.read_csv(paths["truth"]["hd1_bins_008um"], index_col=0)
+    small, _ = bins(out / "hd1" / "outs", 8)
+    assert list(props.index) == list(small.obs_names)
+    share = props.drop(columns="cell_counts")
+    has = props["cell_counts"] > 0
+    assert np.allclose(share[has].sum(axis=1), 1.0)
+    # neighbouring cells mostly share a type, so many 8 µm bins are dominated by one type
+    assert (share[has].max(axis=1) > 0.8).mean() > 0.4
+    transcripts = pd.read_parquet(out / "xenium1" / "transcripts.parquet")
+    assigned = (transcripts["cell_id"] != "UNASSIGNED").mean()
+    assert 0.9 < assigned < 0.99
+
+
+def test_readers_of_the_libraries_read_both(data):
+    sopa = pytest.importorskip("sopa")
+    out, _ = data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hd = sopa.io.visium_hd(out / "hd1" / "outs", dataset_id="", load_segmentations_only=False)
+        xen = sopa.io.xenium(out / "xenium1", cells_table=True, cells_boundaries=True)
+    small, _ = bins(out / "hd1" / "outs", 8)
+    assert hd.tables["square_008um"].n_obs == small.n_obs
+    assert any(k.endswith("_full_image") for k in hd.images)
+    cells = pd.read_parquet(out / "xenium1" / "cells.parquet")
+    assert xen.tables["table"].n_obs == len(cells)
+    assert len(xen.shapes["cell_boundaries"]) == len(cells)
+    assert "morphology_focus" in xen.images
+
+
+def test_same_seed_same_data_other_seed_other_data(tmp_path):
+    signatures = synth_hd.synth.make_signatures(np.random.default_rng([0, 1]), 400, 8)
+    a = synth_hd.simulate_hd(0, signatures)
+    b = synth_hd.simulate_hd(0, signatures)
+    c = synth_hd.simulate_hd(1, signatures)
+    assert (a["bins"][8][0] != b["bins"][8][0]).nnz == 0
+    assert not np.array_equal(a["cells"].x, c["cells"].x)
+
+
+def test_committed_test_data_is_what_the_generator_makes(data):
+    out, _ = data
+    for rel in ("hd1/outs/binned_outputs/square_008um/filtered_feature_bc_matrix.h5", "xenium1/cell_feature_matrix.h5"):
+        fresh, committed = read_10x(out / rel), read_10x(ASSETS / rel)
+        assert list(committed.obs_names) == list(fresh.obs_names)
+        assert (committed.X != fresh.X).nnz == 0, "regenerate assets/test_data_hd"
+    fresh = pd.read_parquet(out / "xenium1" / "transcripts.parquet")
+    pd.testing.assert_frame_equal(fresh, pd.read_parquet(ASSETS / "xenium1" / "transcripts.parquet"))
