@@ -14,18 +14,25 @@ log = logging.getLogger("spatialmap.check_samplesheet")
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("samplesheet", help="CSV with columns sample, spaceranger_dir or h5ad, [group]")
+    parser.add_argument(
+        "samplesheet", help="CSV with columns sample, one of spaceranger_dir / h5ad / xenium_dir / zarr, [group]"
+    )
     parser.add_argument("--base-dir", help="folder that relative paths are taken from (default: the samplesheet's)")
+    parser.add_argument(
+        "--hd-bin-size", type=int, default=8, choices=(8, 16),
+        help="bin size (µm) Visium HD slides are read at; its binned_outputs folder must exist (default: 8)",
+    )
     parser.add_argument("--output", default="samplesheet.valid.csv", help="checked samplesheet to write")
     parser.add_argument("--process-name", default="CHECK_SAMPLESHEET", help="process name for versions.yml")
     parser.add_argument("--versions", default="versions.yml", help="versions file to write")
     args = parser.parse_args(argv)
 
-    slides = read_samplesheet(args.samplesheet, base_dir=args.base_dir)
+    slides = read_samplesheet(args.samplesheet, base_dir=args.base_dir, hd_bin_size=args.hd_bin_size)
     with cli.atomic_path(args.output) as tmp:
         write_checked(slides, tmp)
     groups = sorted({s.group for s in slides})
-    log.info("samplesheet OK: %d slide(s) in %d group(s): %s", len(slides), len(groups), ", ".join(groups))
+    platforms = ", ".join(f"{s.sample}: {s.input_type}" for s in slides)
+    log.info("samplesheet OK: %d slide(s) in %d group(s): %s (%s)", len(slides), len(groups), ", ".join(groups), platforms)
     cli.write_versions(args.versions, args.process_name, [])
 
 

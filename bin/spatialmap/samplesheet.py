@@ -1,7 +1,9 @@
 """Checking the samplesheet before any heavy work.
 
-One row per slide: ``sample``, then ``spaceranger_dir`` (a Space Ranger
-``outs/`` folder) or ``h5ad`` (an AnnData file with raw counts and
+One row per slide: ``sample``, then exactly one input: ``spaceranger_dir`` (a
+Space Ranger ``outs/`` folder; a Visium HD one is recognised by its
+``binned_outputs/`` folder), ``xenium_dir`` (a Xenium output bundle), ``zarr`` (a
+SpatialData store) or ``h5ad`` (an AnnData file with raw counts and
 ``obsm['spatial']``), and an optional ``group`` (slides of one group are
 mapped jointly by cell2location). Relative paths are taken relative to the
 samplesheet's folder; remote URIs (``s3://``, ``gs://`` ...) are passed on
@@ -18,7 +20,7 @@ from pathlib import Path
 from .cli import InputError
 
 REQUIRED = ("sample",)
-INPUT_COLUMNS = ("spaceranger_dir", "h5ad")
+INPUT_COLUMNS = ("spaceranger_dir", "h5ad", "xenium_dir", "zarr")
 OPTIONAL = ("group",)
 ALLOWED = REQUIRED + INPUT_COLUMNS + OPTIONAL
 DEFAULT_GROUP = "all"
@@ -32,6 +34,17 @@ POSITION_CANDIDATES = (
     "spatial/tissue_positions_list.csv",
     "spatial/tissue_positions.parquet",
 )
+HD_BIN_FILES = ("filtered_feature_bc_matrix.h5", "spatial/tissue_positions.parquet", "spatial/scalefactors_json.json")
+XENIUM_FILES = (
+    "experiment.xenium",
+    "transcripts.parquet",
+    "cells.parquet",
+    "cell_feature_matrix.h5",
+    "cell_boundaries.parquet",
+    "cells.zarr.zip",
+)
+XENIUM_IMAGES = ("morphology_focus", "morphology_focus.ome.tif", "morphology_mip.ome.tif")
+HD_BIN_SIZES = (8, 16)
 
 
 @dataclass(frozen=True)
@@ -39,7 +52,7 @@ class Slide:
     """One checked samplesheet row."""
 
     sample: str
-    input_type: str  # "spaceranger" or "h5ad"
+    input_type: str  # "spaceranger", "visium_hd", "xenium", "zarr" or "h5ad"
     path: str
     group: str
 
@@ -53,12 +66,16 @@ def _resolve(value: str, base_dir: Path) -> str:
     return str(path.resolve())
 
 
-def _check_spaceranger_dir(where: str, path: str) -> None:
+def _check_spaceranger_dir(where: str, path: str, hd_bin_size: int = 8) -> str:
+    """Check a Space Ranger ``outs/``; returns ``visium_hd`` when it holds ``binned_outputs/``."""
     if URI_RE.match(path):
-        return
+        return "spaceranger"
     outs = Path(path)
     if not outs.is_dir():
         raise InputError(f"{where}: spaceranger_dir '{path}' does not exist or is not a folder")
+    if (outs / "binned_outputs").is_dir():
+        _check_visium_hd(where, outs, hd_bin_size)
+        return "visium_hd"
     if not any((outs / name).exists() for name in MATRIX_CANDIDATES):
         raise InputError(
             f"{where}: no count matrix in '{path}' "
@@ -68,6 +85,50 @@ def _check_spaceranger_dir(where: str, path: str) -> None:
         raise InputError(
             f"{where}: no spot positions file in '{path}' (expected one of {', '.join(POSITION_CANDIDATES)})"
         )
+    return "spaceranger"
+
+
+def _check_visium_hd(where: str, outs: Path, hd_bin_size: int) -> None:
+    """A Visium HD ``outs/``: the bins of the chosen size, the 2 µm bins, ``feature_slice.h5``."""
+    for size in (hd_bin_size,):
+        folder = f"binned_outputs/square_{size:03d}um"
+        if not (outs / folder).is_dir():
+            raise InputError(f"{where}: Visium HD folder '{outs}' has no {folder}")
+        for name in HD_BIN_FILES:
+            if not (outs / folder / name).is_file():
+                raise InputError(f"{where}: Visium HD folder '{outs}' has no {folder}/{name}")
+    if not any(p.name.endswith("feature_slice.h5") for p in outs.iterdir()):
+        raise InputError(
+            f"{where}: Visium HD folder '{outs}' has no feature_slice.h5 (the Space Ranger file whose "
+            "metadata the reader needs)"
+        )
+
+
+def _check_xenium_dir(where: str, path: str) -> None:
+    if URI_RE.match(path):
+        return
+    bundle = Path(path)
+    if not bundle.is_dir():
+        raise InputError(f"{where}: xenium_dir '{path}' does not exist or is not a folder")
+    for name in XENIUM_FILES:
+        if not (bundle / name).exists():
+            raise InputError(f"{where}: Xenium folder '{path}' has no {name}")
+    if not any((bundle / name).exists() for name in XENIUM_IMAGES):
+        raise InputError(
+            f"{where}: Xenium folder '{path}' has no morphology image (expected one of {', '.join(XENIUM_IMAGES)})"
+        )
+
+
+def _check_zarr(where: str, path: str) -> None:
+    if URI_RE.match(path):
+        return
+    store = Path(path)
+    if not store.is_dir():
+        raise InputError(f"{where}: zarr '{path}' does not exist or is not a folder")
+    if not any((store / name).is_file() for name in ("zarr.json", ".zgroup", ".zattrs", "zmetadata")):
+        raise InputError(f"{where}: '{path}' is not a zarr store (no zarr.json or .zgroup)")
+    if not (store / "tables").is_dir():
+        raise InputError(f"{where}: SpatialData store '{path}' has no tables/ (a table of counts is needed)")
 
 
 def _check_h5ad(where: str, path: str) -> None:
@@ -79,7 +140,7 @@ def _check_h5ad(where: str, path: str) -> None:
         raise InputError(f"{where}: h5ad file '{path}' does not exist")
 
 
-def read_samplesheet(path: str | Path, base_dir: str | Path | None = None) -> list[Slide]:
+def read_samplesheet(path: str | Path, base_dir: str | Path | None = None, hd_bin_size: int = 8) -> list[Slide]:
     """Read and check a samplesheet.
 
     Parameters
@@ -89,6 +150,9 @@ def read_samplesheet(path: str | Path, base_dir: str | Path | None = None) -> li
     base_dir
         Folder that relative paths are taken from; the samplesheet's own
         folder by default.
+    hd_bin_size
+        Bin size (µm) that Visium HD slides will be read at; its
+        ``binned_outputs/square_XXXum`` folder must be present.
 
     Returns
     -------
@@ -122,7 +186,9 @@ def read_samplesheet(path: str | Path, base_dir: str | Path | None = None) -> li
     if "sample" not in header:
         raise InputError("samplesheet: missing required column 'sample'")
     if not any(name in header for name in INPUT_COLUMNS):
-        raise InputError("samplesheet: missing column 'spaceranger_dir' or 'h5ad' (one of them is required)")
+        raise InputError(
+            "samplesheet: missing column 'spaceranger_dir' or 'h5ad' (or 'xenium_dir', 'zarr'; one of them is required)"
+        )
     if len(rows) == 1:
         raise InputError("samplesheet: no slide rows under the header")
 
@@ -148,20 +214,29 @@ def read_samplesheet(path: str | Path, base_dir: str | Path | None = None) -> li
         seen[sample] = number
         given = [name for name in INPUT_COLUMNS if record.get(name)]
         if len(given) != 1:
-            raise InputError(f"{where}: give exactly one of spaceranger_dir or h5ad (found {len(given)})")
+            raise InputError(
+                f"{where}: give exactly one of spaceranger_dir or h5ad or xenium_dir or zarr (found {len(given)})"
+            )
         column = given[0]
         resolved = _resolve(record[column], base_dir)
         if column == "spaceranger_dir":
-            _check_spaceranger_dir(where, resolved)
+            input_type = _check_spaceranger_dir(where, resolved, hd_bin_size)
+        elif column == "xenium_dir":
+            _check_xenium_dir(where, resolved)
+            input_type = "xenium"
+        elif column == "zarr":
+            _check_zarr(where, resolved)
+            input_type = "zarr"
         else:
             _check_h5ad(where, resolved)
+            input_type = "h5ad"
         group = record.get("group") or DEFAULT_GROUP
         if not NAME_RE.match(group):
             raise InputError(f"{where}: malformed group name '{group}'")
         slides.append(
             Slide(
                 sample=sample,
-                input_type="spaceranger" if column == "spaceranger_dir" else "h5ad",
+                input_type=input_type,
                 path=resolved,
                 group=group,
             )

@@ -83,3 +83,79 @@ def test_outs_without_matrix_or_positions(tmp_path, outs):
 def test_positions_in_1x_form_are_accepted(tmp_path, outs):
     (outs / "spatial" / "tissue_positions.csv").rename(outs / "spatial" / "tissue_positions_list.csv")
     assert read_samplesheet(_sheet(tmp_path, "sample,spaceranger_dir\nA,s1/outs\n"))[0].sample == "A"
+
+
+# --- Visium HD, Xenium, SpatialData stores --------------------------------------------------
+
+HD_ASSETS = Path(__file__).resolve().parents[2] / "assets" / "test_data_hd"
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_platforms_are_recognised(tmp_path):
+    _copy(HD_ASSETS / "hd1", tmp_path / "hd1")
+    _copy(HD_ASSETS / "xenium1", tmp_path / "xen")
+    store = tmp_path / "s.zarr"
+    (store / "tables").mkdir(parents=True)
+    (store / "zarr.json").write_text("{}")
+    sheet = _sheet(
+        tmp_path,
+        "sample,spaceranger_dir,xenium_dir,zarr\nH,hd1/outs,,\nX,,xen,\nZ,,,s.zarr\n",
+    )
+    slides = read_samplesheet(sheet)
+    assert [(s.sample, s.input_type) for s in slides] == [("H", "visium_hd"), ("X", "xenium"), ("Z", "zarr")]
+
+
+@pytest.mark.parametrize(
+    "remove, message",
+    [
+        ("hd1/outs/binned_outputs/square_008um", "has no binned_outputs/square_008um"),
+        ("hd1/outs/binned_outputs/square_008um/spatial/tissue_positions.parquet",
+         "has no binned_outputs/square_008um/spatial/tissue_positions.parquet"),
+        ("hd1/outs/feature_slice.h5", "has no feature_slice.h5"),
+        ("xen/transcripts.parquet", "Xenium folder '{tmp}/xen' has no transcripts.parquet"),
+        ("xen/cells.zarr.zip", "has no cells.zarr.zip"),
+        ("xen/morphology_focus", "has no morphology image"),
+    ],
+)
+def test_incomplete_hd_and_xenium_folders_name_row_and_file(tmp_path, remove, message):
+    import shutil
+
+    _copy(HD_ASSETS / "hd1", tmp_path / "hd1")
+    _copy(HD_ASSETS / "xenium1", tmp_path / "xen")
+    target = tmp_path / remove
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    sheet = _sheet(tmp_path, "sample,spaceranger_dir,xenium_dir\nH,hd1/outs,\nX,,xen\n")
+    with pytest.raises(InputError) as err:
+        read_samplesheet(sheet)
+    text = str(err.value)
+    row = "row 1 (sample 'H')" if remove.startswith("hd1") else "row 2 (sample 'X')"
+    assert row in text and message.format(tmp=tmp_path.resolve()) in text
+
+
+def test_hd_bin_size_16_needs_its_folder(tmp_path):
+    import shutil
+
+    _copy(HD_ASSETS / "hd1", tmp_path / "hd1")
+    shutil.rmtree(tmp_path / "hd1/outs/binned_outputs/square_016um")
+    sheet = _sheet(tmp_path, "sample,spaceranger_dir\nH,hd1/outs\n")
+    assert read_samplesheet(sheet)[0].input_type == "visium_hd"
+    with pytest.raises(InputError, match="has no binned_outputs/square_016um"):
+        read_samplesheet(sheet, hd_bin_size=16)
+
+
+def test_zarr_without_tables_is_refused(tmp_path):
+    (tmp_path / "s.zarr").mkdir()
+    (tmp_path / "s.zarr" / ".zgroup").write_text("{}")
+    with pytest.raises(InputError, match=r"row 1 \(sample 'Z'\).*has no tables/"):
+        read_samplesheet(_sheet(tmp_path, "sample,zarr\nZ,s.zarr\n"))
+
+
+def test_committed_hd_samplesheet_mixes_three_platforms():
+    slides = read_samplesheet(HD_ASSETS / "samplesheet.csv")
+    assert [s.input_type for s in slides] == ["spaceranger", "visium_hd", "xenium"]

@@ -12,15 +12,18 @@ process CHECK_SAMPLESHEET {
     path 'versions.yml'         , emit: versions
 
     script:
+    def args = task.ext.args ?: ''
     """
     check_samplesheet.py ${samplesheet} \\
         --base-dir '${base_dir}' \\
         --output samplesheet.valid.csv \\
-        --process-name '${task.process}'
+        --process-name '${task.process}' \\
+        ${args}
     """
 
     stub:
+    def args = task.ext.args ?: ''
     """
-    check_samplesheet.py ${samplesheet} --base-dir '${base_dir}' --output samplesheet.valid.csv --process-name '${task.process}'
+    check_samplesheet.py ${samplesheet} --base-dir '${base_dir}' --output samplesheet.valid.csv --process-name '${task.process}' ${args}
     """
 }
