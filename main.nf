@@ -11,21 +11,27 @@ nextflow.enable.dsl = 2
 
 include { SPATIALMAP } from './workflows/spatialmap'
 
+// --help, then every parameter against nextflow_schema.json: a bad value stops the run
+// here, before any task starts
 def checkParams() {
+    def schema = new SpatialmapSchema(file("${projectDir}/nextflow_schema.json", checkIfExists: true).toFile())
     if (params.help) {
-        log.info """
-        Usage:
-          nextflow run . -profile <test,local|docker|...> --input samplesheet.csv --outdir results [--reference ref.h5ad]
-
-        Every parameter is described in nextflow_schema.json and in README.md.
-        """.stripIndent()
+        if (params.help instanceof String) {
+            def entry = schema.helpFor(params.help)
+            if (entry == null) {
+                error "Unknown parameter for --help: '${params.help}'; --help alone lists every parameter"
+            }
+            log.info entry
+        } else {
+            log.info schema.help('Usage: nextflow run . -profile <test,local|docker|...> --input samplesheet.csv --outdir results [--reference ref.h5ad]')
+        }
         System.exit(0)
     }
-    if (!params.input) {
-        error "Missing --input: give a samplesheet CSV (columns sample, spaceranger_dir or h5ad, group)"
-    }
-    if (!params.outdir) {
-        error "Missing --outdir: give the folder where results are written"
+    schema.unknown(params).each { log.warn it }
+    def problems = schema.errors(params)
+    if (problems) {
+        error problems.size() == 1 ? "spatialmap failed: ${problems[0]}" :
+            "spatialmap failed: ${problems.size()} invalid parameters:\n" + problems.join('\n')
     }
 }
 

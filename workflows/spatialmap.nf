@@ -8,18 +8,10 @@ include { MAPPING              } from '../subworkflows/local/mapping'
 include { REPORT_TABLES        } from '../modules/local/report_tables/main'
 include { MULTIQC              } from '../modules/local/multiqc/main'
 
-def KNOWN_METHODS = ['cell2location', 'tangram']
-
 workflow SPATIALMAP {
     main:
+    // values were checked against nextflow_schema.json in main.nf (allowed methods: x-list-enum there)
     def methods = params.methods.toString().tokenize(',')*.trim().findAll { it }
-    def unknown = methods - KNOWN_METHODS
-    if (unknown) {
-        error "Unknown --methods value(s): ${unknown.join(', ')}; choose from ${KNOWN_METHODS.join(', ')}"
-    }
-    if (!(params.signature_method in ['regression', 'means'])) {
-        error "Unknown --signature_method '${params.signature_method}'; choose regression or means"
-    }
     def mt_genes = params.mt_genes ? file(params.mt_genes, checkIfExists: true) : []
 
     versions = Channel.empty()

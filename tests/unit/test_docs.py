@@ -9,10 +9,25 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
+# config files whose top-level params block defines pipeline parameters
+PARAM_CONFIGS = ("nextflow.config", "conf/cloud.config", "conf/slurm.config")
+
+
+def _params_blocks() -> str:
+    blocks = []
+    for name in PARAM_CONFIGS:
+        path = REPO / name
+        if not path.exists():
+            continue
+        text = path.read_text()
+        match = re.search(r"^params \{", text, flags=re.M)
+        if match:
+            blocks.append(text[match.start(): text.index("\n}\n", match.start())])
+    return "\n".join(blocks)
+
+
 def _config_params() -> set[str]:
-    text = (REPO / "nextflow.config").read_text()
-    block = text[text.index("params {"): text.index("\n}\n", text.index("params {"))]
-    return set(re.findall(r"^\s+(\w+)\s*=", block, flags=re.M))
+    return set(re.findall(r"^\s+(\w+)\s*=", _params_blocks(), flags=re.M))
 
 
 def _schema_params() -> set[str]:
@@ -31,7 +46,7 @@ def test_every_parameter_is_in_the_readme():
 
 
 def test_schema_defaults_match_the_config():
-    text = (REPO / "nextflow.config").read_text()
+    text = _params_blocks()
     schema = json.loads((REPO / "nextflow_schema.json").read_text())
     for section in schema["$defs"].values():
         for name, entry in section["properties"].items():
