@@ -1,78 +1,157 @@
 #!/usr/bin/env python3
-"""Compare the cell-type maps of cell2location and Tangram, per slide and cell type.
+"""Compare every mapping method's cell-type maps, and combine them into a consensus map per slide.
 
-For every slide both methods mapped: the Pearson correlation across shared spots between
-cell2location's 5% quantile abundance (normalised per spot to proportions) and Tangram's
-proportions. A slide mapped by only one method is skipped with a log line.
+Method tables are recognised by name: ``<sample>.cell2location_q05.csv`` (abundances,
+normalised per spot here) and ``<sample>.<method>_proportions.csv`` for tangram, rctd,
+flashdeconv and nnls (sample names may contain dots). Outputs:
+
+- ``method_agreement.csv``: sample, cell_type, method_a, method_b, pearson_r, n_spots (every pair)
+- ``method_agreement_matrix.tsv``: ``<sample>: <a> vs <b>`` x cell types matrix of r (heatmap)
+- ``method_agreement_pairs.tsv``: methods x methods median r
+- ``consensus_summary.tsv`` and per slide ``<sample>.consensus_proportions.csv``,
+  ``<sample>.consensus_disagreement.csv`` and, with ``--slides``, ``<sample>.consensus_maps.png``
+  and ``<sample>.consensus_disagreement.png``.
 
 Example::
 
-    compare_methods.py --c2l a.cell2location_q05.csv b.cell2location_q05.csv --samples-c2l a b \\
-        --tangram a.tangram_proportions.csv b.tangram_proportions.csv --samples-tangram a b
+    compare_methods.py --proportions a.cell2location_q05.csv a.tangram_proportions.csv \\
+        a.rctd_proportions.csv --slides a.qc.h5ad --rule mean
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+from collections import defaultdict
 from pathlib import Path
 
 from spatialmap import cli
 
 log = logging.getLogger("spatialmap.compare_methods")
 
-PACKAGES = ["pandas", "numpy"]
+PACKAGES = ["pandas", "numpy", "anndata", "matplotlib"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
+    from spatialmap.consensus import RULES
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--c2l", nargs="+", default=[], help="cell2location q05 abundance CSVs (index: barcode; columns: cell types)")
-    parser.add_argument("--samples-c2l", nargs="+", default=[], help="sample name of each --c2l file, in the same order")
-    parser.add_argument("--tangram", nargs="+", default=[], help="Tangram proportion CSVs (index: barcode; columns: cell types)")
-    parser.add_argument("--samples-tangram", nargs="+", default=[], help="sample name of each --tangram file, in the same order")
-    parser.add_argument("--output-csv", default="method_agreement.csv", help="long table: sample, cell_type, pearson_r, n_spots (default: method_agreement.csv)")
-    parser.add_argument("--output-matrix", default="method_agreement_matrix.tsv", help="samples x cell types matrix of r (default: method_agreement_matrix.tsv)")
+    parser.add_argument("--proportions", nargs="+", required=True,
+                        help="every method's per-slide table (index: barcode; columns: cell types)")
+    parser.add_argument("--slides", nargs="*", default=[],
+                        help="slide h5ad files <sample>[.qc].h5ad: spot positions for the maps, counts for the "
+                             "reconstruction-based rules")
+    parser.add_argument("--signatures", default=None,
+                        help="genes x cell types signatures CSV (needed by the drop_worst and weighted rules)")
+    parser.add_argument("--rule", choices=RULES, default="mean", help="consensus rule (default: mean)")
+    parser.add_argument("--outdir", default=".", help="output folder (default: .)")
     parser.add_argument("--process-name", default=Path(__file__).name, help="process name in versions.yml (default: script name)")
     parser.add_argument("--versions", default="versions.yml", help="versions file to write (default: versions.yml)")
     return parser.parse_args(argv)
 
 
-def read_tables(paths: list[str], samples: list[str], method: str) -> dict:
-    """``{sample: table}`` from CSVs; names and files must pair up one to one."""
+def read_tables(paths: list[str]) -> dict:
+    """``{sample: {method: table}}`` from method tables named ``<sample><suffix>``."""
     import pandas as pd
 
-    if len(paths) != len(samples):
-        raise cli.InputError(f"{method}: {len(paths)} files but {len(samples)} sample names")
-    duplicated = sorted({s for s in samples if samples.count(s) > 1})
-    if duplicated:
-        raise cli.InputError(f"{method}: sample names given more than once: {', '.join(duplicated)}")
-    tables = {}
-    for path, sample in zip(paths, samples):
+    from spatialmap.agreement import parse_table_name
+
+    tables: dict = defaultdict(dict)
+    for path in sorted(paths):
+        try:
+            sample, method = parse_table_name(path)
+        except ValueError as err:
+            raise cli.InputError(str(err)) from None
+        if method in tables[sample]:
+            raise cli.InputError(f"sample {sample}: two {method} tables given")
         if not Path(path).is_file():
             raise FileNotFoundError(f"{method} table of sample {sample}: no such file: {path}")
         table = pd.read_csv(path, index_col=0)
         table.index = table.index.astype(str)
         if table.shape[1] == 0 or len(table) == 0:
             raise cli.InputError(f"{method} table of sample {sample} ({path}) is empty")
-        tables[sample] = table
-    return tables
+        tables[sample][method] = table
+    return dict(tables)
+
+
+def slide_paths(paths: list[str]) -> dict[str, Path]:
+    """``{sample: h5ad}`` from ``<sample>.qc.h5ad`` or ``<sample>.h5ad`` names."""
+    found = {}
+    for path in map(Path, paths):
+        name = path.name[: -len(".h5ad")] if path.name.endswith(".h5ad") else path.stem
+        found[name[: -len(".qc")] if name.endswith(".qc") else name] = path
+    return found
+
+
+def write_slide(outdir: Path, sample: str, result, slide_h5ad: Path | None) -> None:
+    """The slide's consensus and disagreement tables, and maps when its positions are known."""
+    with cli.atomic_path(outdir / f"{sample}.consensus_proportions.csv") as tmp:
+        result.proportions.to_csv(tmp, index_label="barcode", float_format="%.6g")
+    with cli.atomic_path(outdir / f"{sample}.consensus_disagreement.csv") as tmp:
+        result.disagreement.to_csv(tmp, index_label="barcode", float_format="%.6g")
+    if slide_h5ad is None:
+        log.warning("sample %s: no slide file given, so no consensus maps are drawn", sample)
+        return
+    import anndata as ad
+
+    from spatialmap.plotting import plot_spatial_values
+
+    slide = ad.read_h5ad(slide_h5ad, backed="r")
+    names = slide.obs_names
+    methods = ", ".join(result.weights)
+    plot_spatial_values(slide, result.proportions.reindex(names), outdir / f"{sample}.consensus_maps.png",
+                        f"{sample}: consensus cell-type proportions ({result.rule} of {methods})")
+    plot_spatial_values(slide, result.disagreement.reindex(names), outdir / f"{sample}.consensus_disagreement.png",
+                        f"{sample}: where methods disagree (Jensen-Shannon divergence to the consensus)",
+                        cmap="magma", vmax_quantile=0.99)
+    slide.file.close()
+
+
+def reconstruction(sample: str, tables: dict, slide_h5ad: Path | None, signatures) -> dict | None:
+    """Each method's reconstruction score of the slide's counts (rules that need it)."""
+    import anndata as ad
+
+    from spatialmap import consensus
+
+    if slide_h5ad is None or signatures is None:
+        raise cli.InputError(f"sample {sample}: this consensus rule needs the slide (--slides) and --signatures")
+    st = consensus.stack(tables, sample)
+    slide = ad.read_h5ad(slide_h5ad)
+    slide = slide[st.spots.intersection(slide.obs_names, sort=False)]
+    if slide.n_obs != len(st.spots):
+        raise cli.InputError(f"sample {sample}: the slide file lacks some spots the methods mapped")
+    return consensus.reconstruction_scores(st, slide.X, list(slide.var_names.astype(str)), signatures)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Compare the two methods' maps and write the long table and the matrix."""
+    """Agreement over every pair of methods, and the consensus of every slide with 2+ methods."""
     args = parse_args(argv)
-    from spatialmap import agreement
+    import pandas as pd
 
-    c2l = read_tables(args.c2l, args.samples_c2l, "cell2location")
-    tangram = read_tables(args.tangram, args.samples_tangram, "Tangram")
-    long, wide = agreement.compare_slides(c2l, tangram)
-    with cli.atomic_path(args.output_csv) as tmp:
-        long.to_csv(tmp, index=False, float_format="%.6g", na_rep="NA")
-    with cli.atomic_path(args.output_matrix) as tmp:
-        wide.to_csv(tmp, sep="\t", float_format="%.6g", na_rep="NA")
+    from spatialmap import agreement, consensus
+
+    tables = read_tables(args.proportions)
+    slides = slide_paths(args.slides)
+    signatures = pd.read_csv(args.signatures, index_col=0) if args.signatures else None
+    outdir = Path(args.outdir)
+    long, matrix, pairs = agreement.compare_slides(tables)
+    rows = []
+    for sample, by_method in tables.items():
+        if len(by_method) < 2:
+            continue
+        scores = reconstruction(sample, by_method, slides.get(sample), signatures) if args.rule in consensus.NEEDS_COUNTS else None
+        result = consensus.slide_consensus(by_method, sample, args.rule, scores)
+        write_slide(outdir, sample, result, slides.get(sample))
+        rows.append(consensus.summary(sample, result))
+    for name, frame, kwargs in (("method_agreement.csv", long, dict(index=False)),
+                                ("method_agreement_matrix.tsv", matrix, dict(sep="\t")),
+                                ("method_agreement_pairs.tsv", pairs, dict(sep="\t")),
+                                ("consensus_summary.tsv", pd.DataFrame(rows).set_index("sample"), dict(sep="\t"))):
+        with cli.atomic_path(outdir / name) as tmp:
+            frame.to_csv(tmp, float_format="%.6g", na_rep="NA", **kwargs)
     cli.write_versions(args.versions, args.process_name, PACKAGES)
-    log.info("wrote %s and %s", args.output_csv, args.output_matrix)
+    log.info("compared %d methods on %d slides; consensus rule %s", len(pairs), len(rows), args.rule)
 
 
 if __name__ == "__main__":

@@ -1,23 +1,34 @@
-"""Agreement between the cell-type maps of cell2location and Tangram.
+"""Agreement between the cell-type maps of every pair of mapping methods.
 
-For each slide and cell type: the Pearson correlation across spots between
-cell2location's 5% quantile abundance, normalised per spot to proportions, and Tangram's
-proportions, on the spots and cell types both methods report. Results come as one long
-table (``sample, cell_type, pearson_r, n_spots``) and a wide matrix (samples x cell
-types) for a heatmap.
+Each method's per-slide table (spots x cell types) is normalised per spot to proportions
+(cell2location's 5% quantile abundances included). For each slide, each pair of methods and
+each cell type both report: the Pearson correlation across the spots both report. Results come
+as one long table (``sample, cell_type, method_a, method_b, pearson_r, n_spots``), a wide matrix
+(``<sample>: <a> vs <b>`` rows x cell types) for a heatmap, and a methods x methods matrix of
+the median r over slides and cell types.
+
+Method tables are found by file name: ``<sample>.cell2location_q05.csv`` and
+``<sample>.<method>_proportions.csv`` for the other methods of :data:`KNOWN_METHODS`
+(sample names may contain dots).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
-from typing import Iterable
+from pathlib import Path
+from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
 log = logging.getLogger("spatialmap.agreement")
 
-LONG_COLUMNS = ["sample", "cell_type", "pearson_r", "n_spots"]
+KNOWN_METHODS = ("cell2location", "tangram", "rctd", "flashdeconv", "nnls")
+LONG_COLUMNS = ["sample", "cell_type", "method_a", "method_b", "pearson_r", "n_spots"]
+# File name suffix of each method's per-slide table.
+TABLE_SUFFIXES = {m: ".cell2location_q05.csv" if m == "cell2location" else f".{m}_proportions.csv"
+                  for m in KNOWN_METHODS}
 # Column prefixes cell2location's export_posterior puts before the cell-type names.
 C2L_PREFIXES = (
     "q05cell_abundance_w_sf_",
@@ -26,6 +37,19 @@ C2L_PREFIXES = (
     "q05_cell_abundance_w_sf_",
     "means_cell_abundance_w_sf_",
 )
+
+
+def parse_table_name(path: str | Path) -> tuple[str, str]:
+    """``(sample, method)`` of a method table named ``<sample><suffix>`` (see ``TABLE_SUFFIXES``).
+
+    Raises ``ValueError`` for any other name.
+    """
+    name = Path(path).name
+    for method, suffix in TABLE_SUFFIXES.items():
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)], method
+    expected = ", ".join(f"<sample>{s}" for s in TABLE_SUFFIXES.values())
+    raise ValueError(f"{name}: not a method table; expected one of {expected}")
 
 
 def strip_c2l_prefix(columns: Iterable[str]) -> list[str]:
@@ -58,6 +82,43 @@ def to_proportions(values: pd.DataFrame, what: str = "values") -> pd.DataFrame:
     return frame.div(totals, axis=0)
 
 
+def normalise_method_table(table: pd.DataFrame, sample: str, method: str) -> pd.DataFrame:
+    """A method's table as proportions: prefixes stripped, string labels, rows summing to 1."""
+    frame = table.copy()
+    frame.columns = strip_c2l_prefix(frame.columns)
+    frame.index = frame.index.astype(str)
+    if not frame.index.is_unique:
+        raise ValueError(f"sample {sample}: {method} lists some spots more than once")
+    return to_proportions(frame, f"sample {sample}, {method}")
+
+
+def align(tables: Mapping[str, pd.DataFrame], sample: str) -> tuple[pd.Index, list[str]]:
+    """Spots (first method's order) and cell types (first method's order) every method reports.
+
+    ``tables`` are proportions (:func:`normalise_method_table`). What only some methods report
+    is logged; nothing shared raises ``ValueError``.
+    """
+    methods = list(tables)
+    first = tables[methods[0]]
+    spots = first.index
+    types = [str(t) for t in first.columns]
+    for method in methods[1:]:
+        spots = spots.intersection(tables[method].index, sort=False)
+        types = [t for t in types if t in set(map(str, tables[method].columns))]
+    if len(spots) == 0:
+        raise ValueError(f"sample {sample}: {', '.join(methods)} share no spot barcode")
+    if not types:
+        raise ValueError(f"sample {sample}: {', '.join(methods)} share no cell type name")
+    for method, frame in tables.items():
+        extra_spots = len(frame) - len(spots)
+        extra_types = [str(t) for t in frame.columns if str(t) not in types]
+        if extra_spots:
+            log.info("sample %s: %d spots only in %s are not compared", sample, extra_spots, method)
+        if extra_types:
+            log.warning("sample %s: cell types only in %s, not compared: %s", sample, method, ", ".join(extra_types))
+    return spots, types
+
+
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
     """Pearson correlation; NaN when fewer than 2 points or either vector is constant."""
     x = np.asarray(x, dtype=float)
@@ -77,96 +138,98 @@ def _constant(x: np.ndarray) -> bool:
     return bool(np.ptp(x) <= 1e-12 * max(np.abs(x).max(), 1e-300))
 
 
-def slide_agreement(c2l_q05: pd.DataFrame, tangram: pd.DataFrame, sample: str) -> pd.DataFrame:
-    """Per cell type, Pearson r between cell2location and Tangram proportions on one slide.
+def method_order(methods: Iterable[str]) -> list[str]:
+    """Methods in :data:`KNOWN_METHODS` order, then any other in name order."""
+    methods = list(dict.fromkeys(methods))
+    return [m for m in KNOWN_METHODS if m in methods] + sorted(m for m in methods if m not in KNOWN_METHODS)
+
+
+def pair_agreement(a: pd.DataFrame, b: pd.DataFrame, sample: str, method_a: str, method_b: str) -> pd.DataFrame:
+    """Per cell type, Pearson r between two methods' proportions on one slide.
 
     Parameters
     ----------
-    c2l_q05
-        Spots x cell types, cell2location's 5% quantile abundance (normalised here to
-        proportions per spot).
-    tangram
-        Spots x cell types, Tangram's proportions (re-normalised per spot).
+    a, b
+        Spots x cell types of ``method_a`` and ``method_b``, raw (normalised here per spot).
     sample
         Slide name, written in the ``sample`` column.
+    method_a, method_b
+        Method names, written in the ``method_a`` and ``method_b`` columns.
 
     Returns
     -------
     DataFrame
-        One row per cell type both methods report: ``sample, cell_type, pearson_r,
-        n_spots``. ``pearson_r`` is NaN (logged) when a type is constant over the shared
-        spots in either method.
+        One row per cell type both report, columns :data:`LONG_COLUMNS`; ``pearson_r`` is NaN
+        (logged) when a type is constant over the shared spots in either method.
     """
-    c2l = c2l_q05.copy()
-    c2l.columns = strip_c2l_prefix(c2l.columns)
-    c2l = to_proportions(c2l, f"sample {sample}, cell2location")
-    tg = to_proportions(tangram, f"sample {sample}, Tangram")
-    for name, frame in (("cell2location", c2l), ("Tangram", tg)):
-        if not frame.index.is_unique:
-            raise ValueError(f"sample {sample}: {name} lists some spots more than once")
-    tg.columns = [str(c) for c in tg.columns]
-
-    spots = c2l.index.intersection(tg.index, sort=False)
-    if len(spots) == 0:
-        raise ValueError(f"sample {sample}: cell2location and Tangram share no spot barcode")
-    only = (len(c2l) - len(spots), len(tg) - len(spots))
-    if any(only):
-        log.info(
-            "sample %s: %d spots in both methods (%d only in cell2location, %d only in Tangram)",
-            sample, len(spots), *only,
-        )
-    types = [t for t in c2l.columns if t in set(tg.columns)]
-    if not types:
-        raise ValueError(f"sample {sample}: cell2location and Tangram share no cell type name")
-    for name, frame in (("cell2location", c2l), ("Tangram", tg)):
-        missing = [t for t in frame.columns if t not in types]
-        if missing:
-            log.warning("sample %s: cell types only in %s, not compared: %s", sample, name, ", ".join(missing))
-
+    tables = {method_a: normalise_method_table(a, sample, method_a),
+              method_b: normalise_method_table(b, sample, method_b)}
+    spots, types = align(tables, sample)
     rows = []
     for cell_type in types:
-        r = pearson(c2l.loc[spots, cell_type].to_numpy(), tg.loc[spots, cell_type].to_numpy())
+        r = pearson(tables[method_a].loc[spots, cell_type].to_numpy(), tables[method_b].loc[spots, cell_type].to_numpy())
         if np.isnan(r):
-            log.warning("sample %s, %s: constant in one method over the %d shared spots: r = NaN", sample, cell_type, len(spots))
-        rows.append({"sample": sample, "cell_type": cell_type, "pearson_r": r, "n_spots": len(spots)})
+            log.warning("sample %s, %s vs %s, %s: constant in one method over the %d shared spots: r = NaN",
+                        sample, method_a, method_b, cell_type, len(spots))
+        rows.append({"sample": sample, "cell_type": cell_type, "method_a": method_a, "method_b": method_b,
+                     "pearson_r": r, "n_spots": len(spots)})
     return pd.DataFrame(rows, columns=LONG_COLUMNS)
 
 
-def combine(tables: Iterable[pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One long table from per-slide tables, and the samples x cell types matrix of r."""
-    tables = [t for t in tables if len(t)]
-    if not tables:
-        raise ValueError("no slide has both a cell2location and a Tangram map to compare")
-    long = pd.concat(tables, ignore_index=True)[LONG_COLUMNS]
-    return long, agreement_matrix(long)
+def slide_agreement(tables: Mapping[str, pd.DataFrame], sample: str) -> pd.DataFrame:
+    """Agreement of every pair of methods on one slide (``{method: table}``, at least 2)."""
+    methods = method_order(tables)
+    if len(methods) < 2:
+        raise ValueError(f"sample {sample}: agreement needs at least 2 methods, got {', '.join(methods) or 'none'}")
+    pairs = [pair_agreement(tables[a], tables[b], sample, a, b) for a, b in itertools.combinations(methods, 2)]
+    return pd.concat(pairs, ignore_index=True)[LONG_COLUMNS]
 
 
 def agreement_matrix(long: pd.DataFrame) -> pd.DataFrame:
-    """Samples x cell types matrix of ``pearson_r`` (first-seen order; NaN where absent)."""
-    samples = list(dict.fromkeys(long["sample"]))
+    """``<sample>: <a> vs <b>`` rows x cell types matrix of ``pearson_r`` (first-seen order)."""
+    labels = long["sample"].astype(str) + ": " + long["method_a"] + " vs " + long["method_b"]
+    frame = long.assign(slide_pair=labels)
+    rows = list(dict.fromkeys(labels))
     types = list(dict.fromkeys(long["cell_type"]))
-    wide = long.pivot(index="sample", columns="cell_type", values="pearson_r")
-    wide = wide.reindex(index=samples, columns=types)
-    wide.index.name = "sample"
+    wide = frame.pivot(index="slide_pair", columns="cell_type", values="pearson_r").reindex(index=rows, columns=types)
+    wide.index.name = "slide_pair"
     wide.columns.name = None
     return wide
 
 
-def compare_slides(
-    c2l: dict[str, pd.DataFrame], tangram: dict[str, pd.DataFrame]
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Agreement for every slide both methods mapped; a slide in only one is skipped (logged)."""
-    tables = []
-    for sample in list(dict.fromkeys([*c2l, *tangram])):
-        if sample not in c2l or sample not in tangram:
-            log.warning(
-                "sample %s: mapped only by %s; skipped", sample, "cell2location" if sample in c2l else "Tangram"
-            )
+def pair_matrix(long: pd.DataFrame) -> pd.DataFrame:
+    """Methods x methods: median r over slides and cell types (1 on the diagonal, symmetric)."""
+    methods = method_order([*long["method_a"], *long["method_b"]])
+    matrix = pd.DataFrame(np.eye(len(methods)), index=methods, columns=methods)
+    for (a, b), group in long.groupby(["method_a", "method_b"], sort=False):
+        r = group["pearson_r"].dropna()
+        matrix.loc[a, b] = matrix.loc[b, a] = float(r.median()) if len(r) else np.nan
+    matrix.index.name = "method"
+    return matrix
+
+
+def compare_slides(tables: Mapping[str, Mapping[str, pd.DataFrame]]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Agreement of every pair of methods on every slide that two or more methods mapped.
+
+    Parameters
+    ----------
+    tables
+        ``{sample: {method: spots x cell types}}``; a slide with a single method is skipped (logged).
+
+    Returns
+    -------
+    ``(long, matrix, pairs)``: see :func:`slide_agreement`, :func:`agreement_matrix`, :func:`pair_matrix`.
+    """
+    parts = []
+    for sample, by_method in tables.items():
+        if len(by_method) < 2:
+            log.warning("sample %s: mapped only by %s; skipped", sample, ", ".join(by_method) or "no method")
             continue
-        tables.append(slide_agreement(c2l[sample], tangram[sample], sample))
-    long, wide = combine(tables)
-    log.info(
-        "agreement over %d slides and %d cell types: median r %.3f",
-        wide.shape[0], wide.shape[1], float(np.nanmedian(long["pearson_r"])) if long["pearson_r"].notna().any() else float("nan"),
-    )
-    return long, wide
+        parts.append(slide_agreement(by_method, sample))
+    if not parts:
+        raise ValueError("no slide was mapped by two or more methods: nothing to compare")
+    long = pd.concat(parts, ignore_index=True)[LONG_COLUMNS]
+    r = long["pearson_r"]
+    log.info("agreement over %d slides, %d method pairs: median r %.3f", long["sample"].nunique(),
+             long[["method_a", "method_b"]].drop_duplicates().shape[0], float(r.median()) if r.notna().any() else float("nan"))
+    return long, agreement_matrix(long), pair_matrix(long)

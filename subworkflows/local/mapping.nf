@@ -55,15 +55,18 @@ workflow MAPPING {
         tangram_csv   = TANGRAM.out.csv.map { meta, f -> [meta.id, f] }
     }
 
-    if ('cell2location' in methods && 'tangram' in methods) {
-        c2l_sorted = c2l_csv.toList().map { splitPairs(it) }
-        tangram_sorted = tangram_csv.toList().map { splitPairs(it) }
+    // every method's per-slide table: <sample>.cell2location_q05.csv, <sample>.<method>_proportions.csv
+    proportions = c2l_csv.map { sample, csv -> csv }.mix(tangram_csv.map { sample, csv -> csv })
+    if (methods.size() >= 2) {
         COMPARE_METHODS(
-            c2l_sorted.map { it[0] }, c2l_sorted.map { it[1] },
-            tangram_sorted.map { it[0] }, tangram_sorted.map { it[1] }
+            proportions.collect(sort: true),
+            slides.map { meta, h5ad -> h5ad }.collect(sort: true)
         )
         versions  = versions.mix(COMPARE_METHODS.out.versions)
-        agreement = COMPARE_METHODS.out.matrix.mix(COMPARE_METHODS.out.csv)
+        agreement = COMPARE_METHODS.out.matrix.mix(
+            COMPARE_METHODS.out.csv, COMPARE_METHODS.out.pairs, COMPARE_METHODS.out.summary,
+            COMPARE_METHODS.out.png.flatten()
+        )
     }
 
     emit:

@@ -1,4 +1,4 @@
-"""Agreement of cell2location and Tangram maps: known correlations, spot and type matching, the script."""
+"""Agreement of every pair of methods' maps: known correlations, spot and type matching, file names, the script."""
 
 from __future__ import annotations
 
@@ -42,8 +42,8 @@ def tangram_table() -> pd.DataFrame:
 def test_identical_maps_agree_perfectly():
     rng = np.random.default_rng(0)
     q05 = pd.DataFrame(rng.gamma(2.0, 1.0, size=(50, 4)), index=[f"b{i}" for i in range(50)], columns=list("WXYZ"))
-    table = agreement.slide_agreement(q05, q05.div(q05.sum(axis=1), axis=0), "S1")
-    assert list(table.columns) == ["sample", "cell_type", "pearson_r", "n_spots"]
+    table = agreement.pair_agreement(q05, q05.div(q05.sum(axis=1), axis=0), "S1", "cell2location", "tangram")
+    assert list(table.columns) == ["sample", "cell_type", "method_a", "method_b", "pearson_r", "n_spots"]
     assert list(table["cell_type"]) == list("WXYZ")
     np.testing.assert_allclose(table["pearson_r"], 1.0)
     assert (table["n_spots"] == 50).all() and (table["sample"] == "S1").all()
@@ -51,11 +51,11 @@ def test_identical_maps_agree_perfectly():
 
 def test_known_correlations_and_constant_column(caplog):
     with caplog.at_level(logging.WARNING, logger="spatialmap.agreement"):
-        table = agreement.slide_agreement(c2l_table(), tangram_table(), "S1").set_index("cell_type")
+        table = agreement.pair_agreement(c2l_table(), tangram_table(), "S1", "cell2location", "tangram").set_index("cell_type")
     assert table.loc["A", "pearson_r"] == pytest.approx(0.8)
     assert table.loc["B", "pearson_r"] == pytest.approx(0.8)
     assert np.isnan(table.loc["C", "pearson_r"])  # C is constant in both maps
-    assert "S1, C: constant" in caplog.text
+    assert "S1, cell2location vs tangram, C: constant" in caplog.text
 
 
 def test_only_shared_spots_and_types_are_compared(caplog):
@@ -65,18 +65,18 @@ def test_only_shared_spots_and_types_are_compared(caplog):
     tg = tangram_table().iloc[::-1] * 0.9  # another spot order ...
     tg["D"] = 0.1  # ... and a type cell2location does not know (rows still sum to 1)
     with caplog.at_level(logging.INFO, logger="spatialmap.agreement"):
-        table = agreement.slide_agreement(c2l, tg, "S2").set_index("cell_type")
+        table = agreement.pair_agreement(c2l, tg, "S2", "cell2location", "tangram").set_index("cell_type")
     assert list(table.index) == ["A", "B", "C"]
     assert (table["n_spots"] == 4).all()
     assert table.loc["A", "pearson_r"] == pytest.approx(0.8)
-    assert "only in Tangram, not compared: D" in caplog.text
-    assert "4 spots in both methods (1 only in cell2location, 0 only in Tangram)" in caplog.text
+    assert "cell types only in tangram, not compared: D" in caplog.text
+    assert "1 spots only in cell2location are not compared" in caplog.text
 
 
 def test_spots_with_zero_total_are_dropped():
     c2l = c2l_table()
     c2l.loc["s4-1"] = 0.0
-    table = agreement.slide_agreement(c2l, tangram_table(), "S1")
+    table = agreement.pair_agreement(c2l, tangram_table(), "S1", "cell2location", "tangram")
     assert (table["n_spots"] == 3).all()
 
 
@@ -91,50 +91,65 @@ def test_bad_tables_are_refused():
     with pytest.raises(ValueError, match="share no spot barcode"):
         other = tangram_table()
         other.index = ["x", "y", "z", "w"]
-        agreement.slide_agreement(c2l_table(), other, "S1")
+        agreement.pair_agreement(c2l_table(), other, "S1", "cell2location", "tangram")
     with pytest.raises(ValueError, match="share no cell type name"):
-        agreement.slide_agreement(c2l_table(), tangram_table().rename(columns=str.lower), "S1")
+        agreement.pair_agreement(c2l_table(), tangram_table().rename(columns=str.lower), "S1", "cell2location", "tangram")
     negative = c2l_table()
     negative.iloc[0, 0] = -1.0
     with pytest.raises(ValueError, match="negative"):
-        agreement.slide_agreement(negative, tangram_table(), "S1")
+        agreement.pair_agreement(negative, tangram_table(), "S1", "cell2location", "tangram")
+    with pytest.raises(ValueError, match="at least 2 methods"):
+        agreement.slide_agreement({"nnls": tangram_table()}, "S1")
 
 
-def test_compare_slides_long_and_wide(caplog):
-    c2l = {"S1": c2l_table(), "S2": c2l_table(), "S3": c2l_table()}
-    tangram = {"S2": tangram_table(), "S1": c2l_table(), "S4": tangram_table()}
-    with caplog.at_level(logging.WARNING, logger="spatialmap.agreement"):
-        long, wide = agreement.compare_slides(c2l, tangram)
-    assert list(long["sample"].unique()) == ["S1", "S2"]
-    assert "sample S3: mapped only by cell2location; skipped" in caplog.text
-    assert "sample S4: mapped only by Tangram; skipped" in caplog.text
-    assert list(wide.index) == ["S1", "S2"] and list(wide.columns) == ["A", "B", "C"]
-    assert wide.loc["S1", "A"] == pytest.approx(1.0) and wide.loc["S2", "A"] == pytest.approx(0.8)
-    assert wide["C"].isna().all()
-    with pytest.raises(ValueError, match="no slide has both"):
-        agreement.compare_slides({"S1": c2l_table()}, {"S2": tangram_table()})
+def test_table_names_give_sample_and_method():
+    assert agreement.parse_table_name("a.b.cell2location_q05.csv") == ("a.b", "cell2location")
+    assert agreement.parse_table_name("/x/slide_1.rctd_proportions.csv") == ("slide_1", "rctd")
+    assert agreement.parse_table_name("s.flashdeconv_proportions.csv") == ("s", "flashdeconv")
+    with pytest.raises(ValueError, match="not a method table"):
+        agreement.parse_table_name("s.consensus_proportions.csv")
+
+
+def test_every_pair_of_n_methods():
+    rng = np.random.default_rng(1)
+    truth = pd.DataFrame(rng.dirichlet(np.ones(3), 40), index=[f"b{i}" for i in range(40)], columns=list("ABC"))
+    methods = {m: (truth + rng.uniform(0, 0.05, truth.shape)) for m in ("nnls", "tangram", "rctd", "cell2location")}
+    long, matrix, pairs = agreement.compare_slides({"S.1": methods, "S2": {"nnls": truth}})
+    assert list(long["sample"].unique()) == ["S.1"]  # S2 has one method only
+    got = list(dict.fromkeys(zip(long["method_a"], long["method_b"])))
+    assert got == [("cell2location", "tangram"), ("cell2location", "rctd"), ("cell2location", "nnls"),
+                   ("tangram", "rctd"), ("tangram", "nnls"), ("rctd", "nnls")]
+    assert len(long) == 6 * 3 and (long["pearson_r"] > 0.9).all()
+    assert matrix.shape == (6, 3) and matrix.index[0] == "S.1: cell2location vs tangram"
+    assert list(pairs.index) == ["cell2location", "tangram", "rctd", "nnls"]
+    np.testing.assert_allclose(np.diag(pairs), 1.0)
+    assert pairs.loc["rctd", "nnls"] == pairs.loc["nnls", "rctd"] > 0.9
+    with pytest.raises(ValueError, match="two or more methods"):
+        agreement.compare_slides({"S1": {"nnls": truth}})
 
 
 def test_compare_methods_script(tmp_path):
-    c2l_table().to_csv(tmp_path / "S1.cell2location_q05.csv", index_label="barcode")
+    c2l_table().to_csv(tmp_path / "S.1.cell2location_q05.csv", index_label="barcode")
     c2l_table().to_csv(tmp_path / "S2.cell2location_q05.csv", index_label="barcode")
-    tangram_table().to_csv(tmp_path / "S1.tangram_proportions.csv", index_label="barcode")
+    tangram_table().to_csv(tmp_path / "S.1.tangram_proportions.csv", index_label="barcode")
+    tangram_table().to_csv(tmp_path / "S.1.nnls_proportions.csv", index_label="barcode")
     script = _load_script("compare_methods.py")
-    out_csv, out_tsv = tmp_path / "agreement.csv", tmp_path / "matrix.tsv"
-    script.main([
-        "--c2l", str(tmp_path / "S1.cell2location_q05.csv"), str(tmp_path / "S2.cell2location_q05.csv"),
-        "--samples-c2l", "S1", "S2",
-        "--tangram", str(tmp_path / "S1.tangram_proportions.csv"), "--samples-tangram", "S1",
-        "--output-csv", str(out_csv), "--output-matrix", str(out_tsv), "--versions", str(tmp_path / "versions.yml"),
-    ])
-    long = pd.read_csv(out_csv)
-    assert list(long.columns) == ["sample", "cell_type", "pearson_r", "n_spots"]
-    assert list(long["sample"]) == ["S1"] * 3
-    assert long.set_index("cell_type").loc["A", "pearson_r"] == pytest.approx(0.8, abs=1e-6)
-    wide = pd.read_csv(out_tsv, sep="\t", index_col=0)
-    assert list(wide.index) == ["S1"] and np.isnan(wide.loc["S1", "C"])
+    files = [str(p) for p in sorted(tmp_path.glob("*.csv"))]
+    script.main(["--proportions", *files, "--outdir", str(tmp_path / "out"), "--versions", str(tmp_path / "versions.yml")])
+    out = tmp_path / "out"
+    long = pd.read_csv(out / "method_agreement.csv")
+    assert list(long.columns) == ["sample", "cell_type", "method_a", "method_b", "pearson_r", "n_spots"]
+    assert set(long["sample"]) == {"S.1"} and len(long) == 3 * 3
+    a = long[(long["method_a"] == "cell2location") & (long["method_b"] == "tangram")].set_index("cell_type")
+    assert a.loc["A", "pearson_r"] == pytest.approx(0.8, abs=1e-6)
+    wide = pd.read_csv(out / "method_agreement_matrix.tsv", sep="\t", index_col=0)
+    assert "S.1: cell2location vs nnls" in wide.index and np.isnan(wide.loc["S.1: cell2location vs tangram", "C"])
+    summary = pd.read_csv(out / "consensus_summary.tsv", sep="\t", index_col=0)
+    assert list(summary.index) == ["S.1"] and summary.loc["S.1", "n_methods"] == 3
+    consensus = pd.read_csv(out / "S.1.consensus_proportions.csv", index_col=0)
+    np.testing.assert_allclose(consensus.sum(axis=1), 1.0, atol=1e-5)
+    assert (out / "S.1.consensus_disagreement.csv").is_file() and not (out / "S2.consensus_proportions.csv").exists()
     assert '"compare_methods.py":' in (tmp_path / "versions.yml").read_text()
-    with pytest.raises(InputError, match="2 files but 1 sample names"):
-        script.main(["--c2l", str(tmp_path / "S1.cell2location_q05.csv"), str(tmp_path / "S2.cell2location_q05.csv"),
-                     "--samples-c2l", "S1", "--tangram", str(tmp_path / "S1.tangram_proportions.csv"),
-                     "--samples-tangram", "S1"])
+    (tmp_path / "S.1.unknown_proportions.csv").write_text("barcode,A\nx,1\n")
+    with pytest.raises(InputError, match="not a method table"):
+        script.main(["--proportions", str(tmp_path / "S.1.unknown_proportions.csv"), files[0], "--outdir", str(out)])

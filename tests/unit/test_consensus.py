@@ -1,0 +1,97 @@
+"""Consensus of several methods' maps: rules, accuracy against a known truth, disagreement score."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from spatialmap import consensus
+
+TYPES = ["A", "B", "C", "D", "E"]
+
+
+def truth_table(n_spots: int = 200, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(rng.dirichlet(np.full(len(TYPES), 0.7), n_spots),
+                        index=[f"s{i}" for i in range(n_spots)], columns=TYPES)
+
+
+def noisy(truth: pd.DataFrame, scale: float, seed: int) -> pd.DataFrame:
+    """Proportions with multiplicative noise (a method's error), re-normalised."""
+    rng = np.random.default_rng(seed)
+    values = truth * rng.lognormal(0.0, scale, truth.shape) + rng.uniform(0, 0.02, truth.shape)
+    return values.div(values.sum(axis=1), axis=0)
+
+
+def rmse(estimate: pd.DataFrame, truth: pd.DataFrame) -> float:
+    return float(np.sqrt(((estimate - truth.loc[estimate.index, estimate.columns]) ** 2).to_numpy().mean()))
+
+
+def test_jsd_bounds():
+    p = np.array([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]])
+    q = np.array([[0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
+    np.testing.assert_allclose(consensus.jsd(p, q), [0.0, 1.0], atol=1e-12)
+    np.testing.assert_allclose(consensus.jsd(p, q[::-1]), consensus.jsd(q[::-1], p))
+
+
+@pytest.mark.parametrize("rule", ["mean", "median", "trimmed"])
+def test_consensus_at_least_as_accurate_as_mean_single_method(rule):
+    truth = truth_table()
+    tables = {m: noisy(truth, 0.6, i) for i, m in enumerate(["cell2location", "tangram", "rctd", "nnls"])}
+    result = consensus.slide_consensus(tables, "S1", rule)
+    np.testing.assert_allclose(result.proportions.sum(axis=1), 1.0)
+    single = [rmse(t, truth) for t in tables.values()]
+    assert rmse(result.proportions, truth) <= np.mean(single)
+    assert rmse(result.proportions, truth) < min(single)  # independent errors average out
+
+
+def test_trimmed_rule_drops_an_outlying_method():
+    truth = truth_table(seed=3)
+    good = {"cell2location": noisy(truth, 0.2, 1), "rctd": noisy(truth, 0.2, 2)}
+    rng = np.random.default_rng(9)
+    garbage = pd.DataFrame(rng.dirichlet(np.ones(len(TYPES)), len(truth)), index=truth.index, columns=TYPES)
+    mean = consensus.slide_consensus({**good, "nnls": garbage}, "S1", "mean")
+    trimmed = consensus.slide_consensus({**good, "nnls": garbage}, "S1", "trimmed")
+    assert rmse(trimmed.proportions, truth) < rmse(mean.proportions, truth)
+
+
+def test_disagreement_score():
+    truth = truth_table(50)
+    same = consensus.slide_consensus({"rctd": truth, "nnls": truth.copy()}, "S1")
+    np.testing.assert_allclose(same.disagreement["disagreement"], 0.0, atol=1e-12)
+    assert list(same.disagreement.columns) == ["disagreement", "jsd_rctd", "jsd_nnls"]
+    other = truth.copy()
+    other.iloc[:10] = other.iloc[:10, ::-1].to_numpy()  # the methods disagree on the first 10 spots only
+    result = consensus.slide_consensus({"rctd": truth, "nnls": other}, "S1")
+    score = result.disagreement["disagreement"]
+    assert score.iloc[10:].max() < 1e-12 < score.iloc[:10].min()
+    assert ((score >= 0) & (score <= 1)).all()
+    row = consensus.summary("S1", result)
+    assert row["n_methods"] == 2 and row["methods"] == "rctd,nnls" and row["n_spots"] == 50
+
+
+def test_reconstruction_weights_favour_the_method_that_fits_the_counts():
+    rng = np.random.default_rng(4)
+    truth = truth_table(150, seed=5)
+    genes = [f"g{i}" for i in range(60)]
+    signatures = pd.DataFrame(rng.gamma(0.5, 10.0, (60, len(TYPES))), index=genes, columns=TYPES)
+    counts = rng.poisson(10 * truth.to_numpy() @ signatures.to_numpy().T)
+    tables = {"rctd": noisy(truth, 0.1, 1), "tangram": noisy(truth, 1.5, 2), "nnls": noisy(truth, 0.3, 3)}
+    st = consensus.stack(tables, "S1")
+    scores = consensus.reconstruction_scores(st, counts, genes, signatures)
+    assert scores["rctd"] > scores["nnls"] > scores["tangram"]
+    weighted = consensus.slide_consensus(tables, "S1", "weighted", scores)
+    assert weighted.weights["rctd"] == max(weighted.weights.values())
+    dropped = consensus.slide_consensus(tables, "S1", "drop_worst", scores)
+    assert dropped.weights["tangram"] == 0.0
+    assert rmse(dropped.proportions, truth) < rmse(consensus.slide_consensus(tables, "S1").proportions, truth)
+    with pytest.raises(ValueError, match="needs the slide's counts"):
+        consensus.slide_consensus(tables, "S1", "weighted")
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="at least 2 methods"):
+        consensus.slide_consensus({"rctd": truth_table()}, "S1")
+    with pytest.raises(ValueError, match="unknown consensus rule"):
+        consensus.combine(np.ones((2, 3, 4)) / 4, "vote")
