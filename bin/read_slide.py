@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Read one Visium slide (Space Ranger outs/ folder or .h5ad) into a checked AnnData .h5ad."""
+"""Read one slide (Visium / Visium HD outs/, Xenium bundle, SpatialData store or .h5ad) into a checked AnnData .h5ad."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from spatialmap import cli, io, keys
+from spatialmap import cli, io, io_hd, keys
 
 log = logging.getLogger("spatialmap.read_slide")
 
@@ -22,6 +22,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Space Ranger 'outs' folder (filtered_feature_bc_matrix.h5 or filtered_feature_bc_matrix/, spatial/)",
     )
     source.add_argument("--h5ad", type=Path, help="AnnData slide with raw counts in X and spot coordinates in obsm['spatial']")
+    source.add_argument("--visium-hd-dir", type=Path, help="Visium HD Space Ranger 'outs' folder (binned_outputs/, feature_slice.h5)")
+    source.add_argument("--xenium-dir", type=Path, help="Xenium output bundle (read with sopa.io.xenium; the platform's cells)")
+    source.add_argument("--zarr", type=Path, help="SpatialData store (read with spatialdata.read_zarr; not modified)")
+    parser.add_argument(
+        "--hd-bin-size", type=int, default=8, choices=(2, 8, 16), help="Visium HD bin size in µm (default: %(default)s)"
+    )
     parser.add_argument("--output", required=True, type=Path, help="h5ad file to write (e.g. S.raw.h5ad)")
     parser.add_argument("--process-name", default="read_slide.py", help="process name written to the versions file")
     parser.add_argument("--versions", default="versions.yml", type=Path, help="versions file to write")
@@ -30,10 +36,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    packages = ["scanpy", "anndata", "h5py", "pandas", "pyarrow"]
     if args.spaceranger_dir is not None:
         adata = io.read_spaceranger(args.spaceranger_dir, args.sample)
+    elif args.visium_hd_dir is not None:
+        adata = io_hd.read_visium_hd(args.visium_hd_dir, args.sample, args.hd_bin_size)
+    elif args.xenium_dir is not None:
+        adata = io_hd.read_xenium(args.xenium_dir, args.sample)
+    elif args.zarr is not None:
+        adata = io_hd.read_spatialdata_zarr(args.zarr, args.sample, args.hd_bin_size)
     else:
         adata = io.read_h5ad_slide(args.h5ad, args.sample)
+    if keys.UNS_PLATFORM in adata.uns:
+        packages += ["sopa", "spatialdata", "spatialdata-io"]
+        log.info("sample %s: %s", args.sample, adata.uns[keys.UNS_PLATFORM])
     io.check_raw_counts(adata, args.sample)
 
     library = adata.uns[keys.UNS_SPATIAL][args.sample]
@@ -52,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     with cli.atomic_path(args.output) as tmp:
         adata.write_h5ad(tmp, compression="gzip")
-    cli.write_versions(args.versions, args.process_name, ["scanpy", "anndata", "h5py", "pandas", "pyarrow"])
+    cli.write_versions(args.versions, args.process_name, packages)
     log.info("wrote %s", args.output)
 
 

@@ -1,7 +1,8 @@
 process READ_SLIDE {
     tag "${meta.id}"
     label 'process_low'
-    container "${params.container_registry}/spatialmap-core:${params.container_tag}"
+    // reading Visium HD, Xenium and SpatialData stores needs sopa / spatialdata (the spatial image)
+    container { "${params.container_registry}/spatialmap-${meta.input_type in ['visium_hd', 'xenium', 'zarr'] ? 'spatial' : 'core'}:${params.container_tag}" }
 
     input:
     tuple val(meta), path(slide)
@@ -12,7 +13,8 @@ process READ_SLIDE {
 
     script:
     prefix = task.ext.prefix ?: meta.id
-    def source = meta.input_type == 'h5ad' ? "--h5ad ${slide}" : "--spaceranger-dir ${slide}"
+    def flags = [h5ad: '--h5ad', visium_hd: '--visium-hd-dir', xenium: '--xenium-dir', zarr: '--zarr']
+    def source = "${flags.get(meta.input_type, '--spaceranger-dir')} ${slide}"
     def args = task.ext.args ?: ''
     """
     read_slide.py \\

@@ -1,0 +1,260 @@
+"""Reading Visium HD, Xenium and SpatialData stores into the pipeline's AnnData layout.
+
+The files are read by the libraries made for them (``sopa.io.visium_hd`` and
+``sopa.io.xenium``, both wrapping spatialdata-io, and ``spatialdata.read_zarr``); this
+module only turns their table into what the rest of the pipeline expects, the same layout
+as :mod:`spatialmap.io` gives for Visium spots:
+
+- ``X``: raw counts, CSR ``float32`` (never densified);
+- ``obs``: ``in_tissue``, ``sample`` (and ``array_row``/``array_col`` for bins, the
+  platform's cell metadata for cells);
+- ``obsm['spatial']``: unit centres in the pixels of the slide's full-resolution image
+  (Visium HD: the microscope image; Xenium: the morphology image), columns (x, y);
+- ``uns['spatial'][sample]``: a low-resolution image and scale factors (``spot_diameter_fullres``
+  is the bin side, or the median cell diameter);
+- ``uns['spatialmap_platform']``: ``platform``, ``unit`` ('bin' or 'cell') and, for cells,
+  the segmentation QC (cells found, median area, share of transcripts assigned to cells).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from . import keys
+from .cli import InputError
+from .io import _as_csr_float32
+
+log = logging.getLogger(__name__)
+
+LOWRES_MAX_PX = 1000  # longest side of the image kept in uns['spatial'] for figures
+
+
+def read_visium_hd(outs_dir: str | Path, sample: str, bin_size: int = 8) -> ad.AnnData:
+    """Read the ``bin_size`` µm bins of a Visium HD ``outs/`` with ``sopa.io.visium_hd``.
+
+    Parameters
+    ----------
+    outs_dir
+        Space Ranger ``outs/`` holding ``binned_outputs/`` and ``feature_slice.h5``.
+    sample
+        Sample name.
+    bin_size
+        Bin side in µm (8 or 16; 2 reads the raw 2 µm bins).
+
+    Returns
+    -------
+    AnnData of the in-tissue bins (the filtered matrix), raw counts in ``X``.
+    """
+    import sopa
+
+    outs = Path(outs_dir)
+    folder = outs / "binned_outputs" / f"square_{bin_size:03d}um"
+    if not folder.is_dir():
+        raise InputError(f"sample {sample}: Visium HD folder {outs} has no binned_outputs/square_{bin_size:03d}um")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sdata = sopa.io.visium_hd(outs, bin_size=bin_size, load_segmentations_only=False)
+    except (OSError, KeyError, ValueError, AssertionError, RuntimeError) as err:
+        raise InputError(f"sample {sample}: sopa.io.visium_hd cannot read {outs}: {err}") from err
+    table_key = f"square_{bin_size:03d}um"
+    if table_key not in sdata.tables:
+        raise InputError(f"sample {sample}: no {table_key} table read from {outs} (found {', '.join(sdata.tables)})")
+    adata = sdata.tables[table_key]
+    factors = _read_json(folder / "spatial" / "scalefactors_json.json", sample)
+    adata = _standardise(adata, sample, adata.obsm["spatial"])
+    in_tissue = adata.obs[keys.IN_TISSUE].to_numpy() == 1
+    if not in_tissue.all():
+        adata = adata[in_tissue].copy()
+    image_key = next((k for k in sdata.images if k.endswith("_lowres_image")), None)
+    image, scalef = _small_image(sdata, image_key) if image_key else (None, None)
+    scalefactors = {k: float(v) for k, v in factors.items() if isinstance(v, (int, float))}
+    if image is not None:
+        scalefactors["tissue_lowres_scalef"] = float(factors.get("tissue_lowres_scalef", scalef))
+    adata.uns[keys.UNS_SPATIAL] = {
+        sample: {
+            "images": {"lowres": image} if image is not None else {},
+            "scalefactors": scalefactors,
+            "metadata": {"source": "visium_hd", "reader": "sopa.io.visium_hd", "table": table_key},
+        }
+    }
+    adata.uns[keys.UNS_PLATFORM] = {"platform": "visium_hd", "unit": "bin", "bin_size_um": int(bin_size)}
+    return adata
+
+
+def read_xenium(path: str | Path, sample: str) -> ad.AnnData:
+    """Read the platform's cells of a Xenium bundle with ``sopa.io.xenium``.
+
+    Returns
+    -------
+    AnnData of the cells (``cell_feature_matrix.h5``, gene expression features), centroids
+    in morphology-image pixels, segmentation QC in ``uns['spatialmap_platform']``.
+    """
+    import sopa
+
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sdata = sopa.io.xenium(path, cells_table=True, cells_boundaries=True)
+    except (OSError, KeyError, ValueError, AssertionError, RuntimeError) as err:
+        raise InputError(f"sample {sample}: sopa.io.xenium cannot read {path}: {err}") from err
+    if "table" not in sdata.tables:
+        raise InputError(f"sample {sample}: no cell table read from {path}")
+    pixel_size = float(_read_json(path / "experiment.xenium", sample)["pixel_size"])
+    table = sdata.tables["table"]
+    adata = _standardise(table, sample, np.asarray(table.obsm["spatial"], dtype=float) / pixel_size)
+    adata.obs[keys.IN_TISSUE] = 1
+    image, scalef = _small_image(sdata, "morphology_focus") if "morphology_focus" in sdata.images else (None, None)
+    area = adata.obs["cell_area"].to_numpy(dtype=float) if "cell_area" in adata.obs else np.array([np.nan])
+    diameter_px = 2.0 * np.sqrt(np.nanmedian(area) / np.pi) / pixel_size
+    scalefactors = {"spot_diameter_fullres": float(diameter_px), "microns_per_pixel": pixel_size}
+    if image is not None:
+        scalefactors["tissue_lowres_scalef"] = scalef
+    adata.uns[keys.UNS_SPATIAL] = {
+        sample: {
+            "images": {"lowres": image} if image is not None else {},
+            "scalefactors": scalefactors,
+            "metadata": {"source": "xenium", "reader": "sopa.io.xenium"},
+        }
+    }
+    qc = {"platform": "xenium", "unit": "cell", "segmentation": "xenium", "cells_found": int(adata.n_obs)}
+    qc["median_cell_area_um2"] = round(float(np.nanmedian(area)), 3)
+    qc.update(transcript_assignment(sdata))
+    adata.uns[keys.UNS_PLATFORM] = qc
+    return adata
+
+
+def transcript_assignment(sdata) -> dict:
+    """Share of the decoded transcripts (Q >= 20 where a ``qv`` column exists) inside a cell."""
+    if "transcripts" not in sdata.points:
+        return {}
+    points = sdata.points["transcripts"]
+    if "cell_id" not in points.columns:
+        return {}
+    cell = points["cell_id"]
+    if "qv" in points.columns:
+        good = points["qv"] >= 20
+        cell = cell[good]
+    unassigned = cell.isin(["UNASSIGNED", b"UNASSIGNED", -1, "-1"])
+    total, outside = int(cell.size.compute()), int(unassigned.sum().compute())
+    share = (total - outside) / total if total else float("nan")
+    return {"transcripts_decoded": total, "pct_transcripts_in_cells": round(100.0 * share, 3)}
+
+
+def read_spatialdata_zarr(path: str | Path, sample: str, bin_size: int = 8) -> ad.AnnData:
+    """Read the count table of a SpatialData store with ``spatialdata.read_zarr`` (the store is not modified).
+
+    The table is ``table`` when present, else the only one, else ``square_<bin_size>um``.
+    Unit centres come from ``obsm['spatial']`` or the centroids of the shapes it annotates.
+    """
+    import spatialdata
+
+    try:
+        sdata = spatialdata.read_zarr(path)
+    except (OSError, KeyError, ValueError) as err:
+        raise InputError(f"sample {sample}: spatialdata.read_zarr cannot open {path}: {err}") from err
+    names = list(sdata.tables)
+    wanted = f"square_{bin_size:03d}um"
+    name = "table" if "table" in names else names[0] if len(names) == 1 else wanted if wanted in names else None
+    if name is None:
+        raise InputError(f"sample {sample}: {path} holds tables {', '.join(names)}; none is 'table' or {wanted}")
+    table = sdata.tables[name]
+    attrs = table.uns.get("spatialdata_attrs", {})
+    region = attrs.get("region")
+    region = region[0] if isinstance(region, list) and region else region
+    if "spatial" in table.obsm:
+        coords = np.asarray(table.obsm["spatial"], dtype=float)[:, :2]
+    elif region in sdata.shapes:
+        centroids = spatialdata.get_centroids(sdata.shapes[region]).compute()
+        order = table.obs[attrs["instance_key"]].to_numpy()
+        coords = centroids.loc[order, ["x", "y"]].to_numpy(dtype=float)
+    else:
+        raise InputError(f"sample {sample}: table '{name}' of {path} has no obsm['spatial'] and annotates no shapes")
+    adata = _standardise(table, sample, coords)
+    if keys.IN_TISSUE not in adata.obs:
+        adata.obs[keys.IN_TISSUE] = 1
+    adata.uns[keys.UNS_SPATIAL] = {sample: {"images": {}, "scalefactors": {}, "metadata": {"source": "zarr", "table": name}}}
+    unit = "bin" if "square_" in str(region or name) else "cell"
+    adata.uns[keys.UNS_PLATFORM] = {"platform": "spatialdata", "unit": unit, "table": name}
+    return adata
+
+
+def _standardise(table: ad.AnnData, sample: str, coords: np.ndarray) -> ad.AnnData:
+    """A plain AnnData copy: CSR float32 counts, unique gene names, sample, (x, y) pixels."""
+    if table.n_obs == 0 or table.n_vars == 0:
+        raise InputError(f"sample {sample}: the table holds {table.n_obs} units and {table.n_vars} genes")
+    var = table.var.copy()
+    if "feature_types" in var:
+        keep = (var["feature_types"].astype(str) == "Gene Expression").to_numpy()
+    else:
+        keep = np.ones(table.n_vars, dtype=bool)
+    obs = table.obs.drop(columns=[c for c in ("region",) if c in table.obs]).copy()
+    adata = ad.AnnData(X=_as_csr_float32(table.X), obs=obs, var=var)
+    adata = adata[:, keep].copy() if not keep.all() else adata
+    adata.obs_names = adata.obs_names.astype(str)
+    adata.var_names_make_unique()
+    for col in ("feature_types", "genome"):
+        if col in adata.var:
+            adata.var[col] = adata.var[col].astype(str).astype("category")
+    adata.obs[keys.SAMPLE] = pd.Categorical([sample] * adata.n_obs)
+    coords = np.asarray(coords, dtype=np.float64)
+    adata.obsm[keys.SPATIAL] = coords[:, :2]
+    return adata
+
+
+def _small_image(sdata, key: str) -> tuple[np.ndarray | None, float | None]:
+    """The first pyramid level (or the image) at most ``LOWRES_MAX_PX`` wide, as floats in [0, 1]."""
+    from spatialdata.models import get_axes_names  # noqa: F401  (checks the element is an image)
+
+    element = sdata.images[key]
+    levels = [element[k]["image"] for k in element.keys()] if hasattr(element, "children") else [element]
+    full = levels[0].shape
+    level = next((lvl for lvl in levels if max(lvl.shape[1:]) <= LOWRES_MAX_PX), levels[-1])
+    data = np.asarray(level.data.compute() if hasattr(level.data, "compute") else level.data, dtype=np.float32)
+    scalef = level.shape[-1] / full[-1]
+    if data.shape[0] == 1:
+        image = data[0]
+    else:
+        image = np.moveaxis(data[:3], 0, -1)
+    top = float(np.percentile(image, 99.5)) if image.size else 1.0
+    image = np.clip(image / (255.0 if data.max() <= 255 and data.shape[0] == 3 else max(top, 1e-9)), 0, 1)
+    return image.astype(np.float32), float(scalef)
+
+
+def _read_json(path: Path, sample: str) -> dict:
+    import json
+
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(f"sample {sample}: cannot read {path}: {err}") from err
+
+
+def platform_summary(adata_before: ad.AnnData, adata_after: ad.AnnData) -> dict:
+    """Platform fields of the slide QC JSON (the report shows them as columns).
+
+    ``platform``, ``unit``; for bins ``bin_size_um`` and ``bins_kept``, for cells
+    ``cells_kept`` and the segmentation QC (``cells_found``, ``median_cell_area_um2``,
+    ``pct_transcripts_in_cells``, ``segmentation``); ``median_transcripts`` per unit before
+    filtering (all genes counted, as ``median_umis``).
+    """
+    info = dict(adata_before.uns.get(keys.UNS_PLATFORM, {}) or {"platform": "visium", "unit": "spot"})
+    out = {k: _plain(v) for k, v in info.items()}
+    unit = out.get("unit", "spot")
+    if unit in ("bin", "cell"):
+        out[f"{unit}s_kept"] = int(adata_after.n_obs)
+        if keys.TOTAL_COUNTS in adata_before.obs:
+            out["median_transcripts"] = float(np.median(adata_before.obs[keys.TOTAL_COUNTS]))
+    return out
+
+
+def _plain(value):
+    """numpy scalars to Python (JSON-ready)."""
+    return value.item() if isinstance(value, np.generic) else value
