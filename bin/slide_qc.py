@@ -10,7 +10,7 @@ from pathlib import Path
 
 import anndata as ad
 
-from spatialmap import cli, io, keys, qc
+from spatialmap import cli, io, io_hd, keys, qc
 
 log = logging.getLogger("spatialmap.slide_qc")
 
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     kept = qc.spots_passing(before, **filters)
     after = qc.filter_spots(qc.remove_mt_genes(before, mask), **filters)
 
-    summary = {"sample": args.sample, **qc.qc_summary(before, after, filters)}
+    summary = {"sample": args.sample, **qc.qc_summary(before, after, filters), **io_hd.platform_summary(before, after)}
     after.uns[keys.UNS_QC] = summary
     log.info(
         "sample %s: %d of %d spots kept; median %.0f UMIs and %.0f genes per spot; %.1f%% of counts in %d MT genes "

@@ -28,6 +28,7 @@ TANGRAM_PROJECTED = "tangram_projected_heldout"  # projected expression of held-
 # uns
 UNS_SPATIAL = "spatial"  # scanpy layout: uns['spatial'][library_id]{images, scalefactors}
 UNS_QC = "spatialmap_qc"
+UNS_PLATFORM = "spatialmap_platform"  # platform, unit ('spot', 'bin', 'cell'), bin size, segmentation QC
 UNS_C2L = "cell2location"  # settings of the cell2location run that produced obsm C2L_*
 UNS_TANGRAM = "tangram"  # run summary: settings, device, genes, held-out scores
 
