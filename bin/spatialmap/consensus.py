@@ -12,8 +12,10 @@ cell types all methods report (rows re-normalised). The consensus rules:
 * ``weighted``: the mean weighted by how well each method's map reconstructs the slide's counts
   (:func:`reconstruction_weights`).
 
-The disagreement score of a spot is the mean, over methods, of the Jensen-Shannon divergence
-(base 2: 0 = identical, 1 = disjoint) between the method's proportions and the consensus.
+A spot that some method left out (e.g. RCTD's UMI filter) gets the consensus of the methods
+that report it. The disagreement score of a spot is the mean, over the methods that report it,
+of the Jensen-Shannon divergence (base 2: 0 = identical, 1 = disjoint) between the method's
+proportions and the consensus (missing where a single method reports the spot).
 Which rule the pipeline uses, and why, is measured in ``tools/BENCHMARKS.md``.
 """
 
@@ -37,12 +39,17 @@ NEEDS_COUNTS = ("drop_worst", "weighted")
 
 @dataclass
 class Stack:
-    """Methods' proportions on shared spots and types: ``values[m, s, k]`` (rows sum to 1)."""
+    """Methods' proportions on the union of their spots, shared types: ``values[m, s, k]``.
+
+    ``present[m, s]`` says whether method ``m`` reported spot ``s``; rows of present spots sum
+    to 1, absent ones are 0.
+    """
 
     methods: list[str]
     spots: pd.Index
     types: list[str]
     values: np.ndarray
+    present: np.ndarray
 
 
 @dataclass
@@ -50,22 +57,34 @@ class Consensus:
     """Consensus proportions (spots x types), per-spot disagreement, rule and method weights."""
 
     proportions: pd.DataFrame
-    disagreement: pd.DataFrame  # columns: disagreement, then jsd_<method> per method
+    disagreement: pd.DataFrame  # columns: disagreement, n_methods, then jsd_<method> per method
     rule: str
     weights: dict[str, float]
 
 
 def stack(tables: Mapping[str, pd.DataFrame], sample: str) -> Stack:
-    """Normalise and align ``{method: spots x types}`` tables (at least 2 methods) into a :class:`Stack`."""
+    """Normalise ``{method: spots x types}`` tables (at least 2 methods) into a :class:`Stack`.
+
+    Spots: every spot any method reports (a spot one method filtered out keeps the others'
+    estimates); cell types: those every method reports.
+    """
     methods = method_order(tables)
     if len(methods) < 2:
         raise ValueError(f"sample {sample}: a consensus needs at least 2 methods, got {', '.join(methods) or 'none'}")
     props = {m: normalise_method_table(tables[m], sample, m) for m in methods}
-    spots, types = align(props, sample)
-    values = np.stack([props[m].loc[spots, types].to_numpy(dtype=float) for m in methods])
+    align(props, sample)  # checks that some spots and types are shared, logs what is not
+    types = [str(t) for t in props[methods[0]].columns if all(str(t) in set(map(str, props[m].columns)) for m in methods)]
+    spots = pd.Index(list(dict.fromkeys(s for m in methods for s in props[m].index)))
+    present = np.stack([spots.isin(props[m].index) for m in methods])
+    values = np.stack([props[m].reindex(index=spots, columns=types).fillna(0.0).to_numpy(dtype=float) for m in methods])
     totals = values.sum(axis=2, keepdims=True)
     values = np.divide(values, totals, out=np.full_like(values, 1.0 / len(types)), where=totals > 0)
-    return Stack(methods, spots, types, values)
+    values[~present] = 0.0
+    missing = (~present).sum(axis=1)
+    for method, n in zip(methods, missing):
+        if n:
+            log.info("sample %s: %d spots without a %s estimate get the other methods' consensus", sample, n, method)
+    return Stack(methods, spots, types, values, present)
 
 
 def jsd(p: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -82,31 +101,45 @@ def jsd(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return np.clip(0.5 * _kl(p, m) + 0.5 * _kl(q, m), 0.0, 1.0)
 
 
-def _renormalise(values: np.ndarray, fallback: np.ndarray) -> np.ndarray:
-    totals = values.sum(axis=-1, keepdims=True)
-    return np.where(totals > 0, values / np.where(totals > 0, totals, 1.0), fallback)
+def _weighted_mean(values: np.ndarray, w: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Per spot, the ``w[m, s]``-weighted mean of the methods (the plain mean where all weights are 0)."""
+    w = w * present
+    w = np.where(w.sum(axis=0, keepdims=True) > 0, w, present.astype(float))
+    return np.einsum("ms,msk->sk", w, values) / w.sum(axis=0)[:, None]
 
 
-def combine(values: np.ndarray, rule: str = "mean", weights: np.ndarray | None = None) -> np.ndarray:
+def _trimmed(values: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Per spot with 3+ methods, the mean without the method farthest from the others' mean."""
+    count = present.sum(axis=0)
+    total = values.sum(axis=0, keepdims=True)
+    others = (total - values) / np.maximum(count - 1, 1)[None, :, None]
+    distance = np.where(present, jsd(values, others), -np.inf)
+    keep = present.copy()
+    trim = count >= 3
+    keep[distance.argmax(axis=0)[trim], np.flatnonzero(trim)] = False
+    return _weighted_mean(values, np.ones_like(present, dtype=float), keep)
+
+
+def combine(values: np.ndarray, rule: str = "mean", weights: np.ndarray | None = None,
+            present: np.ndarray | None = None) -> np.ndarray:
     """Consensus ``(spots, types)`` of ``values[m, s, k]`` with ``rule`` (see the module docstring).
 
-    ``weights`` (one per method, non-negative) are used by ``weighted`` and ``drop_worst``
-    (the method with the smallest weight is left out).
+    ``present[m, s]`` marks the spots each method reported (default: all). ``weights`` (one per
+    method, non-negative) are used by ``weighted`` and ``drop_worst`` (the method with the
+    smallest weight is left out where another method reported the spot).
     """
     if rule not in RULES:
         raise ValueError(f"unknown consensus rule '{rule}'; choose from {', '.join(RULES)}")
     n_methods = values.shape[0]
-    mean = values.mean(axis=0)
+    present = np.ones(values.shape[:2], dtype=bool) if present is None else np.asarray(present, dtype=bool)
+    ones = np.ones(present.shape)
     if rule == "mean" or (rule in ("trimmed", "drop_worst") and n_methods < 3):
-        return mean
+        return _weighted_mean(values, ones, present)
     if rule == "median":
-        return _renormalise(np.median(values, axis=0), mean)
+        masked = np.where(present[:, :, None], values, np.nan)
+        return _renormalise(np.nanmedian(masked, axis=0), _weighted_mean(values, ones, present))
     if rule == "trimmed":
-        others = (values.sum(axis=0, keepdims=True) - values) / (n_methods - 1)
-        distance = jsd(values, others)  # (m, s)
-        keep = np.ones_like(distance, dtype=bool)
-        keep[distance.argmax(axis=0), np.arange(values.shape[1])] = False
-        return (values * keep[:, :, None]).sum(axis=0) / (n_methods - 1)
+        return _trimmed(values, present)
     if weights is None:
         raise ValueError(f"the '{rule}' consensus needs one weight per method")
     weights = np.asarray(weights, dtype=float)
@@ -114,7 +147,12 @@ def combine(values: np.ndarray, rule: str = "mean", weights: np.ndarray | None =
         raise ValueError(f"consensus weights must be {n_methods} non-negative numbers, not all zero")
     if rule == "drop_worst":
         weights = np.where(np.arange(n_methods) == weights.argmin(), 0.0, 1.0)
-    return np.tensordot(weights / weights.sum(), values, axes=1)
+    return _weighted_mean(values, weights[:, None] * ones, present)
+
+
+def _renormalise(values: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    totals = values.sum(axis=-1, keepdims=True)
+    return np.where(totals > 0, values / np.where(totals > 0, totals, 1.0), fallback)
 
 
 def disagreement(values: np.ndarray, consensus: np.ndarray) -> np.ndarray:
@@ -134,7 +172,8 @@ def reconstruction_scores(st: Stack, counts, genes: list[str], signatures: pd.Da
     st
         The methods' proportions (:func:`stack`).
     counts
-        Spots (``st.spots`` order) x ``genes`` raw counts, dense or sparse.
+        Spots (``st.spots`` order) x ``genes`` raw counts, dense or sparse; each method is scored
+        on the spots it reported.
     genes
         Gene names of the columns of ``counts``.
     signatures
@@ -148,7 +187,8 @@ def reconstruction_scores(st: Stack, counts, genes: list[str], signatures: pd.Da
     x = np.asarray(x.todense() if sp.issparse(x) else x, dtype=float)
     sig = signatures.loc[shared, st.types].to_numpy(dtype=float).T  # (k, g)
     observed = _log_cp10k(x)
-    return {m: _mean_row_pearson(observed, _log_cp10k(st.values[i] @ sig)) for i, m in enumerate(st.methods)}
+    return {m: _mean_row_pearson(observed[st.present[i]], _log_cp10k(st.values[i, st.present[i]] @ sig))
+            for i, m in enumerate(st.methods)}
 
 
 def reconstruction_weights(scores: Mapping[str, float], methods: list[str], temperature: float = 0.02) -> np.ndarray:
@@ -192,10 +232,12 @@ def slide_consensus(tables: Mapping[str, pd.DataFrame], sample: str, rule: str =
         if scores is None:
             raise ValueError(f"sample {sample}: the '{rule}' consensus needs the slide's counts and the signatures")
         weights = reconstruction_weights(scores, st.methods)
-    values = combine(st.values, rule, weights)
-    per_method = disagreement(st.values, values)
+    values = combine(st.values, rule, weights, st.present)
+    per_method = np.where(st.present, disagreement(st.values, values), np.nan)
+    count = st.present.sum(axis=0)
     proportions = pd.DataFrame(values, index=st.spots, columns=st.types)
-    table = pd.DataFrame({"disagreement": per_method.mean(axis=0)}, index=st.spots)
+    score = np.where(count >= 2, np.nansum(per_method, axis=0) / np.maximum(count, 1), np.nan)
+    table = pd.DataFrame({"disagreement": score, "n_methods": count}, index=st.spots)
     for i, method in enumerate(st.methods):
         table[f"jsd_{method}"] = per_method[i]
     used = (weights / weights.sum()) if weights is not None and rule == "weighted" else None

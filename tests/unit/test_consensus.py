@@ -60,7 +60,7 @@ def test_disagreement_score():
     truth = truth_table(50)
     same = consensus.slide_consensus({"rctd": truth, "nnls": truth.copy()}, "S1")
     np.testing.assert_allclose(same.disagreement["disagreement"], 0.0, atol=1e-12)
-    assert list(same.disagreement.columns) == ["disagreement", "jsd_rctd", "jsd_nnls"]
+    assert list(same.disagreement.columns) == ["disagreement", "n_methods", "jsd_rctd", "jsd_nnls"]
     other = truth.copy()
     other.iloc[:10] = other.iloc[:10, ::-1].to_numpy()  # the methods disagree on the first 10 spots only
     result = consensus.slide_consensus({"rctd": truth, "nnls": other}, "S1")
@@ -95,3 +95,20 @@ def test_bad_input():
         consensus.slide_consensus({"rctd": truth_table()}, "S1")
     with pytest.raises(ValueError, match="unknown consensus rule"):
         consensus.combine(np.ones((2, 3, 4)) / 4, "vote")
+
+
+def test_spots_one_method_left_out_get_the_others_consensus():
+    truth = truth_table(30)
+    a, b, c = noisy(truth, 0.3, 1), noisy(truth, 0.3, 2), noisy(truth, 0.3, 3)
+    for rule in ("mean", "median", "trimmed"):
+        result = consensus.slide_consensus({"rctd": a.iloc[5:], "nnls": b, "tangram": c}, "S1", rule)
+        assert set(result.proportions.index) == set(truth.index)
+        assert len(result.proportions) == 30
+        np.testing.assert_allclose(result.proportions.sum(axis=1), 1.0)
+        table = result.disagreement
+        assert table.loc[truth.index[:5], "n_methods"].eq(2).all() and table.loc[truth.index[5:], "n_methods"].eq(3).all()
+        assert table.loc[truth.index[:5], "jsd_rctd"].isna().all()
+    mean = consensus.slide_consensus({"rctd": a.iloc[5:], "nnls": b, "tangram": c}, "S1").proportions
+    np.testing.assert_allclose(mean.loc[truth.index[:5]], ((b + c) / 2).loc[truth.index[:5]])
+    only = consensus.slide_consensus({"rctd": a.iloc[5:], "nnls": b.iloc[:10]}, "S1").disagreement
+    assert only.loc[truth.index[:5], "disagreement"].isna().all()  # one method only: no score

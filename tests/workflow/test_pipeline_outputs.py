@@ -128,4 +128,47 @@ def test_agreement_covers_every_slide_and_type(workflow_dir):
     types = pd.read_csv(TEST_DATA / "truth" / "slide1_abundance.csv", index_col=0).columns
     assert sorted(table["sample"].unique()) == list(SLIDES)
     assert set(table["cell_type"]) == set(types)
-    assert len(table) == len(SLIDES) * len(types)
+    methods = {m for m in _method_tables(workflow_dir, SLIDES[0])}
+    n_pairs = len(methods) * (len(methods) - 1) // 2
+    assert {tuple(sorted(p)) for p in zip(table["method_a"], table["method_b"])} == {
+        tuple(sorted((a, b))) for a in methods for b in methods if a < b}
+    assert len(table) == len(SLIDES) * len(types) * n_pairs
+
+
+def _method_tables(workflow_dir, sample: str) -> dict[str, pd.DataFrame]:
+    """Every method's published proportions of one slide, ``{method: spots x types}`` summing to 1."""
+    from spatialmap import agreement
+
+    tables = {}
+    for path in sorted(Path(workflow_dir, "results").glob(f"*/{sample}/{sample}.*.csv")):
+        try:
+            name, method = agreement.parse_table_name(path)
+        except ValueError:
+            continue
+        if name == sample:
+            tables[method] = agreement.to_proportions(pd.read_csv(path, index_col=0), method)
+    return tables
+
+
+def _accuracy(estimate: pd.DataFrame, truth: pd.DataFrame) -> tuple[float, float]:
+    """RMSE of proportions over spots and types, and the mean per-type Pearson r."""
+    truth = truth.loc[estimate.index, estimate.columns]
+    rmse = float(np.sqrt(((estimate - truth) ** 2).to_numpy().mean()))
+    return rmse, float(_pearson_per_type(estimate, truth).mean())
+
+
+@pytest.mark.workflow("test profile")
+@pytest.mark.parametrize("sample", SLIDES)
+def test_consensus_at_least_as_accurate_as_the_mean_single_method(workflow_dir, sample):
+    truth = pd.read_csv(TEST_DATA / "truth" / f"{sample}_proportions.csv", index_col=0)
+    tables = _method_tables(workflow_dir, sample)
+    assert len(tables) >= 2, sorted(tables)
+    consensus = pd.read_csv(Path(workflow_dir, f"results/consensus/{sample}/{sample}.consensus_proportions.csv"), index_col=0)
+    np.testing.assert_allclose(consensus.sum(axis=1), 1, atol=1e-4)
+    assert set(consensus.columns) == set(truth.columns)
+    single = {m: _accuracy(t, truth) for m, t in tables.items()}
+    rmse, r = _accuracy(consensus, truth)
+    assert rmse <= np.mean([v[0] for v in single.values()]), (rmse, single)
+    assert r >= np.mean([v[1] for v in single.values()]), (r, single)
+    disagreement = pd.read_csv(Path(workflow_dir, f"results/consensus/{sample}/{sample}.consensus_disagreement.csv"), index_col=0)
+    assert disagreement["disagreement"].between(0, 1).all() and list(disagreement.index) == list(consensus.index)
