@@ -12,6 +12,9 @@ workflow SPATIALMAP {
     main:
     // values were checked against nextflow_schema.json in main.nf (allowed methods: x-list-enum there)
     def methods = params.methods.toString().tokenize(',')*.trim().findAll { it }
+    if ('auto' in methods && methods.size() > 1) {
+        error "--methods auto chooses the methods per slide; give it alone or list the methods instead (got ${params.methods})"
+    }
     def mt_genes = params.mt_genes ? file(params.mt_genes, checkIfExists: true) : []
 
     versions = Channel.empty()
@@ -24,7 +27,7 @@ workflow SPATIALMAP {
 
     reference_files = Channel.empty()
     method_json = Channel.empty(); method_png = Channel.empty(); tangram_genes = Channel.empty()
-    agreement = Channel.empty()
+    agreement = Channel.empty(); method_selection = Channel.empty()
 
     if (params.reference) {
         def user_signatures = params.signatures ? file(params.signatures, checkIfExists: true) : []
@@ -33,21 +36,23 @@ workflow SPATIALMAP {
             SLIDE_PREPROCESS.out.h5ad,
             mt_genes,
             user_signatures,
-            'cell2location' in methods
+            'cell2location' in methods || methods == ['auto']
         )
         versions = versions.mix(REFERENCE_SIGNATURES.out.versions)
         reference_files = REFERENCE_SIGNATURES.out.summary
 
         MAPPING(
             SLIDE_PREPROCESS.out.h5ad,
+            SLIDE_PREPROCESS.out.json,
             REFERENCE_SIGNATURES.out.reference,
             REFERENCE_SIGNATURES.out.signatures,
             methods
         )
         versions = versions.mix(MAPPING.out.versions)
         // every method's <sample>.<method>_qc.json and figures, for the report
-        method_json = MAPPING.out.c2l_json.mix(MAPPING.out.tangram_json)
-        method_png = MAPPING.out.c2l_png.mix(MAPPING.out.tangram_png, REFERENCE_SIGNATURES.out.signature_png.flatten())
+        method_json = MAPPING.out.method_json
+        method_png = MAPPING.out.method_png.mix(REFERENCE_SIGNATURES.out.signature_png.flatten())
+        method_selection = MAPPING.out.selection
         tangram_genes = MAPPING.out.tangram_genes
         agreement = MAPPING.out.agreement
     } else {
@@ -66,7 +71,7 @@ workflow SPATIALMAP {
     )
 
     MULTIQC(
-        REPORT_TABLES.out.multiqc_files,
+        REPORT_TABLES.out.multiqc_files.mix(method_selection).collect(),
         file("${projectDir}/assets/multiqc_config.yml", checkIfExists: true)
     )
 

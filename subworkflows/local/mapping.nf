@@ -1,9 +1,15 @@
 //
-// Map cell types onto the slides: cell2location jointly per group, Tangram per slide,
-// and the agreement between the two where both ran
+// Map cell types onto the slides: cell2location jointly per group; Tangram, RCTD, FlashDeconv
+// and NNLS per slide. With --methods auto the methods are chosen per slide from its size after
+// QC (logged, and shown in the report). Where two or more methods ran: their agreement and a
+// consensus (COMPARE_METHODS).
 //
 include { CELL2LOCATION   } from '../../modules/local/cell2location/main'
 include { TANGRAM         } from '../../modules/local/tangram/main'
+include { RCTD_QMATRIX    } from '../../modules/local/rctd_qmatrix/main'
+include { RCTD            } from '../../modules/local/rctd/main'
+include { FLASHDECONV     } from '../../modules/local/flashdeconv/main'
+include { NNLS            } from '../../modules/local/nnls/main'
 include { COMPARE_METHODS } from '../../modules/local/compare_methods/main'
 
 // [ [sample, file], ... ] sorted by sample -> [ [samples], [files] ]
@@ -12,26 +18,75 @@ def splitPairs(pairs) {
     [sorted.collect { it[0] }, sorted.collect { it[1] }]
 }
 
+// Locations (spots, bins or cells) a slide kept after QC, from its QC JSON; 0 when absent (stub runs)
+def locationsOf(json) {
+    def qc = new groovy.json.JsonSlurper().parseText(json.text)
+    (qc.spots_kept ?: qc.bins_kept ?: qc.cells_kept ?: 0) as long
+}
+
+// The methods to run on a slide of n locations, and why (one line for the log and the report).
+// auto: all five up to `large` locations; above, the three that scale to Visium HD sizes
+// (README, "Choosing methods"). Asked-for methods run as asked, except Tangram's cells mode,
+// which is skipped above `large` (its cells x locations map does not fit in memory).
+def chooseMethods(List requested, long n, long large, String tangramMode) {
+    def big = n > large
+    if (requested == ['auto']) {
+        def run = big ? ['rctd', 'flashdeconv', 'nnls'] : ['cell2location', 'tangram', 'rctd', 'flashdeconv', 'nnls']
+        def why = big ? "auto: ${n} locations > large_slide_locations ${large}: RCTD, FlashDeconv, NNLS (cell2location and Tangram only when asked)" :
+            "auto: ${n} locations <= large_slide_locations ${large}: all five methods"
+        return [run, why]
+    }
+    def run = requested.collect()
+    def why = "asked for (--methods ${requested.join(',')})"
+    if (big && 'tangram' in run && tangramMode == 'cells') {
+        run = run - ['tangram']
+        why += "; Tangram skipped: cells mode on ${n} locations > large_slide_locations ${large} (use --tangram_mode clusters)"
+    }
+    [run, why]
+}
+
+// Method of a per-slide proportion table: <sample>.<method>_proportions.csv or <sample>.cell2location_q05.csv
+def tableMethod(name) {
+    name.endsWith('.cell2location_q05.csv') ? 'cell2location' : (name - ~/_proportions\.csv$/).tokenize('.')[-1]
+}
+
 workflow MAPPING {
     take:
     slides      // channel: [ meta, qc h5ad ]
+    slide_json  // channel: [ meta, qc json ] (its spots_kept sizes the slide for --methods auto)
     reference   // value: prepared reference h5ad
     signatures  // value: signatures CSV (used by cell2location)
-    methods     // list: 'cell2location' and/or 'tangram'
+    methods     // list: any of cell2location, tangram, rctd, flashdeconv, nnls; or ['auto']
 
     main:
-    versions     = Channel.empty()
-    c2l_json     = Channel.empty()
-    c2l_png      = Channel.empty()
-    c2l_csv      = Channel.empty()
-    tangram_json = Channel.empty()
-    tangram_csv  = Channel.empty()
+    versions      = Channel.empty()
+    c2l_json      = Channel.empty()
+    c2l_png       = Channel.empty()
+    c2l_csv       = Channel.empty()
+    tangram_json  = Channel.empty()
+    tangram_csv   = Channel.empty()
     tangram_genes = Channel.empty()
-    tangram_png  = Channel.empty()
-    agreement    = Channel.empty()
+    tangram_png   = Channel.empty()
+    method_json   = Channel.empty()  // every method's <sample>.<method>_qc.json
+    method_png    = Channel.empty()  // every method's maps and figures
+    proportions   = Channel.empty()  // every method's per-slide proportion table
+    agreement     = Channel.empty()
+    mapped        = Channel.empty()  // [ sample id, mapped h5ad ], one per method (for SPATIAL_RESULTS)
 
-    if ('cell2location' in methods) {
-        groups = slides
+    // [ meta + [locations, methods, selection], h5ad ]: the methods chosen for each slide
+    chosen = slides.map { meta, h5ad -> [meta.id, meta, h5ad] }
+        .join(slide_json.map { meta, json -> [meta.id, json] })
+        .map { id, meta, h5ad, json ->
+            def n = locationsOf(json)
+            def (run, why) = chooseMethods(methods, n, params.large_slide_locations as long, params.tangram_mode.toString())
+            log.info "sample ${id}: ${n} locations; methods ${run.join(', ') ?: 'none'} (${why})"
+            [meta + [locations: n, methods: run, selection: why.toString()], h5ad]
+        }
+    def runs = { method -> chosen.filter { meta, h5ad -> method in meta.methods } }
+    def may = { method -> methods == ['auto'] || method in methods }
+
+    if (may('cell2location')) {
+        groups = runs('cell2location')
             .map { meta, h5ad -> [meta.group, [meta.id, h5ad]] }
             .groupTuple()
             .map { group, pairs ->
@@ -42,39 +97,89 @@ workflow MAPPING {
         versions = versions.mix(CELL2LOCATION.out.versions)
         c2l_json = CELL2LOCATION.out.json.flatten()
         c2l_png  = CELL2LOCATION.out.maps.flatten().mix(CELL2LOCATION.out.group_png.flatten())
+        mapped   = mapped.mix(CELL2LOCATION.out.h5ad.flatten().map { f -> [f.name - '.cell2location.h5ad', f] })
         c2l_csv  = CELL2LOCATION.out.csv.flatten()
             .map { csv -> [csv.name - '.cell2location_q05.csv', csv] }
     }
 
-    if ('tangram' in methods) {
-        TANGRAM(slides, reference)
+    if (may('tangram')) {
+        TANGRAM(runs('tangram'), reference)
         versions      = versions.mix(TANGRAM.out.versions)
         tangram_json  = TANGRAM.out.json.map { meta, f -> f }
         tangram_genes = TANGRAM.out.heldout.map { meta, f -> f }
         tangram_png   = TANGRAM.out.maps.map { meta, f -> f }
         tangram_csv   = TANGRAM.out.csv.map { meta, f -> [meta.id, f] }
+        mapped        = mapped.mix(TANGRAM.out.h5ad.map { meta, f -> [meta.id, f] })
+    }
+    method_json = method_json.mix(c2l_json, tangram_json)
+    method_png  = method_png.mix(c2l_png, tangram_png)
+    proportions = proportions.mix(c2l_csv.map { sample, csv -> csv }, tangram_csv.map { sample, csv -> csv })
+
+    if (may('rctd')) {
+        // the likelihood table: once per run (and kept across runs in --rctd_q_cache), never per slide
+        if (params.rctd_q_matrix) {
+            q_matrix = Channel.value(file(params.rctd_q_matrix, checkIfExists: true))
+        } else {
+            RCTD_QMATRIX()
+            q_matrix = RCTD_QMATRIX.out.npz
+            versions = versions.mix(RCTD_QMATRIX.out.versions)
+        }
+        RCTD(runs('rctd'), reference, q_matrix)
+        versions    = versions.mix(RCTD.out.versions)
+        method_json = method_json.mix(RCTD.out.json.map { meta, f -> f })
+        method_png  = method_png.mix(RCTD.out.maps.map { meta, f -> f })
+        proportions = proportions.mix(RCTD.out.csv.map { meta, f -> f })
+        mapped      = mapped.mix(RCTD.out.h5ad.map { meta, f -> [meta.id, f] })
+    }
+    if (may('flashdeconv')) {
+        FLASHDECONV(runs('flashdeconv'), reference)
+        versions    = versions.mix(FLASHDECONV.out.versions)
+        method_json = method_json.mix(FLASHDECONV.out.json.map { meta, f -> f })
+        method_png  = method_png.mix(FLASHDECONV.out.maps.map { meta, f -> f })
+        proportions = proportions.mix(FLASHDECONV.out.csv.map { meta, f -> f })
+        mapped      = mapped.mix(FLASHDECONV.out.h5ad.map { meta, f -> [meta.id, f] })
+    }
+    if (may('nnls')) {
+        NNLS(runs('nnls'), reference)
+        versions    = versions.mix(NNLS.out.versions)
+        method_json = method_json.mix(NNLS.out.json.map { meta, f -> f })
+        method_png  = method_png.mix(NNLS.out.maps.map { meta, f -> f })
+        proportions = proportions.mix(NNLS.out.csv.map { meta, f -> f })
+        mapped      = mapped.mix(NNLS.out.h5ad.map { meta, f -> [meta.id, f] })
     }
 
-    // every method's per-slide table: <sample>.cell2location_q05.csv, <sample>.<method>_proportions.csv
-    proportions = c2l_csv.map { sample, csv -> csv }.mix(tangram_csv.map { sample, csv -> csv })
-    if (methods.size() >= 2) {
-        COMPARE_METHODS(
-            proportions.collect(sort: true),
-            slides.map { meta, h5ad -> h5ad }.collect(sort: true)
+    // agreement and consensus: only where two or more methods ran (counted from the tables' names)
+    COMPARE_METHODS(
+        proportions.collect(sort: true).filter { files -> files.collect { tableMethod(it.name) }.unique().size() >= 2 },
+        slides.map { meta, h5ad -> h5ad }.collect(sort: true)
+    )
+    versions  = versions.mix(COMPARE_METHODS.out.versions)
+    agreement = COMPARE_METHODS.out.matrix.mix(
+        COMPARE_METHODS.out.csv, COMPARE_METHODS.out.pairs, COMPARE_METHODS.out.summary,
+        COMPARE_METHODS.out.png.flatten()
+    )
+
+    // which methods ran on which slide, and why: a MultiQC table
+    selection = chosen
+        .map { meta, h5ad -> "${meta.id}\t${meta.locations}\t${meta.methods.join(', ')}\t${meta.selection}\n" }
+        .collectFile(
+            name: 'spatialmap_method_selection_mqc.tsv', sort: true,
+            seed: "# id: 'spatialmap_method_selection'\n# section_name: 'Mapping methods per slide'\n" +
+                "# description: 'Which mapping methods ran on each slide and why (--methods auto chooses them from the number of locations after QC).'\n" +
+                "# plot_type: 'table'\nsample\tlocations\tmethods\twhy\n"
         )
-        versions  = versions.mix(COMPARE_METHODS.out.versions)
-        agreement = COMPARE_METHODS.out.matrix.mix(
-            COMPARE_METHODS.out.csv, COMPARE_METHODS.out.pairs, COMPARE_METHODS.out.summary,
-            COMPARE_METHODS.out.png.flatten()
-        )
-    }
 
     emit:
+    method_json    // channel: every method's per-slide QC JSON (<sample>.<method>_qc.json)
+    method_png     // channel: every method's maps and figures
+    proportions    // channel: every method's per-slide proportion table
+    selection      // channel: spatialmap_method_selection_mqc.tsv (methods per slide, for MultiQC)
     c2l_json       // channel: per-slide cell2location QC JSON
     c2l_png        // channel: cell2location maps and group figures
     tangram_json   // channel: per-slide Tangram QC JSON
     tangram_genes  // channel: per-slide held-out gene tables
     tangram_png    // channel: Tangram maps
     agreement      // channel: agreement tables
+    mapped         // channel: [ sample id, mapped h5ad ], one per method and slide
     versions       // channel: versions.yml
 }

@@ -19,25 +19,14 @@ process TANGRAM {
 
     script:
     prefix = task.ext.prefix ?: meta.id
-    def args = task.ext.args ?: ''
-    def assignment = params.tangram_assignment ? '--assignment' : ''
+    def args = task.ext.args ?: ''   // settings from conf/modules.config (label key, mode, epochs, seed, ...)
     """
     map_tangram.py \\
         --slide ${slide} \\
         --sample '${meta.id}' \\
         --reference ${reference} \\
-        --label-key '${params.ref_label_key}' \\
-        --n-markers ${params.tangram_n_markers} \\
-        --mode ${params.tangram_mode} \\
-        --density-prior ${params.tangram_density_prior} \\
-        --max-epochs ${params.tangram_max_epochs} \\
-        --learning-rate ${params.tangram_lr} \\
-        --max-cells-per-type ${params.tangram_max_cells_per_type} \\
-        --cells-per-spot ${params.n_cells_per_location} \\
-        --seed ${params.seed} \\
         --threads ${task.cpus} \\
         --accelerator ${task.accelerator ? 'gpu' : 'auto'} \\
-        ${assignment} \\
         --process-name '${task.process}' \\
         ${args}
     """

@@ -1,0 +1,39 @@
+process FLASHDECONV {
+    tag "${meta.id}"
+    label 'process_low'
+    container "${params.container_registry}/spatialmap-deconv:${params.container_tag}"
+
+    input:
+    tuple val(meta), path(slide)
+    path reference
+
+    output:
+    tuple val(meta), path("${prefix}.flashdeconv.h5ad")               , emit: h5ad
+    tuple val(meta), path("${prefix}.flashdeconv_proportions.csv")    , emit: csv
+    tuple val(meta), path("${prefix}.flashdeconv_filtered_spots.csv") , emit: filtered
+    tuple val(meta), path("${prefix}.flashdeconv_maps.png")           , emit: maps
+    tuple val(meta), path("${prefix}.flashdeconv_qc.json")            , emit: json
+    path 'versions.yml'                                      , emit: versions
+
+    script:
+    prefix = task.ext.prefix ?: meta.id
+    def args = task.ext.args ?: ''
+    def selection = meta.selection ? "--selection '${meta.selection}'" : ''
+    """
+    map_flashdeconv.py \\
+        --slide ${slide} \\
+        --sample '${meta.id}' \\
+        --reference ${reference} \\
+        ${selection} \\
+        --process-name '${task.process}' \\
+        ${args}
+    """
+
+    stub:
+    prefix = task.ext.prefix ?: meta.id
+    """
+    touch ${prefix}.flashdeconv.h5ad ${prefix}.flashdeconv_proportions.csv ${prefix}.flashdeconv_filtered_spots.csv ${prefix}.flashdeconv_maps.png
+    echo '{"sample": "${meta.id}", "method": "flashdeconv"}' > ${prefix}.flashdeconv_qc.json
+    printf '"%s":\\n    stub: "true"\\n' '${task.process}' > versions.yml
+    """
+}

@@ -1,0 +1,29 @@
+// RCTD's likelihood table, computed once with rctd-py's own routine (rctd-py would download it).
+// conf/modules.config gives it a storeDir: computed once per settings and kept across runs.
+process RCTD_QMATRIX {
+    tag "${task.ext.prefix ?: 'rctd_q'}"
+    label 'process_low'
+    container "${params.container_registry}/spatialmap-deconv:${params.container_tag}"
+
+    output:
+    path 'rctd_q_matrices.npz' , emit: npz
+    path 'rctd_q_matrices.json', emit: json
+    path 'versions.yml'        , emit: versions
+
+    script:
+    def args = task.ext.args ?: ''
+    """
+    compute_rctd_q.py \\
+        --output rctd_q_matrices.npz \\
+        --workers ${task.cpus} \\
+        --process-name '${task.process}' \\
+        ${args}
+    """
+
+    stub:
+    """
+    touch rctd_q_matrices.npz
+    echo '{}' > rctd_q_matrices.json
+    printf '"%s":\\n    stub: "true"\\n' '${task.process}' > versions.yml
+    """
+}
