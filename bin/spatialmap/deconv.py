@@ -214,6 +214,17 @@ def _base_qc(inp: Inputs, method: str, n_spots: int, filtered: pd.DataFrame, dev
     }
 
 
+def _finish_qc(qc: dict, proportions: pd.DataFrame, t0: float) -> None:
+    """Add the mean proportion per type, a scalar convergence figure, and the total seconds."""
+    qc["mean_proportions"] = {str(k): float(v) for k, v in proportions.mean(axis=0).items()}
+    convergence = qc.get("convergence") or {}
+    if "converged_fraction" in convergence:
+        qc["converged_fraction"] = convergence["converged_fraction"]
+    elif "converged" in convergence:
+        qc["converged"] = bool(convergence["converged"])
+    qc["seconds"] = round(time.perf_counter() - t0, 3)
+
+
 def package_version(name: str) -> str:
     try:
         return metadata.version(name)
@@ -308,7 +319,7 @@ def run_nnls(
         "settings": {"min_cells": int(min_cells), "profiles": "mean raw counts per reference cell", "seed": int(seed)},
         "versions": {"scipy": package_version("scipy")},
     })
-    qc["seconds"] = round(time.perf_counter() - t0, 3)
+    _finish_qc(qc, proportions, t0)
     return DeconvResult(proportions=proportions, counts=None, qc=qc, filtered=filtered)
 
 
@@ -629,7 +640,7 @@ def _rctd_result(slide, inp: Inputs, model, result, mode, table, device, t0, set
         "settings": settings,
         "versions": {"rctd-py": package_version("rctd-py"), "torch": package_version("torch")},
     })
-    qc["seconds"] = round(time.perf_counter() - t0, 3)
+    _finish_qc(qc, proportions, t0)
     return DeconvResult(proportions=proportions, counts=None, qc=qc, filtered=filtered, extra_obs=extra)
 
 
@@ -697,7 +708,7 @@ def run_flashdeconv(
                                     gene_weighting=model.gene_weighting, min_cells=int(min_cells), seed=int(seed), **kw),
         "versions": {"flashdeconv": package_version("flashdeconv")},
     })
-    qc["seconds"] = round(time.perf_counter() - t0, 3)
+    _finish_qc(qc, proportions, t0)
     return DeconvResult(proportions=proportions, counts=None, qc=qc, filtered=filtered)
 
 

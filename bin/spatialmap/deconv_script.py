@@ -30,6 +30,10 @@ def common_parser(description: str, method: str) -> argparse.ArgumentParser:
         "--max-plot-spots", type=int, default=20_000,
         help="maps of larger slides draw a seeded sample of this many spots (default: 20000)",
     )
+    parser.add_argument(
+        "--selection", default=None,
+        help="why this method runs on this slide (e.g. the --methods auto choice); kept in the QC JSON",
+    )
     parser.add_argument("--process-name", default=f"map_{method}.py", help="process name in versions.yml")
     parser.add_argument("--versions", default="versions.yml", help="versions file to write (default: versions.yml)")
     return parser
@@ -54,6 +58,8 @@ def read_inputs(args: argparse.Namespace) -> tuple[ad.AnnData, ad.AnnData]:
 def finish(args: argparse.Namespace, slide: ad.AnnData, result: deconv.DeconvResult, method: str,
            packages: list[str]) -> None:
     """Write the method's outputs and versions.yml; log a one-line summary."""
+    if args.selection:
+        result.qc["selection"] = args.selection
     deconv.write_outputs(slide, result, method, args.sample, max_plot_spots=args.max_plot_spots, seed=args.seed)
     cli.write_versions(args.versions, args.process_name, packages)
     qc = result.qc
