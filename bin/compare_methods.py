@@ -43,7 +43,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="slide h5ad files <sample>[.qc].h5ad: spot positions for the maps, counts for the "
                              "reconstruction-based rules")
     parser.add_argument("--signatures", default=None,
-                        help="genes x cell types signatures CSV (needed by the drop_worst and weighted rules)")
+                        help="genes x cell types expected counts per cell (CSV), for the drop_worst and weighted rules")
+    parser.add_argument("--reference", default=None,
+                        help="labelled reference h5ad (raw counts): per-type mean counts as the signatures, instead of --signatures")
+    parser.add_argument("--label-key", default="cell_type", help="obs column of --reference with the cell types")
     parser.add_argument("--rule", choices=RULES, default="mean", help="consensus rule (default: mean)")
     parser.add_argument("--outdir", default=".", help="output folder (default: .)")
     parser.add_argument("--process-name", default=Path(__file__).name, help="process name in versions.yml (default: script name)")
@@ -121,7 +124,28 @@ def reconstruction(sample: str, tables: dict, slide_h5ad: Path | None, signature
     slide = slide[st.spots.intersection(slide.obs_names, sort=False)]
     if slide.n_obs != len(st.spots):
         raise cli.InputError(f"sample {sample}: the slide file lacks some spots the methods mapped")
-    return consensus.reconstruction_scores(st, slide.X, list(slide.var_names.astype(str)), signatures)
+    try:
+        return consensus.reconstruction_scores(st, slide.X, list(slide.var_names.astype(str)), signatures)
+    except ValueError as err:
+        raise cli.InputError(f"sample {sample}: {err}") from None
+
+
+def read_signatures(args: argparse.Namespace):
+    """Genes x types expected counts per cell: ``--signatures``, or the per-type means of ``--reference``."""
+    import pandas as pd
+
+    if args.signatures:
+        return pd.read_csv(args.signatures, index_col=0)
+    if args.reference:
+        import anndata as ad
+
+        from spatialmap.signatures import cluster_means
+
+        reference = ad.read_h5ad(args.reference)
+        if args.label_key not in reference.obs:
+            raise cli.InputError(f"reference {args.reference}: no label column '{args.label_key}'")
+        return cluster_means(reference, args.label_key)
+    raise cli.InputError(f"the '{args.rule}' consensus rule needs --signatures or --reference")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -133,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
 
     tables = read_tables(args.proportions)
     slides = slide_paths(args.slides)
-    signatures = pd.read_csv(args.signatures, index_col=0) if args.signatures else None
+    signatures = read_signatures(args) if args.rule in consensus.NEEDS_COUNTS else None
     outdir = Path(args.outdir)
     long, matrix, pairs = agreement.compare_slides(tables)
     rows = []

@@ -153,3 +153,39 @@ def test_compare_methods_script(tmp_path):
     (tmp_path / "S.1.unknown_proportions.csv").write_text("barcode,A\nx,1\n")
     with pytest.raises(InputError, match="not a method table"):
         script.main(["--proportions", str(tmp_path / "S.1.unknown_proportions.csv"), files[0], "--outdir", str(out)])
+
+
+def test_compare_methods_weighted_rule_with_reference(tmp_path):
+    import anndata as ad
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(2)
+    types, genes = ["A", "B", "C"], [f"g{i}" for i in range(40)]
+    profiles = rng.gamma(0.5, 10.0, (3, 40))
+    labels = np.repeat(types, 10)
+    cells = rng.poisson(profiles[np.repeat(np.arange(3), 10)])
+    reference = ad.AnnData(X=sp.csr_matrix(cells.astype(np.float32)), obs=pd.DataFrame({"cell_type": labels}, index=[f"c{i}" for i in range(30)]),
+                           var=pd.DataFrame(index=genes))
+    reference.write_h5ad(tmp_path / "reference.h5ad")
+    spots = [f"s{i}" for i in range(60)]
+    truth = pd.DataFrame(rng.dirichlet(np.ones(3), 60), index=spots, columns=types)
+    slide = ad.AnnData(X=sp.csr_matrix(rng.poisson(20 * truth.to_numpy() @ profiles).astype(np.float32)),
+                       obs=pd.DataFrame(index=spots), var=pd.DataFrame(index=genes))
+    slide.obsm["spatial"] = rng.uniform(0, 1000, (60, 2))
+    slide.write_h5ad(tmp_path / "S1.qc.h5ad")
+    truth.to_csv(tmp_path / "S1.rctd_proportions.csv")
+    shuffled = pd.DataFrame(rng.dirichlet(np.ones(3), 60), index=spots, columns=types)
+    shuffled.to_csv(tmp_path / "S1.nnls_proportions.csv")
+    script = _load_script("compare_methods.py")
+    out = tmp_path / "out"
+    script.main(["--proportions", str(tmp_path / "S1.rctd_proportions.csv"), str(tmp_path / "S1.nnls_proportions.csv"),
+                 "--slides", str(tmp_path / "S1.qc.h5ad"), "--rule", "weighted", "--reference", str(tmp_path / "reference.h5ad"),
+                 "--outdir", str(out), "--versions", str(tmp_path / "versions.yml")])
+    consensus = pd.read_csv(out / "S1.consensus_proportions.csv", index_col=0)
+    assert np.abs(consensus - truth).to_numpy().mean() < 0.5 * np.abs(shuffled - truth).to_numpy().mean()
+    assert (out / "S1.consensus_maps.png").stat().st_size > 0 and (out / "S1.consensus_disagreement.png").is_file()
+    summary = pd.read_csv(out / "consensus_summary.tsv", sep="\t", index_col=0)
+    assert summary.loc["S1", "rule"] == "weighted"
+    with pytest.raises(InputError, match="needs --signatures or --reference"):
+        script.main(["--proportions", str(tmp_path / "S1.rctd_proportions.csv"), str(tmp_path / "S1.nnls_proportions.csv"),
+                     "--slides", str(tmp_path / "S1.qc.h5ad"), "--rule", "weighted", "--outdir", str(out)])
