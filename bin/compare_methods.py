@@ -105,7 +105,10 @@ def write_slide(outdir: Path, sample: str, result, slide_h5ad: Path | None) -> N
     methods = ", ".join(result.weights)
     plot_spatial_values(slide, result.proportions.reindex(names), outdir / f"{sample}.consensus_maps.png",
                         f"{sample}: consensus cell-type proportions ({result.rule} of {methods})")
-    plot_spatial_values(slide, result.disagreement.reindex(names), outdir / f"{sample}.consensus_disagreement.png",
+    scores = result.disagreement
+    if scores["n_methods"].nunique() == 1:  # every method reported every spot: nothing to show
+        scores = scores.drop(columns="n_methods")
+    plot_spatial_values(slide, scores.reindex(names), outdir / f"{sample}.consensus_disagreement.png",
                         f"{sample}: where methods disagree (Jensen-Shannon divergence to the consensus)",
                         cmap="magma", vmax_quantile=0.99)
     slide.file.close()

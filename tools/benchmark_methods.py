@@ -83,6 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="RCTD likelihood table (.npz from deconv.compute_rctd_q_matrix); computed small when absent")
     parser.add_argument("--rctd-cell-min", type=int, default=5, help="RCTD: fewest reference cells per type")
     parser.add_argument("--threads", type=int, default=1, help="torch / BLAS threads")
+    parser.add_argument("--from-tables", action="store_true",
+                        help="do not run the methods: reuse the tables and rows of an earlier run with the same --out "
+                             "(<out>.tables/, <out>.tsv) and recompute only the consensus rules")
     parser.add_argument("--out", type=Path, default=Path("benchmark_methods"), help="output prefix (.tsv, .md)")
     return parser.parse_args(argv)
 
@@ -220,19 +223,39 @@ def run_scenario(scenario: str, seed: int, methods: list[str], args) -> list[dic
     umis = float(np.median(np.asarray(sil.slide.X.sum(axis=1)).ravel()))
     log.info("%s seed %d: %d pseudo-spots, median %.0f UMIs; reference %d cells", scenario, seed, sil.slide.n_obs, umis, sil.reference.n_obs)
     rows, tables = [], {}
+    keep = Path(f"{args.out}.tables") / f"{scenario}_seed{seed}"
+    keep.mkdir(parents=True, exist_ok=True)
+    sil.proportions.to_csv(keep / "truth_proportions.csv")
+    if args.from_tables:
+        return reuse_tables(scenario, seed, methods, sil, keep, args)
     for method in methods:
         table, info = run_method(method, sil.slide.copy(), sil.reference.copy(), args, seed)
         row = {"scenario": scenario, "seed": seed, "method": method, **info}
         if table is not None:
             tables[method] = table
+            table.to_csv(keep / agreement.TABLE_SUFFIXES[method].lstrip("."))
             row.update(metrics(table, sil.proportions))
         rows.append(row)
         log.info("%s seed %d: %s", scenario, seed, {k: row.get(k) for k in ("method", "spot_r", "rmse", "jsd", "wall_s")})
     if len(tables) >= 2:
         rows.extend(consensus_rows(tables, sil, scenario, seed))
     for row in rows:
-        row.setdefault("notes", "")
-        row["notes"] = f"{row['notes']}; median {umis:.0f} UMIs/spot".lstrip("; ")
+        row["notes"] = f"{row.get('notes') or ''}; median {umis:.0f} UMIs/spot".lstrip("; ")
+    return rows
+
+
+def reuse_tables(scenario: str, seed: int, methods: list[str], sil, keep: Path, args) -> list[dict]:
+    """The single-method rows of an earlier run and its saved tables; the consensus rows recomputed."""
+    earlier = args.earlier
+    earlier = earlier[(earlier["scenario"] == scenario) & (earlier["seed"] == seed) & earlier["method"].isin(methods)]
+    tables = {}
+    for method in methods:
+        path = keep / agreement.TABLE_SUFFIXES[method].lstrip(".")
+        if path.is_file():
+            tables[method] = pd.read_csv(path, index_col=0)
+    rows = earlier.to_dict("records")
+    if len(tables) >= 2:
+        rows.extend(consensus_rows(tables, sil, scenario, seed))
     return rows
 
 
@@ -262,12 +285,13 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise SystemExit(f"unknown methods: {', '.join(unknown)}")
-    if "rctd" in methods and args.rctd_q_matrix is None:
+    if "rctd" in methods and args.rctd_q_matrix is None and not args.from_tables:
         from spatialmap import deconv
 
         args.rctd_q_matrix = Path(f"{args.out}.rctd_q.npz")
         if not args.rctd_q_matrix.exists():
             deconv.compute_rctd_q_matrix(args.rctd_q_matrix, k_max=200, sigma_step=8)
+    args.earlier = pd.read_csv(f"{args.out}.tsv", sep="\t") if args.from_tables else None
     rows = []
     for scenario in [s.strip() for s in args.scenario.split(",") if s.strip()]:
         for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
