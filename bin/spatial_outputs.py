@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""Per-slide outputs of a Visium HD / Xenium / SpatialData slide: a new SpatialData zarr with the
+mapping results, the mapped h5ad, a cell-type composition table, one label per unit and a map."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import anndata as ad
+
+from spatialmap import cli, spatial_outputs as so
+
+log = logging.getLogger("spatialmap.spatial_outputs")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sample", required=True, help="sample name")
+    parser.add_argument("--input-type", required=True, choices=("visium_hd", "xenium", "zarr"), help="platform of the input")
+    parser.add_argument("--input", required=True, type=Path, help="the slide's input (outs/, Xenium bundle or .zarr); only read")
+    parser.add_argument("--qc-h5ad", required=True, type=Path, help="QC'd bins or cells (S.qc.h5ad)")
+    parser.add_argument("--mapped", nargs="*", type=Path, default=[], help="mapping results of the slide (h5ad per method)")
+    parser.add_argument("--methods", default="", help="mapping methods in order of preference for the label (comma-separated)")
+    parser.add_argument("--hd-bin-size", type=int, default=8, help="Visium HD bin size in µm (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the figure's subsample (default: %(default)s)")
+    parser.add_argument("--outdir", type=Path, default=Path("."), help="folder to write into (default: here)")
+    parser.add_argument("--process-name", default="spatial_outputs.py", help="process name written to the versions file")
+    parser.add_argument("--versions", default="versions.yml", type=Path, help="versions file to write")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    slide = ad.read_h5ad(args.qc_h5ad)
+    mapped = [ad.read_h5ad(path) for path in args.mapped]
+    results = so.collect_results(slide, mapped, methods)
+    annotated, label_method = so.annotate(slide, results, methods)
+    prefix = args.outdir / args.sample
+    labels = annotated.obs[[so.PREDICTED_TYPE, so.PREDICTED_PROBABILITY]] if label_method else None
+    table = so.composition(args.sample, results, labels, label_method)
+    with cli.atomic_path(f"{prefix}.composition.csv") as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    if labels is not None:
+        with cli.atomic_path(f"{prefix}.cell_types.csv") as tmp:
+            labels.assign(method=label_method).to_csv(tmp, index_label="unit", float_format="%.6g")
+        unit = annotated.uns.get("spatialmap_platform", {}).get("unit", "unit")
+        so.plot_predicted(annotated, f"{prefix}.cell_types_map.png", seed=args.seed,
+                          title=f"{args.sample}: predicted cell type per {unit} ({label_method})")
+    with cli.atomic_path(f"{prefix}.mapped.h5ad") as tmp:
+        annotated.write_h5ad(tmp, compression="gzip")
+    images, shapes, shape_key, instance = so.read_elements(args.input_type, args.input, args.hd_bin_size)
+    store = so.write_store(f"{prefix}.spatialdata.zarr", images, shapes, so.build_table(annotated, shape_key, instance))
+    log.info(
+        "sample %s: %d units, methods %s, labels from %s; wrote %s (images %s, shapes %s)",
+        args.sample, annotated.n_obs, ", ".join(results) or "none", label_method, store,
+        ", ".join(images) or "none", ", ".join(shapes) or "none",
+    )
+    cli.write_versions(args.versions, args.process_name, ["sopa", "spatialdata", "spatialdata-io", "anndata", "matplotlib"])
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,190 @@
+"""Per-slide outputs of Visium HD, Xenium and SpatialData slides after mapping.
+
+- a **SpatialData store written as a new zarr** (the input is never modified): the
+  slide's images, the bin squares or cell boundaries, and one table holding the QC'd
+  counts (sparse), ``obsm['spatial']``, every mapping method's proportions and the
+  predicted cell type per unit;
+- the mapped **h5ad** of the bins or cells (the same table);
+- a **cell-type composition** table per slide (mean proportion per type and method, and
+  how many units each type labels);
+- for every unit, **one label and its probability** (argmax of the proportions of the
+  labelling method: the first of ``--methods`` that ran);
+- a **map** of the predicted types over the tissue (cells coloured by type; subsampled
+  above ``MAX_PLOTTED`` units).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from . import keys
+from .cli import InputError
+
+log = logging.getLogger(__name__)
+
+PREDICTED_TYPE = "predicted_cell_type"
+PREDICTED_PROBABILITY = "predicted_probability"
+LABEL_METHOD = "label_method"
+MAX_PLOTTED = 100_000  # units drawn in the maps; more are subsampled with the seed
+
+
+def method_proportions(adata: ad.AnnData, method: str) -> pd.DataFrame | None:
+    """A method's per-unit proportions (rows sum to 1; NaN rows: units it left out), or None."""
+    if method == "cell2location":
+        key = keys.C2L_Q05
+    else:
+        key = f"{method}_proportions"
+    if key not in adata.obsm:
+        return None
+    table = adata.obsm[key]
+    if not isinstance(table, pd.DataFrame):
+        raise InputError(f"obsm['{key}'] of the {method} result is not a table with cell-type columns")
+    table = table.astype(float)
+    total = table.sum(axis=1, min_count=1)
+    return table.div(total.where(total > 0), axis=0)
+
+
+def collect_results(slide: ad.AnnData, mapped: list[ad.AnnData], methods: list[str]) -> dict[str, pd.DataFrame]:
+    """``{method: proportions aligned to the slide's units}`` for the methods found in ``mapped``."""
+    results: dict[str, pd.DataFrame] = {}
+    for adata in mapped:
+        for method in methods:
+            if method in results:
+                continue
+            props = method_proportions(adata, method)
+            if props is not None:
+                results[method] = props.reindex(slide.obs_names)
+    return results
+
+
+def predict_labels(props: pd.DataFrame) -> pd.DataFrame:
+    """Argmax type and its proportion per unit; units without proportions get no label."""
+    values = props.to_numpy(dtype=float)
+    ok = np.isfinite(values).all(axis=1)
+    best = np.where(ok, np.nanargmax(np.where(np.isfinite(values), values, -1.0), axis=1), 0)
+    labels = np.where(ok, np.asarray(props.columns)[best], None)
+    prob = np.where(ok, values[np.arange(len(values)), best], np.nan)
+    categories = list(props.columns)
+    return pd.DataFrame(
+        {PREDICTED_TYPE: pd.Categorical(labels, categories=categories), PREDICTED_PROBABILITY: prob},
+        index=props.index,
+    )
+
+
+def composition(sample: str, results: dict[str, pd.DataFrame], labels: pd.DataFrame | None, label_method: str | None):
+    """Long table: sample, method, cell_type, mean_proportion, units_labelled, share_labelled."""
+    rows = []
+    for method, props in results.items():
+        mean = props.mean(axis=0, skipna=True)
+        counts = labels[PREDICTED_TYPE].value_counts() if method == label_method and labels is not None else None
+        n = int(labels[PREDICTED_TYPE].notna().sum()) if counts is not None else 0
+        for cell_type, value in mean.items():
+            row = {"sample": sample, "method": method, "cell_type": cell_type, "mean_proportion": float(value)}
+            if counts is not None:
+                row["units_labelled"] = int(counts.get(cell_type, 0))
+                row["share_labelled"] = row["units_labelled"] / n if n else np.nan
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def annotate(slide: ad.AnnData, results: dict[str, pd.DataFrame], methods: list[str]) -> tuple[ad.AnnData, str | None]:
+    """The slide with every method's proportions in obsm and the predicted label in obs."""
+    out = slide.copy()
+    for method, props in results.items():
+        out.obsm[f"{method}_proportions" if method != "cell2location" else "cell2location_proportions"] = props
+    label_method = next((m for m in methods if m in results), None)
+    if label_method is not None:
+        labels = predict_labels(results[label_method])
+        out.obs[PREDICTED_TYPE] = labels[PREDICTED_TYPE]
+        out.obs[PREDICTED_PROBABILITY] = labels[PREDICTED_PROBABILITY]
+        out.uns[LABEL_METHOD] = label_method
+    return out, label_method
+
+
+# --------------------------------------------------------------------------------------------
+# SpatialData store
+# --------------------------------------------------------------------------------------------
+
+
+def read_elements(input_type: str, path: str | Path, bin_size: int) -> tuple[dict, dict, str, str]:
+    """Images and shapes of the input, the shapes key the table annotates, and its instance column.
+
+    Read again with the platform's reader (``sopa.io.visium_hd`` / ``sopa.io.xenium`` /
+    ``spatialdata.read_zarr``); nothing is written to the input.
+    """
+    import sopa
+    import spatialdata
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if input_type == "visium_hd":
+            sdata = sopa.io.visium_hd(path, bin_size=bin_size, load_segmentations_only=False)
+            shape_key = next(k for k in sdata.shapes if k.endswith(f"square_{bin_size:03d}um"))
+            instance = "location_id"
+        elif input_type == "xenium":
+            sdata = sopa.io.xenium(path, cells_table=True, cells_boundaries=True)
+            shape_key, instance = "cell_boundaries", "cell_id"
+        elif input_type == "zarr":
+            sdata = spatialdata.read_zarr(path)
+            attrs = next(iter(sdata.tables.values())).uns.get("spatialdata_attrs", {})
+            region = attrs.get("region")
+            shape_key = region[0] if isinstance(region, list) else region
+            instance = attrs.get("instance_key")
+        else:
+            raise ValueError(f"no SpatialData output for input type {input_type}")
+    images = dict(sdata.images)
+    shapes = {shape_key: sdata.shapes[shape_key]} if shape_key in sdata.shapes else {}
+    return images, shapes, shape_key, instance
+
+
+def build_table(adata: ad.AnnData, shape_key: str, instance: str) -> ad.AnnData:
+    """The table linked to the shapes (``region`` / instance key), counts kept sparse."""
+    from spatialdata.models import TableModel
+
+    table = adata.copy()
+    if instance not in table.obs:
+        raise InputError(f"the mapped table has no '{instance}' column to link it to the {shape_key} shapes")
+    # AnnData cannot write a DataFrame of object columns; MT counts stay a plain table
+    table.obs["region"] = pd.Categorical([shape_key] * table.n_obs)
+    table.uns.pop(keys.UNS_SPATIAL, None)  # images live in the SpatialData images
+    return TableModel.parse(table, region=shape_key, region_key="region", instance_key=instance)
+
+
+def write_store(path: str | Path, images: dict, shapes: dict, table: ad.AnnData) -> Path:
+    """Write a new SpatialData zarr store; an existing ``path`` is refused (never overwritten)."""
+    import spatialdata
+
+    path = Path(path)
+    if path.exists():
+        raise InputError(f"{path} exists; the pipeline writes a new store and never modifies one")
+    sdata = spatialdata.SpatialData(images=images, shapes=shapes, tables={"table": table})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sdata.write(path)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Figure
+# --------------------------------------------------------------------------------------------
+
+
+def plot_predicted(adata: ad.AnnData, out_png: str | Path, seed: int = 0, title: str | None = None) -> Path:
+    """Map of the predicted type (and, for cells, its probability) per unit over the tissue."""
+    from . import plotting
+
+    if PREDICTED_TYPE not in adata.obs:
+        raise ValueError("no predicted cell type to plot")
+    view = adata
+    if adata.n_obs > MAX_PLOTTED:
+        pick = np.sort(np.random.default_rng(seed).choice(adata.n_obs, MAX_PLOTTED, replace=False))
+        view = adata[pick]
+    values = pd.DataFrame({"predicted cell type": view.obs[PREDICTED_TYPE]}, index=view.obs_names)
+    values["probability of that type"] = view.obs[PREDICTED_PROBABILITY].to_numpy()
+    return plotting.plot_spatial_values(view, values, out_png, title=title, ncols=2, vmax_quantile=None)

@@ -1,0 +1,32 @@
+//
+// Visium HD, Xenium and SpatialData slides: a new SpatialData store with the mapping results,
+// the mapped h5ad, a composition table, one label per unit and a map (standard Visium slides skip it)
+//
+include { SPATIAL_OUTPUTS } from '../../modules/local/spatial_outputs/main'
+
+def SPATIAL_TYPES = ['visium_hd', 'xenium', 'zarr']
+
+workflow SPATIAL_RESULTS {
+    take:
+    slides   // channel: [ meta, input folder or store ]
+    qc_h5ad  // channel: [ meta, qc h5ad ]
+    mapped   // channel: [ sample id, mapped h5ad ] (any number per slide, one per method)
+
+    main:
+    per_slide = mapped.groupTuple()
+    inputs = slides
+        .filter { meta, path -> meta.input_type in SPATIAL_TYPES }
+        .map { meta, path -> [meta.id, meta, path] }
+        .join(qc_h5ad.map { meta, h5ad -> [meta.id, h5ad] })
+        .join(per_slide, remainder: true)
+        .filter { it[1] != null }
+        .map { id, meta, path, h5ad, results -> [meta, path, h5ad, (results ?: []).sort { it.name }] }
+    SPATIAL_OUTPUTS(inputs)
+
+    emit:
+    zarr        = SPATIAL_OUTPUTS.out.zarr         // channel: [ meta, <sample>.spatialdata.zarr ]
+    h5ad        = SPATIAL_OUTPUTS.out.h5ad         // channel: [ meta, <sample>.mapped.h5ad ]
+    composition = SPATIAL_OUTPUTS.out.composition  // channel: [ meta, <sample>.composition.csv ]
+    png         = SPATIAL_OUTPUTS.out.png          // channel: [ meta, <sample>.cell_types_map.png ]
+    versions    = SPATIAL_OUTPUTS.out.versions     // channel: versions.yml
+}

@@ -1,0 +1,84 @@
+"""Per-slide outputs of HD / Xenium slides: labels, composition, a new SpatialData store."""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+from spatialmap import spatial_outputs as so
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets" / "test_data_hd"
+
+
+def _props(values, index=None, columns=("A", "B", "C")):
+    return pd.DataFrame(values, index=index or [f"u{i}" for i in range(len(values))], columns=list(columns))
+
+
+def test_labels_are_the_argmax_with_its_probability_and_none_where_unfitted():
+    props = _props([[0.2, 0.7, 0.1], [np.nan, np.nan, np.nan], [0.5, 0.1, 0.4]])
+    labels = so.predict_labels(props)
+    assert list(labels[so.PREDICTED_TYPE].astype(object)) == ["B", np.nan, "A"] or \
+        labels[so.PREDICTED_TYPE].isna().tolist() == [False, True, False]
+    assert labels.loc["u0", so.PREDICTED_TYPE] == "B" and labels.loc["u2", so.PREDICTED_TYPE] == "A"
+    assert labels.loc["u0", so.PREDICTED_PROBABILITY] == pytest.approx(0.7)
+    assert np.isnan(labels.loc["u1", so.PREDICTED_PROBABILITY])
+
+
+def test_composition_counts_labels_of_the_label_method():
+    props = _props([[0.2, 0.7, 0.1], [0.9, 0.05, 0.05], [0.5, 0.1, 0.4]])
+    labels = so.predict_labels(props)
+    table = so.composition("s", {"nnls": props, "tangram": props}, labels, "nnls")
+    nnls = table[table.method == "nnls"].set_index("cell_type")
+    assert nnls.loc["A", "units_labelled"] == 2 and nnls.loc["B", "units_labelled"] == 1
+    assert nnls["mean_proportion"].sum() == pytest.approx(1.0)
+    assert table[table.method == "tangram"]["units_labelled"].isna().all()
+
+
+def test_cell2location_abundance_is_normalised():
+    adata = ad.AnnData(obs=pd.DataFrame(index=["a", "b"]))
+    adata.obsm["c2l_abundance_q05"] = pd.DataFrame([[2.0, 6.0], [1.0, 1.0]], index=["a", "b"], columns=["X", "Y"])
+    props = so.method_proportions(adata, "cell2location")
+    assert props.loc["a", "Y"] == pytest.approx(0.75)
+
+
+def _file_digest(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_xenium_store_is_new_and_holds_images_shapes_and_results(tmp_path):
+    pytest.importorskip("sopa")
+    import spatialdata
+
+    from spatialmap import io_hd, qc
+
+    slide = qc.compute_qc(io_hd.read_xenium(ASSETS / "xenium1", "xenium1"))
+    truth = pd.read_csv(ASSETS / "truth" / "xenium1_cells.csv", index_col="cell_id").loc[slide.obs_names]
+    types = sorted(truth["cell_type"].unique())
+    onehot = pd.DataFrame(0.05, index=slide.obs_names, columns=types)
+    for cell, cell_type in truth["cell_type"].items():
+        onehot.loc[cell, cell_type] = 0.65
+    mapped = ad.AnnData(obs=pd.DataFrame(index=slide.obs_names))
+    mapped.obsm["nnls_proportions"] = onehot
+    before = _file_digest(ASSETS / "xenium1")
+    results = so.collect_results(slide, [mapped], ["rctd", "nnls"])
+    annotated, method = so.annotate(slide, results, ["rctd", "nnls"])
+    assert method == "nnls"
+    assert (annotated.obs[so.PREDICTED_TYPE].astype(str) == truth["cell_type"]).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        images, shapes, key, instance = so.read_elements("xenium", ASSETS / "xenium1", 8)
+        store = so.write_store(tmp_path / "x.zarr", images, shapes, so.build_table(annotated, key, instance))
+        back = spatialdata.read_zarr(store)
+    assert "morphology_focus" in back.images and len(back.shapes["cell_boundaries"]) == slide.n_obs
+    table = back.tables["table"]
+    assert table.n_obs == slide.n_obs and "nnls_proportions" in table.obsm
+    assert table.X.format == "csr"
+    assert _file_digest(ASSETS / "xenium1") == before, "the input bundle was modified"
+    with pytest.raises(ValueError, match="never modifies"):
+        so.write_store(store, images, shapes, table)

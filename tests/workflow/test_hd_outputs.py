@@ -1,0 +1,100 @@
+"""Numbers a user checks after the test_hd run: Visium, Visium HD and Xenium slides in one report.
+
+The HD slide and the Xenium region were generated with cells of known type and position
+(assets/test_data_hd/truth), so the mapping is checked against that truth.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bin"))
+
+HD = REPO / "assets" / "test_data_hd"
+SLIDES = ("hd1", "visium1", "xenium1")
+
+# thresholds with the test_hd profile's settings (seeds fixed)
+XENIUM_MIN_LABEL_ACCURACY = 0.8  # predicted type (argmax) == true type of the cell
+HD_MIN_PEARSON = 0.8  # per type, proportions of 8 µm bins vs the true share of their counts
+
+
+def _results(workflow_dir) -> Path:
+    return Path(workflow_dir, "results")
+
+
+def _in_tissue_bins(size: int) -> int:
+    positions = pd.read_parquet(HD / f"hd1/outs/binned_outputs/square_{size:03d}um/spatial/tissue_positions.parquet")
+    return int(positions["in_tissue"].sum())
+
+
+@pytest.mark.workflow("test_hd profile")
+def test_every_slide_in_the_report_with_its_units(workflow_dir):
+    stats = pd.read_csv(_results(workflow_dir) / "multiqc/multiqc_data/multiqc_general_stats.txt", sep="\t", index_col=0)
+    assert sorted(stats.index) == list(SLIDES)
+    units = stats.filter(like="spots_in_tissue").iloc[:, 0]
+    cells = pd.read_parquet(HD / "xenium1" / "cells.parquet")
+    assert units["hd1"] == _in_tissue_bins(8)
+    assert units["xenium1"] == len(cells)
+
+
+@pytest.mark.workflow("test_hd profile")
+def test_qc_json_platform_fields(workflow_dir):
+    hd = json.loads((_results(workflow_dir) / "qc/hd1/hd1.qc.json").read_text())
+    assert hd["platform"] == "visium_hd" and hd["unit"] == "bin" and hd["bin_size_um"] == 8
+    assert hd["bins_kept"] == hd["spots_kept"] and hd["n_mt_genes_removed"] == 13
+    xen = json.loads((_results(workflow_dir) / "qc/xenium1/xenium1.qc.json").read_text())
+    truth = pd.read_csv(HD / "truth" / "xenium1_cells.csv")
+    assert xen["cells_found"] == len(truth)
+    assert xen["median_cell_area_um2"] == pytest.approx(float(np.median(np.pi * truth["radius_um"] ** 2)), rel=1e-3)
+    assert 90 < xen["pct_transcripts_in_cells"] < 99
+    visium = json.loads((_results(workflow_dir) / "qc/visium1/visium1.qc.json").read_text())
+    assert visium["platform"] == "visium" and visium["unit"] == "spot"
+
+
+@pytest.mark.workflow("test_hd profile")
+def test_xenium_predicted_types_match_the_truth(workflow_dir):
+    labels = pd.read_csv(_results(workflow_dir) / "spatial/xenium1/xenium1.cell_types.csv", index_col="unit")
+    truth = pd.read_csv(HD / "truth" / "xenium1_cells.csv", index_col="cell_id").loc[labels.index]
+    accuracy = float((labels["predicted_cell_type"] == truth["cell_type"]).mean())
+    assert accuracy >= XENIUM_MIN_LABEL_ACCURACY, f"label accuracy {accuracy:.3f}"
+    assert labels["predicted_probability"].between(0, 1).all()
+    composition = pd.read_csv(_results(workflow_dir) / "spatial/xenium1/xenium1.composition.csv")
+    labelled = composition.dropna(subset=["units_labelled"])
+    assert labelled["units_labelled"].sum() == len(labels)
+
+
+@pytest.mark.workflow("test_hd profile")
+def test_hd_bin_proportions_match_the_truth(workflow_dir):
+    import anndata as ad
+
+    mapped = ad.read_h5ad(_results(workflow_dir) / "spatial/hd1/hd1.mapped.h5ad")
+    method = mapped.uns["label_method"]
+    props = mapped.obsm[f"{method}_proportions"].dropna()
+    truth = pd.read_csv(HD / "truth" / "hd1_bins_008um_proportions.csv", index_col=0).loc[props.index]
+    r = {c: np.corrcoef(props[c], truth[c])[0, 1] for c in props.columns}
+    assert min(r.values()) >= HD_MIN_PEARSON, r
+    assert mapped.n_obs == _in_tissue_bins(8)
+    assert mapped.X.format == "csr"
+
+
+@pytest.mark.workflow("test_hd profile")
+@pytest.mark.parametrize("sample, shapes", [("hd1", "_square_008um"), ("xenium1", "cell_boundaries")])
+def test_spatialdata_store_opens_with_images_shapes_and_results(workflow_dir, sample, shapes):
+    import spatialdata
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sdata = spatialdata.read_zarr(_results(workflow_dir) / f"spatial/{sample}/{sample}.spatialdata.zarr")
+    assert len(sdata.images) >= 1
+    table = sdata.tables["table"]
+    assert shapes in sdata.shapes and table.uns["spatialdata_attrs"]["region"] == shapes
+    assert "predicted_cell_type" in table.obs
+    assert any(k.endswith("_proportions") for k in table.obsm)
