@@ -5,6 +5,7 @@ include { INPUT_CHECK          } from '../subworkflows/local/input_check'
 include { SLIDE_PREPROCESS     } from '../subworkflows/local/slide_qc'
 include { REFERENCE_SIGNATURES } from '../subworkflows/local/reference_signatures'
 include { MAPPING              } from '../subworkflows/local/mapping'
+include { SPATIAL_RESULTS      } from '../subworkflows/local/spatial_outputs'
 include { REPORT_TABLES        } from '../modules/local/report_tables/main'
 include { MULTIQC              } from '../modules/local/multiqc/main'
 
@@ -55,6 +56,11 @@ workflow SPATIALMAP {
         method_selection = MAPPING.out.selection
         tangram_genes = MAPPING.out.tangram_genes
         agreement = MAPPING.out.agreement
+
+        // Visium HD / Xenium / SpatialData slides: new SpatialData store, labels, composition, maps
+        SPATIAL_RESULTS(INPUT_CHECK.out.slides, SLIDE_PREPROCESS.out.h5ad, MAPPING.out.mapped)
+        versions = versions.mix(SPATIAL_RESULTS.out.versions)
+        method_png = method_png.mix(SPATIAL_RESULTS.out.png.map { meta, f -> f })
     } else {
         log.info "No --reference given: running reading and QC only (no mapping)"
     }
