@@ -44,6 +44,6 @@ workflow.onComplete {
     if (workflow.success) {
         log.info "spatialmap finished: results in ${params.outdir}, report in ${params.outdir}/multiqc/multiqc_report.html"
     } else {
-        log.error "spatialmap failed: ${workflow.errorMessage ?: 'see the error above'}"
+        log.error "spatialmap failed: ${SpatialmapFailure.summary(workflow.errorMessage, workflow.errorReport)}"
     }
 }

@@ -1,5 +1,10 @@
 #!/usr/bin/env python3
-"""Genes shared by the reference and each slide, and how many top markers of each cell type survive."""
+"""Match the reference's gene names to the slides', then report the genes shared with each slide
+and how many top markers of each cell type survive.
+
+Writes the reference with its genes named as the slides name theirs (every later step matches
+genes by var_names), the overlap table and its details.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from pathlib import Path
 
 import anndata as ad
 
-from spatialmap import cli, keys, reference
+from spatialmap import cli, genes, keys, reference
 
 log = logging.getLogger("spatialmap.check_overlap")
 
@@ -26,9 +31,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="sample names of the slides, in the same order; default: each slide's obs['sample']",
     )
     parser.add_argument(
+        "--ref-gene-column",
+        default=None,
+        help="match on this var column of the reference (or 'var_names'); default: the naming sharing the most genes",
+    )
+    parser.add_argument(
         "--slide-gene-column",
         default=None,
-        help="var column of the slides to name genes by (e.g. gene_ids when the reference uses Ensembl IDs)",
+        help="match on this var column of the slides (e.g. gene_ids, or 'var_names'); default: the naming sharing the most genes",
     )
     parser.add_argument("--label-key", required=True, help="obs column of the reference with the cell types")
     parser.add_argument("--n-markers", type=int, default=50, help="top markers per cell type to look for (default: %(default)s)")
@@ -37,6 +47,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=100,
         help="stop when a slide shares fewer genes with the reference (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--output-reference", required=True, type=Path,
+        help="reference .h5ad to write, genes named as on the slides",
     )
     parser.add_argument("--output-tsv", required=True, type=Path, help="overlap table to write, one row per slide")
     parser.add_argument("--output-json", required=True, type=Path, help="overlap details (markers, missing ones) to write")
@@ -55,8 +69,8 @@ def sample_name(slide: ad.AnnData, path: Path) -> str:
     return path.name.split(".")[0]
 
 
-def read_slides(paths: list[Path], samples: list[str] | None, gene_column: str | None) -> dict[str, ad.AnnData]:
-    """``{sample: slide}`` with genes renamed by ``gene_column`` when given."""
+def read_slides(paths: list[Path], samples: list[str] | None) -> dict[str, ad.AnnData]:
+    """``{sample: slide}`` (genes only: the counts are not needed here)."""
     if samples is not None and len(samples) != len(paths):
         raise cli.InputError(f"{len(paths)} slides but {len(samples)} sample names")
     slides = {}
@@ -67,7 +81,7 @@ def read_slides(paths: list[Path], samples: list[str] | None, gene_column: str |
         sample = samples[i] if samples else sample_name(slide, path)
         if sample in slides:
             raise cli.InputError(f"sample {sample} is given twice")
-        slides[sample] = reference.use_gene_column(slide, gene_column, f"slide {sample}")
+        slides[sample] = slide
     return slides
 
 
@@ -76,8 +90,15 @@ def main(argv: list[str] | None = None) -> None:
     if not args.reference.is_file():
         raise cli.InputError(f"reference file {args.reference} does not exist")
     ref = ad.read_h5ad(args.reference)
-    slides = read_slides(args.slides, args.samples, args.slide_gene_column)
-    result = reference.gene_overlap(ref, slides, args.label_key, args.n_markers, args.min_shared_genes)
+    slides = read_slides(args.slides, args.samples)
+    ref, match = genes.match_genes(ref, slides, args.ref_gene_column or None, args.slide_gene_column or None)
+    try:
+        result = reference.gene_overlap(ref, slides, args.label_key, args.n_markers, args.min_shared_genes)
+    except cli.InputError as err:
+        tried = "; ".join(f"{k}: {n}" for k, n in match.candidates.items())
+        raise cli.InputError(f"{err}. Shared genes by each naming tried: {tried}") from err
+    result.table.insert(0, "genes_matched_by", match.description)
+    result.table.insert(1, "duplicate_names_made_unique", match.duplicates["reference"] + match.duplicates["slides"])
     for sample, row in result.table.iterrows():
         worst = min(result.markers, key=lambda label: len(result.markers[label]) - len(result.missing_markers[sample][label]))
         log.info(
@@ -87,7 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     with cli.atomic_path(args.output_tsv) as tmp:
         result.table.to_csv(tmp, sep="\t")
     with cli.atomic_path(args.output_json) as tmp:
-        tmp.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+        tmp.write_text(json.dumps({"gene_matching": match.to_json(), **result.to_json()}, indent=2) + "\n")
+    with cli.atomic_path(args.output_reference) as tmp:
+        ref.write_h5ad(tmp, compression="gzip")
     cli.write_versions(args.versions, args.process_name, ["anndata", "numpy", "pandas"])
 
 

@@ -27,11 +27,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--covariate-keys", default="", help="comma-separated obs columns of other technical covariates (e.g. chemistry)"
     )
     parser.add_argument(
-        "--gene-column",
-        default=None,
-        help="var column to name genes by (e.g. gene_ids for Ensembl IDs), to match the slides; default: keep var_names",
-    )
-    parser.add_argument(
         "--mt-prefix",
         default="MT-",
         help="case-insensitive symbol prefix of mitochondrial genes to remove; '' removes none (default: %(default)s)",
@@ -58,20 +53,14 @@ def main(argv: list[str] | None = None) -> None:
     adata = reference.load_reference(
         args.reference, args.label_key, args.batch_key or None, covariates, args.min_cells_per_label
     )
-    symbols_column = None
-    if args.gene_column:
-        adata = reference.use_gene_column(adata, args.gene_column, "reference")
-        symbols_column = "original_name"  # symbols stay testable for the MT prefix
+    # gene names stay as they are: check_overlap.py matches them to the slides' (spatialmap.genes)
     mt_list = qc.read_gene_list(args.mt_genes) if args.mt_genes else None
-    adata, removed = reference.remove_mt_genes(
-        adata, prefix=args.mt_prefix, mt_genes=mt_list, gene_symbols=symbols_column
-    )
+    adata, removed = reference.remove_mt_genes(adata, prefix=args.mt_prefix, mt_genes=mt_list)
     summary = reference.reference_summary(adata, args.label_key, args.batch_key or None)
     summary.update(
         {
             "source": args.reference.name,
             "covariate_keys": covariates,
-            "gene_column": args.gene_column,
             "mt_genes_removed": removed,
         }
     )

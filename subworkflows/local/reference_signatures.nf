@@ -28,8 +28,8 @@ workflow REFERENCE_SIGNATURES {
         if (user_signatures) {
             signatures = Channel.value(user_signatures)
         } else {
-            // signatures wait for the overlap check so that a bad reference fails before training
-            ESTIMATE_SIGNATURES(PREPARE_REFERENCE.out.h5ad.combine(CHECK_OVERLAP.out.json).map { h5ad, json -> h5ad })
+            // from the matched reference: after the overlap check, so a bad reference fails before training
+            ESTIMATE_SIGNATURES(CHECK_OVERLAP.out.h5ad)
             signatures = ESTIMATE_SIGNATURES.out.csv
             signature_png = ESTIMATE_SIGNATURES.out.png
             versions = versions.mix(ESTIMATE_SIGNATURES.out.versions)
@@ -37,7 +37,7 @@ workflow REFERENCE_SIGNATURES {
     }
 
     emit:
-    reference     = PREPARE_REFERENCE.out.h5ad                                 // value: prepared reference h5ad
+    reference     = CHECK_OVERLAP.out.h5ad                                     // value: reference h5ad, genes named as on the slides
     summary       = PREPARE_REFERENCE.out.json.mix(CHECK_OVERLAP.out.tsv)      // channel: reference summary JSON + overlap TSV
     signatures                                                                 // value: signatures CSV
     signature_png                                                              // channel: [ png ]

@@ -242,11 +242,12 @@ def test_check_overlap_script_writes_table_and_fails_below_minimum(tmp_path, ref
     tsv, js = tmp_path / "o.tsv", tmp_path / "o.json"
     common = ["--reference", str(ref_file), "--slides", str(tmp_path / "S1.h5ad"), "--label-key", "cell_type",
               "--n-markers", "5", "--output-tsv", str(tsv), "--output-json", str(js),
-              "--versions", str(tmp_path / "v.yml")]
+              "--output-reference", str(tmp_path / "ref.h5ad"), "--versions", str(tmp_path / "v.yml")]
     script.main(common + ["--min-shared-genes", "20"])
     table = pd.read_csv(tsv, sep="\t", index_col=0)
     assert table.loc["S1", "shared_genes"] == 20 and table.loc["S1", "markers:Tcell"] == "5/5"
     assert json.loads(js.read_text())["slides"]["S1"]["shared_genes"] == 20
+    assert table.loc["S1", "genes_matched_by"] == "reference var_names = slide var_names"
     tsv.unlink()
     with pytest.raises(InputError, match="slide S1: 20 shared genes"):
         script.main(common + ["--min-shared-genes", "21"])

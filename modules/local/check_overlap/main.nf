@@ -8,21 +8,18 @@ process CHECK_OVERLAP {
     path slides, stageAs: 'slides/*'
 
     output:
+    path 'reference.matched.h5ad', emit: h5ad
     path 'gene_overlap.tsv' , emit: tsv
     path 'gene_overlap.json', emit: json
     path 'versions.yml'     , emit: versions
 
     script:
     def args = task.ext.args ?: ''
-    def slide_column = params.slide_gene_column ? "--slide-gene-column '${params.slide_gene_column}'" : ''
     """
     check_overlap.py \\
         --reference ${reference} \\
         --slides ${slides} \\
-        ${slide_column} \\
-        --label-key '${params.ref_label_key}' \\
-        --n-markers ${params.overlap_n_markers} \\
-        --min-shared-genes ${params.min_shared_genes} \\
+        --output-reference reference.matched.h5ad \\
         --output-tsv gene_overlap.tsv \\
         --output-json gene_overlap.json \\
         --process-name '${task.process}' \\
@@ -31,7 +28,7 @@ process CHECK_OVERLAP {
 
     stub:
     """
-    touch gene_overlap.tsv
+    touch reference.matched.h5ad gene_overlap.tsv
     echo '{}' > gene_overlap.json
     printf '"%s":\\n    stub: "true"\\n' '${task.process}' > versions.yml
     """

@@ -1,5 +1,5 @@
 process ESTIMATE_SIGNATURES {
-    tag "${params.signature_method}"
+    tag "${reference.name}"
     label 'process_gpu'
     container "${params.container_registry}/spatialmap-cell2location:${params.container_tag}"
 
@@ -14,24 +14,10 @@ process ESTIMATE_SIGNATURES {
 
     script:
     def args = task.ext.args ?: ''
-    def batch = params.ref_batch_key ? "--batch-key '${params.ref_batch_key}'" : ''
-    def covariates = params.ref_covariate_keys ? "--covariate-keys '${params.ref_covariate_keys}'" : ''
-    def batch_size = params.ref_batch_size ? "--batch-size ${params.ref_batch_size}" : ''
     """
     estimate_signatures.py \\
         --reference ${reference} \\
-        --method ${params.signature_method} \\
-        --label-key '${params.ref_label_key}' \\
-        ${batch} ${covariates} \\
-        --cell-count-cutoff ${params.cell_count_cutoff} \\
-        --cell-percentage-cutoff2 ${params.cell_percentage_cutoff2} \\
-        --nonz-mean-cutoff ${params.nonz_mean_cutoff} \\
-        --max-epochs ${params.ref_max_epochs} \\
-        ${batch_size} \\
-        --lr ${params.ref_lr} \\
-        --seed ${params.seed} \\
         --threads ${task.cpus} \\
-        --num-samples ${params.posterior_samples} \\
         --accelerator ${task.accelerator ? 'gpu' : 'auto'} \\
         --output-csv signatures.csv \\
         --output-model-dir reference_model \\

@@ -13,9 +13,8 @@ process MULTIQC {
 
     script:
     def args = task.ext.args ?: ''
-    def title = params.multiqc_title ? "--title '${params.multiqc_title}'" : ''
     """
-    multiqc --force --config ${multiqc_config} ${title} ${args} data
+    multiqc --force --config ${multiqc_config} ${args} data
     printf '"%s":\\n    multiqc: "%s"\\n' '${task.process}' "\$(multiqc --version | sed 's/.*version //')" > versions.yml
     """
 

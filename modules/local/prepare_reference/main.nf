@@ -14,17 +14,11 @@ process PREPARE_REFERENCE {
 
     script:
     def args = task.ext.args ?: ''
-    def batch = params.ref_batch_key ? "--batch-key '${params.ref_batch_key}'" : ''
-    def covariates = params.ref_covariate_keys ? "--covariate-keys '${params.ref_covariate_keys}'" : ''
-    def gene_column = params.ref_gene_column ? "--gene-column '${params.ref_gene_column}'" : ''
     def mt_list = mt_genes ? "--mt-genes ${mt_genes}" : ''
     """
     prepare_reference.py \\
         --reference ${reference} \\
-        --label-key '${params.ref_label_key}' \\
-        ${batch} ${covariates} ${gene_column} \\
-        --mt-prefix '${params.mt_prefix}' ${mt_list} \\
-        --min-cells-per-label ${params.min_cells_per_label} \\
+        ${mt_list} \\
         --output reference.prepared.h5ad \\
         --output-json reference_summary.json \\
         --process-name '${task.process}' \\

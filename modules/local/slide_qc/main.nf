@@ -24,11 +24,7 @@ process SLIDE_QC {
         --output-h5ad ${prefix}.qc.h5ad \\
         --output-json ${prefix}.qc.json \\
         --output-png ${prefix}.qc_maps.png \\
-        --mt-prefix '${params.mt_prefix}' \\
         ${mt_list} \\
-        --min-counts ${params.min_counts} \\
-        --min-genes ${params.min_genes} \\
-        --max-pct-mt ${params.max_pct_mt} \\
         --process-name '${task.process}' \\
         ${args}
     """

@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Variant inputs for the reliability pipeline tests, made from assets/test_data at test time
+(nothing big is committed).
+
+    make_reliability_inputs.py duplicate-spots DIR   slide1 as .h5ad with a repeated spot name
+    make_reliability_inputs.py ensembl-reference DIR reference named by Ensembl IDs only
+    make_reliability_inputs.py ensembl-slides DIR    slides as .h5ad named by Ensembl IDs, and a
+                                                     reference named by symbols (one repeated)
+                                                     with the IDs in var['gene_ids']
+Each writes DIR/samplesheet.csv (and DIR/reference.h5ad where it changes the reference).
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bin"))
+
+import anndata as ad  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from spatialmap import io, keys  # noqa: E402
+
+TEST_DATA = REPO / "assets" / "test_data"
+SLIDES = ("slide1", "slide2", "slide3")
+
+
+def _slide_h5ad(sample: str) -> ad.AnnData:
+    return io.read_spaceranger(TEST_DATA / sample / "outs", sample)
+
+
+def duplicate_spots(out: Path) -> None:
+    slide = _slide_h5ad("slide1")
+    names = list(slide.obs_names)
+    names[1] = names[0]
+    slide.obs_names = names
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        slide.write_h5ad(out / "slide1.h5ad")
+    (out / "samplesheet.csv").write_text("sample,h5ad\nslide1,slide1.h5ad\n")
+
+
+def ensembl_reference(out: Path) -> None:
+    ref = ad.read_h5ad(TEST_DATA / "reference.h5ad")
+    ref.var_names = ref.var[keys.GENE_IDS].astype(str).to_numpy()
+    ref.var = ref.var.drop(columns=[keys.GENE_IDS])  # no symbols left anywhere
+    ref.write_h5ad(out / "reference.h5ad")
+    rows = [f"{s},{TEST_DATA / s / 'outs'},all" for s in SLIDES]
+    (out / "samplesheet.csv").write_text("sample,spaceranger_dir,group\n" + "\n".join(rows) + "\n")
+
+
+def ensembl_slides(out: Path) -> None:
+    rows = []
+    for sample in SLIDES:
+        slide = _slide_h5ad(sample)
+        slide.var_names = slide.var[keys.GENE_IDS].astype(str).to_numpy()
+        slide.var = slide.var.drop(columns=[keys.GENE_IDS])
+        del slide.uns[keys.UNS_SPATIAL]
+        slide.write_h5ad(out / f"{sample}.h5ad")
+        rows.append(f"{sample},{sample}.h5ad,all")
+    (out / "samplesheet.csv").write_text("sample,h5ad,group\n" + "\n".join(rows) + "\n")
+    ref = ad.read_h5ad(TEST_DATA / "reference.h5ad")
+    names = list(ref.var_names)
+    names[1] = names[0]  # a repeated symbol, as in real annotations
+    ref.var_names = pd.Index(names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref.write_h5ad(out / "reference.h5ad")
+
+
+if __name__ == "__main__":
+    kind, out = sys.argv[1], Path(sys.argv[2])
+    out.mkdir(parents=True, exist_ok=True)
+    {"duplicate-spots": duplicate_spots, "ensembl-reference": ensembl_reference, "ensembl-slides": ensembl_slides}[kind](out)
