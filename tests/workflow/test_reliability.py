@@ -53,3 +53,23 @@ def test_ensembl_reference_matched(workflow_dir):
 @pytest.mark.workflow("genes matched symbol reference to ensembl slides")
 def test_ensembl_slides_matched(workflow_dir):
     _check_matched(workflow_dir, "reference var['gene_ids'] = slide var_names")
+
+
+def trace_rows(workflow_dir) -> pd.DataFrame:
+    """Every task attempt of the run (the trace written with conf/test_faults.config's fields)."""
+    traces = sorted(Path(workflow_dir, "results", "pipeline_info").glob("execution_trace_*.txt"))
+    return pd.concat([pd.read_csv(t, sep="\t", dtype=str) for t in traces], ignore_index=True)
+
+
+@pytest.mark.workflow("out of memory retried with more memory")
+def test_oom_retried_with_more_memory(workflow_dir):
+    trace = trace_rows(workflow_dir)
+    check = trace[trace["name"].str.contains("CHECK_SAMPLESHEET")].sort_values("attempt")
+    assert list(check["attempt"]) == ["1", "2"]
+    assert list(check["status"]) == ["FAILED", "COMPLETED"]
+    assert list(check["exit"]) == ["137", "0"]
+    # process_single: 4 GB x attempt (base.config), under the 16 GB cap given
+    assert list(check["memory"]) == ["4 GB", "8 GB"]
+    # no other task needed a retry, and every one finished
+    others = trace[~trace["name"].str.contains("CHECK_SAMPLESHEET")]
+    assert (others["attempt"] == "1").all() and (others["status"] == "COMPLETED").all()
