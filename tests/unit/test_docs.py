@@ -56,3 +56,43 @@ def test_schema_defaults_match_the_config():
                 assert "default" not in entry, name
             else:
                 assert str(entry["default"]).lower() == raw.strip("'").lower(), name
+
+
+def _profiles() -> set[str]:
+    """Profile names defined in nextflow.config and the config files it includes."""
+    names = set()
+    for path in [REPO / "nextflow.config", *sorted((REPO / "conf").glob("*.config"))]:
+        text = path.read_text()
+        for match in re.finditer(r"^profiles \{\n", text, flags=re.M):
+            body = text[match.end(): text.index("\n}\n", match.end())]
+            names |= set(re.findall(r"^    (\w+) \{", body, flags=re.M))
+    return names
+
+
+def _readme_profile_uses() -> list[tuple[str, str]]:
+    """``(profile, line)`` for every ``-profile a,b`` in the README (placeholders skipped)."""
+    uses = []
+    for line in (REPO / "README.md").read_text().splitlines():
+        for value in re.findall(r"-profile[ =]([\w,.-]+)", line):
+            uses += [(name, line.strip()) for name in value.strip(".,").split(",") if name]
+    return uses
+
+
+def test_readme_profiles_exist():
+    profiles = _profiles()
+    assert {"test", "local", "docker", "podman", "gpu"} <= profiles
+    uses = _readme_profile_uses()
+    assert uses, "no -profile in the README"
+    missing = [(name, line) for name, line in uses if name not in profiles]
+    assert not missing
+
+
+def test_readme_first_command_builds_the_images():
+    """The first command of the quick start works on a fresh machine: no image is published."""
+    readme = (REPO / "README.md").read_text()
+    quick = readme[readme.index("## Quick start"):]
+    first_block = quick[quick.index("```bash") + len("```bash"): quick.index("```", quick.index("```bash") + 7)]
+    commands = [line for line in first_block.splitlines() if line.strip() and not line.startswith("#")]
+    assert commands[0] == "bash tools/build_images.sh"
+    assert (REPO / "tools" / "build_images.sh").is_file()
+    assert "-profile test,podman" in commands[1]
