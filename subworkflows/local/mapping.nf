@@ -79,7 +79,8 @@ workflow MAPPING {
         .map { id, meta, h5ad, json ->
             def n = locationsOf(json)
             def (run, why) = chooseMethods(methods, n, params.large_slide_locations as long, params.tangram_mode.toString())
-            log.info "sample ${id}: ${n} locations; methods ${run.join(', ') ?: 'none'} (${why})"
+            def line = "sample ${id}: ${n} locations; methods ${run.join(', ') ?: 'none'} (${why})"
+            if (why.contains('skipped')) { log.warn line } else { log.info line }
             [meta + [locations: n, methods: run, selection: why.toString()], h5ad]
         }
     def runs = { method -> chosen.filter { meta, h5ad -> method in meta.methods } }

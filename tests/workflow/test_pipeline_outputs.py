@@ -6,6 +6,7 @@ composition per spot, so mapping accuracy is asserted against the truth.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -172,3 +173,51 @@ def test_consensus_at_least_as_accurate_as_the_mean_single_method(workflow_dir, 
     assert r >= np.mean([v[1] for v in single.values()]), (r, single)
     disagreement = pd.read_csv(Path(workflow_dir, f"results/consensus/{sample}/{sample}.consensus_disagreement.csv"), index_col=0)
     assert disagreement["disagreement"].between(0, 1).all() and list(disagreement.index) == list(consensus.index)
+
+
+# RCTD, FlashDeconv and NNLS: per-type Pearson r with the true proportions on every slide (the test
+# profile's RCTD table: counts up to 100, sigma 1.0; unit tests measured minima 0.95, 0.86, 0.87)
+DECONV_MIN_PEARSON = {"rctd": 0.9, "flashdeconv": 0.8, "nnls": 0.8}
+
+
+def _check_deconv_accuracy(workflow_dir, sample, method):
+    estimate = pd.read_csv(Path(workflow_dir, f"results/{method}/{sample}/{sample}.{method}_proportions.csv"), index_col=0)
+    truth = pd.read_csv(TEST_DATA / "truth" / f"{sample}_proportions.csv", index_col=0)
+    np.testing.assert_allclose(estimate.sum(axis=1), 1, atol=1e-4)
+    assert set(estimate.columns) == set(truth.columns)
+    r = _pearson_per_type(estimate, truth)
+    assert (r >= DECONV_MIN_PEARSON[method]).all(), r.round(3).to_dict()
+    qc_record = json.loads(Path(workflow_dir, f"results/{method}/{sample}/{sample}.{method}_qc.json").read_text())
+    assert qc_record["sample"] == sample and qc_record["spots_fitted"] == len(estimate)
+    assert qc_record["spots_fitted"] + qc_record["spots_filtered"] == qc_record["spots_total"]
+    return qc_record
+
+
+@pytest.mark.workflow("test profile")
+@pytest.mark.parametrize("method", sorted(DECONV_MIN_PEARSON))
+@pytest.mark.parametrize("sample", SLIDES)
+def test_deconvolution_recovers_true_proportions(workflow_dir, sample, method):
+    record = _check_deconv_accuracy(workflow_dir, sample, method)
+    assert record["selection"].startswith("auto: 243 locations <= large_slide_locations")
+
+
+@pytest.mark.workflow("auto methods on a large slide")
+@pytest.mark.parametrize("method", sorted(DECONV_MIN_PEARSON))
+@pytest.mark.parametrize("sample", SLIDES)
+def test_large_slide_methods_recover_true_proportions(workflow_dir, sample, method):
+    record = _check_deconv_accuracy(workflow_dir, sample, method)
+    assert "> large_slide_locations 100" in record["selection"]
+
+
+@pytest.mark.workflow("test profile")
+def test_rctd_table_computed_once_for_all_slides(workflow_dir):
+    """One likelihood table for the run: every slide's RCTD read the same file; at most one task made it."""
+    paths = {json.loads(Path(workflow_dir, f"results/rctd/{s}/{s}.rctd_qc.json").read_text())["q_matrix"]["path"]
+             for s in SLIDES}
+    assert len(paths) == 1
+    traces = sorted(Path(workflow_dir, "results/pipeline_info").glob("execution_trace_*.txt"))
+    trace = pd.read_csv(traces[-1], sep="\t")
+    assert trace["name"].str.contains("RCTD_QMATRIX").sum() <= 1
+    assert trace["name"].str.contains(r"RCTD \(").sum() == len(SLIDES)
+    record = json.loads(Path(workflow_dir, "results/rctd/slide1/slide1.rctd_qc.json").read_text())
+    assert record["q_matrix"]["k_max"] == 100 and record["q_matrix"]["n_sigmas"] == 1
