@@ -109,9 +109,10 @@ def main(argv: list[str] | None = None) -> None:
     else:
         log.info("method 'means' trains no model: no training loss figure; the model folder holds a note")
         args.output_model_dir.mkdir(parents=True, exist_ok=True)
-        (args.output_model_dir / "NOTE.txt").write_text(
-            "Signatures were computed as per cell type mean counts (--method means); no model was trained.\n"
-        )
+        with cli.atomic_path(args.output_model_dir / "NOTE.txt") as tmp:
+            tmp.write_text(
+                "Signatures were computed as per cell type mean counts (--method means); no model was trained.\n"
+            )
     r = signatures.plot_reconstruction(result, adata, f"{args.output_prefix}.reconstruction.png", seed=args.seed)
     log.info("reconstruction: Pearson r of observed vs expected counts %.3f", r)
     with cli.atomic_path(args.output_csv) as tmp:

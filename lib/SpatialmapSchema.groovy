@@ -40,6 +40,8 @@ class SpatialmapSchema {
         def found = []
         entries.each { String name, Map entry ->
             def value = params.containsKey(name) ? params[name] : null
+            def types = entry.type instanceof List ? entry.type : [entry.type]
+            if (value == false && !('boolean' in types)) value = null  // --reference false: not set
             if (value == null || value == '') {
                 if (name in required) {
                     found << "Missing required parameter --${name}: ${entry.description}".toString()

@@ -73,3 +73,60 @@ def test_oom_retried_with_more_memory(workflow_dir):
     # no other task needed a retry, and every one finished
     others = trace[~trace["name"].str.contains("CHECK_SAMPLESHEET")]
     assert (others["attempt"] == "1").all() and (others["status"] == "COMPLETED").all()
+
+
+def _last_trace(results: Path) -> pd.DataFrame:
+    traces = sorted(Path(results, "pipeline_info").glob("execution_trace_*.txt"))
+    return pd.read_csv(traces[-1], sep="\t", dtype=str)
+
+
+@pytest.mark.workflow("resume after a kill")
+def test_finished_tasks_cached_after_kill(workflow_dir):
+    finished = Path(workflow_dir, "finished_before_kill.txt").read_text().split()
+    # the samplesheet check, 3 x read + QC, the reference and the overlap check at least
+    assert len(finished) >= 9
+    trace = _last_trace(Path(workflow_dir, "resumed", "results")).set_index("hash")
+    for work_dir in finished:
+        assert trace.loc[work_dir[:9], "status"] == "CACHED", work_dir
+    # the task killed mid-run ran again, to completion
+    tangram = trace[trace["name"].str.contains("TANGRAM")]
+    assert len(tangram) == 3 and (tangram["status"].isin(["COMPLETED", "CACHED"])).all()
+    assert (tangram["status"] == "COMPLETED").any()
+    assert set(trace["status"]) <= {"CACHED", "COMPLETED"}
+
+
+@pytest.mark.workflow("resume after a kill")
+def test_resumed_results_equal_an_uninterrupted_run(workflow_dir):
+    resumed, plain = Path(workflow_dir, "resumed", "results"), Path(workflow_dir, "uninterrupted", "results")
+    for sample in SLIDES:
+        for name in (f"tangram/{sample}/{sample}.tangram_proportions.csv", f"tangram/{sample}/{sample}.tangram_counts.csv"):
+            a, b = pd.read_csv(resumed / name, index_col=0), pd.read_csv(plain / name, index_col=0)
+            assert list(a.index) == list(b.index) and list(a.columns) == list(b.columns)
+            np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=1e-4, atol=1e-6)
+        qa = json.loads((resumed / f"qc/{sample}/{sample}.qc.json").read_text())
+        qb = json.loads((plain / f"qc/{sample}/{sample}.qc.json").read_text())
+        assert qa == qb
+    a = pd.read_csv(resumed / "reference/gene_overlap.tsv", sep="\t", index_col=0).sort_index()
+    b = pd.read_csv(plain / "reference/gene_overlap.tsv", sep="\t", index_col=0).sort_index()
+    pd.testing.assert_frame_equal(a, b)
+
+
+@pytest.mark.workflow("no partial results after a kill mid-write")
+def test_no_partial_results_after_a_kill(workflow_dir):
+    import anndata as ad
+
+    trace = trace_rows(workflow_dir)
+    qc1 = trace[trace["name"].str.contains(r"SLIDE_QC \(slide1\)")].sort_values("attempt")
+    assert list(qc1["status"]) == ["FAILED", "COMPLETED"] and list(qc1["exit"]) == ["137", "0"]
+    # the killed attempt had written the file under its temporary name only
+    killed = next(Path(workflow_dir, "work").glob(qc1.iloc[0]["hash"] + "*"))
+    assert not (killed / "slide1.qc.h5ad").exists()
+    assert list(killed.glob(".slide1.qc.h5ad.*"))
+    assert "test fault: killing the task while it writes slide1.qc.h5ad" in (killed / ".command.err").read_text()
+    # what was published is whole, and no temporary file was published
+    results = Path(workflow_dir, "results")
+    assert not [p for p in results.rglob(".*") if p.is_file()]
+    for sample in SLIDES:
+        qc = ad.read_h5ad(results / f"qc/{sample}/{sample}.qc.h5ad")
+        summary = json.loads((results / f"qc/{sample}/{sample}.qc.json").read_text())
+        assert qc.n_obs == summary["spots_kept"] > 0
