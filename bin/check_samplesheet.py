@@ -22,12 +22,16 @@ def main(argv: list[str] | None = None) -> None:
         "--hd-bin-size", type=int, default=8, choices=(8, 16),
         help="bin size (µm) Visium HD slides are read at; its binned_outputs folder must exist (default: 8)",
     )
+    parser.add_argument(
+        "--hd-mode", default="bins", choices=("bins", "cells"),
+        help="Visium HD units; cells need the 2 µm bins and segmented_outputs/ (default: bins)",
+    )
     parser.add_argument("--output", default="samplesheet.valid.csv", help="checked samplesheet to write")
     parser.add_argument("--process-name", default="CHECK_SAMPLESHEET", help="process name for versions.yml")
     parser.add_argument("--versions", default="versions.yml", help="versions file to write")
     args = parser.parse_args(argv)
 
-    slides = read_samplesheet(args.samplesheet, base_dir=args.base_dir, hd_bin_size=args.hd_bin_size)
+    slides = read_samplesheet(args.samplesheet, base_dir=args.base_dir, hd_bin_size=args.hd_bin_size, hd_mode=args.hd_mode)
     with cli.atomic_path(args.output) as tmp:
         write_checked(slides, tmp)
     groups = sorted({s.group for s in slides})

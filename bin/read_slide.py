@@ -26,6 +26,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     source.add_argument("--xenium-dir", type=Path, help="Xenium output bundle (read with sopa.io.xenium; the platform's cells)")
     source.add_argument("--zarr", type=Path, help="SpatialData store (read with spatialdata.read_zarr; not modified)")
     parser.add_argument(
+        "--hd-mode", default="bins", choices=("bins", "cells"),
+        help="Visium HD units: bins of --hd-bin-size, or cells (Space Ranger 4 boundaries, 2 µm bins aggregated "
+        "with sopa.aggregate) (default: %(default)s)",
+    )
+    parser.add_argument(
         "--hd-bin-size", type=int, default=8, choices=(2, 8, 16), help="Visium HD bin size in µm (default: %(default)s)"
     )
     parser.add_argument("--output", required=True, type=Path, help="h5ad file to write (e.g. S.raw.h5ad)")
@@ -39,6 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     packages = ["scanpy", "anndata", "h5py", "pandas", "pyarrow"]
     if args.spaceranger_dir is not None:
         adata = io.read_spaceranger(args.spaceranger_dir, args.sample)
+    elif args.visium_hd_dir is not None and args.hd_mode == "cells":
+        adata = io_hd.read_visium_hd_cells(args.visium_hd_dir, args.sample)
     elif args.visium_hd_dir is not None:
         adata = io_hd.read_visium_hd(args.visium_hd_dir, args.sample, args.hd_bin_size)
     elif args.xenium_dir is not None:

@@ -66,7 +66,7 @@ def _resolve(value: str, base_dir: Path) -> str:
     return str(path.resolve())
 
 
-def _check_spaceranger_dir(where: str, path: str, hd_bin_size: int = 8) -> str:
+def _check_spaceranger_dir(where: str, path: str, hd_bin_size: int = 8, hd_mode: str = "bins") -> str:
     """Check a Space Ranger ``outs/``; returns ``visium_hd`` when it holds ``binned_outputs/``."""
     if URI_RE.match(path):
         return "spaceranger"
@@ -74,7 +74,12 @@ def _check_spaceranger_dir(where: str, path: str, hd_bin_size: int = 8) -> str:
     if not outs.is_dir():
         raise InputError(f"{where}: spaceranger_dir '{path}' does not exist or is not a folder")
     if (outs / "binned_outputs").is_dir():
-        _check_visium_hd(where, outs, hd_bin_size)
+        _check_visium_hd(where, outs, 2 if hd_mode == "cells" else hd_bin_size)
+        if hd_mode == "cells" and not (outs / "segmented_outputs" / "cell_segmentations.geojson").is_file():
+            raise InputError(
+                f"{where}: --hd_mode cells needs Space Ranger 4's cell segmentation; Visium HD folder '{outs}' has no "
+                "segmented_outputs/cell_segmentations.geojson"
+            )
         return "visium_hd"
     if not any((outs / name).exists() for name in MATRIX_CANDIDATES):
         raise InputError(
@@ -140,7 +145,9 @@ def _check_h5ad(where: str, path: str) -> None:
         raise InputError(f"{where}: h5ad file '{path}' does not exist")
 
 
-def read_samplesheet(path: str | Path, base_dir: str | Path | None = None, hd_bin_size: int = 8) -> list[Slide]:
+def read_samplesheet(
+    path: str | Path, base_dir: str | Path | None = None, hd_bin_size: int = 8, hd_mode: str = "bins"
+) -> list[Slide]:
     """Read and check a samplesheet.
 
     Parameters
@@ -153,6 +160,9 @@ def read_samplesheet(path: str | Path, base_dir: str | Path | None = None, hd_bi
     hd_bin_size
         Bin size (µm) that Visium HD slides will be read at; its
         ``binned_outputs/square_XXXum`` folder must be present.
+    hd_mode
+        ``bins`` or ``cells``; cells need the 2 µm bins and Space Ranger 4's
+        ``segmented_outputs/cell_segmentations.geojson``.
 
     Returns
     -------
@@ -220,7 +230,7 @@ def read_samplesheet(path: str | Path, base_dir: str | Path | None = None, hd_bi
         column = given[0]
         resolved = _resolve(record[column], base_dir)
         if column == "spaceranger_dir":
-            input_type = _check_spaceranger_dir(where, resolved, hd_bin_size)
+            input_type = _check_spaceranger_dir(where, resolved, hd_bin_size, hd_mode)
         elif column == "xenium_dir":
             _check_xenium_dir(where, resolved)
             input_type = "xenium"

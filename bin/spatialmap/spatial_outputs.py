@@ -112,7 +112,7 @@ def annotate(slide: ad.AnnData, results: dict[str, pd.DataFrame], methods: list[
 # --------------------------------------------------------------------------------------------
 
 
-def read_elements(input_type: str, path: str | Path, bin_size: int) -> tuple[dict, dict, str, str]:
+def read_elements(input_type: str, path: str | Path, bin_size: int, hd_mode: str = "bins") -> tuple[dict, dict, str, str]:
     """Images and shapes of the input, the shapes key the table annotates, and its instance column.
 
     Read again with the platform's reader (``sopa.io.visium_hd`` / ``sopa.io.xenium`` /
@@ -123,7 +123,11 @@ def read_elements(input_type: str, path: str | Path, bin_size: int) -> tuple[dic
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if input_type == "visium_hd":
+        if input_type == "visium_hd" and hd_mode == "cells":
+            sdata = sopa.io.visium_hd(path, bin_size=bin_size, load_segmentations_only=False)
+            shape_key = next(k for k in sdata.shapes if k.endswith("_cell_segmentations"))
+            instance = "spaceranger_cell_id"
+        elif input_type == "visium_hd":
             sdata = sopa.io.visium_hd(path, bin_size=bin_size, load_segmentations_only=False)
             shape_key = next(k for k in sdata.shapes if k.endswith(f"square_{bin_size:03d}um"))
             instance = "location_id"

@@ -274,7 +274,75 @@ def simulate_hd(seed: int, signatures: pd.DataFrame, side_um: int = 240, n_cells
             index=pd.Index(positions["barcode"].to_numpy()[inside], name="barcode"),
             columns=list(signatures.columns),
         ).assign(cell_counts=total.ravel().astype(int))
-    return {"cells": cells, "tissue": tissue, "side_um": side_um, "bins": bins, "truth": truth}
+    return {
+        "cells": cells, "tissue": tissue, "side_um": side_um, "bins": bins, "truth": truth,
+        "counts2": counts2, "in_tissue2": in_tissue2, "n_side2": n_side2,
+    }  # fmt: skip
+
+
+def hd_segmentation(hd: dict) -> dict:
+    """Space Ranger 4-like cell segmentation of the HD slide: the true cells as polygons (pixels).
+
+    A 2 µm bin belongs to the cell whose polygon holds its centre (as ``sopa.aggregate`` and
+    Space Ranger assign bins); the cell matrix is the sum of its in-tissue 2 µm bins.
+
+    Returns
+    -------
+    dict with ``polygons`` (shapely, full-resolution pixels), ``cell_ids`` (1-based),
+    ``bin_cell`` (cell index per 2 µm bin of the grid, -1: none) and ``counts`` (cells x genes).
+    """
+    import shapely
+
+    cells, n_side2 = hd["cells"], hd["n_side2"]
+    angles = np.linspace(0.0, 2.0 * np.pi, 25)[:-1]
+    polygons = [
+        shapely.Polygon(np.column_stack([um_to_hd_px(x + r * np.cos(angles)), um_to_hd_px(y + r * np.sin(angles))]))
+        for x, y, r in zip(cells.x, cells.y, cells.radius)
+    ]
+    centres = (np.arange(n_side2) + 0.5) * 2.0
+    gx, gy = np.meshgrid(um_to_hd_px(centres), um_to_hd_px(centres))
+    bin_cell = np.full(n_side2 * n_side2, -1, dtype=np.int64)
+    tree = shapely.STRtree(polygons)
+    points = shapely.points(gx.ravel(), gy.ravel())
+    pt, poly = tree.query(points, predicate="within")
+    bin_cell[pt] = poly
+    bin_cell[~hd["in_tissue2"]] = -1
+    inside = np.flatnonzero(bin_cell >= 0)
+    agg = sp.csr_matrix((np.ones(inside.size), (bin_cell[inside], inside)), shape=(cells.n, bin_cell.size))
+    counts = (agg @ hd["counts2"]).tocsr().astype(np.int64)
+    return {"polygons": polygons, "cell_ids": np.arange(1, cells.n + 1), "bin_cell": bin_cell, "counts": counts}
+
+
+def write_hd_segmentation(outs: Path, hd: dict, seg: dict, genes: pd.DataFrame, name: str) -> dict[str, Path]:
+    """``segmented_outputs/`` and ``barcode_mappings.parquet`` of Space Ranger 4."""
+    folder = outs / "segmented_outputs"
+    barcodes = [f"cellid_{i:09d}-1" for i in seg["cell_ids"]]
+    synth.write_10x_h5(folder / "filtered_feature_cell_matrix.h5", seg["counts"], barcodes, genes, name)
+    features = [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [np.round(np.asarray(p.exterior.coords), 3).tolist()]},
+         "properties": {"cell_id": int(i)}}
+        for p, i in zip(seg["polygons"], seg["cell_ids"])
+    ]  # fmt: skip
+    synth.write_json(folder / "cell_segmentations.geojson", {"type": "FeatureCollection", "features": features})
+    size = hd_image_size(hd["side_um"])
+    synth.write_json(folder / "spatial" / "scalefactors_json.json", hd_scalefactors(None, size))
+    n_side2 = hd["n_side2"]
+    rows, cols = np.divmod(np.arange(n_side2 * n_side2), n_side2)
+    keep = hd["in_tissue2"]
+    cell = seg["bin_cell"][keep]
+    mapping = pd.DataFrame(
+        {
+            "square_002um": hd_barcode(2, rows[keep], cols[keep]),
+            "square_008um": hd_barcode(8, rows[keep] // 4, cols[keep] // 4),
+            "square_016um": hd_barcode(16, rows[keep] // 8, cols[keep] // 8),
+            "cell_id": pd.array([f"cellid_{c + 1:09d}-1" if c >= 0 else None for c in cell], dtype="string"),
+            "in_nucleus": np.zeros(int(keep.sum()), dtype=bool),
+            "in_cell": cell >= 0,
+        }
+    )
+    with cli.atomic_path(outs / "barcode_mappings.parquet") as tmp:
+        mapping.to_parquet(tmp, index=False, compression="zstd")
+    return {"segmented_outputs": folder, "barcode_mappings": outs / "barcode_mappings.parquet"}
 
 
 def hd_image_size(side_um: int) -> int:
@@ -358,7 +426,7 @@ def write_hd(outdir: Path, name: str, hd: dict, genes: pd.DataFrame) -> dict[str
     """Write ``hd`` in Space Ranger's Visium HD ``outs/`` layout under ``outdir/<name>/outs``."""
     outs = outdir / name / "outs"
     size = hd_image_size(hd["side_um"])
-    paths = {"outs": outs}
+    paths = {"outs": outs, **write_hd_segmentation(outs, hd, hd_segmentation(hd), genes, name)}
     for bin_um, (counts, positions) in hd["bins"].items():
         folder = outs / "binned_outputs" / f"square_{bin_um:03d}um"
         inside = positions[keys.IN_TISSUE].to_numpy() == 1
@@ -391,10 +459,15 @@ def _resize(image: np.ndarray, scalef: float) -> np.ndarray:
 
 
 def _write_tiff(path: Path, image: np.ndarray, **kwargs) -> None:
+    """TIFF (OME-TIFF with ``ome=True``); the random OME UUID is replaced by a fixed one (same bytes each run)."""
+    import re
+
     import tifffile
 
     with cli.atomic_path(path) as tmp:
         tifffile.imwrite(tmp, image, compression="zlib", **kwargs)
+        data = re.sub(rb"urn:uuid:[0-9a-f-]{36}", b"urn:uuid:00000000-0000-4000-8000-000000000000", tmp.read_bytes())
+        tmp.write_bytes(data)
 
 
 # --------------------------------------------------------------------------------------------
@@ -536,6 +609,18 @@ def write_cells_zarr(path: Path, xen: dict, size: int) -> None:
             masks.create_array(str(index), data=_disk_labels(size, px, 0.0, cells, fraction), chunks=(512, 512))
             root.create_array(f"polygon_sets/{index}/cell_index", data=np.arange(cells.n, dtype=np.uint32))
         store.close()
+        _fix_zip_times(tmp)
+
+
+def _fix_zip_times(path: Path) -> None:
+    """Rewrite a zip with fixed member times and order, so the same data gives the same bytes."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as src:
+        members = sorted((info.filename, src.read(info)) for info in src.infolist())
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as dst:
+        for name, data in members:
+            dst.writestr(zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0)), data)
 
 
 def experiment_xenium(name: str, n_cells: int, n_genes: int, n_transcripts: int) -> dict:
@@ -671,7 +756,11 @@ def generate(
         "hd1_cells": truth / "hd1_cells.csv",
         "xenium1_cells": truth / "xenium1_cells.csv",
     }
-    synth.write_csv(paths["truth"]["hd1_cells"], cells_truth(hd["cells"], hd_ids, um_to_hd_px), index=False)
+    seg = hd_segmentation(hd)
+    hd_truth = cells_truth(hd["cells"], hd_ids, um_to_hd_px)
+    hd_truth.insert(1, "spaceranger_cell_id", [f"cellid_{i:09d}-1" for i in seg["cell_ids"]])
+    hd_truth["bins_002um"] = np.bincount(seg["bin_cell"][seg["bin_cell"] >= 0], minlength=hd["cells"].n)
+    synth.write_csv(paths["truth"]["hd1_cells"], hd_truth, index=False)
     xen_truth = cells_truth(xen["cells"], xen["cell_ids"], lambda v: np.asarray(v) / XENIUM_PIXEL_SIZE)
     synth.write_csv(paths["truth"]["xenium1_cells"], xen_truth, index=False)
     for bin_um in (8, 16):

@@ -49,6 +49,35 @@ def test_hd_16um_bins(hd):
     assert big.n_obs < hd.n_obs and float(big.X.sum()) == float(hd.X.sum())
 
 
+def test_hd_cells_from_space_ranger_boundaries_and_sopa_aggregate():
+    import scanpy as sc
+
+    cells = io_hd.read_visium_hd_cells(ASSETS / "hd1" / "outs", "hd1")
+    truth = pd.read_csv(ASSETS / "truth" / "hd1_cells.csv").set_index("spaceranger_cell_id")
+    assert cells.n_obs == len(truth) and set(cells.obs_names) == set(truth.index)
+    truth = truth.loc[cells.obs_names]
+    # every true cell centre is the centre of its cell; bins per cell as generated
+    assert np.allclose(cells.obsm[keys.SPATIAL], truth[["x_px", "y_px"]].to_numpy(), atol=0.5)
+    assert (cells.obs["bins_002um"].to_numpy() == truth["bins_002um"].to_numpy()).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ranger = sc.read_10x_h5(ASSETS / "hd1/outs/segmented_outputs/filtered_feature_cell_matrix.h5")
+    assert abs(ranger[cells.obs_names].X - cells.X).sum() == 0  # sopa.aggregate == Space Ranger's cell matrix
+    info = cells.uns[keys.UNS_PLATFORM]
+    assert info["unit"] == "cell" and info["segmentation"] == "spaceranger" and info["cells_found"] == len(truth)
+    assert info["median_bins_per_cell"] == float(np.median(truth["bins_002um"]))
+    assert 80 < info["pct_transcripts_in_cells"] < 100
+
+
+def test_hd_cells_without_segmentation_is_refused(tmp_path):
+    import shutil
+
+    shutil.copytree(ASSETS / "hd1", tmp_path / "hd1")
+    shutil.rmtree(tmp_path / "hd1/outs/segmented_outputs")
+    with pytest.raises(InputError, match="sample s: --hd_mode cells needs Space Ranger 4's cell segmentation"):
+        io_hd.read_visium_hd_cells(tmp_path / "hd1/outs", "s")
+
+
 def test_xenium_cells_centroids_in_morphology_pixels_and_segmentation_qc(xenium):
     cells = pd.read_csv(ASSETS / "truth" / "xenium1_cells.csv").set_index("cell_id").loc[xenium.obs_names]
     assert np.allclose(xenium.obsm[keys.SPATIAL], cells[["x_px", "y_px"]].to_numpy(), atol=1e-2)

@@ -159,3 +159,15 @@ def test_zarr_without_tables_is_refused(tmp_path):
 def test_committed_hd_samplesheet_mixes_three_platforms():
     slides = read_samplesheet(HD_ASSETS / "samplesheet.csv")
     assert [s.input_type for s in slides] == ["spaceranger", "visium_hd", "xenium"]
+
+
+def test_hd_cells_mode_needs_the_2um_bins_and_the_segmentation(tmp_path):
+    import shutil
+
+    _copy(HD_ASSETS / "hd1", tmp_path / "hd1")
+    sheet = _sheet(tmp_path, "sample,spaceranger_dir\nH,hd1/outs\n")
+    assert read_samplesheet(sheet, hd_mode="cells")[0].input_type == "visium_hd"
+    shutil.rmtree(tmp_path / "hd1/outs/segmented_outputs")
+    assert read_samplesheet(sheet)[0].input_type == "visium_hd"  # bins mode does not need it
+    with pytest.raises(InputError, match=r"row 1 \(sample 'H'\).*has no segmented_outputs/cell_segmentations.geojson"):
+        read_samplesheet(sheet, hd_mode="cells")
