@@ -98,3 +98,37 @@ def test_spatialdata_store_opens_with_images_shapes_and_results(workflow_dir, sa
     assert shapes in sdata.shapes and table.uns["spatialdata_attrs"]["region"] == shapes
     assert "predicted_cell_type" in table.obs
     assert any(k.endswith("_proportions") for k in table.obsm)
+
+
+HD_CELLS_MIN_LABEL_ACCURACY = 0.8
+
+
+@pytest.mark.workflow("test_hd cells mode")
+def test_hd_cells_match_the_true_cells(workflow_dir):
+    import anndata as ad
+
+    mapped = ad.read_h5ad(_results(workflow_dir) / "spatial/hd1/hd1.mapped.h5ad")
+    truth = pd.read_csv(HD / "truth" / "hd1_cells.csv")
+    # cells found against the true cells: count, and the share of true cells whose centre is
+    # within 1 µm (2 px) of a found cell's centroid
+    assert mapped.n_obs == len(truth)
+    from scipy.spatial import cKDTree
+
+    dist, idx = cKDTree(mapped.obsm["spatial"]).query(truth[["x_px", "y_px"]].to_numpy())
+    matched = float((dist < 2.0).mean())
+    assert matched >= 0.99 and len(set(idx[dist < 2.0])) == int((dist < 2.0).sum())
+    found = mapped.obs.iloc[idx]
+    assert (found["bins_002um"].to_numpy() == truth["bins_002um"].to_numpy()).mean() >= 0.99
+    qc_json = json.loads((_results(workflow_dir) / "qc/hd1/hd1.qc.json").read_text())
+    assert qc_json["cells_found"] == len(truth)
+    assert qc_json["median_bins_per_cell"] == float(np.median(truth["bins_002um"]))
+
+
+@pytest.mark.workflow("test_hd cells mode")
+def test_hd_cell_labels_match_the_truth(workflow_dir):
+    labels = pd.read_csv(_results(workflow_dir) / "spatial/hd1/hd1.cell_types.csv", index_col="unit")
+    truth = pd.read_csv(HD / "truth" / "hd1_cells.csv", index_col="spaceranger_cell_id").loc[labels.index]
+    accuracy = float((labels["predicted_cell_type"] == truth["cell_type"]).mean())
+    assert accuracy >= HD_CELLS_MIN_LABEL_ACCURACY, f"label accuracy {accuracy:.3f}"
+    stats = pd.read_csv(_results(workflow_dir) / "multiqc/multiqc_data/multiqc_general_stats.txt", sep="\t", index_col=0)
+    assert sorted(stats.index) == list(SLIDES)
