@@ -48,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="labelled reference h5ad (raw counts): per-type mean counts as the signatures, instead of --signatures")
     parser.add_argument("--label-key", default="cell_type", help="obs column of --reference with the cell types")
     parser.add_argument("--rule", choices=RULES, default="mean", help="consensus rule (default: mean)")
+    parser.add_argument("--temperature", type=float, default=0.01,
+                        help="reconstruction-based rules: weights exp((score - best) / temperature) (default: 0.01)")
     parser.add_argument("--outdir", default=".", help="output folder (default: .)")
     parser.add_argument("--process-name", default=Path(__file__).name, help="process name in versions.yml (default: script name)")
     parser.add_argument("--versions", default="versions.yml", help="versions file to write (default: versions.yml)")
@@ -114,23 +116,13 @@ def write_slide(outdir: Path, sample: str, result, slide_h5ad: Path | None) -> N
     slide.file.close()
 
 
-def reconstruction(sample: str, tables: dict, slide_h5ad: Path | None, signatures) -> dict | None:
-    """Each method's reconstruction score of the slide's counts (rules that need it)."""
+def counts_of(sample: str, slide_h5ad: Path | None):
+    """The slide's counts for the reconstruction-based rules."""
     import anndata as ad
 
-    from spatialmap import consensus
-
-    if slide_h5ad is None or signatures is None:
-        raise cli.InputError(f"sample {sample}: this consensus rule needs the slide (--slides) and --signatures")
-    st = consensus.stack(tables, sample)
-    slide = ad.read_h5ad(slide_h5ad)
-    slide = slide[st.spots.intersection(slide.obs_names, sort=False)]
-    if slide.n_obs != len(st.spots):
-        raise cli.InputError(f"sample {sample}: the slide file lacks some spots the methods mapped")
-    try:
-        return consensus.reconstruction_scores(st, slide.X, list(slide.var_names.astype(str)), signatures)
-    except ValueError as err:
-        raise cli.InputError(f"sample {sample}: {err}") from None
+    if slide_h5ad is None:
+        raise cli.InputError(f"sample {sample}: this consensus rule needs the slide file (--slides)")
+    return ad.read_h5ad(slide_h5ad)
 
 
 def read_signatures(args: argparse.Namespace):
@@ -167,8 +159,12 @@ def main(argv: list[str] | None = None) -> None:
     for sample, by_method in tables.items():
         if len(by_method) < 2:
             continue
-        scores = reconstruction(sample, by_method, slides.get(sample), signatures) if args.rule in consensus.NEEDS_COUNTS else None
-        result = consensus.slide_consensus(by_method, sample, args.rule, scores)
+        slide = counts_of(sample, slides.get(sample)) if args.rule in consensus.NEEDS_COUNTS else None
+        try:
+            result = consensus.slide_consensus(by_method, sample, args.rule, slide=slide, signatures=signatures,
+                                               temperature=args.temperature)
+        except ValueError as err:
+            raise cli.InputError(str(err)) from None
         write_slide(outdir, sample, result, slides.get(sample))
         rows.append(consensus.summary(sample, result))
     for name, frame, kwargs in (("method_agreement.csv", long, dict(index=False)),

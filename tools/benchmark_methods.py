@@ -83,6 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="RCTD likelihood table (.npz from deconv.compute_rctd_q_matrix); computed small when absent")
     parser.add_argument("--rctd-cell-min", type=int, default=5, help="RCTD: fewest reference cells per type")
     parser.add_argument("--threads", type=int, default=1, help="torch / BLAS threads")
+    parser.add_argument("--temperatures", type=lambda t: [float(v) for v in t.split(",")], default=[0.02, 0.01, 0.005],
+                        help="temperatures of the reconstruction-weighted rules to compare")
     parser.add_argument("--from-tables", action="store_true",
                         help="do not run the methods: reuse the tables and rows of an earlier run with the same --out "
                              "(<out>.tables/, <out>.tsv) and recompute only the consensus rules")
@@ -186,22 +188,21 @@ def run_method(method: str, slide, ref, args, seed: int):
 # --------------------------------------------------------------------------- consensus
 
 
-def consensus_rows(tables: dict, sil, scenario: str, seed: int) -> list[dict]:
+def consensus_rows(tables: dict, sil, scenario: str, seed: int, args) -> list[dict]:
     """Every consensus rule over all methods, and over all but each single method."""
     from spatialmap import signatures
 
     sig = signatures.cluster_means(sil.reference, LABEL_KEY)
-    st = consensus.stack(tables, "silver")
-    slide = sil.slide[st.spots]
-    scores = consensus.reconstruction_scores(st, slide.X, list(slide.var_names), sig)
-    log.info("%s seed %d: reconstruction scores %s", scenario, seed, {m: round(v, 4) for m, v in scores.items()})
     rows = []
     for rule in consensus.RULES:
-        t0 = time.perf_counter()
-        result = consensus.slide_consensus(tables, "silver", rule, scores)
-        weights = ", ".join(f"{m} {w:.2f}" for m, w in result.weights.items())
-        rows.append({"scenario": scenario, "seed": seed, "method": f"consensus: {rule}", **metrics(result.proportions, sil.proportions),
-                     "wall_s": time.perf_counter() - t0, "notes": f"weights {weights}"})
+        for temperature in (args.temperatures if rule in consensus.NEEDS_COUNTS and rule != "drop_worst" else [None]):
+            t0 = time.perf_counter()
+            result = consensus.slide_consensus(tables, "silver", rule, slide=sil.slide, signatures=sig,
+                                               temperature=temperature or consensus.DEFAULT_TEMPERATURE)
+            weights = ", ".join(f"{m} {w:.2f}" for m, w in result.weights.items())
+            name = f"consensus: {rule}" + (f" (T {temperature:g})" if temperature else "")
+            rows.append({"scenario": scenario, "seed": seed, "method": name, **metrics(result.proportions, sil.proportions),
+                         "wall_s": time.perf_counter() - t0, "notes": f"weights {weights}"})
     if len(tables) >= 3:
         for left_out in tables:
             subset = {m: t for m, t in tables.items() if m != left_out}
@@ -238,7 +239,7 @@ def run_scenario(scenario: str, seed: int, methods: list[str], args) -> list[dic
         rows.append(row)
         log.info("%s seed %d: %s", scenario, seed, {k: row.get(k) for k in ("method", "spot_r", "rmse", "jsd", "wall_s")})
     if len(tables) >= 2:
-        rows.extend(consensus_rows(tables, sil, scenario, seed))
+        rows.extend(consensus_rows(tables, sil, scenario, seed, args))
     for row in rows:
         row["notes"] = f"{row.get('notes') or ''}; median {umis:.0f} UMIs/spot".lstrip("; ")
     return rows
@@ -255,7 +256,7 @@ def reuse_tables(scenario: str, seed: int, methods: list[str], sil, keep: Path, 
             tables[method] = pd.read_csv(path, index_col=0)
     rows = earlier.to_dict("records")
     if len(tables) >= 2:
-        rows.extend(consensus_rows(tables, sil, scenario, seed))
+        rows.extend(consensus_rows(tables, sil, scenario, seed, args))
     return rows
 
 

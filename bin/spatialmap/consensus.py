@@ -8,9 +8,16 @@ cell types all methods report (rows re-normalised). The consensus rules:
 * ``trimmed``: per spot, the method farthest (Jensen-Shannon) from the mean of the others is
   left out and the rest averaged (needs 3 methods; the mean otherwise).
 * ``drop_worst``: the method whose map reconstructs the slide's own counts worst
-  (:func:`reconstruction_scores`) is left out of the mean (needs 3 methods and the counts).
-* ``weighted``: the mean weighted by how well each method's map reconstructs the slide's counts
-  (:func:`reconstruction_weights`).
+  (:func:`reconstruction_fit`) is left out of the mean (needs 3 methods).
+* ``weighted``: the mean weighted by how well each method's map reconstructs the slide's counts,
+  ``w_m = exp((score_m - best score) / temperature)``.
+* ``geometric``: log-linear pooling with the same weights, ``prod_m (p_m + eps)^(w_m / sum w)``
+  re-normalised: a type every good method calls absent stays near 0 (a mean spreads it).
+* ``spot_weighted``: the mean weighted per spot by how well each method reconstructs that spot.
+
+The reconstruction-based rules need the slide's counts and per-type expression profiles
+(signatures). The score of method ``m`` on spot ``s`` is the Pearson r between the observed
+log1p counts per 10,000 and those of ``sum_k p[m, s, k] * signature[k]``.
 
 A spot that some method left out (e.g. RCTD's UMI filter) gets the consensus of the methods
 that report it. The disagreement score of a spot is the mean, over the methods that report it,
@@ -22,7 +29,7 @@ Which rule the pipeline uses, and why, is measured in ``tools/BENCHMARKS.md``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
@@ -33,8 +40,10 @@ from .agreement import align, method_order, normalise_method_table
 
 log = logging.getLogger("spatialmap.consensus")
 
-RULES = ("mean", "median", "trimmed", "drop_worst", "weighted")
-NEEDS_COUNTS = ("drop_worst", "weighted")
+RULES = ("mean", "median", "trimmed", "drop_worst", "weighted", "geometric", "spot_weighted")
+NEEDS_COUNTS = ("drop_worst", "weighted", "geometric", "spot_weighted")
+DEFAULT_TEMPERATURE = 0.01
+GEOMETRIC_EPS = 1e-3
 
 
 @dataclass
@@ -59,7 +68,8 @@ class Consensus:
     proportions: pd.DataFrame
     disagreement: pd.DataFrame  # columns: disagreement, n_methods, then jsd_<method> per method
     rule: str
-    weights: dict[str, float]
+    weights: dict[str, float]  # each method's mean share of the consensus
+    scores: dict[str, float] = field(default_factory=dict)  # mean reconstruction r (rules that use it)
 
 
 def stack(tables: Mapping[str, pd.DataFrame], sample: str) -> Stack:
@@ -124,9 +134,9 @@ def combine(values: np.ndarray, rule: str = "mean", weights: np.ndarray | None =
             present: np.ndarray | None = None) -> np.ndarray:
     """Consensus ``(spots, types)`` of ``values[m, s, k]`` with ``rule`` (see the module docstring).
 
-    ``present[m, s]`` marks the spots each method reported (default: all). ``weights`` (one per
-    method, non-negative) are used by ``weighted`` and ``drop_worst`` (the method with the
-    smallest weight is left out where another method reported the spot).
+    ``present[m, s]`` marks the spots each method reported (default: all). ``weights`` are
+    non-negative, one per method (``weighted``, ``geometric``, ``drop_worst``: the method with the
+    smallest weight is left out) or one per method and spot (``spot_weighted``).
     """
     if rule not in RULES:
         raise ValueError(f"unknown consensus rule '{rule}'; choose from {', '.join(RULES)}")
@@ -140,14 +150,27 @@ def combine(values: np.ndarray, rule: str = "mean", weights: np.ndarray | None =
         return _renormalise(np.nanmedian(masked, axis=0), _weighted_mean(values, ones, present))
     if rule == "trimmed":
         return _trimmed(values, present)
-    if weights is None:
-        raise ValueError(f"the '{rule}' consensus needs one weight per method")
-    weights = np.asarray(weights, dtype=float)
-    if weights.shape != (n_methods,) or (weights < 0).any() or not np.isfinite(weights).all() or weights.sum() <= 0:
-        raise ValueError(f"consensus weights must be {n_methods} non-negative numbers, not all zero")
+    w = _check_weights(weights, rule, present.shape)
     if rule == "drop_worst":
-        weights = np.where(np.arange(n_methods) == weights.argmin(), 0.0, 1.0)
-    return _weighted_mean(values, weights[:, None] * ones, present)
+        w = np.where(np.arange(n_methods) == w[:, 0].argmin(), 0.0, 1.0)[:, None] * ones
+    if rule == "geometric":
+        pooled = np.exp(_weighted_mean(np.log(values + GEOMETRIC_EPS), w, present))
+        return pooled / pooled.sum(axis=1, keepdims=True)
+    return _weighted_mean(values, w, present)
+
+
+def _check_weights(weights, rule: str, shape: tuple[int, int]) -> np.ndarray:
+    """Weights as a ``(methods, spots)`` array; ``ValueError`` when unusable."""
+    if weights is None:
+        raise ValueError(f"the '{rule}' consensus needs weights from the slide's counts")
+    w = np.asarray(weights, dtype=float)
+    if w.ndim == 1:
+        if w.shape != shape[:1] or w.sum() <= 0:
+            raise ValueError(f"consensus weights must be {shape[0]} non-negative numbers, not all zero")
+        w = np.broadcast_to(w[:, None], shape)
+    if w.shape != shape or (w < 0).any() or not np.isfinite(w).all():
+        raise ValueError(f"consensus weights must be non-negative numbers, {shape[0]} per spot")
+    return w  # a spot whose weights are all 0 gets the plain mean (_weighted_mean)
 
 
 def _renormalise(values: np.ndarray, fallback: np.ndarray) -> np.ndarray:
@@ -160,42 +183,62 @@ def disagreement(values: np.ndarray, consensus: np.ndarray) -> np.ndarray:
     return jsd(values, consensus[None, :, :])
 
 
-def reconstruction_scores(st: Stack, counts, genes: list[str], signatures: pd.DataFrame) -> dict[str, float]:
-    """How well each method's map reconstructs the slide's own counts.
+def reconstruction_fit(st: Stack, slide, signatures: pd.DataFrame) -> np.ndarray:
+    """``(methods, spots)``: how well each method's map reconstructs each spot's own counts.
 
-    For method ``m``, the expected expression of spot ``s`` is ``sum_k p[m, s, k] * signature[k]``
-    (signatures: expected counts per cell of each type); the score is the mean over spots of the
-    Pearson r between the observed and expected log1p counts per 10,000, on the shared genes.
+    For method ``m`` the expected expression of spot ``s`` is ``sum_k p[m, s, k] * signature[k]``;
+    the score is the Pearson r, over the genes the slide shares with the signatures, between the
+    observed and the expected log1p counts per 10,000 (NaN where ``m`` did not report ``s``).
 
     Parameters
     ----------
     st
         The methods' proportions (:func:`stack`).
-    counts
-        Spots (``st.spots`` order) x ``genes`` raw counts, dense or sparse; each method is scored
-        on the spots it reported.
-    genes
-        Gene names of the columns of ``counts``.
+    slide
+        AnnData with raw counts in ``X`` holding every spot of ``st.spots``.
     signatures
         Genes x cell types expected counts per cell (``st.types`` among its columns).
     """
-    shared = [g for g in genes if g in set(signatures.index.astype(str))]
+    missing = [t for t in st.types if t not in set(map(str, signatures.columns))]
+    if missing:
+        raise ValueError(f"the signatures lack the cell types {', '.join(missing)}")
+    absent = st.spots.difference(slide.obs_names)
+    if len(absent):
+        raise ValueError(f"{len(absent)} mapped spots are not on the slide (e.g. {absent[0]})")
+    known = set(signatures.index.astype(str))
+    shared = [str(g) for g in slide.var_names if str(g) in known]
     if len(shared) < 10:
         raise ValueError(f"only {len(shared)} genes are shared by the slide and the signatures")
-    columns = pd.Index(genes).get_indexer(shared)
-    x = counts[:, columns]
-    x = np.asarray(x.todense() if sp.issparse(x) else x, dtype=float)
+    x = slide[st.spots, shared].X
+    observed = _log_cp10k(np.asarray(x.todense() if sp.issparse(x) else x, dtype=float))
     sig = signatures.loc[shared, st.types].to_numpy(dtype=float).T  # (k, g)
-    observed = _log_cp10k(x)
-    return {m: _mean_row_pearson(observed[st.present[i]], _log_cp10k(st.values[i, st.present[i]] @ sig))
-            for i, m in enumerate(st.methods)}
+    fit = np.stack([_row_pearson(observed, _log_cp10k(st.values[i] @ sig)) for i in range(len(st.methods))])
+    return np.where(st.present, fit, np.nan)
 
 
-def reconstruction_weights(scores: Mapping[str, float], methods: list[str], temperature: float = 0.02) -> np.ndarray:
-    """Weights ``exp((score - best) / temperature)``: the best-reconstructing method weighs 1."""
-    values = np.array([scores[m] for m in methods], dtype=float)
-    values = np.where(np.isfinite(values), values, np.nanmin(values) if np.isfinite(values).any() else 0.0)
-    return np.exp((values - values.max()) / temperature)
+def fit_weights(fit: np.ndarray, rule: str, temperature: float = DEFAULT_TEMPERATURE) -> np.ndarray:
+    """Weights from :func:`reconstruction_fit`: ``exp((score - best) / temperature)``.
+
+    Per method (mean score over its spots) for ``weighted``, ``geometric`` and ``drop_worst``;
+    per method and spot for ``spot_weighted``. The best method (or, per spot, the best of the
+    spot's methods) weighs 1; absent and unscorable entries weigh 0.
+    """
+    if not temperature > 0:
+        raise ValueError(f"the temperature must be positive, got {temperature}")
+    if rule == "spot_weighted":
+        score = np.where(np.isfinite(fit), fit, -np.inf)
+        best = score.max(axis=0, keepdims=True)
+        return np.where(np.isfinite(score) & np.isfinite(best), np.exp((score - best) / temperature), 0.0)
+    with np.errstate(invalid="ignore"):
+        score = np.nanmean(np.where(np.isfinite(fit), fit, np.nan), axis=1)
+    score = np.where(np.isfinite(score), score, np.nanmin(score) if np.isfinite(score).any() else 0.0)
+    return np.exp((score - score.max()) / temperature)
+
+
+def method_scores(fit: np.ndarray, methods: list[str]) -> dict[str, float]:
+    """Mean reconstruction score of each method over the spots it reported."""
+    with np.errstate(invalid="ignore"):
+        return {m: float(np.nanmean(row)) if np.isfinite(row).any() else float("nan") for m, row in zip(methods, fit)}
 
 
 def _log_cp10k(x: np.ndarray) -> np.ndarray:
@@ -203,16 +246,15 @@ def _log_cp10k(x: np.ndarray) -> np.ndarray:
     return np.log1p(np.divide(x, totals, out=np.zeros_like(x), where=totals > 0) * 1e4)
 
 
-def _mean_row_pearson(a: np.ndarray, b: np.ndarray) -> float:
+def _row_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ac = a - a.mean(axis=1, keepdims=True)
     bc = b - b.mean(axis=1, keepdims=True)
     denom = np.sqrt((ac**2).sum(axis=1) * (bc**2).sum(axis=1))
-    r = np.divide((ac * bc).sum(axis=1), denom, out=np.full(len(a), np.nan), where=denom > 0)
-    return float(np.nanmean(r)) if np.isfinite(r).any() else float("nan")
+    return np.divide((ac * bc).sum(axis=1), denom, out=np.full(len(a), np.nan), where=denom > 0)
 
 
-def slide_consensus(tables: Mapping[str, pd.DataFrame], sample: str, rule: str = "mean",
-                    scores: Mapping[str, float] | None = None) -> Consensus:
+def slide_consensus(tables: Mapping[str, pd.DataFrame], sample: str, rule: str = "mean", *, slide=None,
+                    signatures: pd.DataFrame | None = None, temperature: float = DEFAULT_TEMPERATURE) -> Consensus:
     """Consensus and disagreement of one slide.
 
     Parameters
@@ -222,16 +264,23 @@ def slide_consensus(tables: Mapping[str, pd.DataFrame], sample: str, rule: str =
     sample
         Slide name (for messages).
     rule
-        One of :data:`RULES`; ``drop_worst`` and ``weighted`` need ``scores``.
-    scores
-        ``{method: reconstruction score}`` (:func:`reconstruction_scores`).
+        One of :data:`RULES`; those in :data:`NEEDS_COUNTS` need ``slide`` and ``signatures``.
+    slide, signatures
+        The slide's raw counts (AnnData) and genes x types expected counts per cell.
+    temperature
+        Of the reconstruction weights (:func:`fit_weights`).
     """
     st = stack(tables, sample)
-    weights = None
+    weights, scores = None, {}
     if rule in NEEDS_COUNTS:
-        if scores is None:
+        if slide is None or signatures is None:
             raise ValueError(f"sample {sample}: the '{rule}' consensus needs the slide's counts and the signatures")
-        weights = reconstruction_weights(scores, st.methods)
+        try:
+            fit = reconstruction_fit(st, slide, signatures)
+        except ValueError as err:
+            raise ValueError(f"sample {sample}: {err}") from None
+        weights, scores = fit_weights(fit, rule, temperature), method_scores(fit, st.methods)
+        log.info("sample %s: reconstruction r per method %s", sample, {m: round(v, 4) for m, v in scores.items()})
     values = combine(st.values, rule, weights, st.present)
     per_method = np.where(st.present, disagreement(st.values, values), np.nan)
     count = st.present.sum(axis=0)
@@ -240,14 +289,23 @@ def slide_consensus(tables: Mapping[str, pd.DataFrame], sample: str, rule: str =
     table = pd.DataFrame({"disagreement": score, "n_methods": count}, index=st.spots)
     for i, method in enumerate(st.methods):
         table[f"jsd_{method}"] = per_method[i]
-    used = (weights / weights.sum()) if weights is not None and rule == "weighted" else None
-    if rule == "drop_worst" and weights is not None and len(st.methods) >= 3:
-        used = np.where(np.arange(len(st.methods)) == weights.argmin(), 0.0, 1.0 / (len(st.methods) - 1))
-    if used is None:
-        used = np.full(len(st.methods), 1.0 / len(st.methods))
     log.info("sample %s: %s consensus of %s over %d spots; mean disagreement %.3f", sample, rule,
-             ", ".join(st.methods), len(st.spots), float(table["disagreement"].mean()))
-    return Consensus(proportions, table, rule, {m: float(w) for m, w in zip(st.methods, used)})
+             ", ".join(st.methods), len(st.spots), float(np.nanmean(score)) if np.isfinite(score).any() else float("nan"))
+    return Consensus(proportions, table, rule, _used_weights(rule, weights, st), scores)
+
+
+def _used_weights(rule: str, weights, st: Stack) -> dict[str, float]:
+    """Each method's share of the consensus, averaged over spots."""
+    if rule in ("weighted", "geometric", "drop_worst", "spot_weighted"):
+        w = combine_weights = np.asarray(weights, dtype=float)
+        if rule == "drop_worst":
+            w = np.where(np.arange(len(st.methods)) == combine_weights.argmin(), 0.0, 1.0) if len(st.methods) >= 3 else np.ones(len(st.methods))
+        w = np.broadcast_to(w[:, None], st.present.shape) if w.ndim == 1 else w
+        w = w * st.present
+    else:
+        w = st.present.astype(float)
+    share = w / np.where(w.sum(axis=0) > 0, w.sum(axis=0), 1.0)
+    return {m: float(v) for m, v in zip(st.methods, share.mean(axis=1))}
 
 
 def summary(sample: str, result: Consensus) -> dict:
@@ -265,4 +323,6 @@ def summary(sample: str, result: Consensus) -> dict:
         "p90_disagreement": float(score.quantile(0.9)),
         "most_divergent_method": str(mean_jsd.idxmax())[len("jsd_"):],
         "top_type": str(result.proportions.mean().idxmax()),
+        "weights": ", ".join(f"{m} {w:.2f}" for m, w in result.weights.items()),
+        **{f"reconstruction_r_{m}": v for m, v in result.scores.items()},
     }

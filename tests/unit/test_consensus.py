@@ -71,23 +71,50 @@ def test_disagreement_score():
     assert row["n_methods"] == 2 and row["methods"] == "rctd,nnls" and row["n_spots"] == 50
 
 
-def test_reconstruction_weights_favour_the_method_that_fits_the_counts():
-    rng = np.random.default_rng(4)
-    truth = truth_table(150, seed=5)
+def _slide_with_counts(truth: pd.DataFrame, seed: int = 4):
+    import anndata as ad
+
+    rng = np.random.default_rng(seed)
     genes = [f"g{i}" for i in range(60)]
     signatures = pd.DataFrame(rng.gamma(0.5, 10.0, (60, len(TYPES))), index=genes, columns=TYPES)
-    counts = rng.poisson(10 * truth.to_numpy() @ signatures.to_numpy().T)
+    counts = rng.poisson(10 * truth.to_numpy() @ signatures.to_numpy().T).astype(np.float32)
+    slide = ad.AnnData(X=counts, obs=pd.DataFrame(index=truth.index), var=pd.DataFrame(index=genes))
+    return slide, signatures
+
+
+def test_reconstruction_weights_favour_the_method_that_fits_the_counts():
+    truth = truth_table(150, seed=5)
+    slide, signatures = _slide_with_counts(truth)
     tables = {"rctd": noisy(truth, 0.1, 1), "tangram": noisy(truth, 1.5, 2), "nnls": noisy(truth, 0.3, 3)}
-    st = consensus.stack(tables, "S1")
-    scores = consensus.reconstruction_scores(st, counts, genes, signatures)
+    fit = consensus.reconstruction_fit(consensus.stack(tables, "S1"), slide, signatures)
+    assert fit.shape == (3, 150)
+    scores = consensus.method_scores(fit, ["tangram", "rctd", "nnls"])
     assert scores["rctd"] > scores["nnls"] > scores["tangram"]
-    weighted = consensus.slide_consensus(tables, "S1", "weighted", scores)
-    assert weighted.weights["rctd"] == max(weighted.weights.values())
-    dropped = consensus.slide_consensus(tables, "S1", "drop_worst", scores)
+    mean_rmse = rmse(consensus.slide_consensus(tables, "S1").proportions, truth)
+    for rule in ("weighted", "geometric", "spot_weighted", "drop_worst"):
+        result = consensus.slide_consensus(tables, "S1", rule, slide=slide, signatures=signatures)
+        np.testing.assert_allclose(result.proportions.sum(axis=1), 1.0)
+        assert result.weights["rctd"] == max(result.weights.values()), rule
+        assert result.scores["rctd"] == pytest.approx(scores["rctd"])
+        assert rmse(result.proportions, truth) < mean_rmse, rule
+    dropped = consensus.slide_consensus(tables, "S1", "drop_worst", slide=slide, signatures=signatures)
     assert dropped.weights["tangram"] == 0.0
-    assert rmse(dropped.proportions, truth) < rmse(consensus.slide_consensus(tables, "S1").proportions, truth)
     with pytest.raises(ValueError, match="needs the slide's counts"):
         consensus.slide_consensus(tables, "S1", "weighted")
+    with pytest.raises(ValueError, match="sample S1: .*genes are shared"):
+        consensus.slide_consensus(tables, "S1", "weighted", slide=slide, signatures=signatures.rename(index=str.upper))
+
+
+def test_geometric_pooling_keeps_absent_types_absent():
+    truth = truth_table(40, seed=8)
+    sparse_truth = truth.where(truth > 0.15, 0.0)
+    sparse_truth = sparse_truth.div(sparse_truth.sum(axis=1), axis=0)
+    slide, signatures = _slide_with_counts(sparse_truth, seed=9)
+    smeared = {m: (0.8 * sparse_truth + 0.2 * noisy(truth, 1.0, i)) for i, m in enumerate(["rctd", "nnls", "flashdeconv"])}
+    mean = consensus.slide_consensus(smeared, "S1").proportions
+    geo = consensus.slide_consensus(smeared, "S1", "geometric", slide=slide, signatures=signatures, temperature=1.0).proportions
+    absent = sparse_truth.to_numpy() == 0
+    assert geo.to_numpy()[absent].mean() < mean.to_numpy()[absent].mean()
 
 
 def test_bad_input():
