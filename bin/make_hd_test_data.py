@@ -32,12 +32,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="../test_data/slide1/outs",
         help="standard Visium outs/ put first in the samplesheet, relative to --outdir ('' for none)",
     )
+    parser.add_argument(
+        "--big-hd-side", type=int, default=0,
+        help="instead: write a full-size Visium HD slide of N x N 8 µm bins (550: 302,500 bins) with --n-genes genes, "
+        "its reference and truth, for the scale benchmark (default: 0, off)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Generate the data set described by the command line."""
     args = parse_args(argv)
+    if args.big_hd_side:
+        paths = synth_hd.generate_big_hd(args.outdir, args.seed, args.big_hd_side, args.n_genes, args.n_cell_types)
+        log.info("samplesheet: %s", paths["samplesheet"])
+        return
     paths = synth_hd.generate(
         args.outdir,
         seed=args.seed,

@@ -813,3 +813,94 @@ def readme_text(params: dict, hd: dict, xen: dict, types: list[str]) -> str:
         "- `samplesheet.csv`: a standard Visium slide of `../test_data`, the HD slide and the Xenium region.",
         "",
     ])
+
+
+# --------------------------------------------------------------------------------------------
+# Full-slide scale (benchmark): 8 µm bins only
+# --------------------------------------------------------------------------------------------
+
+
+def simulate_big_hd_bins(
+    seed: int, signatures: pd.DataFrame, n_side: int, umis_per_bin: float = 150.0
+) -> tuple[sp.csr_matrix, pd.DataFrame, pd.DataFrame]:
+    """A full-size Visium HD slide at 8 µm, drawn directly at bin level (no 2 µm bins, no cells).
+
+    Each bin mixes the cell types of smooth spatial fields (as :func:`place_cells` does for
+    cells); its UMIs are lognormal around ``umis_per_bin`` and split multinomially over types
+    and genes. Never builds a dense bins x genes array.
+
+    Returns
+    -------
+    ``(counts, positions, proportions)``: bins x genes CSR (int32), the positions table of the
+    bins (pixel columns in µm, all in tissue) and the true type share of each bin's counts.
+    """
+    rng = np.random.default_rng([seed, _STREAM_HD + 1])
+    n_bins, n_types = n_side * n_side, signatures.shape[1]
+    rows, cols = np.divmod(np.arange(n_bins), n_side)
+    nx, ny = cols / n_side - 0.5, rows / n_side - 0.5
+    layouts = synth.make_type_layouts(rng, nx, ny, n_types)
+    fields = np.column_stack([layout(nx, ny) for layout in layouts])
+    props = (fields / fields.max(axis=0)) ** TYPE_CONTRAST + TYPE_BACKGROUND
+    props /= props.sum(axis=1, keepdims=True)
+    totals = np.maximum(rng.lognormal(np.log(umis_per_bin), 0.5, n_bins).round().astype(np.int64), 1)
+    per_type = rng.multinomial(totals, props)  # bins x types
+    cdf = np.cumsum(signatures.to_numpy() / signatures.to_numpy().sum(axis=0), axis=0)
+    parts = []
+    for k in range(n_types):
+        bins_k = np.repeat(np.arange(n_bins, dtype=np.int32), per_type[:, k])
+        genes_k = np.minimum(np.searchsorted(cdf[:, k], rng.random(bins_k.size)), len(cdf) - 1).astype(np.int32)
+        parts.append(sp.csr_matrix((np.ones(bins_k.size, dtype=np.int32), (bins_k, genes_k)), shape=(n_bins, len(cdf))))
+        del bins_k, genes_k
+    counts = parts[0]
+    for part in parts[1:]:
+        counts = counts + part
+    positions = pd.DataFrame(
+        {
+            "barcode": hd_barcode(8, rows, cols),
+            keys.IN_TISSUE: np.ones(n_bins, dtype=np.int32),
+            keys.ARRAY_ROW: rows.astype(np.int32),
+            keys.ARRAY_COL: cols.astype(np.int32),
+            "pxl_row_in_fullres": (rows + 0.5) * 8.0,
+            "pxl_col_in_fullres": (cols + 0.5) * 8.0,
+        }
+    )
+    share = per_type / per_type.sum(axis=1, keepdims=True)
+    truth = pd.DataFrame(share, index=pd.Index(positions["barcode"], name="barcode"), columns=list(signatures.columns))
+    return counts.tocsr(), positions, truth
+
+
+def generate_big_hd(outdir: str | Path, seed: int = 0, n_side: int = 550, n_genes: int = 5000, n_cell_types: int = 8) -> dict:
+    """Write a full-size Visium HD ``outs/`` (8 µm bins only) as ``hdbig``, its reference and truth.
+
+    ``n_side = 550`` gives 302,500 bins of 8 µm (a 4.4 mm square). The reference
+    (``reference.h5ad``, 120 cells per type) shares the slide's genes.
+    """
+    outdir = Path(outdir)
+    signatures = synth.make_signatures(np.random.default_rng([seed, synth._STREAM_SIGNATURES]), n_genes, n_cell_types)
+    genes = synth.gene_table(n_genes).iloc[:n_genes]
+    counts, positions, truth = simulate_big_hd_bins(seed, signatures, n_side)
+    outs = outdir / "hdbig" / "outs"
+    folder = outs / "binned_outputs" / "square_008um"
+    side_px = int(np.ceil(n_side * 8 / HD_MICRONS_PER_PIXEL)) + 2 * HD_MARGIN_PX
+    synth.write_10x_h5(folder / "filtered_feature_bc_matrix.h5", counts, positions["barcode"].tolist(), genes, "hdbig")
+    table = positions.copy()
+    for col in ("pxl_row_in_fullres", "pxl_col_in_fullres"):
+        table[col] = um_to_hd_px(table[col])
+    with cli.atomic_path(folder / "spatial" / "tissue_positions.parquet") as tmp:
+        table.to_parquet(tmp, index=False)
+    synth.write_json(folder / "spatial" / "scalefactors_json.json", hd_scalefactors(8, side_px))
+    factors = hd_scalefactors(None, side_px)
+    synth.write_json(outs / "spatial" / "scalefactors_json.json", factors)
+    low = int(round(side_px * factors["tissue_lowres_scalef"]))
+    synth.write_image(outs / "spatial" / "tissue_lowres_image.png", np.full((low, low, 3), (233, 180, 205), dtype=np.uint8))
+    with cli.atomic_path(outs / "feature_slice.h5") as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["metadata_json"] = json.dumps(feature_slice_metadata(n_side * 4))
+    reference = synth.make_reference(np.random.default_rng([seed, synth._STREAM_REFERENCE]), signatures, 120)
+    reference = reference[:, :n_genes].copy()  # the slide has no MT genes here
+    synth.write_reference(outdir / "reference.h5ad", reference)
+    truth_path = outdir / "truth" / "hdbig_bins_008um_proportions.csv"
+    synth.write_csv(truth_path, truth, float_format="%.4g")
+    sheet = outdir / "samplesheet.csv"
+    synth.write_csv(sheet, pd.DataFrame({"sample": ["hdbig"], "spaceranger_dir": ["hdbig/outs"]}), index=False)
+    log.info("wrote hdbig: %d bins of 8 µm x %d genes, %d UMIs", counts.shape[0], counts.shape[1], int(counts.sum()))
+    return {"outs": outs, "reference": outdir / "reference.h5ad", "truth": truth_path, "samplesheet": sheet}

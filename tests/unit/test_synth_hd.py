@@ -164,3 +164,18 @@ def test_space_ranger_4_segmentation_sums_the_2um_bins_of_each_cell(data):
     assert (np.asarray(agg.sum(axis=1)).ravel() == truth["bins_002um"].to_numpy()).all()
     geo = json.loads((outs / "segmented_outputs" / "cell_segmentations.geojson").read_text())
     assert len(geo["features"]) == cells.n_obs
+
+
+def test_full_slide_generator_draws_bins_sparse_with_known_shares():
+    signatures = synth_hd.synth.make_signatures(np.random.default_rng([0, 1]), 600, 8)
+    counts, positions, truth = synth_hd.simulate_big_hd_bins(0, signatures, 40)
+    assert sparse.issparse(counts) and counts.shape == (1600, 600)
+    assert list(positions.columns) == POSITION_COLUMNS
+    assert np.allclose(truth.sum(axis=1), 1.0)
+    assert 100 < np.median(np.asarray(counts.sum(axis=1)).ravel()) < 220
+    # a bin's counts follow the type mixture: its dominant type's markers are enriched
+    dominant = truth.to_numpy().argmax(axis=1)
+    profile = signatures.to_numpy() / signatures.to_numpy().sum(axis=0)
+    x = counts.toarray()
+    pick = dominant == 0
+    assert np.corrcoef(x[pick].sum(axis=0), profile[:, 0])[0, 1] > 0.8
