@@ -419,7 +419,7 @@ def read_q_table_info(path: str | os.PathLike) -> dict:
     sigmas = sorted(int(n[2:]) for n in q_names)
     if 100 not in sigmas:
         raise InputError(f"{path}: the RCTD likelihood table lacks sigma 100, where RCTD's search starts")
-    return {"path": str(path), "sigmas": sigmas, "k_max": int(shape[0]) - 3}
+    return {"path": str(path.resolve()), "sigmas": sigmas, "k_max": int(shape[0]) - 3}  # resolved: the stored file
 
 
 @contextlib.contextmanager

@@ -156,7 +156,7 @@ def test_q_table_has_rctd_layout_and_is_read_locally(q_table, reference, tmp_pat
     for sample in SLIDES:
         slide, _ = load_slide(sample)
         result = run("rctd", slide, reference, q_table)
-        assert result.qc["q_matrix"]["path"] == str(q_table)
+        assert result.qc["q_matrix"]["path"] == str(Path(q_table).resolve())
         assert result.qc["sigma"] == 1.0
     assert loads == [str(Path(q_table).resolve())] * len(SLIDES)
     assert not computed
@@ -298,7 +298,7 @@ def test_compute_q_script(tmp_path, monkeypatch):
     _no_network(monkeypatch)
     monkeypatch.chdir(tmp_path)
     _load_script("compute_rctd_q.py").main(["--output", "q.npz", "--k-max", "12", "--sigma-step", "0"])
-    assert deconv.read_q_table_info(tmp_path / "q.npz") == {"path": str(tmp_path / "q.npz"), "sigmas": [100], "k_max": 12}
+    assert deconv.read_q_table_info(tmp_path / "q.npz") == {"path": str((tmp_path / "q.npz").resolve()), "sigmas": [100], "k_max": 12}
     assert deconv.rctd_sigma_grid(1)[:3] == [10, 11, 12] and len(deconv.rctd_sigma_grid(1)) == 126
     assert 100 in deconv.rctd_sigma_grid(8) and len(deconv.rctd_sigma_grid(8)) == 16
     with pytest.raises(InputError, match="sigma step"):
