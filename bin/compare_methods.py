@@ -125,6 +125,23 @@ def counts_of(sample: str, slide_h5ad: Path | None):
     return ad.read_h5ad(slide_h5ad)
 
 
+def slide_consensus(by_method: dict, sample: str, args: argparse.Namespace, slide, signatures):
+    """The slide's consensus with ``--rule``; the mean, with a warning, where the slide's counts
+    cannot be scored (e.g. too few genes shared with the reference)."""
+    from spatialmap import consensus
+
+    try:
+        return consensus.slide_consensus(by_method, sample, args.rule, slide=slide, signatures=signatures,
+                                         temperature=args.temperature)
+    except ValueError as err:
+        if args.rule not in consensus.NEEDS_COUNTS or "at least 2 methods" in str(err):
+            raise cli.InputError(str(err)) from None
+        log.warning("%s; the %s rule cannot score the methods, so this slide gets the mean consensus", err, args.rule)
+        result = consensus.slide_consensus(by_method, sample, "mean")
+        result.rule = f"mean (fallback from {args.rule})"
+        return result
+
+
 def read_signatures(args: argparse.Namespace):
     """Genes x types expected counts per cell: ``--signatures``, or the per-type means of ``--reference``."""
     import pandas as pd
@@ -160,11 +177,7 @@ def main(argv: list[str] | None = None) -> None:
         if len(by_method) < 2:
             continue
         slide = counts_of(sample, slides.get(sample)) if args.rule in consensus.NEEDS_COUNTS else None
-        try:
-            result = consensus.slide_consensus(by_method, sample, args.rule, slide=slide, signatures=signatures,
-                                               temperature=args.temperature)
-        except ValueError as err:
-            raise cli.InputError(str(err)) from None
+        result = slide_consensus(by_method, sample, args, slide, signatures)
         write_slide(outdir, sample, result, slides.get(sample))
         rows.append(consensus.summary(sample, result))
     for name, frame, kwargs in (("method_agreement.csv", long, dict(index=False)),

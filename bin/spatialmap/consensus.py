@@ -183,7 +183,7 @@ def disagreement(values: np.ndarray, consensus: np.ndarray) -> np.ndarray:
     return jsd(values, consensus[None, :, :])
 
 
-def reconstruction_fit(st: Stack, slide, signatures: pd.DataFrame) -> np.ndarray:
+def reconstruction_fit(st: Stack, slide, signatures: pd.DataFrame, block: int = 5000) -> np.ndarray:
     """``(methods, spots)``: how well each method's map reconstructs each spot's own counts.
 
     For method ``m`` the expected expression of spot ``s`` is ``sum_k p[m, s, k] * signature[k]``;
@@ -198,6 +198,8 @@ def reconstruction_fit(st: Stack, slide, signatures: pd.DataFrame) -> np.ndarray
         AnnData with raw counts in ``X`` holding every spot of ``st.spots``.
     signatures
         Genes x cell types expected counts per cell (``st.types`` among its columns).
+    block
+        Spots densified at a time.
     """
     missing = [t for t in st.types if t not in set(map(str, signatures.columns))]
     if missing:
@@ -209,10 +211,15 @@ def reconstruction_fit(st: Stack, slide, signatures: pd.DataFrame) -> np.ndarray
     shared = [str(g) for g in slide.var_names if str(g) in known]
     if len(shared) < 10:
         raise ValueError(f"only {len(shared)} genes are shared by the slide and the signatures")
-    x = slide[st.spots, shared].X
-    observed = _log_cp10k(np.asarray(x.todense() if sp.issparse(x) else x, dtype=float))
+    sub = slide[st.spots, shared]
     sig = signatures.loc[shared, st.types].to_numpy(dtype=float).T  # (k, g)
-    fit = np.stack([_row_pearson(observed, _log_cp10k(st.values[i] @ sig)) for i in range(len(st.methods))])
+    fit = np.full(st.present.shape, np.nan)
+    for start in range(0, len(st.spots), block):  # dense blocks bound memory on large slides
+        rows = slice(start, start + block)
+        x = sub.X[rows]
+        observed = _log_cp10k(np.asarray(x.todense() if sp.issparse(x) else x, dtype=float))
+        for i in range(len(st.methods)):
+            fit[i, rows] = _row_pearson(observed, _log_cp10k(st.values[i, rows] @ sig))
     return np.where(st.present, fit, np.nan)
 
 

@@ -152,7 +152,8 @@ workflow MAPPING {
     // agreement and consensus: only where two or more methods ran (counted from the tables' names)
     COMPARE_METHODS(
         proportions.collect(sort: true).filter { files -> files.collect { tableMethod(it.name) }.unique().size() >= 2 },
-        slides.map { meta, h5ad -> h5ad }.collect(sort: true)
+        slides.map { meta, h5ad -> h5ad }.collect(sort: true),
+        reference
     )
     versions  = versions.mix(COMPARE_METHODS.out.versions)
     agreement = COMPARE_METHODS.out.matrix.mix(

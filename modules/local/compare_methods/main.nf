@@ -5,7 +5,8 @@ process COMPARE_METHODS {
 
     input:
     path proportions, stageAs: 'proportions/*'  // every method's <sample>.<method>_proportions.csv (cell2location: <sample>.cell2location_q05.csv)
-    path slides     , stageAs: 'slides/*'       // <sample>.qc.h5ad of every slide: positions for the maps
+    path slides     , stageAs: 'slides/*'       // <sample>.qc.h5ad of every slide: positions for the maps, counts
+    path reference  , stageAs: 'reference/*'    // prepared reference h5ad: per-type profiles for the reconstruction-based rules
 
     output:
     path 'method_agreement.csv'          , emit: csv
@@ -23,6 +24,7 @@ process COMPARE_METHODS {
     compare_methods.py \\
         --proportions ${proportions} \\
         --slides ${slides} \\
+        --reference ${reference} \\
         --outdir . \\
         --process-name '${task.process}' \\
         ${args}
