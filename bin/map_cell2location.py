@@ -11,7 +11,7 @@ from pathlib import Path
 
 import anndata as ad
 
-from spatialmap import c2l, cli, device, keys, plotting, reference, signatures
+from spatialmap import c2l, c2l_train, cli, device, keys, plotting, reference, signatures
 
 log = logging.getLogger("spatialmap.map_cell2location")
 
@@ -39,7 +39,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--detection-alpha", type=float, default=20,
         help="regularisation of per-spot RNA detection: 20 for variable, 200 for even detection (default: %(default)s)",
     )
-    parser.add_argument("--max-epochs", type=int, default=30000, help="training epochs (default: %(default)s)")
+    parser.add_argument("--max-epochs", type=int, default=30000,
+                        help="cap on the training epochs; training stops earlier at convergence (default: %(default)s)")
+    parser.add_argument("--engine", choices=c2l.ENGINES, default="fast",
+                        help="fast: lean training loop that stops at convergence, closed-form posterior export; "
+                        "package: cell2location's own train for --max-epochs and export_posterior (default: %(default)s)")
+    parser.add_argument("--min-epochs", type=int, default=c2l_train.DEFAULT_MIN_EPOCHS,
+                        help="never stop before this many epochs (default: %(default)s)")
+    parser.add_argument("--convergence-window", type=int, default=c2l_train.DEFAULT_WINDOW,
+                        help="epochs per window of the convergence check (default: %(default)s)")
+    parser.add_argument("--convergence-tol", type=float, default=c2l_train.DEFAULT_TOL,
+                        help="stop when the mean -ELBO of the last window improved on the window before by less "
+                        "than this fraction; 0 = always train to --max-epochs (default: %(default)s)")
+    parser.add_argument("--minibatch-above", type=int, default=c2l_train.DEFAULT_MINIBATCH_ABOVE,
+                        help="groups with more spots train in minibatches of "
+                        f"{c2l_train.DEFAULT_MINIBATCH_SIZE} spots unless --batch-size is given (default: %(default)s)")
     parser.add_argument(
         "--batch-size", type=optional_int, default=None,
         help="minibatch size in spots; '' = all spots every step, recommended (default: all)",
@@ -105,13 +119,18 @@ def main(argv: list[str] | None = None) -> None:
         num_samples=args.num_samples,
         min_shared_genes=args.min_shared_genes,
         threads=args.threads,
+        engine=args.engine,
+        min_epochs=args.min_epochs,
+        convergence_window=args.convergence_window,
+        convergence_tol=args.convergence_tol,
+        minibatch_above=args.minibatch_above,
     )
     out = args.outdir
     out.mkdir(parents=True, exist_ok=True)
     c2l.save_model(result, out / f"{args.group}.cell2location_model")
-    signatures.plot_training_loss(
-        result.history, out / f"{args.group}.cell2location_training_loss.png",
-        f"cell2location, group {args.group} ({args.max_epochs} epochs)",
+    c2l.plot_training_loss(
+        result, out / f"{args.group}.cell2location_training_loss.png",
+        f"cell2location, group {args.group} (cap {args.max_epochs} epochs)",
     )
     c2l.plot_reconstruction(result, out / f"{args.group}.cell2location_reconstruction.png", seed=args.seed)
 
@@ -124,9 +143,11 @@ def main(argv: list[str] | None = None) -> None:
         slide.uns[keys.UNS_C2L] = {**mapped.uns[keys.UNS_C2L], "group": args.group}
         qc = {"sample": sample, "group": args.group, **{k: v for k, v in result.qc[sample].items() if k != "sample"}}
         log.info(
-            "sample %s: %.1f cells per spot on average; most abundant: %s; detection %.3f; reconstruction r %.3f",
+            "sample %s: %.1f cells per spot on average; most abundant: %s; detection %.3f; reconstruction r %.3f; "
+            "%d epochs (%s)",
             sample, qc["mean_total_cells_per_spot"], qc["most_abundant_type"], qc["detection_sensitivity"],
-            qc["reconstruction_r"] if qc["reconstruction_r"] is not None else float("nan"),
+            qc["reconstruction_r"] if qc["reconstruction_r"] is not None else float("nan"), qc["epochs_run"],
+            qc["stop_reason"],
         )
         plotting.plot_spatial_values(
             slide, slide.obsm[keys.C2L_Q05], out / f"{sample}.cell2location_maps.png",

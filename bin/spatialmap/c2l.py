@@ -3,11 +3,16 @@
 Slides of one group are concatenated (``obs['sample']`` is the batch), trained together, then
 split back: each slide gets posterior mean / 5% / 95% quantile abundances (cells per spot) of
 every cell type in ``obsm`` (keys from :mod:`spatialmap.keys`).
+
+Two engines train the package's own model and guide: ``fast`` (default; :mod:`spatialmap.c2l_train`:
+a plain SVI loop that stops at convergence, closed-form export from the guide) and ``package``
+(``Cell2location.train`` for ``max_epochs`` + ``export_posterior``, the reference).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -17,10 +22,13 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from . import keys
+from . import c2l_train, keys
+from .c2l_train import ConvergenceRule, TrainResult
 from .cli import InputError, atomic_path
 from .device import resolve_accelerator, seed_everything
 from .signatures import hist2d_observed_expected, quiet_trainer_kwargs, save_model_dir
+
+ENGINES = ("fast", "package")
 
 log = logging.getLogger("spatialmap.c2l")
 
@@ -45,6 +53,8 @@ class MappingResult:
     device: str
     genes_used: list[str]
     settings: dict[str, Any] = field(default_factory=dict)
+    training: TrainResult | None = None
+    summaries: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
 
     @property
     def history(self) -> pd.DataFrame:
@@ -121,6 +131,11 @@ def map_cell2location(
     num_samples: int = 1000,
     min_shared_genes: int = DEFAULT_MIN_SHARED_GENES,
     threads: int | None = None,
+    engine: str = "fast",
+    min_epochs: int = c2l_train.DEFAULT_MIN_EPOCHS,
+    convergence_window: int = c2l_train.DEFAULT_WINDOW,
+    convergence_tol: float = c2l_train.DEFAULT_TOL,
+    minibatch_above: int = c2l_train.DEFAULT_MINIBATCH_ABOVE,
 ) -> MappingResult:
     """Map cell types onto slides jointly with cell2location.
 
@@ -136,23 +151,39 @@ def map_cell2location(
         Regularisation of the per-spot detection efficiency (20 for typical within-slide
         variation, 200 when it is low).
     max_epochs, batch_size, lr
-        Training; ``batch_size`` None = all spots every step (recommended).
+        Training cap, minibatch size (None = all spots every step, or minibatches of
+        :data:`c2l_train.DEFAULT_MINIBATCH_SIZE` above ``minibatch_above`` spots) and Adam rate.
     seed
         Seeds python/numpy/torch/pyro.
     accelerator
         ``'auto'`` (GPU when present), ``'cpu'`` or ``'gpu'``.
     num_samples
-        Posterior samples drawn for the mean and quantiles.
+        Posterior samples drawn by the ``package`` engine's export (the ``fast`` engine's
+        summaries are closed-form).
     min_shared_genes
         Raise :class:`InputError` when fewer signature genes are on every slide.
     threads
         torch CPU threads (None = torch's default).
+    engine
+        ``'fast'``: :func:`spatialmap.c2l_train.train_lean` to convergence + closed-form export;
+        ``'package'``: ``Cell2location.train(max_epochs)`` + ``export_posterior(num_samples)``.
+    min_epochs, convergence_window, convergence_tol
+        ``fast`` engine: stop once the mean -ELBO of the last window improved on the window
+        before by less than ``convergence_tol`` (relative), after ``min_epochs``; tol 0 = never.
+    minibatch_above
+        ``fast`` engine with ``batch_size`` None: groups with more spots train in minibatches.
 
     Returns
     -------
     :class:`MappingResult`.
     """
     _check_inputs(slides, signatures, n_cells_per_location, detection_alpha, max_epochs, num_samples)
+    if engine not in ENGINES:
+        raise InputError(f"cell2location engine must be one of {', '.join(ENGINES)}, got '{engine}'")
+    try:
+        rule = ConvergenceRule(min_epochs=min_epochs, window=convergence_window, tol=convergence_tol)
+    except ValueError as err:
+        raise InputError(str(err)) from err
     slides = {str(k): v for k, v in slides.items()}
     signatures = signatures.copy()
     signatures.index = signatures.index.astype(str)
@@ -179,71 +210,102 @@ def map_cell2location(
         N_cells_per_location=n_cells_per_location,
         detection_alpha=detection_alpha,
     )
-    log.info(
-        "cell2location: training %d epochs, %s, lr %g, N_cells_per_location %g, detection_alpha %g",
-        max_epochs, "full batch" if batch_size is None else f"batch size {batch_size}", lr,
-        n_cells_per_location, detection_alpha,
-    )
-    model.train(
-        max_epochs=max_epochs,
-        batch_size=batch_size,
-        train_size=1,
-        lr=lr,
-        accelerator=device,
-        **quiet_trainer_kwargs(max_epochs),
-    )
-    sample_batch = combined.n_obs if batch_size is None else batch_size
-    combined = model.export_posterior(
-        combined,
-        sample_kwargs={"num_samples": num_samples, "batch_size": sample_batch, "accelerator": device},
-    )
-    names = [str(n) for n in model.factor_names_]
-    summaries = {}
-    for summary, key in (("means", keys.C2L_MEAN), ("q05", keys.C2L_Q05), ("q95", keys.C2L_Q95)):
-        df = combined.obsm[f"{summary}_cell_abundance_w_sf"].copy()
-        df.columns = names
-        summaries[key] = df.clip(lower=0)
-    means = model.samples["post_sample_means"]
-    detection = np.asarray(means["detection_y_s"]).ravel()
-    expected = model.module.model.compute_expected(means, model.adata_manager)["mu"]
-
-    out, qc = {}, {}
-    for sample, slide in slides.items():
-        rows = (combined.obs[keys.SAMPLE] == sample).to_numpy()
-        result = slide.copy()
-        for key, df in summaries.items():
-            part = df.loc[rows].copy()
-            part.index = result.obs_names
-            result.obsm[key] = part
-        result.obs[keys.C2L_TOTAL_CELLS] = result.obsm[keys.C2L_MEAN].sum(axis=1).to_numpy()
-        result.obs[keys.C2L_DETECTION] = detection[rows]
-        observed = combined.X[rows]
-        qc[sample] = slide_qc(result, observed, expected[rows], sample, device, len(genes))
+    if engine == "fast":
+        asked = batch_size
+        batch_size = c2l_train.choose_batch_size(combined.n_obs, batch_size, minibatch_above)
+        if asked is None and batch_size is not None:
+            log.info("cell2location: %d spots > %d: minibatches of %d spots", combined.n_obs, minibatch_above,
+                     batch_size)
+        training, summaries = _fit_fast(model, rule, max_epochs, batch_size, lr, device, seed, threads)
+    else:
+        training, summaries = _fit_package(model, combined, max_epochs, batch_size, lr, device, num_samples)
+    c2l_train.set_model_samples(model, summaries)
+    out, qc = _split_results(slides, combined, model, summaries, device, genes, training)
+    for sample, result in out.items():
         result.uns[keys.UNS_C2L] = {
             "genes_used": len(genes),
             "n_cells_per_location": float(n_cells_per_location),
             "detection_alpha": float(detection_alpha),
             "max_epochs": int(max_epochs),
+            "epochs_run": int(training.epochs_run),
+            "stop_reason": training.stop_reason,
+            "engine": engine,
             "device": device,
             "samples_in_model": list(slides),
         }
-        out[sample] = result
     settings = {
         "n_cells_per_location": n_cells_per_location, "detection_alpha": detection_alpha,
         "max_epochs": max_epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-        "num_samples": num_samples,
+        "num_samples": num_samples, "engine": engine, "min_epochs": min_epochs,
+        "convergence_window": convergence_window, "convergence_tol": convergence_tol,
+        "minibatch_above": minibatch_above,
     }
-    return MappingResult(out, qc, model, combined, device, genes, settings)
+    return MappingResult(out, qc, model, combined, device, genes, settings, training, summaries)
 
 
-def slide_qc(slide: ad.AnnData, observed, expected: np.ndarray, sample: str, device: str,
+def _fit_fast(model, rule: ConvergenceRule, max_epochs: int, batch_size: int | None, lr: float, device: str,
+              seed: int, threads: int | None) -> tuple[TrainResult, dict]:
+    """Lean SVI loop to convergence, then the closed-form export from the guide."""
+    log.info("cell2location (fast engine): at most %d epochs, %s, lr %g; stop when the mean -ELBO of %d epochs "
+             "improves by < %g (relative) after %d epochs", max_epochs,
+             "full batch" if batch_size is None else f"batch size {batch_size}", lr, rule.window, rule.tol,
+             rule.min_epochs)
+    training = c2l_train.train_lean(model, max_epochs=max_epochs, lr=lr, rule=rule, batch_size=batch_size,
+                                    device=device, seed=seed)
+    start = time.perf_counter()
+    summaries = c2l_train.guide_summaries(model)
+    log.info("cell2location: closed-form posterior summaries in %.2f s", time.perf_counter() - start)
+    return training, summaries
+
+
+def _fit_package(model, combined: ad.AnnData, max_epochs: int, batch_size: int | None, lr: float, device: str,
+                 num_samples: int) -> tuple[TrainResult, dict]:
+    """The package's own ``train`` for ``max_epochs`` and ``export_posterior`` (the reference path)."""
+    log.info("cell2location (package engine): training %d epochs, %s, lr %g", max_epochs,
+             "full batch" if batch_size is None else f"batch size {batch_size}", lr)
+    start = time.perf_counter()
+    model.train(max_epochs=max_epochs, batch_size=batch_size, train_size=1, lr=lr, accelerator=device,
+                **quiet_trainer_kwargs(max_epochs))
+    seconds = time.perf_counter() - start
+    sample_batch = combined.n_obs if batch_size is None else batch_size
+    model.export_posterior(
+        combined, sample_kwargs={"num_samples": num_samples, "batch_size": sample_batch, "accelerator": device},
+    )
+    history = np.asarray(model.history_["elbo_train"]).ravel()
+    training = TrainResult(len(history), c2l_train.STOP_MAX_EPOCHS, float(history[-1]), seconds, batch_size,
+                           "package", history)
+    summaries = {k.replace("post_sample_", ""): v for k, v in model.samples.items()}
+    return training, summaries
+
+
+def _split_results(slides, combined, model, summaries, device, genes, training):
+    """Per-slide AnnData with the obsm tables, and per-slide QC."""
+    frames = {}
+    for summary, key in (("means", keys.C2L_MEAN), ("q05", keys.C2L_Q05), ("q95", keys.C2L_Q95)):
+        frames[key] = c2l_train.site_frame(model, summaries, summary).clip(lower=0)
+    detection = np.asarray(summaries["means"]["detection_y_s"]).ravel()
+    samples_of = combined.obs[keys.SAMPLE].astype(str).to_numpy()
+    recon = c2l_train.reconstruction_r_by_group(model, summaries["means"], samples_of)
+    out, qc = {}, {}
+    for sample, slide in slides.items():
+        rows = samples_of == sample
+        result = slide.copy()
+        for key, df in frames.items():
+            part = df.loc[rows].copy()
+            part.index = result.obs_names
+            result.obsm[key] = part
+        result.obs[keys.C2L_TOTAL_CELLS] = result.obsm[keys.C2L_MEAN].sum(axis=1).to_numpy()
+        result.obs[keys.C2L_DETECTION] = detection[rows]
+        qc[sample] = {**slide_qc(result, recon.get(sample), sample, device, len(genes)), **training.as_qc()}
+        out[sample] = result
+    return out, qc
+
+
+def slide_qc(slide: ad.AnnData, reconstruction_r: float | None, sample: str, device: str,
              n_genes_used: int) -> dict[str, Any]:
     """Per-slide mapping QC: cells per spot, abundance per type, detection, reconstruction r."""
     q05 = slide.obsm[keys.C2L_Q05]
     mean_q05 = q05.mean(axis=0)
-    observed = observed.toarray() if sparse.issparse(observed) else np.asarray(observed)
-    obs_flat, exp_flat = observed.ravel().astype(float), np.asarray(expected, dtype=float).ravel()
-    r = float(np.corrcoef(obs_flat, exp_flat)[0, 1]) if obs_flat.std() > 0 and exp_flat.std() > 0 else None
     return {
         "sample": sample,
         "device": device,
@@ -253,7 +315,7 @@ def slide_qc(slide: ad.AnnData, observed, expected: np.ndarray, sample: str, dev
         "most_abundant_type": str(mean_q05.idxmax()),
         "mean_abundance": {str(k): float(v) for k, v in mean_q05.items()},
         "detection_sensitivity": float(slide.obs[keys.C2L_DETECTION].mean()),
-        "reconstruction_r": r,
+        "reconstruction_r": reconstruction_r,
     }
 
 
@@ -265,7 +327,7 @@ def plot_reconstruction(result: MappingResult, out_png: str | Path, max_spots: i
     import matplotlib.pyplot as plt
 
     model = result.model
-    expected = model.module.model.compute_expected(model.samples["post_sample_means"], model.adata_manager)["mu"]
+    means = result.summaries["means"]
     rng = np.random.default_rng(seed)
     samples = list(result.slides)
     fig, axes = plt.subplots(1, len(samples), figsize=(4.8 * len(samples), 4.6), squeeze=False)
@@ -274,7 +336,8 @@ def plot_reconstruction(result: MappingResult, out_png: str | Path, max_spots: i
         if len(rows) > max_spots:
             rows = np.sort(rng.choice(rows, max_spots, replace=False))
         observed = result.combined.X[rows].toarray()
-        hist2d_observed_expected(ax, observed, expected[rows], f"{sample}: reconstruction")
+        expected = np.vstack([mu for _, mu in c2l_train.expected_counts_blocks(model, means, rows)])
+        hist2d_observed_expected(ax, observed, expected, f"{sample}: reconstruction")
     fig.tight_layout()
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
@@ -284,3 +347,32 @@ def plot_reconstruction(result: MappingResult, out_png: str | Path, max_spots: i
 def save_model(result: MappingResult, out_dir: str | Path) -> None:
     """Save the trained model (without data) into ``out_dir``."""
     save_model_dir(result.model, out_dir)
+
+
+def plot_training_loss(result: MappingResult, out_png: str | Path, title: str) -> None:
+    """-ELBO per epoch (all epochs, and from 20% on), with the stop marked and its reason."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    training = result.training
+    loss = np.asarray(training.history, dtype=float)
+    epochs = np.arange(1, len(loss) + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    tail = len(loss) // 5
+    for ax, lo in zip(axes, (0, tail)):
+        ax.plot(epochs[lo:], loss[lo:], lw=0.6)
+        ax.axvline(training.epochs_run, color="crimson", ls="--", lw=1)
+        if training.engine != "package" and training.window and training.epochs_run >= 2 * training.window:
+            ax.axvspan(training.epochs_run - training.window, training.epochs_run, color="crimson", alpha=0.08)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("-ELBO loss")
+    axes[0].set_title("all epochs")
+    axes[1].set_title(f"from epoch {tail + 1}")
+    stop = ("converged" if training.stop_reason == c2l_train.STOP_CONVERGED else "reached the epoch cap")
+    fig.suptitle(f"{title}\nstopped at epoch {training.epochs_run}: {stop}; final -ELBO {training.final_loss:.5g}")
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)

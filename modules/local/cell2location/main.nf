@@ -17,24 +17,14 @@ process CELL2LOCATION {
     path 'versions.yml'                  , emit: versions
 
     script:
-    def args = task.ext.args ?: ''
-    def slide_column = params.slide_gene_column ? "--slide-gene-column '${params.slide_gene_column}'" : ''
-    def batch_size = params.c2l_batch_size ? "--batch-size ${params.c2l_batch_size}" : ''
+    def args = task.ext.args ?: ''   // settings from conf/modules.config (priors, epochs, convergence, seed, ...)
     """
     map_cell2location.py \\
         --signatures ${signatures} \\
         --slides ${slides} \\
         --samples ${samples.join(' ')} \\
         --group '${meta.id}' \\
-        ${slide_column} \\
-        --n-cells-per-location ${params.n_cells_per_location} \\
-        --detection-alpha ${params.detection_alpha} \\
-        --max-epochs ${params.c2l_max_epochs} \\
-        ${batch_size} \\
-        --lr ${params.c2l_lr} \\
-        --seed ${params.seed} \\
         --threads ${task.cpus} \\
-        --num-samples ${params.posterior_samples} \\
         --accelerator ${task.accelerator ? 'gpu' : 'auto'} \\
         --process-name '${task.process}' \\
         ${args}
