@@ -369,47 +369,27 @@ def check_raw_counts(adata: ad.AnnData, sample: str) -> None:
         When ``X`` holds a negative, missing or non-integer value; the message names an
         offending gene and spot.
     """
-    x = adata.X
-    if x is None:
+    from .checks import raw_count_problem
+
+    if adata.X is None:
         raise InputError(f"sample {sample}: the slide has no count matrix")
-    if sparse.issparse(x):
-        x = x if x.format in ("csr", "csc") else sparse.csr_matrix(x)
-        values = np.asarray(x.data)
-    else:
-        values = np.asarray(x).ravel()
-
-    def where(flat_pos: int) -> tuple[str, str]:
-        if sparse.issparse(x):
-            major = int(np.searchsorted(x.indptr, flat_pos, side="right") - 1)
-            minor = int(x.indices[flat_pos])
-            row, col = (major, minor) if x.format == "csr" else (minor, major)
-        else:
-            row, col = np.unravel_index(flat_pos, np.asarray(x).shape)
-        return str(adata.var_names[col]), str(adata.obs_names[row])
-
-    if not np.issubdtype(values.dtype, np.number) or np.issubdtype(values.dtype, np.complexfloating):
-        raise InputError(f"sample {sample}: the count matrix holds values of type {values.dtype}, not counts")
-    bad = ~np.isfinite(values) if np.issubdtype(values.dtype, np.floating) else np.zeros(values.shape, bool)
-    if bad.any():
-        gene, spot = where(int(np.flatnonzero(bad)[0]))
+    problem = raw_count_problem(adata.X)
+    if problem is None:
+        return
+    if problem.kind == "dtype":
+        raise InputError(f"sample {sample}: the count matrix holds values of type {problem.dtype}, not counts")
+    gene, spot = str(adata.var_names[problem.col]), str(adata.obs_names[problem.row])
+    if problem.kind == "nonfinite":
         raise InputError(
             f"sample {sample}: the count matrix holds missing or infinite values (e.g. for gene {gene} in spot "
             f"{spot}); give raw UMI counts"
         )
-    negative = values < 0
-    if negative.any():
-        pos = int(np.flatnonzero(negative)[0])
-        gene, spot = where(pos)
+    if problem.kind == "negative":
         raise InputError(
-            f"sample {sample}: the count matrix holds negative values (e.g. {values[pos]:.4g} for gene {gene} in "
+            f"sample {sample}: the count matrix holds negative values (e.g. {problem.value:.4g} for gene {gene} in "
             f"spot {spot}); give raw UMI counts, not normalised, scaled or log-transformed data"
         )
-    if np.issubdtype(values.dtype, np.floating):
-        fractional = values != np.round(values)
-        if fractional.any():
-            pos = int(np.flatnonzero(fractional)[0])
-            gene, spot = where(pos)
-            raise InputError(
-                f"sample {sample}: the count matrix holds non-integer values (e.g. {values[pos]:.3g} for gene "
-                f"{gene} in spot {spot}); give raw UMI counts, not normalised data"
-            )
+    raise InputError(
+        f"sample {sample}: the count matrix holds non-integer values (e.g. {problem.value:.3g} for gene "
+        f"{gene} in spot {spot}); give raw UMI counts, not normalised data"
+    )

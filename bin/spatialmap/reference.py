@@ -37,22 +37,21 @@ def check_integer_counts(X, what: str) -> None:
     what
         How to name the data in the message, e.g. ``"reference"``.
     """
-    values = X.data if sparse.issparse(X) else np.asarray(X).ravel()
-    if values.size == 0:
+    from .checks import raw_count_problem  # the rule, shared with the slides' check (io)
+
+    problem = raw_count_problem(X)
+    if problem is None:
         return
-    if not np.issubdtype(values.dtype, np.number):
-        raise InputError(f"{what}: the count matrix is not numeric (dtype {values.dtype})")
-    if not np.all(np.isfinite(values)):
+    if problem.kind == "dtype":
+        raise InputError(f"{what}: the count matrix is not numeric (dtype {problem.dtype})")
+    if problem.kind == "nonfinite":
         raise InputError(f"{what}: the count matrix holds NaN or infinite values; give raw counts")
-    if values.min() < 0:
+    if problem.kind == "negative":
         raise InputError(f"{what}: the count matrix holds negative values; give raw counts, not scaled data")
-    if not np.issubdtype(values.dtype, np.integer):
-        fractional = values[values != np.round(values)]
-        if fractional.size:
-            raise InputError(
-                f"{what}: X must hold raw integer counts, but {fractional.size} values are not whole numbers "
-                f"(e.g. {fractional[0]:.4g}); give the raw counts, not normalised or log-transformed data"
-            )
+    raise InputError(
+        f"{what}: X must hold raw integer counts, but {problem.count} values are not whole numbers "
+        f"(e.g. {problem.value:.4g}); give the raw counts, not normalised or log-transformed data"
+    )
 
 
 def _as_count_matrix(X) -> sparse.csr_matrix:
