@@ -22,6 +22,7 @@ from .cli import InputError
 log = logging.getLogger(__name__)
 
 QC_COLUMNS = (keys.TOTAL_COUNTS, keys.N_GENES, keys.MT_COUNTS, keys.PCT_MT)
+MAX_PLOTTED_SPOTS = 100_000  # QC maps of larger slides (Visium HD bins) draw a seeded sample
 
 
 def read_gene_list(path: str | Path) -> list[str]:
@@ -356,7 +357,12 @@ def plot_qc_maps(adata: ad.AnnData, out_png: str | Path, kept: np.ndarray | None
             )
     if title is None:
         title = f"{_sample_of(adata)}: spot QC ({adata.n_obs} spots in tissue)"
+    view = adata
+    if adata.n_obs > MAX_PLOTTED_SPOTS:  # full-slide Visium HD: draw a seeded sample of the bins
+        pick = np.sort(np.random.default_rng(0).choice(adata.n_obs, MAX_PLOTTED_SPOTS, replace=False))
+        view, values = adata[pick], values.iloc[pick]
+        title += f", {MAX_PLOTTED_SPOTS:,} drawn"
     plotting.plot_spatial_values(
-        adata, values, out_png, title=title, ncols=len(values.columns),
+        view, values, out_png, title=title, ncols=len(values.columns),
         palette={"kept": "#d9d9d9", "removed": "#111111"},
     )
