@@ -120,3 +120,13 @@ def test_unreadable_input_names_the_sample(tmp_path):
         io_hd.read_visium_hd(tmp_path, "bad", 8)
     with pytest.raises(InputError, match="sample bad: sopa.io.xenium cannot read"):
         io_hd.read_xenium(tmp_path, "bad")
+
+
+def test_qc_maps_of_a_huge_slide_draw_a_sample(hd, tmp_path, monkeypatch):
+    from spatialmap import plotting
+
+    drawn = {}
+    monkeypatch.setattr(qc, "MAX_PLOTTED_SPOTS", 100)
+    monkeypatch.setattr(plotting, "plot_spatial_values", lambda view, values, *a, **k: drawn.update(n=view.n_obs, v=len(values)))
+    qc.plot_qc_maps(qc.compute_qc(hd), tmp_path / "maps.png")
+    assert drawn == {"n": 100, "v": 100}
