@@ -104,6 +104,9 @@ def load_reference(scenario: str, data_dir: Path, top_genes: int = 0):
     path = data_dir / "reference.h5ad" if scenario == "lymph_node" else REPO / "assets" / "test_data" / "reference.h5ad"
     ref = ad.read_h5ad(path)
     ref, removed = reference.remove_mt_genes(ref)
+    # labels as the pipeline's reference preparation leaves them (string categories, sorted): the
+    # regression signatures mislabel types when the categories are not in sorted order
+    ref.obs[LABEL_KEY] = pd.Categorical(ref.obs[LABEL_KEY].astype(str))
     if 0 < top_genes < ref.n_vars:
         totals = np.asarray(ref.X.sum(axis=0)).ravel()
         ref = ref[:, np.sort(np.argsort(-totals, kind="stable")[:top_genes])].copy()
