@@ -210,11 +210,19 @@ def test_images_share_one_base_stage_and_one_torch_layer():
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda p: p.parent.name)
 def test_module_names_an_image_family_with_a_stage(module):
-    found = re.findall(r'^\s*container\s+"([^"]+)"', module.read_text(), flags=re.M)
+    """registry/spatialmap-<family>:tag, the family literal or chosen per task between literals."""
+    found = re.findall(r'^\s*container\s+(?:\{\s*)?"([^"]+)"', module.read_text(), flags=re.M)
     assert len(found) == 1, f"{module.parent.name}: one container directive expected, found {found}"
-    match = re.fullmatch(r"\$\{params\.container_registry\}/spatialmap-([a-z0-9]+):\$\{params\.container_tag\}", found[0])
+    match = re.fullmatch(r"\$\{params\.container_registry\}/spatialmap-(.+):\$\{params\.container_tag\}", found[0])
     assert match, f"{module.parent.name}: container {found[0]!r} is not registry/spatialmap-<family>:tag"
-    assert match.group(1) in FAMILIES, f"{module.parent.name}: no image family {match.group(1)} (containers/<family>/requirements.in)"
+    choice = match.group(1)
+    families = re.findall(r"'([a-z0-9]+)'", choice) if choice.startswith("${") else [choice]
+    if choice.startswith("${"):
+        families = families[-2:]  # the two branches of `cond ? 'a' : 'b'`
+        assert re.fullmatch(r"\$\{[^}]*\?\s*'[a-z0-9]+'\s*:\s*'[a-z0-9]+'\s*\}", choice), \
+            f"{module.parent.name}: a per-task family is `cond ? 'a' : 'b'`, got {choice}"
+    for family in families:
+        assert family in FAMILIES, f"{module.parent.name}: no image family {family} (containers/<family>/requirements.in)"
 
 
 def test_default_image_tag_is_the_pipeline_version():
