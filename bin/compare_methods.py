@@ -47,9 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reference", default=None,
                         help="labelled reference h5ad (raw counts): per-type mean counts as the signatures, instead of --signatures")
     parser.add_argument("--label-key", default="cell_type", help="obs column of --reference with the cell types")
-    parser.add_argument("--rule", choices=RULES, default="mean", help="consensus rule (default: mean)")
-    parser.add_argument("--temperature", type=float, default=0.01,
-                        help="reconstruction-based rules: weights exp((score - best) / temperature) (default: 0.01)")
+    parser.add_argument("--rule", choices=RULES, default="spot_weighted", help="consensus rule (default: spot_weighted)")
+    parser.add_argument("--temperature", type=float, default=0.0025,
+                        help="reconstruction-based rules: weights exp((score - best) / temperature) (default: 0.0025)")
     parser.add_argument("--outdir", default=".", help="output folder (default: .)")
     parser.add_argument("--process-name", default=Path(__file__).name, help="process name in versions.yml (default: script name)")
     parser.add_argument("--versions", default="versions.yml", help="versions file to write (default: versions.yml)")

@@ -42,7 +42,7 @@ log = logging.getLogger("spatialmap.consensus")
 
 RULES = ("mean", "median", "trimmed", "drop_worst", "weighted", "geometric", "spot_weighted")
 NEEDS_COUNTS = ("drop_worst", "weighted", "geometric", "spot_weighted")
-DEFAULT_TEMPERATURE = 0.01
+DEFAULT_TEMPERATURE = 0.0025  # measured: tools/BENCHMARKS.md, silver standard
 GEOMETRIC_EPS = 1e-3
 
 

@@ -135,7 +135,7 @@ def test_compare_methods_script(tmp_path):
     tangram_table().to_csv(tmp_path / "S.1.nnls_proportions.csv", index_label="barcode")
     script = _load_script("compare_methods.py")
     files = [str(p) for p in sorted(tmp_path.glob("*.csv"))]
-    script.main(["--proportions", *files, "--outdir", str(tmp_path / "out"), "--versions", str(tmp_path / "versions.yml")])
+    script.main(["--proportions", *files, "--rule", "mean", "--outdir", str(tmp_path / "out"), "--versions", str(tmp_path / "versions.yml")])
     out = tmp_path / "out"
     long = pd.read_csv(out / "method_agreement.csv")
     assert list(long.columns) == ["sample", "cell_type", "method_a", "method_b", "pearson_r", "n_spots"]
@@ -152,7 +152,7 @@ def test_compare_methods_script(tmp_path):
     assert '"compare_methods.py":' in (tmp_path / "versions.yml").read_text()
     (tmp_path / "S.1.unknown_proportions.csv").write_text("barcode,A\nx,1\n")
     with pytest.raises(InputError, match="not a method table"):
-        script.main(["--proportions", str(tmp_path / "S.1.unknown_proportions.csv"), files[0], "--outdir", str(out)])
+        script.main(["--proportions", str(tmp_path / "S.1.unknown_proportions.csv"), files[0], "--rule", "mean", "--outdir", str(out)])
 
 
 def test_compare_methods_weighted_rule_with_reference(tmp_path):
@@ -179,13 +179,13 @@ def test_compare_methods_weighted_rule_with_reference(tmp_path):
     script = _load_script("compare_methods.py")
     out = tmp_path / "out"
     script.main(["--proportions", str(tmp_path / "S1.rctd_proportions.csv"), str(tmp_path / "S1.nnls_proportions.csv"),
-                 "--slides", str(tmp_path / "S1.qc.h5ad"), "--rule", "weighted", "--reference", str(tmp_path / "reference.h5ad"),
+                 "--slides", str(tmp_path / "S1.qc.h5ad"), "--reference", str(tmp_path / "reference.h5ad"),
                  "--outdir", str(out), "--versions", str(tmp_path / "versions.yml")])
     consensus = pd.read_csv(out / "S1.consensus_proportions.csv", index_col=0)
     assert np.abs(consensus - truth).to_numpy().mean() < 0.5 * np.abs(shuffled - truth).to_numpy().mean()
     assert (out / "S1.consensus_maps.png").stat().st_size > 0 and (out / "S1.consensus_disagreement.png").is_file()
     summary = pd.read_csv(out / "consensus_summary.tsv", sep="\t", index_col=0)
-    assert summary.loc["S1", "rule"] == "weighted"
+    assert summary.loc["S1", "rule"] == "spot_weighted"  # the default
     with pytest.raises(InputError, match="needs --signatures or --reference"):
         script.main(["--proportions", str(tmp_path / "S1.rctd_proportions.csv"), str(tmp_path / "S1.nnls_proportions.csv"),
                      "--slides", str(tmp_path / "S1.qc.h5ad"), "--rule", "weighted", "--outdir", str(out)])
