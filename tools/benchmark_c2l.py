@@ -188,10 +188,10 @@ def run_arm(arm: str, slides, sig, args) -> None:
     cols = [str(f) for f in result.model.factor_names_]
     obs = result.combined.obs_names.astype(str)
     sm = result.summaries
-    out = args.outdir / f"{args.scenario}.{arm}{'_curve' if (arm == 'fast' and args.fast_curve) else ''}"
+    name = f"{args.scenario}.{arm}{'_curve' if (arm == 'fast' and args.fast_curve) else ''}"
     np.savez_compressed(
-        out.with_suffix(".npz"), mean=sm["means"]["w_sf"], q05=sm["q05"]["w_sf"], sd=sm["stds"]["w_sf"],
-        history=tr.history, obs=np.asarray(obs), types=np.asarray(cols),
+        args.outdir / f"{name}.npz", mean=sm["means"]["w_sf"], q05=sm["q05"]["w_sf"], sd=sm["stds"]["w_sf"],
+        history=tr.history, obs=np.asarray(obs, dtype=str), types=np.asarray(cols, dtype=str),
         snap_epochs=np.asarray(sorted(snaps), dtype=int),
         snap_mean=np.asarray([snaps[e][0] for e in sorted(snaps)]) if snaps else np.zeros(0),
         snap_q05=np.asarray([snaps[e][1] for e in sorted(snaps)]) if snaps else np.zeros(0),
@@ -201,7 +201,7 @@ def run_arm(arm: str, slides, sig, args) -> None:
             "engine": tr.engine, "n_spots": int(result.combined.n_obs), "n_genes": len(result.genes_used),
             "n_types": len(cols), "n_slides": len(slides), "threads": args.threads,
             "load_average": os.getloadavg(), "settings": {k: v for k, v in result.settings.items()}}
-    (out.with_suffix(".json")).write_text(json.dumps(info, indent=2, default=str) + "\n")
+    (args.outdir / f"{name}.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
     log.info("%s: %.1f s wall, %.1f s CPU, %d epochs (%s)", arm, wall, cpu, tr.epochs_run, tr.stop_reason)
 
 
@@ -298,11 +298,11 @@ def score_rules(fast: dict, ref: dict | None, true, obs, rules: str, min_epochs:
 
 
 def load_arm(args, arm: str) -> dict | None:
-    out = args.outdir / f"{args.scenario}.{arm}"
-    if not out.with_suffix(".npz").is_file():
+    npz, meta = args.outdir / f"{args.scenario}.{arm}.npz", args.outdir / f"{args.scenario}.{arm}.json"
+    if not npz.is_file():
         return None
-    data = dict(np.load(out.with_suffix(".npz"), allow_pickle=False))
-    data.update(json.loads(out.with_suffix(".json").read_text()))
+    data = dict(np.load(npz, allow_pickle=True))  # files this script wrote
+    data.update(json.loads(meta.read_text()))
     return data
 
 

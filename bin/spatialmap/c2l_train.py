@@ -292,6 +292,36 @@ def _z(q: float) -> float:
     return float(norm.ppf(q))
 
 
+def _unwrap(transform):
+    """The elementwise transform inside ``IndependentTransform`` wrappers (``.to_event()``)."""
+    from torch.distributions.transforms import IndependentTransform
+
+    while isinstance(transform, IndependentTransform):
+        transform = transform.base_transform
+    return transform
+
+
+def _exp_affine(transform) -> tuple[float, float] | None:
+    """``(a, b)`` when ``transform(u) = a + b * exp(u)`` with b > 0 (torch's ``biject_to(positive)``
+    is ``Compose(Exp, Affine(0, 1))``), else None."""
+    from torch.distributions.transforms import AffineTransform, ComposeTransform, ExpTransform
+
+    transform = _unwrap(transform)
+    parts = list(transform.parts) if isinstance(transform, ComposeTransform) else [transform]
+    parts = [_unwrap(p) for p in parts]
+    if not parts or not isinstance(parts[0], ExpTransform):
+        return None
+    shift, factor = 0.0, 1.0
+    for part in parts[1:]:
+        if not isinstance(part, AffineTransform) or not (np.ndim(part.loc) == 0 and np.ndim(part.scale) == 0):
+            return None
+        scale_ = float(part.scale)
+        if scale_ <= 0:
+            return None
+        shift, factor = float(part.loc) + scale_ * shift, scale_ * factor
+    return shift, factor
+
+
 def guide_summaries(model, quantiles: tuple[float, ...] = (0.05, 0.95), num_samples: int = 1000,
                     seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
     """Posterior mean, SD and quantiles of every latent site from the AutoNormal guide.
@@ -302,7 +332,6 @@ def guide_summaries(model, quantiles: tuple[float, ...] = (0.05, 0.95), num_samp
     package's ``model.samples['post_sample_*']``.
     """
     import torch
-    from pyro.distributions.transforms import ExpTransform
     from torch.distributions import biject_to
     from torch.distributions.transforms import identity_transform
 
@@ -318,11 +347,13 @@ def guide_summaries(model, quantiles: tuple[float, ...] = (0.05, 0.95), num_samp
         for name, site in guide.prototype_trace.iter_stochastic_nodes():
             loc, scale = (t.detach().cpu().double() for t in guide._get_loc_and_scale(name))
             transform = biject_to(site["fn"].support)
-            if isinstance(transform, ExpTransform):
+            affine = _exp_affine(transform)
+            if affine is not None:  # value = a + b * exp(u), u ~ Normal(loc, scale): shifted log-normal
+                shift, factor = affine
                 var = scale**2
-                mean = torch.exp(loc + var / 2)
-                sd = mean * torch.sqrt(torch.expm1(var))
-            elif transform is identity_transform or transform == identity_transform:
+                mean = shift + factor * torch.exp(loc + var / 2)
+                sd = factor * torch.exp(loc + var / 2) * torch.sqrt(torch.expm1(var))
+            elif _unwrap(transform) is identity_transform:
                 mean, sd = loc.clone(), scale.clone()
             else:
                 draws = transform(loc + scale * torch.randn((num_samples, *loc.shape), generator=gen, dtype=loc.dtype))

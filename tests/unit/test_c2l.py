@@ -276,4 +276,4 @@ def test_closed_form_export_matches_the_package_export(parity_runs):
         a, b = closed[summary]["w_sf"], package.summaries[summary]["w_sf"]
         assert float(np.mean(np.abs(a - b))) <= 0.1 * float(np.mean(sd)), summary  # Monte Carlo error of 1,000 draws
         for site in ("detection_y_s", "m_g", "s_g_gene_add", "alpha_g_inverse"):
-            np.testing.assert_allclose(closed[summary][site], package.summaries[summary][site], rtol=0.05)
+            np.testing.assert_allclose(closed[summary][site], package.summaries[summary][site], rtol=0.1)
