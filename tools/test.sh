@@ -1,19 +1,44 @@
 #!/usr/bin/env bash
-# Runs every test: the package's unit tests, then the pipeline tests
-# (pytest-workflow: the real pipeline on the test profile, bad samplesheets,
-# a -stub run). Sets everything up first (tools/setup.sh, cached).
-# Extra arguments go to the pipeline tests' pytest, e.g. `--tag samplesheet`.
+# The tests, in two tiers. Sets everything up first (tools/setup.sh, cached).
+#
+#   bash tools/test.sh            fast tier (about 15 min on 2 cores): the package's unit
+#                                 tests, then the pipeline tests tagged `fast` (bad
+#                                 samplesheets, bad parameters, --help, -stub runs of the
+#                                 whole graph, the failure line, the out-of-memory retry)
+#   bash tools/test.sh --heavy    heavy tier: the pipeline tests tagged `heavy` (the test
+#                                 profile with every method and its numbers, Visium HD and
+#                                 Xenium, gene-ID matching, resume after a kill, no partial
+#                                 files), then the SLURM test (tools/test_slurm.sh, root) and
+#                                 the container test (tools/test_containers.sh, which reuses
+#                                 the test profile's local results)
+#
+# Extra arguments go to the pipeline tests' pytest, e.g. `--tag samplesheet`
+# (tags select workflows having all the given tags, and the tier's tag is added).
+# WORKFLOW_THREADS (default 2): pipeline tests run side by side.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
+tier=fast
+if [[ "${1:-}" == --heavy ]]; then tier=heavy; shift; fi
 bash tools/setup.sh
 cache=${SPATIALMAP_CACHE:-$HOME/.cache/spatialmap}
 python="$cache/env/bin/python"
+basetemp="${TMPDIR:-/tmp}/spatialmap-workflow-tests-$tier"
 
-echo "== unit tests (pytest tests/unit)"
-"$python" -m pytest tests/unit -q -p no:cacheprovider
+if [[ $tier == fast ]]; then
+    echo "== unit tests (pytest tests/unit)"
+    "$python" -m pytest tests/unit -q -p no:cacheprovider
+fi
 
-echo "== pipeline tests (pytest-workflow tests/workflow)"
+echo "== pipeline tests, $tier tier (pytest-workflow tests/workflow --tag $tier)"
 export PATH="$cache/env/bin:$PATH"
 "$python" -m pytest tests/workflow -p no:cacheprovider --git-aware --symlink --kwdof \
-    --basetemp "${TMPDIR:-/tmp}/spatialmap-workflow-tests" "$@"
+    --wt "${WORKFLOW_THREADS:-2}" --basetemp "$basetemp" --tag "$tier" "$@"
+
+if [[ $tier == heavy && $# == 0 ]]; then
+    echo "== SLURM test (tools/test_slurm.sh)"
+    bash tools/test_slurm.sh
+    echo "== container test (tools/test_containers.sh)"
+    LOCAL_RESULTS="$basetemp/test_profile/results" LOCAL_WORK="$basetemp/test_profile/work" \
+        bash tools/test_containers.sh
+fi
