@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = so.label_methods([m.strip() for m in args.methods.split(",")])
     slide = ad.read_h5ad(args.qc_h5ad)
     mapped = [ad.read_h5ad(path) for path in args.mapped]
     results = so.collect_results(slide, mapped, methods)

@@ -8,7 +8,8 @@
 - a **cell-type composition** table per slide (mean proportion per type and method, and
   how many units each type labels);
 - for every unit, **one label and its probability** (argmax of the proportions of the
-  labelling method: the first of ``--methods`` that ran);
+  labelling method: the first of ``--methods`` that ran; with ``--methods auto``, the first
+  of ``LABEL_PREFERENCE`` that ran);
 - a **map** of the predicted types over the tissue (cells coloured by type; subsampled
   above ``MAX_PLOTTED`` units).
 """
@@ -27,6 +28,18 @@ from . import keys
 from .cli import InputError
 
 log = logging.getLogger(__name__)
+
+#: labelling method when the run chose its methods itself (``--methods auto``): the most
+#: accurate first, as measured on the silver standard (tools/BENCHMARKS.md)
+LABEL_PREFERENCE = ["rctd", "cell2location", "tangram", "flashdeconv", "nnls"]
+
+
+def label_methods(methods: list[str]) -> list[str]:
+    """The methods in order of preference for the label; ``auto`` (or none) means LABEL_PREFERENCE."""
+    methods = [m for m in methods if m]
+    if not methods or methods == ["auto"]:
+        return list(LABEL_PREFERENCE)
+    return methods
 
 PREDICTED_TYPE = "predicted_cell_type"
 PREDICTED_PROBABILITY = "predicted_probability"

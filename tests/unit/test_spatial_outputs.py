@@ -40,6 +40,12 @@ def test_composition_counts_labels_of_the_label_method():
     assert table[table.method == "tangram"]["units_labelled"].isna().all()
 
 
+def test_auto_methods_label_with_the_preferred_method_that_ran():
+    assert so.label_methods(["auto"]) == so.LABEL_PREFERENCE
+    assert so.label_methods([]) == so.LABEL_PREFERENCE
+    assert so.label_methods(["nnls", "rctd"]) == ["nnls", "rctd"]
+
+
 def test_cell2location_abundance_is_normalised():
     adata = ad.AnnData(obs=pd.DataFrame(index=["a", "b"]))
     adata.obsm["c2l_abundance_q05"] = pd.DataFrame([[2.0, 6.0], [1.0, 1.0]], index=["a", "b"], columns=["X", "Y"])
