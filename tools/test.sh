@@ -24,6 +24,8 @@ bash tools/setup.sh
 cache=${SPATIALMAP_CACHE:-$HOME/.cache/spatialmap}
 python="$cache/env/bin/python"
 basetemp="${TMPDIR:-/tmp}/spatialmap-workflow-tests-$tier"
+# the heavy tier keeps its workflow folders: the container test compares with the test profile's
+keep=(--kwdof); [[ $tier == heavy ]] && keep=(--kwd)
 
 if [[ $tier == fast ]]; then
     echo "== unit tests (pytest tests/unit)"
@@ -32,7 +34,7 @@ fi
 
 echo "== pipeline tests, $tier tier (pytest-workflow tests/workflow --tag $tier)"
 export PATH="$cache/env/bin:$PATH"
-"$python" -m pytest tests/workflow -p no:cacheprovider --git-aware --symlink --kwdof \
+"$python" -m pytest tests/workflow -p no:cacheprovider --git-aware --symlink "${keep[@]}" \
     --wt "${WORKFLOW_THREADS:-2}" --basetemp "$basetemp" --tag "$tier" "$@"
 
 if [[ $tier == heavy && $# == 0 ]]; then
@@ -40,5 +42,6 @@ if [[ $tier == heavy && $# == 0 ]]; then
     bash tools/test_slurm.sh
     echo "== container test (tools/test_containers.sh)"
     LOCAL_RESULTS="$basetemp/test_profile/results" LOCAL_WORK="$basetemp/test_profile/work" \
+        LOCAL_PROJECT="$basetemp/test_profile" \
         bash tools/test_containers.sh
 fi

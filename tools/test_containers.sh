@@ -12,6 +12,8 @@
 #   TEST_DIR       where results and work dirs go (default ${TMPDIR:-/tmp}/spatialmap-containers-test)
 #   LOCAL_RESULTS  results of an earlier `-profile test,local` run to compare with (skips that run)
 #   LOCAL_WORK     its work dir: checks that both runs ran the same commands
+#   LOCAL_PROJECT  the pipeline folder that run was launched from (default: this repo), e.g. a
+#                  pytest-workflow copy; its path in commands counts as this repo's
 #   SKIP_BUILD=1   use the images as they are
 #   RTOL, ATOL     float tolerance of the comparison (default 1e-4, 1e-6)
 set -euo pipefail
@@ -42,7 +44,13 @@ fi
 
 local_results=${LOCAL_RESULTS:-}
 local_work=${LOCAL_WORK:-}
+local_project=${LOCAL_PROJECT:-$repo}
+if [[ -n "$local_results" && ! -d "$local_results/multiqc" ]]; then
+    log "no local results in $local_results: running the local profile here instead"
+    local_results=
+fi
 if [[ -z "$local_results" ]]; then
+    local_project=$repo
     local_results=$dir/local
     local_work=$dir/work-local
     rm -rf "$local_results" "$dir/work-local"
@@ -53,7 +61,7 @@ if [[ -z "$local_results" ]]; then
 fi
 
 log "comparing $dir/podman with $local_results"
-"$cache/env/bin/python" - "$local_results" "$dir/podman" "$local_work" "$dir/work-podman" <<'EOF'
+"$cache/env/bin/python" - "$local_results" "$dir/podman" "$local_work" "$dir/work-podman" "$local_project" "$repo" <<'EOF'
 """Compare two result folders of the pipeline: same files, same numbers within tolerance."""
 import json
 import math
@@ -69,6 +77,7 @@ from scipy import sparse
 
 local, podman = map(Path, sys.argv[1:3])
 local_work, podman_work = sys.argv[3:5]
+local_project, podman_project = sys.argv[5:7]
 RTOL, ATOL = float(os.environ.get("RTOL", 1e-4)), float(os.environ.get("ATOL", 1e-6))
 # run-specific files: timings, paths, logs
 SKIP = {"multiqc.log", "multiqc_sources.txt", "multiqc_data.json", "llms-full.txt", "multiqc.parquet"}
@@ -153,20 +162,30 @@ def compare_h5ad(name, a, b):
                 close(f"{name}:{slot}[{key}]", dense(x), dense(y))
 
 
-def task_scripts(work):
+def task_scripts(work, *projects):
     """{task name: its command's words}: what each task of a run was asked to do.
 
-    Words, not text: the order of files collected from several tasks may differ.
+    Words, not text: the order of files collected from several tasks may differ. The
+    pipeline folder's path (e.g. the samplesheet's base folder) reads as <project>.
     """
     scripts = {}
     for run in Path(work).glob("*/*/.command.run"):
         name = re.search(r"^### name: '(.+)'$", run.read_text(), flags=re.M).group(1)
-        scripts[name] = sorted((run.parent / ".command.sh").read_text().split())
+        text = (run.parent / ".command.sh").read_text()
+        for project in sorted({str(Path(p).resolve()) for p in projects}, key=len, reverse=True):
+            text = text.replace(project, "<project>")
+        scripts[name] = sorted(text.split())
     return scripts
 
 
+# storeDir tasks (RCTD's likelihood table) run only where their output is not stored yet
+STORED = re.compile(r"RCTD_QMATRIX")
+
 if local_work:  # the code must not have changed between the two runs
-    a, b = task_scripts(local_work), task_scripts(podman_work)
+    projects = (local_project, podman_project)
+    a, b = task_scripts(local_work, *projects), task_scripts(podman_work, *projects)
+    a = {name: words for name, words in a.items() if not STORED.search(name)}
+    b = {name: words for name, words in b.items() if not STORED.search(name)}
     changed = sorted(name for name in a.keys() & b.keys() if a[name] != b[name])
     if changed or a.keys() != b.keys():
         sys.exit(f"FAIL: the two runs ran different tasks or commands (was the pipeline edited meanwhile?): "
