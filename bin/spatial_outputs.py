@@ -52,12 +52,13 @@ def main(argv: list[str] | None = None) -> None:
                           title=f"{args.sample}: predicted cell type per {unit} ({label_method})")
     with cli.atomic_path(f"{prefix}.mapped.h5ad") as tmp:
         annotated.write_h5ad(tmp, compression="gzip")
-    images, shapes, shape_key, instance = so.read_elements(args.input_type, args.input, args.hd_bin_size, args.hd_mode)
-    store = so.write_store(f"{prefix}.spatialdata.zarr", images, shapes, so.build_table(annotated, shape_key, instance))
+    elements = so.read_elements(args.input_type, args.input, args.hd_bin_size, args.hd_mode)
+    sd_table = so.build_table(annotated, elements.shape_key, elements.instance)
+    store = so.write_store(f"{prefix}.spatialdata.zarr", elements.images, elements.shapes, sd_table, elements.points)
     log.info(
-        "sample %s: %d units, methods %s, labels from %s; wrote %s (images %s, shapes %s)",
+        "sample %s: %d units, methods %s, labels from %s; wrote %s (images %s, shapes %s, points %s)",
         args.sample, annotated.n_obs, ", ".join(results) or "none", label_method, store,
-        ", ".join(images) or "none", ", ".join(shapes) or "none",
+        ", ".join(elements.images) or "none", ", ".join(elements.shapes) or "none", ", ".join(elements.points) or "none",
     )
     cli.write_versions(args.versions, args.process_name, ["sopa", "spatialdata", "spatialdata-io", "anndata", "matplotlib"])
 

@@ -1,9 +1,11 @@
 """Per-slide outputs of Visium HD, Xenium and SpatialData slides after mapping.
 
 - a **SpatialData store written as a new zarr** (the input is never modified): the
-  slide's images, the bin squares or cell boundaries, and one table holding the QC'd
-  counts (sparse), ``obsm['spatial']``, every mapping method's proportions and the
-  predicted cell type per unit;
+  slide's images, the bin squares or cell boundaries, for Xenium the transcripts (points,
+  written from dask partition by partition, never loaded whole), and one table holding the
+  QC'd counts (sparse), ``obsm['spatial']``, every mapping method's proportions and the
+  predicted cell type per unit; it is written under ``<name>.tmp`` and renamed when
+  complete, so a failure leaves no store under the final name;
 - the mapped **h5ad** of the bins or cells (the same table);
 - a **cell-type composition** table per slide (mean proportion per type and method, and
   how many units each type labels);
@@ -17,8 +19,11 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import anndata as ad
 import numpy as np
@@ -125,11 +130,23 @@ def annotate(slide: ad.AnnData, results: dict[str, pd.DataFrame], methods: list[
 # --------------------------------------------------------------------------------------------
 
 
-def read_elements(input_type: str, path: str | Path, bin_size: int, hd_mode: str = "bins") -> tuple[dict, dict, str, str]:
-    """Images and shapes of the input, the shapes key the table annotates, and its instance column.
+class Elements(NamedTuple):
+    """What the output store keeps of the input besides the table."""
+
+    images: dict  #: name -> image (dask-backed)
+    shapes: dict  #: the shapes the table annotates (bin squares or cell boundaries)
+    points: dict  #: name -> points (dask-backed; Xenium transcripts, empty for Visium HD)
+    shape_key: str  #: the shapes' name, the table's region
+    instance: str  #: the table's column of shape IDs
+
+
+def read_elements(input_type: str, path: str | Path, bin_size: int, hd_mode: str = "bins") -> Elements:
+    """Images, shapes and points of the input, the shapes key the table annotates, and its instance column.
 
     Read again with the platform's reader (``sopa.io.visium_hd`` / ``sopa.io.xenium`` /
-    ``spatialdata.read_zarr``); nothing is written to the input.
+    ``spatialdata.read_zarr``); nothing is written to the input. Points stay dask-backed
+    (read lazily from ``transcripts.parquet``): nothing here loads them into memory.
+    Visium HD has no transcripts (its bins are the table), so no points.
     """
     import sopa
     import spatialdata
@@ -157,7 +174,8 @@ def read_elements(input_type: str, path: str | Path, bin_size: int, hd_mode: str
             raise ValueError(f"no SpatialData output for input type {input_type}")
     images = dict(sdata.images)
     shapes = {shape_key: sdata.shapes[shape_key]} if shape_key in sdata.shapes else {}
-    return images, shapes, shape_key, instance
+    points = dict(sdata.points) if input_type in ("xenium", "zarr") else {}
+    return Elements(images, shapes, points, shape_key, instance)
 
 
 def build_table(adata: ad.AnnData, shape_key: str, instance: str) -> ad.AnnData:
@@ -173,17 +191,31 @@ def build_table(adata: ad.AnnData, shape_key: str, instance: str) -> ad.AnnData:
     return TableModel.parse(table, region=shape_key, region_key="region", instance_key=instance)
 
 
-def write_store(path: str | Path, images: dict, shapes: dict, table: ad.AnnData) -> Path:
-    """Write a new SpatialData zarr store; an existing ``path`` is refused (never overwritten)."""
+def write_store(path: str | Path, images: dict, shapes: dict, table: ad.AnnData, points: dict | None = None) -> Path:
+    """Write a new SpatialData zarr store; an existing ``path`` is refused (never overwritten).
+
+    The store is written to ``<path>.tmp`` beside it and renamed to ``path`` only once
+    complete; on any failure the temporary store is removed, so nothing half-written is
+    left under either name. A ``<path>.tmp`` left by a killed earlier attempt is replaced.
+    Points are written from their dask partitions (bounded memory).
+    """
     import spatialdata
 
     path = Path(path)
     if path.exists():
         raise InputError(f"{path} exists; the pipeline writes a new store and never modifies one")
-    sdata = spatialdata.SpatialData(images=images, shapes=shapes, tables={"table": table})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sdata.write(path)
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    sdata = spatialdata.SpatialData(images=images, shapes=shapes, points=points or {}, tables={"table": table})
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sdata.write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
     return path
 
 

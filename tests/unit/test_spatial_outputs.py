@@ -78,13 +78,31 @@ def test_xenium_store_is_new_and_holds_images_shapes_and_results(tmp_path):
     assert (annotated.obs[so.PREDICTED_TYPE].astype(str) == truth["cell_type"]).all()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        images, shapes, key, instance = so.read_elements("xenium", ASSETS / "xenium1", 8)
-        store = so.write_store(tmp_path / "x.zarr", images, shapes, so.build_table(annotated, key, instance))
+        elements = so.read_elements("xenium", ASSETS / "xenium1", 8)
+        table = so.build_table(annotated, elements.shape_key, elements.instance)
+        store = so.write_store(tmp_path / "x.zarr", elements.images, elements.shapes, table, elements.points)
         back = spatialdata.read_zarr(store)
     assert "morphology_focus" in back.images and len(back.shapes["cell_boundaries"]) == slide.n_obs
     table = back.tables["table"]
     assert table.n_obs == slide.n_obs and "nnls_proportions" in table.obsm
     assert table.X.format == "csr"
+    # the transcripts read by sopa.io.xenium: every row of transcripts.parquet, with its gene and cell
+    assert "transcripts" in back.points
+    points = back.points["transcripts"]
+    assert hasattr(points, "npartitions"), "points must stay dask-backed"
+    raw = pd.read_parquet(ASSETS / "xenium1" / "transcripts.parquet")
+    assert len(points) == len(raw)
+    assert {"x", "y", "feature_name", "cell_id"} <= set(points.columns)
+    genes = points["feature_name"].astype(str).value_counts().compute().sort_index()
+    assert genes.to_dict() == raw["feature_name"].astype(str).value_counts().sort_index().to_dict()
+    assert not (tmp_path / "x.zarr.tmp").exists()
     assert _file_digest(ASSETS / "xenium1") == before, "the input bundle was modified"
     with pytest.raises(ValueError, match="never modifies"):
-        so.write_store(store, images, shapes, table)
+        so.write_store(store, elements.images, elements.shapes, table)
+
+
+def test_visium_hd_bins_store_has_no_points(tmp_path):
+    pytest.importorskip("sopa")
+    elements = so.read_elements("visium_hd", ASSETS / "hd1" / "outs", 8)
+    assert elements.points == {} and elements.shape_key.endswith("square_008um")
+    assert elements.instance == "location_id"
