@@ -27,8 +27,9 @@ def locationsOf(json) {
 // The methods to run on a slide of n locations, and why (one line for the log and the report).
 // auto: all five up to `large` locations; above, the three that scale to Visium HD sizes
 // (README, "Choosing methods"). Asked-for methods run as asked, except Tangram's cells mode,
-// which is skipped above `large` (its cells x locations map does not fit in memory).
-def chooseMethods(List requested, long n, long large, String tangramMode) {
+// which is skipped above `large` (its cells x locations map does not fit in memory), and
+// cell2location, skipped above `c2lMax` locations (0: no limit; days of training on CPU there).
+def chooseMethods(List requested, long n, long large, String tangramMode, long c2lMax = 0) {
     def big = n > large
     if (requested == ['auto']) {
         def run = big ? ['rctd', 'flashdeconv', 'nnls'] : ['cell2location', 'tangram', 'rctd', 'flashdeconv', 'nnls']
@@ -41,6 +42,11 @@ def chooseMethods(List requested, long n, long large, String tangramMode) {
     if (big && 'tangram' in run && tangramMode == 'cells') {
         run = run - ['tangram']
         why += "; Tangram skipped: cells mode on ${n} locations > large_slide_locations ${large} (use --tangram_mode clusters)"
+    }
+    if (c2lMax > 0 && n > c2lMax && 'cell2location' in run) {
+        run = run - ['cell2location']
+        why += "; cell2location skipped: ${n} locations > c2l_max_locations ${c2lMax} (days of training at this size; " +
+            "use rctd (--rctd_mode doublet for bins and cells), flashdeconv or nnls, or raise --c2l_max_locations)"
     }
     [run, why]
 }
@@ -78,7 +84,8 @@ workflow MAPPING {
         .join(slide_json.map { meta, json -> [meta.id, json] })
         .map { id, meta, h5ad, json ->
             def n = locationsOf(json)
-            def (run, why) = chooseMethods(methods, n, params.large_slide_locations as long, params.tangram_mode.toString())
+            def (run, why) = chooseMethods(methods, n, params.large_slide_locations as long, params.tangram_mode.toString(),
+                params.c2l_max_locations as long)
             def line = "sample ${id}: ${n} locations; methods ${run.join(', ') ?: 'none'} (${why})"
             if (why.contains('skipped')) { log.warn line } else { log.info line }
             [meta + [locations: n, methods: run, selection: why.toString()], h5ad]
