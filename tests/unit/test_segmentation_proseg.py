@@ -1,0 +1,108 @@
+"""ProSeg through sopa: the missing-binary message, the options check, the cells file, and (with the
+binary on PATH) ProSeg on the generated Visium HD slide and Xenium region against the true cells."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+
+pytest.importorskip("sopa")
+
+from spatialmap import io_hd, keys  # noqa: E402
+from spatialmap import segmentation_proseg as proseg  # noqa: E402
+from spatialmap.cli import InputError  # noqa: E402
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets" / "test_data_hd"
+needs_proseg = pytest.mark.skipif(
+    shutil.which("proseg") is None,
+    reason="no proseg binary on PATH: `bash tools/setup.sh --with-proseg` and add ~/.cache/spatialmap/proseg/bin to PATH",
+)
+
+
+def test_missing_binary_names_the_sample_and_the_install(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"sample hd1: --segmentation proseg needs the proseg binary") as err:
+        proseg.segment_visium_hd(ASSETS / "hd1" / "outs", "hd1", tmp_path / "work")
+    assert f"cargo install proseg --version {proseg.PROSEG_VERSION} --locked" in str(err.value)
+    assert "tools/setup.sh --with-proseg" in str(err.value)
+
+
+def test_options_set_by_the_pipeline_are_refused():
+    assert proseg.split_args("--samples 100 --ncomponents 5", "s") == "--samples 100 --ncomponents 5"
+    with pytest.raises(InputError, match="sample s: ProSeg options --cell-id-column are set by the pipeline"):
+        proseg.split_args("--cell-id-column foo", "s")
+    with pytest.raises(InputError, match="cannot parse"):
+        proseg.split_args("--samples '100", "s")
+
+
+def test_cells_file_layout(tmp_path):
+    square = shapely.Polygon([(0, 0), (2, 0), (2, 2), (0, 2)])
+    cells = gpd.GeoDataFrame(geometry=[square, shapely.affinity.translate(square, 5)], index=[3, 7])
+    proseg.write_cells(cells, tmp_path / "s.cells.parquet")
+    back = gpd.read_parquet(tmp_path / "s.cells.parquet")
+    assert back.index.name == "cell_id" and list(back.index) == ["3", "7"] and back.crs is None
+    assert list(back.columns) == ["geometry"] and (back.geom_type == "Polygon").all()
+    assert not list(tmp_path.glob(".*"))  # no temporary file left
+
+
+def test_match_cells_is_one_to_one():
+    square = shapely.Polygon([(0, 0), (4, 0), (4, 4), (0, 4)])
+    cells = gpd.GeoDataFrame(geometry=[square, shapely.affinity.translate(square, 10)])
+    found = proseg.match_cells(cells, np.array([1.0, 3.0, 11.0, 30.0]), np.array([1.0, 3.0, 1.0, 30.0]))
+    # the first polygon holds two true centres: neither is matched; the third centre is; the last is outside
+    assert found["matched"] == 1 and list(found["match"]) == [-1, -1, 1, -1]
+
+
+def _platform_cells(path: Path) -> Path:
+    bounds = pd.read_parquet(ASSETS / "xenium1" / "cell_boundaries.parquet")
+    polygons = {cid: shapely.Polygon(g[["vertex_x", "vertex_y"]].to_numpy()) for cid, g in bounds.groupby("cell_id", sort=False)}
+    cells = gpd.GeoDataFrame(geometry=list(polygons.values()), index=list(polygons))
+    proseg.write_cells(cells, path)
+    return path
+
+
+def test_xenium_cells_from_polygons_count_the_transcripts(tmp_path):
+    """The platform's own polygons as the cells file give back the platform's cell matrix (within 10%)."""
+    adata = io_hd.read_xenium_cells(ASSETS / "xenium1", "xenium1", _platform_cells(tmp_path / "x.cells.parquet"), "test")
+    platform = io_hd.read_xenium(ASSETS / "xenium1", "xenium1")
+    platform.obs_names = platform.obs["cell_id"].astype(str)
+    assert adata.n_obs == platform.n_obs == 252 and set(adata.obs_names) == set(platform.obs_names)
+    ours = np.asarray(adata.X.sum(axis=1)).ravel()
+    theirs = np.asarray(platform[adata.obs_names].X.sum(axis=1)).ravel()
+    assert np.corrcoef(ours, theirs)[0, 1] > 0.99 and 0.9 < ours.sum() / theirs.sum() <= 1.0
+    assert np.abs(adata.obsm[keys.SPATIAL] - platform[adata.obs_names].obsm[keys.SPATIAL]).max() < 0.01  # pixels
+    info = adata.uns[keys.UNS_PLATFORM]
+    assert info["segmentation"] == "test" and info["cells_found"] == 252 and 85 < info["pct_transcripts_in_cells"] < 100
+
+
+@pytest.fixture(scope="module")
+def hd_proseg(tmp_path_factory):
+    return proseg.segment_visium_hd(ASSETS / "hd1" / "outs", "hd1", tmp_path_factory.mktemp("proseg_hd") / "work", threads=2)
+
+
+@needs_proseg
+def test_proseg_visium_hd_finds_the_true_cells(hd_proseg):
+    cells, qc = hd_proseg
+    truth = pd.read_csv(ASSETS / "truth" / "hd1_cells.csv")
+    found = proseg.match_cells(cells, truth["x_px"].to_numpy(), truth["y_px"].to_numpy())
+    assert abs(len(cells) - len(truth)) <= 0.1 * len(truth), (len(cells), len(truth))
+    assert found["matched_fraction"] >= 0.85, found["matched_fraction"]
+    assert qc["prior"] == "segmented_outputs/cell_segmentations.geojson" and qc["prior_cells"] == len(truth)
+    assert (cells.geom_type == "Polygon").all() and cells.index.is_unique
+    assert 20 < qc["median_cell_area_um2"] < 120  # true cells: radius 3.6-4.4 µm, 41-61 µm²
+
+
+@needs_proseg
+def test_proseg_xenium_finds_the_true_cells(tmp_path):
+    cells, qc = proseg.segment_xenium(ASSETS / "xenium1", "xenium1", tmp_path / "work", threads=2)
+    truth = pd.read_csv(ASSETS / "truth" / "xenium1_cells.csv")
+    found = proseg.match_cells(cells, truth["x_um"].to_numpy(), truth["y_um"].to_numpy())
+    assert abs(len(cells) - len(truth)) <= 0.1 * len(truth), (len(cells), len(truth))
+    assert found["matched_fraction"] >= 0.85, found["matched_fraction"]
+    assert not (tmp_path / "work").exists()  # sopa's cache removed
