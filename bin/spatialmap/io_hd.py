@@ -88,12 +88,34 @@ def read_visium_hd(outs_dir: str | Path, sample: str, bin_size: int = 8) -> ad.A
     return adata
 
 
-def read_visium_hd_cells(outs_dir: str | Path, sample: str) -> ad.AnnData:
-    """Cells of a Visium HD slide: Space Ranger 4's cell boundaries, 2 µm bins aggregated with ``sopa.aggregate``.
+def read_visium_hd_cells(
+    outs_dir: str | Path,
+    sample: str,
+    cells: str | Path | None = None,
+    method: str = "spaceranger",
+    expand_radius_ratio: float = 0.0,
+) -> ad.AnnData:
+    """Cells of a Visium HD slide: cell polygons with the 2 µm bins aggregated by ``sopa.aggregate``.
 
-    The boundaries (``segmented_outputs/cell_segmentations.geojson``) and the 2 µm bins are
-    read with ``sopa.io.visium_hd``; a bin belongs to the cell whose polygon holds its
-    centre. ``obs['spaceranger_cell_id']`` keeps Space Ranger's cell ID.
+    The polygons are Space Ranger 4's (``segmented_outputs/cell_segmentations.geojson``, read
+    by ``sopa.io.visium_hd``) or, with ``cells``, the pipeline's own segmentation (a GeoParquet
+    of polygons in full-resolution image pixels, e.g. StarDist nuclei). A 2 µm bin belongs to
+    the cell whose polygon (grown by ``expand_radius_ratio`` x the mean cell radius, as
+    ``sopa.aggregate`` does) holds its centre. ``obs['spaceranger_cell_id']`` keeps Space Ranger's
+    cell ID, ``obs['segmentation_cell_id']`` the pipeline's.
+
+    Parameters
+    ----------
+    outs_dir
+        Space Ranger ``outs/``.
+    sample
+        Sample name (messages, ``obs['sample']``).
+    cells
+        ``<sample>.cells.parquet`` of the pipeline's segmentation; ``None``: Space Ranger's.
+    method
+        Name of the segmentation, written to the QC (``spaceranger``, ``stardist``, ``proseg``).
+    expand_radius_ratio
+        Growth of the polygons before bins are assigned (nuclei -> cells); 0 for whole cells.
 
     Returns
     -------
@@ -105,53 +127,87 @@ def read_visium_hd_cells(outs_dir: str | Path, sample: str) -> ad.AnnData:
 
     outs = Path(outs_dir)
     geojson = outs / "segmented_outputs" / "cell_segmentations.geojson"
-    if not geojson.is_file():
+    if cells is None and not geojson.is_file():
         raise InputError(
             f"sample {sample}: --hd_mode cells needs Space Ranger 4's cell segmentation; {outs} has no "
-            "segmented_outputs/cell_segmentations.geojson"
+            "segmented_outputs/cell_segmentations.geojson (use --segmentation stardist to segment the H&E)"
         )
+    polygons = None
+    if cells is not None:
+        from .segmentation import read_cells
+
+        polygons = read_cells(cells, sample)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             sdata = sopa.io.visium_hd(outs, bin_size=2, load_segmentations_only=False)
     except (OSError, KeyError, ValueError, AssertionError, RuntimeError) as err:
         raise InputError(f"sample {sample}: sopa.io.visium_hd cannot read {outs}: {err}") from err
-    key = next((k for k in sdata.shapes if k.endswith("_cell_segmentations")), None)
-    if key is None or "square_002um" not in sdata.tables:
-        raise InputError(f"sample {sample}: no cell boundaries or 2 µm bins read from {outs}")
-    spaceranger_ids = sdata.shapes[key].index.astype(str).to_numpy()
+    if "square_002um" not in sdata.tables:
+        raise InputError(f"sample {sample}: no 2 µm bins read from {outs}")
     bins = sdata.tables["square_002um"]
+    if polygons is None:
+        key = next((k for k in sdata.shapes if k.endswith("_cell_segmentations")), None)
+        if key is None:
+            raise InputError(f"sample {sample}: no cell boundaries read from {outs}")
+    else:
+        from spatialdata.models import ShapesModel
+        from spatialdata.transformations import get_transformation
+
+        bins_shapes = sdata.get_annotated_regions(bins)
+        bins_shapes = bins_shapes[0] if isinstance(bins_shapes, list) else bins_shapes
+        key = "spatialmap_cells"
+        sdata.shapes[key] = ShapesModel.parse(
+            polygons, transformations=get_transformation(sdata.shapes[bins_shapes], get_all=True)
+        )
+    cell_ids = sdata.shapes[key].index.astype(str).to_numpy()
+    segmented_area_px = sdata.shapes[key].area.to_numpy(dtype=float)  # as segmented (nuclei for StarDist)
     total = float(bins.X.sum())
     sopa.aggregate(sdata, aggregate_genes=True, aggregate_channels=False, shapes_key=key,
-                   bins_key="square_002um", expand_radius_ratio=0, key_added="cells_table")  # fmt: skip
-    cells = sdata.tables["cells_table"]
-    if cells.n_obs != len(spaceranger_ids):
-        raise InputError(f"sample {sample}: {len(spaceranger_ids) - cells.n_obs} cells were dropped by the aggregation")
-    factors = _read_json(outs / "segmented_outputs" / "spatial" / "scalefactors_json.json", sample)
+                   bins_key="square_002um", expand_radius_ratio=expand_radius_ratio, key_added="cells_table")  # fmt: skip
+    table = sdata.tables["cells_table"]
+    if table.n_obs != len(cell_ids):
+        raise InputError(f"sample {sample}: {len(cell_ids) - table.n_obs} cells were dropped by the aggregation")
+    candidates = [outs / d / "spatial" / "scalefactors_json.json" for d in ("segmented_outputs", ".", "binned_outputs/square_002um")]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        raise InputError(f"sample {sample}: no scalefactors_json.json in {outs} (segmented_outputs/spatial, spatial, square_002um)")
+    factors = _read_json(found, sample)
     mpp = float(factors["microns_per_pixel"])
-    assignments = cells.obsm["bins_assignments"]
-    adata = _standardise(cells, sample, cells.obsm["spatial"])
-    adata.obs_names = spaceranger_ids
-    adata.obs["spaceranger_cell_id"] = spaceranger_ids
+    assignments = table.obsm["bins_assignments"].tocsr()
+    n_bins = np.diff(assignments.indptr)
+    adata = _standardise(table, sample, table.obsm["spatial"])
+    adata.obs_names = cell_ids
+    adata.obs["spaceranger_cell_id" if polygons is None else "segmentation_cell_id"] = cell_ids
     adata.obs[keys.IN_TISSUE] = 1
-    adata.obs["cell_area_um2"] = cells.obs["area"].to_numpy(dtype=float) * mpp**2
-    adata.obs["bins_002um"] = np.diff(assignments.tocsr().indptr)
+    adata.obs["cell_area_um2"] = table.obs["area"].to_numpy(dtype=float) * mpp**2
+    adata.obs["bins_002um"] = n_bins
     adata.obs = adata.obs.drop(columns=[c for c in ("slide", "cell_id", "area") if c in adata.obs])
-    in_cells = float(adata.X.sum())
+    empty = n_bins == 0
+    if empty.all():
+        raise InputError(f"sample {sample}: no 2 µm bin centre lies in any of the {len(cell_ids)} {method} cells")
+    if empty.any():
+        log.info("sample %s: %d of %d %s cells hold no 2 µm bin centre and are left out", sample,
+                 int(empty.sum()), len(cell_ids), method)  # fmt: skip
+        adata = adata[~empty].copy()
+    in_cells = float(assignments.sum(axis=0).A1.clip(max=1) @ np.asarray(bins.X.sum(axis=1)).ravel())
     image_key = next((k for k in sdata.images if k.endswith("_lowres_image")), None)
     image, _ = _small_image(sdata, image_key) if image_key else (None, None)
     diameter = 2.0 * np.sqrt(np.median(adata.obs["cell_area_um2"]) / np.pi) / mpp
     scalefactors = {"spot_diameter_fullres": float(diameter), "microns_per_pixel": mpp}
-    if image is not None:
+    if image is not None and "tissue_lowres_scalef" in factors:
         scalefactors["tissue_lowres_scalef"] = float(factors["tissue_lowres_scalef"])
+    reader = "sopa.io.visium_hd + sopa.aggregate" + ("" if polygons is None else f" ({method} polygons)")
     adata.uns[keys.UNS_SPATIAL] = {
         sample: {"images": {"lowres": image} if image is not None else {}, "scalefactors": scalefactors,
-                 "metadata": {"source": "visium_hd", "reader": "sopa.io.visium_hd + sopa.aggregate"}}
+                 "metadata": {"source": "visium_hd", "reader": reader}}
     }  # fmt: skip
     adata.uns[keys.UNS_PLATFORM] = {
-        "platform": "visium_hd", "unit": "cell", "segmentation": "spaceranger", "cells_found": int(adata.n_obs),
+        "platform": "visium_hd", "unit": "cell", "segmentation": method, "cells_found": int(len(cell_ids)),
         "median_cell_area_um2": round(float(np.median(adata.obs["cell_area_um2"])), 3),
+        "median_segmented_area_um2": round(float(np.median(segmented_area_px)) * mpp**2, 3),
         "median_bins_per_cell": float(np.median(adata.obs["bins_002um"])),
+        "pct_bins_in_cells": round(100.0 * float((assignments.sum(axis=0).A1 > 0).mean()), 3),
         "pct_transcripts_in_cells": round(100.0 * in_cells / total, 3) if total else float("nan"),
     }  # fmt: skip
     return adata
@@ -197,6 +253,74 @@ def read_xenium(path: str | Path, sample: str) -> ad.AnnData:
     qc["median_cell_area_um2"] = round(float(np.nanmedian(area)), 3)
     qc.update(transcript_assignment(sdata))
     adata.uns[keys.UNS_PLATFORM] = qc
+    return adata
+
+
+def read_xenium_cells(path: str | Path, sample: str, cells: str | Path, method: str = "proseg") -> ad.AnnData:
+    """Cells of a Xenium bundle from the pipeline's own segmentation: decoded transcripts counted per polygon.
+
+    ``cells`` is the pipeline's cells file (GeoParquet, polygons in µm, the transcripts'
+    coordinates). The transcripts are read with ``sopa.io.xenium`` (Q < 20 left out, as in the
+    platform's cell matrix) and counted per polygon by ``sopa.aggregate`` (control probes
+    excluded by sopa's gene pattern). Centroids in morphology-image pixels, as :func:`read_xenium`.
+    """
+    import geopandas as gpd
+    import sopa
+    from spatialdata.models import ShapesModel
+    from spatialdata.transformations import get_transformation
+
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sdata = sopa.io.xenium(path, qv_threshold=20)
+    except (OSError, KeyError, ValueError, AssertionError, RuntimeError) as err:
+        raise InputError(f"sample {sample}: sopa.io.xenium cannot read {path}: {err}") from err
+    if "transcripts" not in sdata.points:
+        raise InputError(f"sample {sample}: no transcripts read from {path}")
+    try:
+        shapes = gpd.read_parquet(cells)
+    except (OSError, ValueError) as err:
+        raise InputError(f"sample {sample}: cannot read the {method} cells file {cells}: {err}") from err
+    if shapes.empty:
+        raise InputError(f"sample {sample}: the {method} cells file {cells} holds no cell")
+    ids = shapes.index.astype(str).to_numpy()
+    shapes = gpd.GeoDataFrame(geometry=shapes.geometry.to_numpy(), index=ids, crs=None)
+    transformations = get_transformation(sdata.points["transcripts"], get_all=True)
+    sdata.shapes["cells"] = ShapesModel.parse(shapes, transformations=transformations)
+    points = sdata.points["transcripts"]
+    genes = ~points["feature_name"].astype(str).str.fullmatch(sopa.settings.gene_exclude_pattern, case=False)
+    decoded = int((genes & ~points["low_quality_transcript"]).sum().compute())  # Q >= 20 gene transcripts
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sopa.aggregate(sdata, aggregate_genes=True, aggregate_channels=False, shapes_key="cells",
+                       points_key="transcripts", key_added="cells_table")  # fmt: skip
+    table = sdata.tables["cells_table"]
+    if table.n_obs != len(ids):  # sopa renames the cells 0..n-1 in order: the IDs are put back by position
+        raise InputError(f"sample {sample}: {len(ids) - table.n_obs} {method} cells were dropped by the aggregation")
+    pixel_size = float(_read_json(path / "experiment.xenium", sample)["pixel_size"])
+    centroids_um = np.column_stack([shapes.centroid.x, shapes.centroid.y])
+    adata = _standardise(table, sample, centroids_um / pixel_size)
+    adata.obs_names = pd.Index(ids)
+    adata.obs["cell_area"] = shapes.area.to_numpy(dtype=float)
+    adata.obs[keys.IN_TISSUE] = 1
+    adata.obs = adata.obs.drop(columns=[c for c in ("cell_id", "area", "slide") if c in adata.obs])
+    image, scalef = _small_image(sdata, "morphology_focus") if "morphology_focus" in sdata.images else (None, None)
+    area = adata.obs["cell_area"].to_numpy(dtype=float)
+    scalefactors = {"spot_diameter_fullres": float(2.0 * np.sqrt(np.median(area) / np.pi) / pixel_size),
+                    "microns_per_pixel": pixel_size}  # fmt: skip
+    if image is not None:
+        scalefactors["tissue_lowres_scalef"] = scalef
+    adata.uns[keys.UNS_SPATIAL] = {
+        sample: {"images": {"lowres": image} if image is not None else {}, "scalefactors": scalefactors,
+                 "metadata": {"source": "xenium", "reader": f"sopa.io.xenium + {method} cells + sopa.aggregate"}}
+    }  # fmt: skip
+    in_cells = float(adata.X.sum())
+    adata.uns[keys.UNS_PLATFORM] = {
+        "platform": "xenium", "unit": "cell", "segmentation": method, "cells_found": int(adata.n_obs),
+        "median_cell_area_um2": round(float(np.median(area)), 3), "transcripts_decoded": decoded,
+        "pct_transcripts_in_cells": round(100.0 * in_cells / decoded, 3) if decoded else float("nan"),
+    }  # fmt: skip
     return adata
 
 
