@@ -453,6 +453,61 @@ def _light(adata: ad.AnnData, obs: pd.DataFrame | None = None) -> ad.AnnData:
     )
 
 
+#: the column of each spot's counts outside RCTD's gene lists (never a reference gene)
+RCTD_OTHER_COUNTS = "__spatialmap_other_counts__"
+
+
+def rctd_slide_genes(slide: ad.AnnData, reference, config) -> tuple[ad.AnnData, int]:
+    """The slide as rctd-py gets it: only the genes it can use, plus one column of the other counts.
+
+    rctd-py densifies its spots x shared-genes matrix (``RCTD._extract_spatial_data``, and copies
+    it once more): for a full Visium HD slide of 302,500 bins x 5,000 genes that is 6 GB of
+    float32, twice. After that it uses only the genes of its two lists (``gene_list_bulk`` and
+    ``gene_list_reg``: chosen gene by gene from the reference profiles and the slide's total count
+    of the gene over the spots passing ``UMI_min``/``UMI_max``), while each spot's nUMI is taken
+    over all genes. The lists are computed here the same way, from sparse sums, and the slide
+    handed over holds those genes and one column :data:`RCTD_OTHER_COUNTS` (not a reference gene)
+    with each spot's remaining counts: rctd-py then finds the same nUMI, gene lists, filters and
+    fits, with a dense matrix of spots x listed genes only (1,360 of 5,000 genes on that slide).
+    When a list is too short (rctd-py then falls back to all shared genes) the slide is left whole.
+
+    Returns
+    -------
+    The slide for rctd-py (counts and names only) and the number of genes it shares with the reference.
+    """
+    X = sp.csr_matrix(slide.X, dtype=np.float32)
+    names = slide.var_names.astype(str)
+    ref_names = [str(g) for g in reference.gene_names]
+    if RCTD_OTHER_COUNTS in set(ref_names):
+        raise InputError(f"the reference has a gene named {RCTD_OTHER_COUNTS}, which the pipeline reserves")
+    position = {g: i for i, g in enumerate(names)}
+    common = sorted(set(position) & set(ref_names))
+    totals = np.asarray(X.sum(axis=1, dtype=np.float64)).ravel()
+    passing = (totals >= config.UMI_min) & (totals <= config.UMI_max)
+    gene_sums = np.asarray(X[np.flatnonzero(passing)].sum(axis=0, dtype=np.float64)).ravel()
+    bulk = np.zeros(len(ref_names), dtype=np.float64)
+    ref_position = {g: i for i, g in enumerate(ref_names)}
+    for gene in common:
+        bulk[ref_position[gene]] = gene_sums[position[gene]]
+    lists = [
+        reference.get_de_genes(spatial_bulk=bulk, fc_thresh=config.fc_cutoff, expr_thresh=config.gene_cutoff,
+                               min_obs=config.MIN_OBS),
+        reference.get_de_genes(spatial_bulk=bulk, fc_thresh=config.fc_cutoff_reg, expr_thresh=config.gene_cutoff_reg,
+                               min_obs=config.MIN_OBS),
+    ]  # fmt: skip
+    if min(len(genes) for genes in lists) < 10:
+        return _light(slide), len(common)
+    keep = sorted((set(lists[0]) | set(lists[1])) & set(common))
+    columns = np.array([position[g] for g in keep])
+    rest = np.ones(X.shape[1], dtype=bool)
+    rest[columns] = False
+    other = np.asarray(X[:, np.flatnonzero(rest)].sum(axis=1, dtype=np.float64)).ravel().astype(np.float32)
+    counts = sp.hstack([X[:, columns], sp.csr_matrix(other[:, None])], format="csr", dtype=np.float32)
+    out = ad.AnnData(X=counts, obs=pd.DataFrame(index=slide.obs_names.astype(str)),
+                     var=pd.DataFrame(index=[*keep, RCTD_OTHER_COUNTS]))  # fmt: skip
+    return out, len(common)
+
+
 def _rctd_proportions(result, mode: str, names: list[str]) -> tuple[np.ndarray, pd.DataFrame, dict]:
     """Spots x types proportions of the fitted spots, per-spot annotations, convergence."""
     from rctd import SPOT_CLASS_NAMES
@@ -594,12 +649,17 @@ def run_rctd(
                 f"sample {name}: rctd: cell type(s) {', '.join(lost)} keep fewer than {cell_min} reference "
                 f"cells with at least {ref_umi_min} UMIs"
             )
+        rctd_slide, n_common = rctd_slide_genes(slide, ref, config)
+        log.info("sample %s: RCTD gets %d of the %d shared genes (its gene lists) and the other counts in one column",
+                 name, rctd_slide.n_vars - (RCTD_OTHER_COUNTS in rctd_slide.var_names), n_common)
         try:
-            model = RCTD(_light(slide), ref, config)
+            model = RCTD(rctd_slide, ref, config)
         except ValueError as err:
             raise InputError(f"sample {name}: rctd: {err}") from err
+        del rctd_slide
         model.fit_platform_effects()
     result = _rctd_fit(model, mode, batch_size)
+    model.genes_shared = n_common
     return _rctd_result(slide, inp, model, result, mode, table, device, t0, locals_settings(
         mode=mode, umi_min=umi_min, umi_max=umi_max, counts_min=counts_min, umi_min_sigma=umi_min_sigma,
         cell_min=cell_min, n_max_cells=n_max_cells, ref_umi_min=ref_umi_min, compile=compile, dtype=dtype,
@@ -633,7 +693,7 @@ def _rctd_result(slide, inp: Inputs, model, result, mode, table, device, t0, set
     qc.update({
         "mode": mode,
         "genes_used": int(model.counts.shape[1]),
-        "genes_common": len(model.common_genes),
+        "genes_common": int(getattr(model, "genes_shared", len(model.common_genes))),
         "sigma": model.sigma / 100.0,
         "convergence": convergence,
         "q_matrix": {"path": table["path"], "k_max": table["k_max"], "n_sigmas": len(table["sigmas"])},

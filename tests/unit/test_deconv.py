@@ -183,6 +183,37 @@ def test_rctd_doublet_and_multi_modes(mode, reference, q_table):
     assert agree > 0.6, agree
 
 
+def test_rctd_gets_only_its_gene_lists_and_gives_the_same_result(reference, q_table, monkeypatch):
+    """rctd-py densifies spots x shared genes; it is handed only the genes of its lists (plus one column of
+    the other counts, so each spot's nUMI is unchanged) and gives exactly what it gives on the whole slide."""
+    import rctd
+
+    slide, _ = load_slide("slide3")
+    slide = slide[:90].copy()
+    seen = []
+    real_init = rctd.RCTD.__init__
+
+    def spy(self, spatial, *args, **kwargs):
+        seen.append(spatial)
+        real_init(self, spatial, *args, **kwargs)
+
+    monkeypatch.setattr(rctd.RCTD, "__init__", spy)
+    lean = run("rctd", slide, reference, q_table, mode="doublet")
+    handed = seen[-1]
+    assert handed.var_names[-1] == deconv.RCTD_OTHER_COUNTS
+    assert handed.n_vars - 1 < slide.n_vars  # only the listed genes are densified
+    totals = np.asarray(slide.X.sum(axis=1)).ravel()
+    np.testing.assert_array_equal(np.asarray(handed.X.sum(axis=1)).ravel(), totals)  # nUMI unchanged
+    assert lean.qc["genes_common"] == len(set(slide.var_names) & set(reference.var_names))
+
+    monkeypatch.setattr(deconv, "rctd_slide_genes", lambda s, r, c: (deconv._light(s), 0))
+    whole = run("rctd", slide, reference, q_table, mode="doublet")
+    assert seen[-1].n_vars == slide.n_vars
+    pd.testing.assert_frame_equal(lean.proportions, whole.proportions)
+    pd.testing.assert_frame_equal(lean.extra_obs, whole.extra_obs)
+    assert lean.qc["sigma"] == whole.qc["sigma"] and lean.qc["genes_used"] == whole.qc["genes_used"]
+
+
 def test_rctd_reports_the_spots_it_leaves_out(reference, q_table, tmp_path):
     slide, _ = load_slide("slide1")
     totals = np.asarray(slide.X.sum(axis=1)).ravel()
