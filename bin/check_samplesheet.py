@@ -24,18 +24,27 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--hd-mode", default="bins", choices=("bins", "cells"),
-        help="Visium HD units; cells need the 2 µm bins and segmented_outputs/ (default: bins)",
+        help="Visium HD units; cells need the 2 µm bins (default: bins)",
+    )
+    parser.add_argument(
+        "--segmentation", default="auto", choices=("auto", "stardist", "proseg", "spaceranger", "xenium"),
+        help="cell boundaries of Visium HD cells mode and Xenium: auto = the platform's own when present, "
+        "else StarDist on the H&E (default: auto)",
     )
     parser.add_argument("--output", default="samplesheet.valid.csv", help="checked samplesheet to write")
     parser.add_argument("--process-name", default="CHECK_SAMPLESHEET", help="process name for versions.yml")
     parser.add_argument("--versions", default="versions.yml", help="versions file to write")
     args = parser.parse_args(argv)
 
-    slides = read_samplesheet(args.samplesheet, base_dir=args.base_dir, hd_bin_size=args.hd_bin_size, hd_mode=args.hd_mode)
+    slides = read_samplesheet(args.samplesheet, base_dir=args.base_dir, hd_bin_size=args.hd_bin_size, hd_mode=args.hd_mode,
+                              segmentation=args.segmentation)
     with cli.atomic_path(args.output) as tmp:
         write_checked(slides, tmp)
     groups = sorted({s.group for s in slides})
-    platforms = ", ".join(f"{s.sample}: {s.input_type}" for s in slides)
+    platforms = ", ".join(
+        f"{s.sample}: {s.input_type}" + (f" (segmentation {s.segmentation})" if s.segmentation != "none" else "")
+        for s in slides
+    )
     log.info("samplesheet OK: %d slide(s) in %d group(s): %s (%s)", len(slides), len(groups), ", ".join(groups), platforms)
     cli.write_versions(args.versions, args.process_name, [])
 

@@ -31,6 +31,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "with sopa.aggregate) (default: %(default)s)",
     )
     parser.add_argument(
+        "--segmentation", default=None, choices=("spaceranger", "xenium", "stardist", "proseg"),
+        help="the slide's cell boundaries (Visium HD cells mode, Xenium): the platform's own (spaceranger, xenium) "
+        "or the pipeline's (stardist, proseg: given with --cells) (default: the platform's)",
+    )
+    parser.add_argument(
+        "--cells", type=Path, default=None,
+        help="<sample>.cells.parquet: cell polygons of the pipeline's segmentation (GeoParquet; Visium HD: "
+        "full-resolution image pixels)",
+    )
+    parser.add_argument(
+        "--nucleus-expand-ratio", type=float, default=1.0,
+        help="StarDist nuclei are grown by this x their mean radius before 2 µm bins join them (sopa.aggregate's "
+        "expand_radius_ratio); platform boundaries are not grown (default: %(default)s)",
+    )
+    parser.add_argument(
         "--hd-bin-size", type=int, default=8, choices=(2, 8, 16), help="Visium HD bin size in µm (default: %(default)s)"
     )
     parser.add_argument("--output", required=True, type=Path, help="h5ad file to write (e.g. S.raw.h5ad)")
@@ -45,7 +60,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.spaceranger_dir is not None:
         adata = io.read_spaceranger(args.spaceranger_dir, args.sample)
     elif args.visium_hd_dir is not None and args.hd_mode == "cells":
-        adata = io_hd.read_visium_hd_cells(args.visium_hd_dir, args.sample)
+        if args.segmentation in ("stardist", "proseg") and args.cells is None:
+            raise cli.InputError(f"sample {args.sample}: --segmentation {args.segmentation} needs --cells (the polygons)")
+        adata = io_hd.read_visium_hd_cells(
+            args.visium_hd_dir, args.sample, cells=args.cells, method=args.segmentation or "spaceranger",
+            expand_radius_ratio=args.nucleus_expand_ratio if args.segmentation == "stardist" else 0.0,
+        )
     elif args.visium_hd_dir is not None:
         adata = io_hd.read_visium_hd(args.visium_hd_dir, args.sample, args.hd_bin_size)
     elif args.xenium_dir is not None:

@@ -45,6 +45,8 @@ XENIUM_FILES = (
 )
 XENIUM_IMAGES = ("morphology_focus", "morphology_focus.ome.tif", "morphology_mip.ome.tif")
 HD_BIN_SIZES = (8, 16)
+SEGMENTATIONS = ("auto", "stardist", "proseg", "spaceranger", "xenium")  # --segmentation
+HD_CELLS_GEOJSON = "segmented_outputs/cell_segmentations.geojson"
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Slide:
     input_type: str  # "spaceranger", "visium_hd", "xenium", "zarr" or "h5ad"
     path: str
     group: str
+    segmentation: str = "none"  # per slide: none, spaceranger, xenium, stardist or proseg
 
 
 def _resolve(value: str, base_dir: Path) -> str:
@@ -75,11 +78,6 @@ def _check_spaceranger_dir(where: str, path: str, hd_bin_size: int = 8, hd_mode:
         raise InputError(f"{where}: spaceranger_dir '{path}' does not exist or is not a folder")
     if (outs / "binned_outputs").is_dir():
         _check_visium_hd(where, outs, 2 if hd_mode == "cells" else hd_bin_size)
-        if hd_mode == "cells" and not (outs / "segmented_outputs" / "cell_segmentations.geojson").is_file():
-            raise InputError(
-                f"{where}: --hd_mode cells needs Space Ranger 4's cell segmentation; Visium HD folder '{outs}' has no "
-                "segmented_outputs/cell_segmentations.geojson"
-            )
         return "visium_hd"
     if not any((outs / name).exists() for name in MATRIX_CANDIDATES):
         raise InputError(
@@ -89,6 +87,52 @@ def _check_spaceranger_dir(where: str, path: str, hd_bin_size: int = 8, hd_mode:
     if not any((outs / name).is_file() for name in POSITION_CANDIDATES):
         raise InputError(
             f"{where}: no spot positions file in '{path}' (expected one of {', '.join(POSITION_CANDIDATES)})"
+        )
+    return "spaceranger"
+
+
+def resolve_segmentation(where: str, input_type: str, path: str, hd_mode: str, segmentation: str) -> str:
+    """The segmentation a slide gets: ``none``, ``spaceranger``, ``xenium``, ``stardist`` or ``proseg``.
+
+    Parameters
+    ----------
+    where
+        Row and sample, for messages.
+    input_type
+        The slide's platform (``visium_hd``, ``xenium``, ...).
+    path
+        The slide's folder.
+    hd_mode
+        ``bins`` or ``cells``: only Visium HD in cells mode and Xenium are segmented.
+    segmentation
+        ``--segmentation``: ``auto`` (the platform's own boundaries when the input has them,
+        otherwise StarDist on the H&E), ``stardist``, ``proseg``, or ``spaceranger`` / ``xenium``
+        (the platform's own boundaries, both names meaning "the platform's").
+
+    A Xenium slide keeps the platform's cells under ``stardist`` (StarDist runs on an H&E;
+    a Xenium bundle has a DAPI morphology image).
+
+    Raises
+    ------
+    InputError
+        A Visium HD slide without Space Ranger 4 boundaries when they are asked for.
+    """
+    if segmentation not in SEGMENTATIONS:
+        raise InputError(f"--segmentation '{segmentation}': expected one of {', '.join(SEGMENTATIONS)}")
+    if input_type == "xenium":
+        # StarDist segments an H&E: a Xenium bundle has none (DAPI morphology), so it keeps the platform's cells
+        return "proseg" if segmentation == "proseg" else "xenium"
+    if input_type != "visium_hd" or hd_mode != "cells":
+        return "none"
+    if segmentation in ("stardist", "proseg"):
+        return segmentation
+    has_boundaries = URI_RE.match(path) is not None or (Path(path) / HD_CELLS_GEOJSON).is_file()
+    if segmentation == "auto":
+        return "spaceranger" if has_boundaries else "stardist"
+    if not has_boundaries:
+        raise InputError(
+            f"{where}: --hd_mode cells with --segmentation {segmentation} needs Space Ranger 4's cell segmentation; "
+            f"Visium HD folder '{path}' has no {HD_CELLS_GEOJSON} (use --segmentation stardist or auto to segment the H&E)"
         )
     return "spaceranger"
 
@@ -146,7 +190,11 @@ def _check_h5ad(where: str, path: str) -> None:
 
 
 def read_samplesheet(
-    path: str | Path, base_dir: str | Path | None = None, hd_bin_size: int = 8, hd_mode: str = "bins"
+    path: str | Path,
+    base_dir: str | Path | None = None,
+    hd_bin_size: int = 8,
+    hd_mode: str = "bins",
+    segmentation: str = "auto",
 ) -> list[Slide]:
     """Read and check a samplesheet.
 
@@ -161,8 +209,10 @@ def read_samplesheet(
         Bin size (µm) that Visium HD slides will be read at; its
         ``binned_outputs/square_XXXum`` folder must be present.
     hd_mode
-        ``bins`` or ``cells``; cells need the 2 µm bins and Space Ranger 4's
-        ``segmented_outputs/cell_segmentations.geojson``.
+        ``bins`` or ``cells``; cells need the 2 µm bins.
+    segmentation
+        ``--segmentation`` (see :func:`resolve_segmentation`); each slide's method is in
+        ``Slide.segmentation``.
 
     Returns
     -------
@@ -249,15 +299,16 @@ def read_samplesheet(
                 input_type=input_type,
                 path=resolved,
                 group=group,
+                segmentation=resolve_segmentation(where, input_type, resolved, hd_mode, segmentation),
             )
         )
     return slides
 
 
 def write_checked(slides: list[Slide], path: str | Path) -> None:
-    """Write checked rows as CSV: sample,input_type,path,group."""
+    """Write checked rows as CSV: sample,input_type,path,group,segmentation."""
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["sample", "input_type", "path", "group"])
+        writer.writerow(["sample", "input_type", "path", "group", "segmentation"])
         for slide in slides:
-            writer.writerow([slide.sample, slide.input_type, slide.path, slide.group])
+            writer.writerow([slide.sample, slide.input_type, slide.path, slide.group, slide.segmentation])

@@ -13,11 +13,11 @@ workflow INPUT_CHECK {
     slides = CHECK_SAMPLESHEET.out.csv
         .splitCsv(header: true)
         .map { row ->
-            def meta = [id: row.sample, group: row.group, input_type: row.input_type]
+            def meta = [id: row.sample, group: row.group, input_type: row.input_type, segmentation: row.segmentation ?: 'none']
             [meta, file(row.path, checkIfExists: true)]
         }
 
     emit:
-    slides                                      // channel: [ meta, spaceranger outs/ or h5ad ]
+    slides                                      // channel: [ meta, spaceranger outs/ or h5ad ] (meta: id, group, input_type, segmentation)
     versions = CHECK_SAMPLESHEET.out.versions   // channel: versions.yml
 }

@@ -1,21 +1,38 @@
 //
-// Per slide: read the Space Ranger outs/ (or AnnData), then QC and remove mitochondrial genes
+// Per slide: segment (Visium HD cells mode: StarDist per image patch, when asked or when
+// Space Ranger gave no boundaries), read the Space Ranger outs/ (or AnnData), then QC and
+// remove mitochondrial genes
 //
-include { READ_SLIDE } from '../../modules/local/read_slide/main'
-include { SLIDE_QC   } from '../../modules/local/slide_qc/main'
+include { SEGMENTATION_STARDIST } from './segmentation_stardist'
+include { READ_SLIDE            } from '../../modules/local/read_slide/main'
+include { SLIDE_QC              } from '../../modules/local/slide_qc/main'
 
 workflow SLIDE_PREPROCESS {
     take:
-    slides    // channel: [ meta, spaceranger outs/ or h5ad ]
-    mt_genes  // value: mitochondrial gene list file, or []
+    slides          // channel: [ meta, spaceranger outs/ or h5ad ]   (meta.segmentation: none, spaceranger, xenium, stardist, proseg)
+    mt_genes        // value: mitochondrial gene list file, or []
+    stardist_model  // value: local StarDist model folder, or [] (2D_versatile_he)
 
     main:
-    READ_SLIDE(slides)
+    to_segment = slides.branch { meta, slide ->
+        stardist: meta.segmentation == 'stardist'
+        other: true
+    }
+    SEGMENTATION_STARDIST(to_segment.stardist, stardist_model)
+    // a segmentation subworkflow emits [ meta, <sample>.cells.parquet ] (see SEGMENTATION_STARDIST)
+    cells = SEGMENTATION_STARDIST.out.cells
+
+    // [ meta, slide, cells or [] ]
+    to_read = slides
+        .join(cells, remainder: true)
+        .map { meta, slide, c -> [meta, slide, c ?: []] }
+    READ_SLIDE(to_read)
     SLIDE_QC(READ_SLIDE.out.h5ad, mt_genes)
 
     emit:
-    h5ad     = SLIDE_QC.out.h5ad                                   // channel: [ meta, qc h5ad ]
-    json     = SLIDE_QC.out.json                                   // channel: [ meta, qc json ]
-    png      = SLIDE_QC.out.png                                    // channel: [ meta, qc maps png ]
-    versions = READ_SLIDE.out.versions.mix(SLIDE_QC.out.versions)  // channel: versions.yml
+    h5ad         = SLIDE_QC.out.h5ad                                   // channel: [ meta, qc h5ad ]
+    json         = SLIDE_QC.out.json                                   // channel: [ meta, qc json ]
+    png          = SLIDE_QC.out.png                                    // channel: [ meta, qc maps png ]
+    segmentation = SEGMENTATION_STARDIST.out.json                      // channel: [ meta, segmentation json ]
+    versions     = READ_SLIDE.out.versions.mix(SLIDE_QC.out.versions, SEGMENTATION_STARDIST.out.versions)  // channel: versions.yml
 }

@@ -34,7 +34,7 @@ def test_relative_paths_resolve_against_the_samplesheet_folder(tmp_path, outs):
     assert slides[0].path == str(outs.resolve())
     out = tmp_path / "checked.csv"
     write_checked(slides, out)
-    assert out.read_text().splitlines()[0] == "sample,input_type,path,group"
+    assert out.read_text().splitlines()[0] == "sample,input_type,path,group,segmentation"
 
 
 def test_byte_order_mark_and_blank_lines_are_accepted(tmp_path, outs):
@@ -170,4 +170,28 @@ def test_hd_cells_mode_needs_the_2um_bins_and_the_segmentation(tmp_path):
     shutil.rmtree(tmp_path / "hd1/outs/segmented_outputs")
     assert read_samplesheet(sheet)[0].input_type == "visium_hd"  # bins mode does not need it
     with pytest.raises(InputError, match=r"row 1 \(sample 'H'\).*has no segmented_outputs/cell_segmentations.geojson"):
-        read_samplesheet(sheet, hd_mode="cells")
+        read_samplesheet(sheet, hd_mode="cells", segmentation="spaceranger")
+    # auto: no platform boundaries, so StarDist segments the H&E
+    assert read_samplesheet(sheet, hd_mode="cells")[0].segmentation == "stardist"
+
+
+@pytest.mark.parametrize(
+    "hd_mode, segmentation, expected",
+    [
+        ("cells", "auto", ["none", "spaceranger", "xenium"]),
+        ("cells", "stardist", ["none", "stardist", "xenium"]),  # Xenium has no H&E: its platform cells
+        ("cells", "spaceranger", ["none", "spaceranger", "xenium"]),
+        ("cells", "xenium", ["none", "spaceranger", "xenium"]),
+        ("cells", "proseg", ["none", "proseg", "proseg"]),
+        ("bins", "auto", ["none", "none", "xenium"]),
+    ],
+)
+def test_segmentation_per_slide(hd_mode, segmentation, expected):
+    slides = read_samplesheet(HD_ASSETS / "samplesheet.csv", hd_mode=hd_mode, segmentation=segmentation)
+    assert [s.segmentation for s in slides] == expected
+
+
+def test_stardist_on_hd_only_sheet(tmp_path):
+    _copy(HD_ASSETS / "hd1", tmp_path / "hd1")
+    sheet = _sheet(tmp_path, "sample,spaceranger_dir\nH,hd1/outs\n")
+    assert read_samplesheet(sheet, hd_mode="cells", segmentation="stardist")[0].segmentation == "stardist"

@@ -1,0 +1,38 @@
+#!/usr/bin/env python3
+"""Merge the segmented patches of one slide (sopa's solve_conflicts on the overlaps) into <sample>.cells.parquet."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from spatialmap import cli, segmentation
+
+log = logging.getLogger("spatialmap.resolve_segmentation")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("patches", nargs="+", type=Path, help="the patches' polygons (GeoParquet, from segment_patch.py)")
+    parser.add_argument("--sample", required=True, help="sample name")
+    parser.add_argument("--method", default="stardist", help="segmentation name for the summary (default: %(default)s)")
+    parser.add_argument("--output", required=True, type=Path, help="S.cells.parquet to write (cell polygons, full-res pixels)")
+    parser.add_argument("--summary", required=True, type=Path, help="S.segmentation.json to write (cells, patches)")
+    parser.add_argument("--process-name", default="resolve_segmentation.py", help="process name written to the versions file")
+    parser.add_argument("--versions", default="versions.yml", type=Path, help="versions file to write")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    summary = segmentation.resolve_patches(args.patches, args.output, args.sample)
+    summary.update({"sample": args.sample, "method": args.method})
+    with cli.atomic_path(args.summary) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    cli.write_versions(args.versions, args.process_name, ["sopa", "geopandas", "shapely"])
+
+
+if __name__ == "__main__":
+    cli.run(main)
