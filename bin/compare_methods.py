@@ -34,7 +34,7 @@ PACKAGES = ["pandas", "numpy", "anndata", "matplotlib"]
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    from spatialmap.consensus import RULES
+    from spatialmap.consensus import DEFAULT_RULE, RULES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--proportions", nargs="+", required=True,
@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reference", default=None,
                         help="labelled reference h5ad (raw counts): per-type mean counts as the signatures, instead of --signatures")
     parser.add_argument("--label-key", default="cell_type", help="obs column of --reference with the cell types")
-    parser.add_argument("--rule", choices=RULES, default="spot_weighted", help="consensus rule (default: spot_weighted)")
+    parser.add_argument("--rule", choices=RULES, default=DEFAULT_RULE, help=f"consensus rule (default: {DEFAULT_RULE})")
     parser.add_argument("--temperature", type=float, default=0.0025,
                         help="reconstruction-based rules: weights exp((score - best) / temperature) (default: 0.0025)")
     parser.add_argument("--outdir", default=".", help="output folder (default: .)")

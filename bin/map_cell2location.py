@@ -21,6 +21,11 @@ def optional_int(text: str) -> int | None:
     return None if text.strip().lower() in ("", "none", "null") else int(text)
 
 
+def optional_float(text: str) -> float | None:
+    """``''`` or ``'none'`` -> None, else a float (argparse type)."""
+    return None if text.strip().lower() in ("", "none", "null") else float(text)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--signatures", required=True, type=Path, help="signatures CSV: genes x cell types (expected counts per cell)")
@@ -58,7 +63,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--batch-size", type=optional_int, default=None,
         help="minibatch size in spots; '' = all spots every step, recommended (default: all)",
     )
-    parser.add_argument("--lr", type=float, default=0.002, help="learning rate (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=0.002,
+                        help="learning rate; training ends at this rate (default: %(default)s)")
+    parser.add_argument("--lr-start", type=optional_float, default=c2l_train.DEFAULT_LR_START,
+                        help="fast engine: start at this rate and drop to --lr when the -ELBO stops improving; "
+                        "'' = --lr throughout (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument(
         "--accelerator", choices=device.ACCELERATORS, default="auto",
@@ -116,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         accelerator=args.accelerator,
         lr=args.lr,
+        lr_start=args.lr_start,
         num_samples=args.num_samples,
         min_shared_genes=args.min_shared_genes,
         threads=args.threads,

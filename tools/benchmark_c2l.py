@@ -78,6 +78,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--window", type=int, default=c2l_train.DEFAULT_WINDOW)
     p.add_argument("--tol", type=float, default=c2l_train.DEFAULT_TOL)
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr-start", type=float, default=c2l_train.DEFAULT_LR_START,
+                   help="fast arm: first learning rate (0: the package's 0.002 throughout)")
+    p.add_argument("--tag", default="", help="suffix of the fast arm's result files (several fast settings side by side)")
     p.add_argument("--rules", default="500:1e-3,500:3e-4,500:1e-4,1000:3e-4,1000:1e-4,1000:3e-5,2000:1e-4,2000:3e-5",
                    help="window:tol pairs scored on a --fast-curve run (min epochs = --min-epochs)")
     p.add_argument("--threads", type=int, default=1)
@@ -178,7 +181,7 @@ def run_arm(arm: str, slides, sig, args) -> None:
     else:
         tol = 0.0 if args.fast_curve else args.tol
         kwargs.update(engine="fast", max_epochs=args.fast_max_epochs, min_epochs=args.min_epochs,
-                      convergence_window=args.window, convergence_tol=tol)
+                      convergence_window=args.window, convergence_tol=tol, lr_start=args.lr_start or None)
         if args.fast_curve:
             _patch_fast_snapshots(snaps, args.snapshot_every)
     cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -188,7 +191,7 @@ def run_arm(arm: str, slides, sig, args) -> None:
     cols = [str(f) for f in result.model.factor_names_]
     obs = result.combined.obs_names.astype(str)
     sm = result.summaries
-    name = f"{args.scenario}.{arm}{'_curve' if (arm == 'fast' and args.fast_curve) else ''}"
+    name = f"{args.scenario}.{arm}{'_curve' if (arm == 'fast' and args.fast_curve) else ''}{args.tag if arm == 'fast' else ''}"
     np.savez_compressed(
         args.outdir / f"{name}.npz", mean=sm["means"]["w_sf"], q05=sm["q05"]["w_sf"], sd=sm["stds"]["w_sf"],
         history=tr.history, obs=np.asarray(obs, dtype=str), types=np.asarray(cols, dtype=str),
@@ -310,9 +313,11 @@ def report(args) -> str:
     _, _, truth = (None, None, None)
     if args.scenario != "lymph_node":
         truth = load(args)[2]
-    arms = {a: load_arm(args, a) for a in ("package", "fast")}
+    fast_names = sorted(f.name[len(args.scenario) + 1:-len(".npz")] for f in args.outdir.glob(f"{args.scenario}.fast*.npz")
+                        if not f.name.startswith(f"{args.scenario}.fast_curve"))
+    arms = {a: load_arm(args, a) for a in ["package", *fast_names]}
     curve = load_arm(args, "fast_curve")
-    ref, fast = arms["package"], arms["fast"]
+    ref, fast = arms["package"], arms.get("fast") or next((arms[a] for a in fast_names), None)
     any_arm = ref or fast or curve
     if any_arm is None:
         return "(no saved arm)"
@@ -327,15 +332,17 @@ def report(args) -> str:
         if d is None:
             continue
         acc = accuracy(d["q05"], true, obs)
-        par = parity(d, ref) if (arm == "fast" and ref is not None) else {}
+        par = parity(d, ref) if (arm != "package" and ref is not None) else {}
         lines.append(
             f"| {arm} | {d['epochs_run']} | {d['stop_reason']} | {d['train_s']:.1f} | {d['wall_s']:.1f} | "
             f"{d['cpu_s']:.1f} | {'' if acc is None else f'{acc:.4f}'} | "
             + " | ".join(f"{par[k]:.4f}" if k in par else "" for k in
                          ("r_mean_min", "r_q05_min", "mad_mean_sd", "mad_q05_sd")) + " |")
     if ref is not None and fast is not None:
-        speed = ref["wall_s"] / fast["wall_s"]
-        lines += ["", f"Speed-up (wall, to the final posterior): **{speed:.1f}x**"]
+        for arm in fast_names:
+            d = arms[arm]
+            lines += ["", f"Speed-up of {arm} (wall, to the final posterior): **{ref['wall_s'] / d['wall_s']:.1f}x**; "
+                      f"CPU: {ref['cpu_s'] / d['cpu_s']:.1f}x"]
         if ref["epochs_run"] < DEFAULT_EPOCHS:
             per_epoch = ref["train_s"] / ref["epochs_run"]
             extra = ref["wall_s"] - ref["train_s"]

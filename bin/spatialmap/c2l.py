@@ -128,6 +128,7 @@ def map_cell2location(
     seed: int = 0,
     accelerator: str = "auto",
     lr: float = 0.002,
+    lr_start: float | None = c2l_train.DEFAULT_LR_START,
     num_samples: int = 1000,
     min_shared_genes: int = DEFAULT_MIN_SHARED_GENES,
     threads: int | None = None,
@@ -216,7 +217,7 @@ def map_cell2location(
         if asked is None and batch_size is not None:
             log.info("cell2location: %d spots > %d: minibatches of %d spots", combined.n_obs, minibatch_above,
                      batch_size)
-        training, summaries = _fit_fast(model, rule, max_epochs, batch_size, lr, device, seed, threads)
+        training, summaries = _fit_fast(model, rule, max_epochs, batch_size, lr, device, seed, threads, lr_start)
     else:
         training, summaries = _fit_package(model, combined, max_epochs, batch_size, lr, device, num_samples)
     c2l_train.set_model_samples(model, summaries)
@@ -235,7 +236,7 @@ def map_cell2location(
         }
     settings = {
         "n_cells_per_location": n_cells_per_location, "detection_alpha": detection_alpha,
-        "max_epochs": max_epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+        "max_epochs": max_epochs, "batch_size": batch_size, "lr": lr, "lr_start": lr_start, "seed": seed,
         "num_samples": num_samples, "engine": engine, "min_epochs": min_epochs,
         "convergence_window": convergence_window, "convergence_tol": convergence_tol,
         "minibatch_above": minibatch_above,
@@ -244,14 +245,15 @@ def map_cell2location(
 
 
 def _fit_fast(model, rule: ConvergenceRule, max_epochs: int, batch_size: int | None, lr: float, device: str,
-              seed: int, threads: int | None) -> tuple[TrainResult, dict]:
+              seed: int, threads: int | None, lr_start: float | None = None) -> tuple[TrainResult, dict]:
     """Lean SVI loop to convergence, then the closed-form export from the guide."""
-    log.info("cell2location (fast engine): at most %d epochs, %s, lr %g; stop when the mean -ELBO of %d epochs "
+    log.info("cell2location (fast engine): at most %d epochs, %s, lr %s; stop when the mean -ELBO of %d epochs "
              "improves by < %g (relative) after %d epochs", max_epochs,
-             "full batch" if batch_size is None else f"batch size {batch_size}", lr, rule.window, rule.tol,
-             rule.min_epochs)
+             "full batch" if batch_size is None else f"batch size {batch_size}",
+             f"{lr:g}" if lr_start in (None, lr) else f"{lr_start:g} then {lr:g} once the -ELBO stops improving",
+             rule.window, rule.tol, rule.min_epochs)
     training = c2l_train.train_lean(model, max_epochs=max_epochs, lr=lr, rule=rule, batch_size=batch_size,
-                                    device=device, seed=seed)
+                                    device=device, seed=seed, lr_start=lr_start)
     start = time.perf_counter()
     summaries = c2l_train.guide_summaries(model)
     log.info("cell2location: closed-form posterior summaries in %.2f s", time.perf_counter() - start)

@@ -38,6 +38,7 @@ DEFAULT_WINDOW = 1000
 DEFAULT_TOL = 1e-4
 DEFAULT_MINIBATCH_ABOVE = 30000
 DEFAULT_MINIBATCH_SIZE = 5000
+DEFAULT_LR_START = 0.02  # fast engine: first rate, dropped to the package's 0.002 at the first plateau
 
 STOP_CONVERGED = "converged"
 STOP_MAX_EPOCHS = "max_epochs"
@@ -117,6 +118,9 @@ class TrainResult:
     min_epochs: int = 0
     window: int = 0
     tol: float = 0.0
+    lr: float | None = None
+    lr_start: float | None = None
+    lr_drop_epoch: int | None = None  # epoch at which the rate dropped from lr_start to lr
 
     def as_qc(self) -> dict[str, Any]:
         """QC JSON fields."""
@@ -128,6 +132,7 @@ class TrainResult:
             "training_engine": self.engine,
             "minibatch_size": self.batch_size,
             "convergence": {"min_epochs": self.min_epochs, "window": self.window, "tol": self.tol},
+            "learning_rate": {"start": self.lr_start, "final": self.lr, "dropped_at_epoch": self.lr_drop_epoch},
         }
 
 
@@ -189,6 +194,7 @@ def train_lean(
     max_epochs: int = 30000,
     lr: float = 0.002,
     rule: ConvergenceRule | None = None,
+    lr_start: float | None = None,
     batch_size: int | None = None,
     device: str = "cpu",
     seed: int = 0,
@@ -204,9 +210,16 @@ def train_lean(
     max_epochs
         Cap on the epochs (one epoch = one pass over all spots).
     lr
-        Adam learning rate (the package's default optimiser and rate: ``pyro.optim.Adam``, 0.002).
+        Adam learning rate (the package's default optimiser and rate: ``pyro.optim.Adam``, 0.002);
+        training always ends at this rate.
     rule
         Convergence rule; None trains to ``max_epochs``.
+    lr_start
+        Start at this (higher) rate and drop to ``lr`` when the ELBO stops improving at it (the
+        rule's window and tolerance, without its minimum epochs), then train at ``lr`` until
+        the rule stops training (at least two windows at ``lr``). None or ``lr``: ``lr``
+        throughout. The optimum is the same; a larger first rate gets near it in fewer steps
+        (measured in tools/BENCHMARKS.md). Ignored when the rule never stops (``tol`` 0).
     batch_size
         None: every spot in every step (data on the device, JIT-compiled ELBO); else minibatches
         of this many spots, shuffled every epoch (only one block of dense counts on the device).
@@ -228,7 +241,10 @@ def train_lean(
 
     if max_epochs < 1:
         raise ValueError(f"max epochs must be at least 1, got {max_epochs}")
+    if not lr > 0 or (lr_start is not None and not lr_start > 0):
+        raise ValueError(f"learning rates must be positive, got {lr} and {lr_start}")
     rule = rule or ConvergenceRule(min_epochs=max_epochs, window=1, tol=0.0)
+    boosted = lr_start is not None and lr_start != lr and rule.tol > 0
     dev = torch_device(device)
     X, batch = _registry_data(model)
     n = X.shape[0]
@@ -240,7 +256,11 @@ def train_lean(
     use_jit = full and jit
     loss_fn = JitTrace_ELBO(ignore_jit_warnings=True) if use_jit else Trace_ELBO()
     params = _guide_params(module, full_args if full else _block_args(X, np.arange(min(n, 2)), batch_t, dev))
-    optimiser = torch.optim.Adam(params, lr=lr, foreach=True)  # = pyro.optim.Adam({'lr': lr}), one call per step
+    rate = lr_start if boosted else lr
+    optimiser = torch.optim.Adam(params, lr=rate, foreach=True)  # = pyro.optim.Adam({'lr': lr}), one call per step
+    phase = 0  # first epoch at the current rate
+    plateau = ConvergenceRule(min_epochs=0, window=rule.window, tol=rule.tol)
+    lr_drop_epoch = None
     rng = np.random.default_rng(seed)
     every = log_every or max(1, min(max_epochs, 30000) // 10)
     history = np.empty(max_epochs, dtype=np.float64)
@@ -267,7 +287,15 @@ def train_lean(
         epoch += 1
         if epoch % every == 0 or epoch == max_epochs:
             log.info("epoch %d/%d: -ELBO %.6g", epoch, max_epochs, loss)
-        if epoch % check_every == 0 and rule.converged(history[:epoch]):
+        if epoch % check_every:
+            continue
+        if rate != lr:
+            if plateau.converged(history[phase:epoch]):
+                log.info("epoch %d: -ELBO stopped improving at lr %g; lr %g from here", epoch, rate, lr)
+                rate, phase, lr_drop_epoch = lr, epoch, epoch
+                for group in optimiser.param_groups:
+                    group["lr"] = lr
+        elif rule.converged(history[:epoch]) and (not boosted or plateau.converged(history[phase:epoch])):
             stop = STOP_CONVERGED
             break
     seconds = time.perf_counter() - start
@@ -278,7 +306,8 @@ def train_lean(
     log.info("cell2location: %s after %d epochs (%.1f s); final -ELBO %.6g", stop.replace("_", " "), epoch,
              seconds, history[-1])
     return TrainResult(epoch, stop, float(history[-1]), seconds, None if full else int(batch_size),
-                       "lean-jit" if use_jit else "lean", history, rule.min_epochs, rule.window, rule.tol)
+                       "lean-jit" if use_jit else "lean", history, rule.min_epochs, rule.window, rule.tol,
+                       lr, lr_start if boosted else lr, lr_drop_epoch)
 
 
 # --------------------------------------------------------------------------------------------

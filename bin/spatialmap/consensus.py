@@ -14,6 +14,9 @@ cell types all methods report (rows re-normalised). The consensus rules:
 * ``geometric``: log-linear pooling with the same weights, ``prod_m (p_m + eps)^(w_m / sum w)``
   re-normalised: a type every good method calls absent stays near 0 (a mean spreads it).
 * ``spot_weighted``: the mean weighted per spot by how well each method reconstructs that spot.
+* ``spot_geometric`` (the pipeline's default): log-linear pooling with those per-spot weights:
+  per spot mostly the method that reconstructs it best, and a type the well-fitting methods
+  call absent stays near 0.
 
 The reconstruction-based rules need the slide's counts and per-type expression profiles
 (signatures). The score of method ``m`` on spot ``s`` is the Pearson r between the observed
@@ -40,8 +43,10 @@ from .agreement import align, method_order, normalise_method_table
 
 log = logging.getLogger("spatialmap.consensus")
 
-RULES = ("mean", "median", "trimmed", "drop_worst", "weighted", "geometric", "spot_weighted")
-NEEDS_COUNTS = ("drop_worst", "weighted", "geometric", "spot_weighted")
+RULES = ("mean", "median", "trimmed", "drop_worst", "weighted", "geometric", "spot_weighted", "spot_geometric")
+NEEDS_COUNTS = ("drop_worst", "weighted", "geometric", "spot_weighted", "spot_geometric")
+PER_SPOT = ("spot_weighted", "spot_geometric")  # rules with one weight per method and spot
+DEFAULT_RULE = "spot_geometric"  # measured: tools/BENCHMARKS.md, silver standard
 DEFAULT_TEMPERATURE = 0.0025  # measured: tools/BENCHMARKS.md, silver standard
 GEOMETRIC_EPS = 1e-3
 
@@ -136,7 +141,7 @@ def combine(values: np.ndarray, rule: str = "mean", weights: np.ndarray | None =
 
     ``present[m, s]`` marks the spots each method reported (default: all). ``weights`` are
     non-negative, one per method (``weighted``, ``geometric``, ``drop_worst``: the method with the
-    smallest weight is left out) or one per method and spot (``spot_weighted``).
+    smallest weight is left out) or one per method and spot (``spot_weighted``, ``spot_geometric``).
     """
     if rule not in RULES:
         raise ValueError(f"unknown consensus rule '{rule}'; choose from {', '.join(RULES)}")
@@ -153,7 +158,7 @@ def combine(values: np.ndarray, rule: str = "mean", weights: np.ndarray | None =
     w = _check_weights(weights, rule, present.shape)
     if rule == "drop_worst":
         w = np.where(np.arange(n_methods) == w[:, 0].argmin(), 0.0, 1.0)[:, None] * ones
-    if rule == "geometric":
+    if rule in ("geometric", "spot_geometric"):
         pooled = np.exp(_weighted_mean(np.log(values + GEOMETRIC_EPS), w, present))
         return pooled / pooled.sum(axis=1, keepdims=True)
     return _weighted_mean(values, w, present)
@@ -227,12 +232,12 @@ def fit_weights(fit: np.ndarray, rule: str, temperature: float = DEFAULT_TEMPERA
     """Weights from :func:`reconstruction_fit`: ``exp((score - best) / temperature)``.
 
     Per method (mean score over its spots) for ``weighted``, ``geometric`` and ``drop_worst``;
-    per method and spot for ``spot_weighted``. The best method (or, per spot, the best of the
+    per method and spot for ``spot_weighted`` and ``spot_geometric``. The best method (or, per spot, the best of the
     spot's methods) weighs 1; absent and unscorable entries weigh 0.
     """
     if not temperature > 0:
         raise ValueError(f"the temperature must be positive, got {temperature}")
-    if rule == "spot_weighted":
+    if rule in PER_SPOT:
         score = np.where(np.isfinite(fit), fit, -np.inf)
         best = score.max(axis=0, keepdims=True)
         return np.where(np.isfinite(score) & np.isfinite(best), np.exp((score - best) / temperature), 0.0)
@@ -303,7 +308,7 @@ def slide_consensus(tables: Mapping[str, pd.DataFrame], sample: str, rule: str =
 
 def _used_weights(rule: str, weights, st: Stack) -> dict[str, float]:
     """Each method's share of the consensus, averaged over spots."""
-    if rule in ("weighted", "geometric", "drop_worst", "spot_weighted"):
+    if rule in NEEDS_COUNTS:
         w = combine_weights = np.asarray(weights, dtype=float)
         if rule == "drop_worst":
             w = np.where(np.arange(len(st.methods)) == combine_weights.argmin(), 0.0, 1.0) if len(st.methods) >= 3 else np.ones(len(st.methods))

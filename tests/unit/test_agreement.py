@@ -185,7 +185,7 @@ def test_compare_methods_weighted_rule_with_reference(tmp_path):
     assert np.abs(consensus - truth).to_numpy().mean() < 0.5 * np.abs(shuffled - truth).to_numpy().mean()
     assert (out / "S1.consensus_maps.png").stat().st_size > 0 and (out / "S1.consensus_disagreement.png").is_file()
     summary = pd.read_csv(out / "consensus_summary.tsv", sep="\t", index_col=0)
-    assert summary.loc["S1", "rule"] == "spot_weighted"  # the default
+    assert summary.loc["S1", "rule"] == "spot_geometric"  # the default
     with pytest.raises(InputError, match="needs --signatures or --reference"):
         script.main(["--proportions", str(tmp_path / "S1.rctd_proportions.csv"), str(tmp_path / "S1.nnls_proportions.csv"),
                      "--slides", str(tmp_path / "S1.qc.h5ad"), "--rule", "weighted", "--outdir", str(out)])

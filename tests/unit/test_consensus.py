@@ -91,7 +91,7 @@ def test_reconstruction_weights_favour_the_method_that_fits_the_counts():
     scores = consensus.method_scores(fit, ["tangram", "rctd", "nnls"])
     assert scores["rctd"] > scores["nnls"] > scores["tangram"]
     mean_rmse = rmse(consensus.slide_consensus(tables, "S1").proportions, truth)
-    for rule in ("weighted", "geometric", "spot_weighted", "drop_worst"):
+    for rule in ("weighted", "geometric", "spot_weighted", "spot_geometric", "drop_worst"):
         result = consensus.slide_consensus(tables, "S1", rule, slide=slide, signatures=signatures)
         np.testing.assert_allclose(result.proportions.sum(axis=1), 1.0)
         assert result.weights["rctd"] == max(result.weights.values()), rule
