@@ -4,7 +4,7 @@
 include { INPUT_CHECK          } from '../subworkflows/local/input_check'
 include { SLIDE_PREPROCESS     } from '../subworkflows/local/slide_qc'
 include { REFERENCE_SIGNATURES } from '../subworkflows/local/reference_signatures'
-include { MAPPING              } from '../subworkflows/local/mapping'
+include { MAPPING; chooseMethods; locationsOf } from '../subworkflows/local/mapping'
 include { SPATIAL_RESULTS      } from '../subworkflows/local/spatial_outputs'
 include { REPORT_TABLES        } from '../modules/local/report_tables/main'
 include { MULTIQC              } from '../modules/local/multiqc/main'
@@ -40,12 +40,18 @@ workflow SPATIALMAP {
 
     if (params.reference) {
         def user_signatures = params.signatures ? file(params.signatures, checkIfExists: true) : []
+        // the slides cell2location will run on, by MAPPING's rule: signatures are estimated only when there is one
+        // (with --methods auto on Visium HD / Xenium slides, or above --c2l_max_locations, there is none)
+        def c2l_slides = SLIDE_PREPROCESS.out.json.filter { meta, json ->
+            'cell2location' in chooseMethods(methods, locationsOf(json), params.large_slide_locations as long,
+                params.tangram_mode.toString(), params.c2l_max_locations as long)[0]
+        }
         REFERENCE_SIGNATURES(
             file(params.reference, checkIfExists: true),
             SLIDE_PREPROCESS.out.h5ad,
             mt_genes,
             user_signatures,
-            'cell2location' in methods || methods == ['auto']
+            c2l_slides
         )
         versions = versions.mix(REFERENCE_SIGNATURES.out.versions)
         reference_files = REFERENCE_SIGNATURES.out.summary

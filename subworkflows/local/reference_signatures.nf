@@ -12,7 +12,7 @@ workflow REFERENCE_SIGNATURES {
     slides           // channel: [ meta, qc h5ad ]
     mt_genes         // value: mitochondrial gene list file, or []
     user_signatures  // value: signatures CSV given by the user, or []
-    need_signatures  // boolean: cell2location runs and needs signatures
+    c2l_slides       // channel: [ meta, qc json ] of the slides cell2location runs on (none: no signatures)
 
     main:
     versions = Channel.empty()
@@ -24,16 +24,15 @@ workflow REFERENCE_SIGNATURES {
 
     signatures = Channel.empty()
     signature_png = Channel.empty()
-    if (need_signatures) {
-        if (user_signatures) {
-            signatures = Channel.value(user_signatures)
-        } else {
-            // from the matched reference: after the overlap check, so a bad reference fails before training
-            ESTIMATE_SIGNATURES(CHECK_OVERLAP.out.h5ad)
-            signatures = ESTIMATE_SIGNATURES.out.csv
-            signature_png = ESTIMATE_SIGNATURES.out.png
-            versions = versions.mix(ESTIMATE_SIGNATURES.out.versions)
-        }
+    if (user_signatures) {
+        signatures = Channel.value(user_signatures)
+    } else {
+        // from the matched reference: after the overlap check, so a bad reference fails before training;
+        // once, as soon as one slide is known to run cell2location, never when none does
+        ESTIMATE_SIGNATURES(CHECK_OVERLAP.out.h5ad.combine(c2l_slides.first()).map { it[0] })
+        signatures = ESTIMATE_SIGNATURES.out.csv.first()  // a value: every cell2location group reads it
+        signature_png = ESTIMATE_SIGNATURES.out.png
+        versions = versions.mix(ESTIMATE_SIGNATURES.out.versions)
     }
 
     emit:
