@@ -9,6 +9,16 @@ wall seconds, peak RSS GB) and prints it as a Markdown table with the accuracy a
 truth::
 
     ~/.cache/spatialmap/env/bin/python tools/benchmark_hd.py --workdir /tmp/hdbench --side 550 --n-genes 5000
+
+``--nextflow`` runs the same generated slide through the pipeline instead, as a user would
+(``bash tools/nextflow run . -profile local --hd_mode bins --hd_bin_size 8`` with ``--methods``,
+``-with-trace`` and ``-with-report``, under ``nice -n 10``), then prints wall time and peak RSS per
+task from the trace, the outputs' sizes and whether the MultiQC report has the slide's row::
+
+    ~/.cache/spatialmap/env/bin/python tools/benchmark_hd.py --workdir /tmp/hdbench --nextflow \
+        --methods flashdeconv,nnls,cell2location
+
+``--from-trace TRACE --results DIR`` prints the same tables from a run already made.
 """
 
 from __future__ import annotations
@@ -42,6 +52,84 @@ def run_step(name: str, cmd: list[str], cwd: Path, log) -> dict:
     return row
 
 
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_BYTES = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
+
+
+def _seconds(text: str) -> float | None:
+    """Nextflow's trace durations ('793ms', '54.3s', '1m 36s', '1h 2m 3s') in seconds."""
+    parts = re.findall(r"([\d.]+)\s*(ms|s|m|h|d)\b", text)
+    return sum(float(v) * _UNITS[u] for v, u in parts) if parts else None
+
+
+def _gigabytes(text: str) -> float | None:
+    """Nextflow's trace sizes ('15 MB', '1.3 GB') in GB (GiB)."""
+    match = re.match(r"([\d.]+)\s*([KMGT]?B)", text.strip())
+    return float(match.group(1)) * _BYTES[match.group(2)] / 1024**3 if match else None
+
+
+def trace_table(trace: Path) -> list[dict]:
+    """Task, status, wall (realtime) seconds, peak RSS GB and %CPU of every task of a trace file."""
+    import csv
+
+    rows = []
+    with open(trace) as handle:
+        for rec in csv.DictReader(handle, delimiter="\t"):
+            rows.append({"task": rec["name"].replace("SPATIALMAP:", ""), "status": rec["status"],
+                         "wall_s": _seconds(rec.get("realtime", "")), "peak_rss_gb": _gigabytes(rec.get("peak_rss", "")),
+                         "cpu": rec.get("%cpu", "")})  # fmt: skip
+    return rows
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def report_run(trace: Path, results: Path, sample: str = "hdbig") -> str:
+    """Markdown: per-task wall time and peak RSS, outputs' sizes, the MultiQC report's row for the slide."""
+    lines = ["| task | status | wall (s) | peak RSS (GB) | %CPU |", "|---|---|---|---|---|"]
+    for row in trace_table(trace):
+        wall = f"{row['wall_s']:.1f}" if row["wall_s"] is not None else ""
+        rss = f"{row['peak_rss_gb']:.2f}" if row["peak_rss_gb"] is not None else ""
+        lines.append(f"| {row['task']} | {row['status']} | {wall} | {rss} | {row['cpu']} |")
+    lines += ["", "| output | size (MB) |", "|---|---|"]
+    spatial = results / "spatial" / sample
+    for path in sorted(spatial.iterdir()) if spatial.is_dir() else []:
+        lines.append(f"| spatial/{sample}/{path.name} | {_size(path) / 1e6:.1f} |")
+    for path in sorted(results.glob(f"*/{sample}/*")):
+        if path.parent != spatial and path.is_file():
+            lines.append(f"| {path.relative_to(results)} | {_size(path) / 1e6:.1f} |")
+    report = results / "multiqc" / "multiqc_report.html"
+    if report.is_file():
+        general = results / "multiqc" / "multiqc_data" / "multiqc_general_stats.txt"
+        row = ""
+        if general.is_file():
+            row = next((line for line in general.read_text().splitlines() if line.split("\t")[0] == sample), "")
+        lines.append("")
+        lines.append(f"MultiQC report {report.stat().st_size / 1e6:.1f} MB; slide {sample} "
+                     f"{'in' if sample in report.read_text(errors='replace') else 'NOT in'} the report; "
+                     f"general statistics row: {row.split(chr(9))[1:] if row else 'none'}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def run_nextflow(work: Path, methods: str, extra: list[str]) -> tuple[Path, Path]:
+    """The generated slide through ``nextflow run`` as a user would; returns the trace and the results folder."""
+    data = work / "data"
+    results, trace = work / "results", work / "results" / "pipeline_info" / "trace_full.txt"
+    cmd = ["nice", "-n", "10", "bash", str(REPO / "tools" / "nextflow"), "run", str(REPO), "-profile", "local",
+           "--input", str(data / "samplesheet.csv"), "--reference", str(data / "reference.h5ad"),
+           "--hd_mode", "bins", "--hd_bin_size", "8", "--methods", methods, "--outdir", str(results),
+           "-work-dir", str(work / "work"), "-with-trace", str(trace),
+           "-with-report", str(results / "pipeline_info" / "report_full.html"), *extra]  # fmt: skip
+    print("$", " ".join(cmd), flush=True)
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=work)
+    print(f"nextflow exit {proc.returncode}, wall {time.time() - t0:.0f} s", flush=True)
+    if proc.returncode:
+        raise SystemExit(f"nextflow run failed (exit {proc.returncode}); see {work}/.nextflow.log")
+    return trace, results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, required=True, help="folder for the data and the outputs")
@@ -49,10 +137,27 @@ def main() -> None:
     parser.add_argument("--n-genes", type=int, default=5000, help="genes (default: 5000)")
     parser.add_argument("--out", type=Path, default=None, help="TSV to write (default: <workdir>/benchmark_hd.tsv)")
     parser.add_argument("--skip-generate", action="store_true", help="reuse the data already in --workdir")
+    parser.add_argument("--nextflow", action="store_true",
+                        help="run the slide through `nextflow run` (bins mode, 8 µm) instead of each script alone")
+    parser.add_argument("--methods", default="flashdeconv,nnls", help="--methods of the nextflow run (default: %(default)s)")
+    parser.add_argument("--nextflow-args", default="", help="more arguments for the nextflow run (one string)")
+    parser.add_argument("--from-trace", type=Path, default=None, help="only print the tables of a run already made")
+    parser.add_argument("--results", type=Path, default=None, help="with --from-trace: the run's --outdir")
     args = parser.parse_args()
+    if args.from_trace:
+        print(report_run(args.from_trace, args.results or args.from_trace.parents[1]))
+        return
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     py = sys.executable
+    if args.nextflow:
+        if not args.skip_generate:
+            with open(work / "benchmark_hd.log", "a") as log:
+                run_step("generate", [py, str(BIN / "make_hd_test_data.py"), "--outdir", str(work / "data"),
+                                      "--big-hd-side", str(args.side), "--n-genes", str(args.n_genes)], work, log)  # fmt: skip
+        trace, results = run_nextflow(work, args.methods, args.nextflow_args.split())
+        print(report_run(trace, results))
+        return
     rows = []
     with open(work / "benchmark_hd.log", "a") as log:
         if not args.skip_generate:
