@@ -368,12 +368,16 @@ def plot_training_loss(result: MappingResult, out_png: str | Path, title: str) -
         ax.axvline(training.epochs_run, color="crimson", ls="--", lw=1)
         if training.engine != "package" and training.window and training.epochs_run >= 2 * training.window:
             ax.axvspan(training.epochs_run - training.window, training.epochs_run, color="crimson", alpha=0.08)
+        if getattr(training, "lr_drop_epoch", None):
+            ax.axvline(training.lr_drop_epoch, color="grey", ls=":", lw=1)
         ax.set_xlabel("epoch")
         ax.set_ylabel("-ELBO loss")
     axes[0].set_title("all epochs")
     axes[1].set_title(f"from epoch {tail + 1}")
     stop = ("converged" if training.stop_reason == c2l_train.STOP_CONVERGED else "reached the epoch cap")
-    fig.suptitle(f"{title}\nstopped at epoch {training.epochs_run}: {stop}; final -ELBO {training.final_loss:.5g}")
+    drop = getattr(training, "lr_drop_epoch", None)
+    rates = f"; lr {training.lr_start:g} -> {training.lr:g} at epoch {drop} (dotted)" if drop else ""
+    fig.suptitle(f"{title}\nstopped at epoch {training.epochs_run}: {stop}; final -ELBO {training.final_loss:.5g}{rates}")
     fig.tight_layout()
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, dpi=100, format="png")

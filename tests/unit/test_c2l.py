@@ -160,6 +160,15 @@ def test_fast_engine_stops_at_convergence_and_minibatches():
                                    **{**FAST, "max_epochs": 3000}, min_epochs=200, convergence_window=100,
                                    convergence_tol=1e-2)
     assert result.training.stop_reason == "converged" and 200 <= result.training.epochs_run < 3000
+    # the default first rate (0.02) dropped to the package's 0.002 at the first plateau, then at
+    # least two windows at 0.002 before the stop
+    tr = result.training
+    assert tr.lr_start == c2l_train.DEFAULT_LR_START and tr.lr == 0.002
+    assert tr.lr_drop_epoch is not None and tr.epochs_run - tr.lr_drop_epoch >= 2 * 100
+    assert result.qc["S1"]["learning_rate"] == {"start": 0.02, "final": 0.002, "dropped_at_epoch": tr.lr_drop_epoch}
+    constant = c2l.map_cell2location(slides, true_signatures(), n_cells_per_location=9,
+                                     **{**FAST, "max_epochs": 300}, lr_start=None)
+    assert constant.training.lr_drop_epoch is None and constant.training.lr_start == 0.002
     assert c2l_train.choose_batch_size(40000, None, 30000) == c2l_train.DEFAULT_MINIBATCH_SIZE
     assert c2l_train.choose_batch_size(20000, None, 30000) is None
     assert c2l_train.choose_batch_size(40, 16, 30000) == 16 and c2l_train.choose_batch_size(40, 64, 30000) is None
@@ -238,14 +247,15 @@ def test_map_cell2location_script_sample_mismatch(tmp_path):
 # pipeline's default stopping rule under the same cap. Same data, signatures and seed. The
 # comparison at 30,000 epochs on larger data is in tools/BENCHMARKS.md.
 PARITY_EPOCHS = 3000
+PARITY_COMMON = dict(n_cells_per_location=9, detection_alpha=20, seed=0, accelerator="cpu", threads=1,
+                     min_shared_genes=10)
 PARITY_MAD_SD = 0.25  # mean |fast - package| of the abundances, as a fraction of the mean posterior SD
 
 
 @pytest.fixture(scope="module")
 def parity_runs():
     slides = {s: make_slide(s, seed=i + 1)[0] for i, s in enumerate(["S1", "S2"])}
-    common = dict(n_cells_per_location=9, detection_alpha=20, max_epochs=PARITY_EPOCHS, seed=0, accelerator="cpu",
-                  threads=1, min_shared_genes=10)
+    common = dict(max_epochs=PARITY_EPOCHS, **PARITY_COMMON)
     package = c2l.map_cell2location(slides, true_signatures(), engine="package", num_samples=1000, **common)
     fast = c2l.map_cell2location(slides, true_signatures(), engine="fast", **common)
     return package, fast

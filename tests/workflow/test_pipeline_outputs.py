@@ -75,6 +75,16 @@ def test_cell2location_recovers_true_abundance(workflow_dir, sample):
 
 @pytest.mark.workflow("test profile")
 @pytest.mark.parametrize("sample", SLIDES)
+def test_cell2location_stops_at_convergence(workflow_dir, sample):
+    """The test profile trains with the defaults: the fast engine stops at convergence, well under the cap."""
+    qc = json.loads(Path(workflow_dir, f"results/cell2location/{sample}/{sample}.cell2location_qc.json").read_text())
+    assert qc["stop_reason"] == "converged", qc
+    assert 1000 <= qc["epochs_run"] < 30000, qc
+    assert qc["learning_rate"]["final"] == 0.002 and qc["learning_rate"]["dropped_at_epoch"] is not None, qc
+
+
+@pytest.mark.workflow("test profile")
+@pytest.mark.parametrize("sample", SLIDES)
 def test_cell2location_h5ad_has_abundance(workflow_dir, sample):
     out = ad.read_h5ad(Path(workflow_dir, f"results/cell2location/{sample}/{sample}.cell2location.h5ad"))
     for key in (keys.C2L_MEAN, keys.C2L_Q05, keys.C2L_Q95):
