@@ -68,6 +68,10 @@ def main(argv: list[str] | None = None) -> None:
         )
     elif args.visium_hd_dir is not None:
         adata = io_hd.read_visium_hd(args.visium_hd_dir, args.sample, args.hd_bin_size)
+    elif args.xenium_dir is not None and args.segmentation == "proseg":
+        if args.cells is None:
+            raise cli.InputError(f"sample {args.sample}: --segmentation proseg needs --cells (the polygons)")
+        adata = io_hd.read_xenium_cells(args.xenium_dir, args.sample, args.cells, method="proseg")
     elif args.xenium_dir is not None:
         adata = io_hd.read_xenium(args.xenium_dir, args.sample)
     elif args.zarr is not None:

@@ -17,10 +17,6 @@ workflow SPATIALMAP {
         error "--methods auto chooses the methods per slide; give it alone or list the methods instead (got ${params.methods})"
     }
     def mt_genes = params.mt_genes ? file(params.mt_genes, checkIfExists: true) : []
-    // PROSEG: remove this refusal when SEGMENTATION_PROSEG is wired
-    if (params.segmentation == 'proseg') {
-        error "spatialmap failed: --segmentation proseg is not available yet; use auto, stardist, spaceranger or xenium"
-    }
     def stardist_model = params.stardist_model ? file(params.stardist_model, checkIfExists: true) : []
     if (stardist_model && !file("${stardist_model}/config.json").exists()) {
         error "spatialmap failed: --stardist_model ${params.stardist_model} is not a StarDist model folder (no config.json)"

@@ -124,9 +124,15 @@ def resolve_segmentation(where: str, input_type: str, path: str, hd_mode: str, s
         return "proseg" if segmentation == "proseg" else "xenium"
     if input_type != "visium_hd" or hd_mode != "cells":
         return "none"
+    has_boundaries = URI_RE.match(path) is not None or (Path(path) / HD_CELLS_GEOJSON).is_file()
+    if segmentation == "proseg" and not has_boundaries:
+        # ProSeg refines a prior segmentation; StarDist -> ProSeg is not wired yet
+        raise InputError(
+            f"{where}: --segmentation proseg on Visium HD refines Space Ranger 4's cell segmentation; Visium HD "
+            f"folder '{path}' has no {HD_CELLS_GEOJSON} (use --segmentation stardist)"
+        )
     if segmentation in ("stardist", "proseg"):
         return segmentation
-    has_boundaries = URI_RE.match(path) is not None or (Path(path) / HD_CELLS_GEOJSON).is_file()
     if segmentation == "auto":
         return "spaceranger" if has_boundaries else "stardist"
     if not has_boundaries:

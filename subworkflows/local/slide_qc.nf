@@ -1,9 +1,10 @@
 //
 // Per slide: segment (Visium HD cells mode: StarDist per image patch, when asked or when
-// Space Ranger gave no boundaries), read the Space Ranger outs/ (or AnnData), then QC and
+// Space Ranger gave no boundaries; ProSeg when asked, Visium HD and Xenium), read the Space Ranger outs/ (or AnnData), then QC and
 // remove mitochondrial genes
 //
 include { SEGMENTATION_STARDIST } from './segmentation_stardist'
+include { SEGMENTATION_PROSEG   } from './segmentation_proseg'
 include { READ_SLIDE            } from '../../modules/local/read_slide/main'
 include { SLIDE_QC              } from '../../modules/local/slide_qc/main'
 
@@ -16,11 +17,13 @@ workflow SLIDE_PREPROCESS {
     main:
     to_segment = slides.branch { meta, slide ->
         stardist: meta.segmentation == 'stardist'
+        proseg: meta.segmentation == 'proseg'
         other: true
     }
     SEGMENTATION_STARDIST(to_segment.stardist, stardist_model)
+    SEGMENTATION_PROSEG(to_segment.proseg)
     // a segmentation subworkflow emits [ meta, <sample>.cells.parquet ] (see SEGMENTATION_STARDIST)
-    cells = SEGMENTATION_STARDIST.out.cells
+    cells = SEGMENTATION_STARDIST.out.cells.mix(SEGMENTATION_PROSEG.out.cells)
 
     // [ meta, slide, cells or [] ]
     to_read = slides
@@ -33,6 +36,6 @@ workflow SLIDE_PREPROCESS {
     h5ad         = SLIDE_QC.out.h5ad                                   // channel: [ meta, qc h5ad ]
     json         = SLIDE_QC.out.json                                   // channel: [ meta, qc json ]
     png          = SLIDE_QC.out.png                                    // channel: [ meta, qc maps png ]
-    segmentation = SEGMENTATION_STARDIST.out.json                      // channel: [ meta, segmentation json ]
-    versions     = READ_SLIDE.out.versions.mix(SLIDE_QC.out.versions, SEGMENTATION_STARDIST.out.versions)  // channel: versions.yml
+    segmentation = SEGMENTATION_STARDIST.out.json.mix(SEGMENTATION_PROSEG.out.json)  // channel: [ meta, segmentation json ]
+    versions     = READ_SLIDE.out.versions.mix(SLIDE_QC.out.versions, SEGMENTATION_STARDIST.out.versions, SEGMENTATION_PROSEG.out.versions)  // channel: versions.yml
 }

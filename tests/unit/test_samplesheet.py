@@ -173,6 +173,9 @@ def test_hd_cells_mode_needs_the_2um_bins_and_the_segmentation(tmp_path):
         read_samplesheet(sheet, hd_mode="cells", segmentation="spaceranger")
     # auto: no platform boundaries, so StarDist segments the H&E
     assert read_samplesheet(sheet, hd_mode="cells")[0].segmentation == "stardist"
+    # ProSeg on Visium HD refines Space Ranger's boundaries: refused without them, naming the row
+    with pytest.raises(InputError, match=r"row 1 \(sample 'H'\): --segmentation proseg on Visium HD refines"):
+        read_samplesheet(sheet, hd_mode="cells", segmentation="proseg")
 
 
 @pytest.mark.parametrize(
