@@ -180,7 +180,14 @@ def read_visium_hd_cells(
     adata.obs_names = cell_ids
     adata.obs["spaceranger_cell_id" if polygons is None else "segmentation_cell_id"] = cell_ids
     adata.obs[keys.IN_TISSUE] = 1
-    adata.obs["cell_area_um2"] = table.obs["area"].to_numpy(dtype=float) * mpp**2
+    # the area the bins were collected from: the polygon, grown as sopa.aggregate grew it
+    if expand_radius_ratio:
+        from sopa.shapes import expand_radius
+
+        cell_area_px = expand_radius(sdata.shapes[key], expand_radius_ratio).area.to_numpy(dtype=float)
+    else:
+        cell_area_px = table.obs["area"].to_numpy(dtype=float)
+    adata.obs["cell_area_um2"] = cell_area_px * mpp**2
     adata.obs["bins_002um"] = n_bins
     adata.obs = adata.obs.drop(columns=[c for c in ("slide", "cell_id", "area") if c in adata.obs])
     empty = n_bins == 0

@@ -72,6 +72,12 @@ QC_EXTRA_COLUMNS = {
     "bins_kept": dict(title="Bins kept", description="Visium HD bins passing QC", format="{:,.0f}", scale="Greens"),
     "cells_kept": dict(title="Cells kept", description="Segmented cells passing QC", format="{:,.0f}", scale="Greens"),
     "median_transcripts": dict(title="Median transcripts", description="Median transcripts per cell or bin", format="{:,.0f}", scale="Purples"),
+    # segmentation QC (Visium HD cells, Xenium)
+    "cells_found": dict(title="Cells found", description="Cells segmented (before QC)", format="{:,.0f}", scale="Greens"),
+    "median_cell_area_um2": dict(title="Median cell area", description="Median cell area (µm²)", format="{:,.1f}", scale="Blues"),
+    "median_bins_per_cell": dict(title="Bins per cell", description="Median 2 µm bins per cell (Visium HD)", format="{:,.0f}", scale="Blues"),
+    "pct_transcripts_in_cells": dict(title="% transcripts in cells", description="Share of the transcripts (Visium HD: 2 µm bin counts; Xenium: Q20 transcripts) inside a cell", format="{:,.1f}", min=0, max=100, suffix="%", scale="RdYlGn"),
+    "pct_bins_in_cells": dict(title="% bins in cells", description="Share of the in-tissue 2 µm bins inside a cell (Visium HD)", format="{:,.1f}", min=0, max=100, suffix="%", scale="RdYlGn", hidden=True),
 }
 CONSENSUS_COLUMNS = {
     "n_methods": dict(title="Consensus methods", description="mapping methods combined in the consensus", format="{:,.0f}", scale="Greys"),

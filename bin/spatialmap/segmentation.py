@@ -218,8 +218,12 @@ def stardist_method(model: str | Path | None = None, prob_thresh: float = 0.2, n
 def segment_patch(
     store: str | Path, patch_index: int, output: str | Path, sample: str,
     model: str | Path | None = None, prob_thresh: float = 0.2, nms_thresh: float = 0.6, min_area_px: float = 0,
+    method=None,
 ) -> int:  # fmt: skip
     """StarDist on one patch of a ``make_patches`` store (read only); polygons to ``output`` (GeoParquet).
+
+    ``method`` replaces StarDist by another sopa staining method (a callable from a (C, Y, X)
+    patch to a label mask), e.g. in tests.
 
     Returns
     -------
@@ -236,7 +240,7 @@ def segment_patch(
     n = len(sdata.shapes[PATCHES_KEY])
     if not 0 <= patch_index < n:
         raise InputError(f"sample {sample}: patch {patch_index} does not exist ({n} patches)")
-    method = stardist_method(model, prob_thresh, nms_thresh)
+    method = method or stardist_method(model, prob_thresh, nms_thresh)
     segmentation = StainingSegmentation(
         sdata, method, channels=None, image_key=sdata.attrs.get("cell_segmentation_image"),
         min_area=min_area_px, clip_limit=0, gaussian_sigma=0,

@@ -904,3 +904,26 @@ def generate_big_hd(outdir: str | Path, seed: int = 0, n_side: int = 550, n_gene
     synth.write_csv(sheet, pd.DataFrame({"sample": ["hdbig"], "spaceranger_dir": ["hdbig/outs"]}), index=False)
     log.info("wrote hdbig: %d bins of 8 µm x %d genes, %d UMIs", counts.shape[0], counts.shape[1], int(counts.sum()))
     return {"outs": outs, "reference": outdir / "reference.h5ad", "truth": truth_path, "samplesheet": sheet}
+
+
+_STREAM_HE_TRAINING = 4000
+
+
+def he_training_pair(seed: int, side_um: int = 240, n_cells: int = 350) -> tuple[np.ndarray, np.ndarray]:
+    """An H&E-like image and its nucleus label mask, drawn as the Visium HD slides' images are.
+
+    The tissue, the cells and the image come from the same functions as the generated slides'
+    full-resolution H&E (:func:`render_he`), from their own random stream (so a model trained on
+    them never saw a test slide); the labels are the nuclei (cell index + 1, 0 = background).
+
+    Returns
+    -------
+    ``(image, labels)``: ``uint8`` (Y, X, 3) and ``int32`` (Y, X), full-resolution pixels.
+    """
+    rng = np.random.default_rng([seed, _STREAM_HE_TRAINING])
+    tissue = tissue_for(rng, side_um)
+    cells = place_cells(rng, side_um, tissue, n_cells, 4)
+    size = hd_image_size(side_um)
+    image = render_he(size, 1.0 / HD_MICRONS_PER_PIXEL, HD_MARGIN_PX, cells, tissue, side_um)
+    labels = _disk_labels(size, 1.0 / HD_MICRONS_PER_PIXEL, HD_MARGIN_PX, cells, NUCLEUS_FRACTION).astype(np.int32)
+    return image, labels

@@ -59,6 +59,17 @@ def test_general_stats_has_every_method_and_extra_qc_fields():
     assert set(data) == {"s1", "s2"}
 
 
+def test_general_stats_has_the_segmentation_qc():
+    seg = {"cells_found": 340, "median_cell_area_um2": 51.2, "median_bins_per_cell": 13.0,
+           "pct_transcripts_in_cells": 81.5, "pct_bins_in_cells": 22.0, "segmentation": "stardist"}
+    stats = report.general_stats([{"sample": "hd", **QC, "cells_kept": 330, **seg}, {"sample": "v", **QC}], [], [])
+    row, headers = stats["data"]["hd"], stats["headers"]
+    assert {k: row[k] for k in seg if k != "segmentation"} == {k: v for k, v in seg.items() if k != "segmentation"}
+    assert headers["cells_found"]["title"] == "Cells found" and headers["pct_transcripts_in_cells"]["max"] == 100
+    assert "cells_found" not in stats["data"]["v"]
+    assert report.qc_table([{"sample": "hd", **QC, **seg}])["data"]["hd"]["segmentation"] == "stardist"
+
+
 def test_qc_table_shows_new_scalar_fields():
     table = report.qc_table([{"sample": "s1", **QC, "segmentation_method": "cellpose", "cells_kept": 5}])
     row = table["data"]["s1"]

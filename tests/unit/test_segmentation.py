@@ -1,0 +1,188 @@
+"""Segmentation of the Visium HD H&E per patch (sopa), the cells file, and bins aggregated into the cells."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("sopa")
+
+from spatialmap import io_hd, segmentation  # noqa: E402
+from spatialmap.cli import InputError  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+ASSETS = REPO / "assets" / "test_data_hd"
+MODEL = REPO / "assets" / "stardist_synth_he"
+TRUTH = ASSETS / "truth" / "hd1_cells.csv"
+
+
+def _purple_nuclei(patch: np.ndarray) -> np.ndarray:
+    """A stand-in for StarDist: connected dark-purple pixels (the generated nuclei) as labels."""
+    from scipy import ndimage
+
+    r, g, b = (patch[i].astype(int) for i in range(3))
+    labels, _ = ndimage.label((r < 140) & (g < 100) & (b > 110))
+    return labels
+
+
+def _match(found_xy: np.ndarray, true_xy: np.ndarray, max_px: float) -> float:
+    """Share of true cells with a found centroid within ``max_px`` (one to one, greedy by distance)."""
+    from scipy.spatial import cKDTree
+
+    dist, idx = cKDTree(found_xy).query(true_xy, k=1)
+    used, matched = set(), 0
+    for i in np.argsort(dist):
+        if dist[i] <= max_px and idx[i] not in used:
+            used.add(idx[i])
+            matched += 1
+    return matched / len(true_xy)
+
+
+@pytest.fixture(scope="module")
+def patches(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("patches")
+    n = segmentation.make_patches(ASSETS / "hd1" / "outs", "hd1", tmp / "hd1.patches.zarr", tmp / "patches", 300, 40)
+    return tmp, n
+
+
+def test_make_patches_writes_a_new_store_and_one_file_per_patch(patches):
+    import spatialdata
+
+    tmp, n = patches
+    files = sorted((tmp / "patches").glob("patch_*.json"))
+    assert n == len(files) == 4  # 512 px image, 300 px patches overlapping by 40 px: 2 x 2
+    info = [json.loads(f.read_text()) for f in files]
+    assert [i["index"] for i in info] == [0, 1, 2, 3] and {i["microns_per_pixel"] for i in info} == {0.5}
+    store = spatialdata.read_zarr(tmp / "hd1.patches.zarr")
+    assert len(store.shapes["image_patches"]) == 4 and "_full_image" in store.images
+    assert not list((ASSETS / "hd1" / "outs").glob("*.zarr"))  # nothing written beside the input
+
+
+def test_patches_segmented_and_resolved_find_the_true_nuclei(patches, tmp_path):
+    """Every patch separately, then the overlaps resolved: each true nucleus once, near its true centre."""
+    import geopandas as gpd
+
+    store, n = patches[0] / "hd1.patches.zarr", patches[1]
+    parts = []
+    for i in range(n):
+        out = tmp_path / f"patch_{i}.cells.parquet"
+        segmentation.segment_patch(store, i, out, "hd1", method=_purple_nuclei)
+        parts.append(out)
+    in_patches = sum(len(gpd.read_parquet(p)) for p in parts)
+    summary = segmentation.resolve_patches(parts, tmp_path / "hd1.cells.parquet", "hd1")
+    cells = segmentation.read_cells(tmp_path / "hd1.cells.parquet", "hd1")
+    truth = pd.read_csv(TRUTH)
+    assert summary == {"patches": 4, "cells_in_patches": in_patches, "cells": len(cells)}
+    assert in_patches > len(cells)  # nuclei in the overlaps were found twice and merged
+    assert abs(len(cells) - len(truth)) <= 0.02 * len(truth)
+    xy = np.column_stack([cells.centroid.x, cells.centroid.y])
+    assert _match(xy, truth[["x_px", "y_px"]].to_numpy(), max_px=3.0) >= 0.97
+    assert cells.index[0] == "cell00001" and cells.index.name == "cell_id"
+
+
+def test_cells_file_is_checked(tmp_path):
+    import geopandas as gpd
+    from shapely.geometry import MultiPolygon, Point
+
+    bad = gpd.GeoDataFrame(geometry=[MultiPolygon([Point(0, 0).buffer(1), Point(5, 5).buffer(1)])], index=["a"])
+    bad.to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(InputError, match="sample S: .*valid, non-empty Polygons"):
+        segmentation.read_cells(tmp_path / "bad.parquet", "S")
+    gpd.GeoDataFrame(geometry=[], index=[]).to_parquet(tmp_path / "empty.parquet")
+    with pytest.raises(InputError, match="found no cell"):
+        segmentation.read_cells(tmp_path / "empty.parquet", "S")
+    with pytest.raises(InputError, match="cannot read the cell polygons"):
+        segmentation.read_cells(tmp_path / "missing.parquet", "S")
+
+
+def test_resolve_refuses_when_nothing_was_found(tmp_path):
+    import geopandas as gpd
+
+    gpd.GeoDataFrame(geometry=[]).to_parquet(tmp_path / "p0.parquet")
+    with pytest.raises(InputError, match="sample S: StarDist found no cell in any of the 1 patches"):
+        segmentation.resolve_patches([tmp_path / "p0.parquet"], tmp_path / "S.cells.parquet", "S")
+    assert not (tmp_path / "S.cells.parquet").exists()
+
+
+def test_bad_patch_settings_and_model_folder(tmp_path):
+    with pytest.raises(InputError, match="overlap .* must be below the patch width"):
+        segmentation.make_patches(ASSETS / "hd1" / "outs", "hd1", tmp_path / "s.zarr", tmp_path / "p", 100, 100)
+    with pytest.raises(InputError, match="not a StarDist model folder"):
+        segmentation.stardist_method(tmp_path)
+
+
+def test_bins_aggregated_into_pipeline_cells(tmp_path):
+    """The true cells given as a cells file: the same cells, bins and counts as from Space Ranger's boundaries."""
+    import geopandas as gpd
+    from shapely.geometry import shape
+
+    geo = json.loads((ASSETS / "hd1/outs/segmented_outputs/cell_segmentations.geojson").read_text())
+    polygons = gpd.GeoDataFrame(geometry=[shape(f["geometry"]) for f in geo["features"]])
+    segmentation.write_cells(polygons, tmp_path / "hd1.cells.parquet")
+    ours = io_hd.read_visium_hd_cells(ASSETS / "hd1" / "outs", "hd1", cells=tmp_path / "hd1.cells.parquet", method="stardist")
+    theirs = io_hd.read_visium_hd_cells(ASSETS / "hd1" / "outs", "hd1")
+    assert ours.n_obs == theirs.n_obs == len(geo["features"])
+    assert np.array_equal(ours.obs["bins_002um"].to_numpy(), theirs.obs["bins_002um"].to_numpy())
+    assert float(ours.X.sum()) == float(theirs.X.sum())
+    qc = ours.uns["spatialmap_platform"]
+    assert qc["segmentation"] == "stardist" and qc["cells_found"] == ours.n_obs
+    assert qc["pct_transcripts_in_cells"] == theirs.uns["spatialmap_platform"]["pct_transcripts_in_cells"]
+    assert 0 < qc["pct_bins_in_cells"] < 100 and qc["median_segmented_area_um2"] == qc["median_cell_area_um2"]
+    assert "segmentation_cell_id" in ours.obs and "spaceranger_cell_id" in theirs.obs
+
+
+def test_nuclei_grown_before_bins_join(tmp_path):
+    """StarDist finds nuclei: grown by the ratio x mean radius they collect the whole cells' bins."""
+    import geopandas as gpd
+    from shapely.geometry import Point
+
+    truth = pd.read_csv(TRUTH)
+    radius_px = truth["nucleus_radius_um"].to_numpy() / 0.5
+    nuclei = gpd.GeoDataFrame(geometry=[Point(x, y).buffer(r, 16) for x, y, r in zip(truth.x_px, truth.y_px, radius_px)])
+    segmentation.write_cells(nuclei, tmp_path / "n.cells.parquet")
+    outs = ASSETS / "hd1" / "outs"
+    bare = io_hd.read_visium_hd_cells(outs, "hd1", cells=tmp_path / "n.cells.parquet", method="stardist")
+    grown = io_hd.read_visium_hd_cells(outs, "hd1", cells=tmp_path / "n.cells.parquet", method="stardist",
+                                       expand_radius_ratio=1 / 0.6 - 1)  # fmt: skip
+    true_bins = np.median(truth["bins_002um"])
+    assert np.median(bare.obs["bins_002um"]) < 0.5 * true_bins
+    assert abs(np.median(grown.obs["bins_002um"]) - true_bins) <= 2
+    qc = grown.uns["spatialmap_platform"]
+    assert qc["median_cell_area_um2"] > 2 * qc["median_segmented_area_um2"]
+
+
+@pytest.mark.skipif(not (MODEL / "config.json").is_file(), reason="the small StarDist model is not in assets/")
+def test_stardist_small_model_on_one_patch(patches, tmp_path):
+    """The shipped small model (tools/train_stardist_model.py) through sopa's StarDist method, on one patch."""
+    pytest.importorskip("stardist")
+    import geopandas as gpd
+
+    store = patches[0] / "hd1.patches.zarr"
+    n = segmentation.segment_patch(store, 0, tmp_path / "p0.parquet", "hd1", model=MODEL)
+    cells = gpd.read_parquet(tmp_path / "p0.parquet")
+    truth = pd.read_csv(TRUTH)
+    inside = truth[(truth.x_px < 295) & (truth.y_px < 295) & (truth.x_px > 5) & (truth.y_px > 5)]
+    assert n == len(cells) and abs(n - len(inside)) <= max(3, 0.05 * len(inside))
+    xy = np.column_stack([cells.centroid.x, cells.centroid.y])
+    assert _match(xy, inside[["x_px", "y_px"]].to_numpy(), max_px=3.0) >= 0.9
+
+
+def test_stardist_model_folder_is_small():
+    if not MODEL.is_dir():
+        pytest.skip("the small StarDist model is not in assets/")
+    size = sum(p.stat().st_size for p in MODEL.rglob("*") if p.is_file())
+    assert size < 1_000_000 and (MODEL / "config.json").is_file() and (MODEL / "thresholds.json").is_file()
+
+
+def test_synthetic_training_pairs_are_reproducible():
+    from spatialmap.synth_hd import he_training_pair
+
+    a, la = he_training_pair(3)
+    b, lb = he_training_pair(3)
+    c, _ = he_training_pair(4)
+    assert np.array_equal(a, b) and np.array_equal(la, lb) and not np.array_equal(a, c)
+    assert a.dtype == np.uint8 and la.max() >= 300 and set(np.unique(la[a[..., 0] > 200])) == {0}
