@@ -22,6 +22,8 @@ from .cli import atomic_path
 log = logging.getLogger(__name__)
 
 _NAN_COLOUR = "#d9d9d9"
+#: spots drawn at most per map; larger slides (full-slide Visium HD bins) draw a seeded sample
+MAX_PLOTTED = 100_000
 
 
 def plot_spatial_values(
@@ -39,6 +41,8 @@ def plot_spatial_values(
     spot_scale: float = 1.0,
     dpi: int = 110,
     palette: dict | None = None,
+    max_points: int | None = MAX_PLOTTED,
+    seed: int = 0,
 ) -> Path:
     """Draw one spatial map per column of ``values`` into a PNG.
 
@@ -76,6 +80,10 @@ def plot_spatial_values(
     palette
         Colours of categories (``{category: colour}``) in categorical panels; categories
         not named get the default qualitative colours.
+    max_points, seed
+        Above ``max_points`` spots a sample of that many, drawn with ``seed``, is plotted
+        (the title says so): every map of a full Visium HD slide stays quick and small.
+        None: all spots.
 
     Returns
     -------
@@ -90,6 +98,10 @@ def plot_spatial_values(
 
     coords, image, scalef, diameter = _geometry(adata_or_coords, library_id, show_image)
     values = _align_values(adata_or_coords, values, len(coords))
+    if max_points is not None and len(coords) > max_points:
+        pick = np.sort(np.random.default_rng(seed).choice(len(coords), max_points, replace=False))
+        title = f"{title or ''}{', ' if title else ''}{max_points:,} of {len(coords):,} drawn"
+        coords, values = coords[pick], values.iloc[pick]
     if values.shape[1] == 0:
         raise ValueError("no column to plot")
     if ncols < 1:
