@@ -86,7 +86,7 @@ def sopa_cache(folder: Path) -> Iterator[Path]:
 
     if not hasattr(sopa_utils, "HOME_CACHE_DIR"):  # sopa's layout changed: fail loudly rather than write to ~
         raise RuntimeError("sopa.utils.utils.HOME_CACHE_DIR not found: this sopa version is not supported here")
-    folder = Path(folder)
+    folder = Path(folder).resolve()  # absolute: sopa runs proseg inside it with paths under it
     folder.mkdir(parents=True, exist_ok=True)
     before = sopa_utils.HOME_CACHE_DIR
     sopa_utils.HOME_CACHE_DIR = folder
@@ -101,10 +101,9 @@ def _valid_cells(geo_df: gpd.GeoDataFrame, sample: str) -> gpd.GeoDataFrame:
     """One valid Polygon per cell (sopa's ``to_valid_polygons``), string IDs in ``cell_id``."""
     from sopa import shapes
 
-    geometry = shapes.to_valid_polygons(geo_df.geometry.reset_index(drop=True))
-    ids = geo_df.index.astype(str).to_numpy()
-    cells = gpd.GeoDataFrame({"geometry": geometry.to_numpy()}, index=ids, crs=None)
-    cells = cells[~cells.geometry.is_empty & (cells.geometry.geom_type == "Polygon")]
+    cells = gpd.GeoDataFrame({"geometry": geo_df.geometry.to_numpy()}, index=geo_df.index.astype(str), crs=None)
+    cells = shapes.to_valid_polygons(cells)  # drops the empty ones
+    cells = cells[cells.geometry.geom_type == "Polygon"]
     cells.index.name = "cell_id"
     if cells.empty:
         raise InputError(f"sample {sample}: ProSeg found no cell")

@@ -81,6 +81,64 @@ def test_xenium_cells_from_polygons_count_the_transcripts(tmp_path):
     assert info["segmentation"] == "test" and info["cells_found"] == 252 and 85 < info["pct_transcripts_in_cells"] < 100
 
 
+@pytest.fixture
+def stand_in_proseg(monkeypatch, tmp_path):
+    """A `proseg` on PATH that only prints its version, and sopa's runner writing ProSeg's output
+    (proseg-output.zarr) with the given circles (µm) instead of running it."""
+    import anndata
+    import spatialdata
+    from spatialdata.models import ShapesModel
+    from sopa.segmentation.methods import _proseg
+
+    binary = tmp_path / "bin" / "proseg"
+    binary.parent.mkdir()
+    binary.write_text(f"#!/bin/sh\necho 'proseg {proseg.PROSEG_VERSION}'\n")
+    binary.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{binary.parent}:{__import__('os').environ['PATH']}")
+    commands = []
+
+    def use(x_um, y_um, r_um):
+        def run(command, cwd):
+            commands.append(command)
+            circles = [shapely.Point(x, y).buffer(r) for x, y, r in zip(x_um, y_um, r_um)]
+            shapes_ = ShapesModel.parse(gpd.GeoDataFrame(geometry=circles))
+            table = anndata.AnnData(np.ones((len(circles), 3), dtype=np.float32))
+            sdata = spatialdata.SpatialData(shapes={"cell_boundaries": shapes_}, tables={"table": table})
+            sdata.write(Path(cwd) / "proseg-output.zarr")
+
+        monkeypatch.setattr(_proseg, "_run_proseg", run)
+        return commands
+
+    return use
+
+
+def test_visium_hd_cells_come_back_in_full_resolution_pixels(stand_in_proseg, tmp_path):
+    """ProSeg writes µm (sopa's bin centres x 0.5 µm/px); the cells file is in full-resolution pixels."""
+    truth = pd.read_csv(ASSETS / "truth" / "hd1_cells.csv")
+    commands = stand_in_proseg(truth["x_px"] * 0.5, truth["y_px"] * 0.5, truth["radius_um"])
+    cells, qc = proseg.segment_visium_hd(ASSETS / "hd1" / "outs", "hd1", tmp_path / "work", threads=2,
+                                         extra_args="--samples 50")  # fmt: skip
+    found = proseg.match_cells(cells, truth["x_px"].to_numpy(), truth["y_px"].to_numpy())
+    assert found["matched"] == len(truth) == qc["cells_found"] == qc["prior_cells"]
+    assert qc["median_cell_area_um2"] == pytest.approx(np.median(np.pi * truth["radius_um"] ** 2), rel=0.02)
+    assert "--anndata /" in commands[0] and "--cell-id-column sopa_prior" in commands[0]  # absolute path: proseg runs in the cache
+    assert "--nthreads 2 --samples 50" in commands[0] and "--voxel-size 2" in commands[0]
+    assert not (tmp_path / "work").exists()
+
+
+def test_xenium_cells_come_back_in_microns_and_are_counted(stand_in_proseg, tmp_path):
+    truth = pd.read_csv(ASSETS / "truth" / "xenium1_cells.csv")
+    commands = stand_in_proseg(truth["x_um"], truth["y_um"], truth["radius_um"])
+    cells, qc = proseg.segment_xenium(ASSETS / "xenium1", "xenium1", tmp_path / "work", threads=2)
+    found = proseg.match_cells(cells, truth["x_um"].to_numpy(), truth["y_um"].to_numpy())
+    assert found["matched"] == len(truth) == qc["cells_found"] == qc["prior_cells"]
+    assert "--qv-column qv --min-qv 20.0" in commands[0] and "--compartment-column overlaps_nucleus" in commands[0]
+    proseg.write_cells(cells, tmp_path / "x.cells.parquet")
+    adata = io_hd.read_xenium_cells(ASSETS / "xenium1", "xenium1", tmp_path / "x.cells.parquet")
+    assert adata.n_obs == len(truth) and adata.uns[keys.UNS_PLATFORM]["segmentation"] == "proseg"
+    assert 90 < adata.uns[keys.UNS_PLATFORM]["pct_transcripts_in_cells"] < 100
+
+
 @pytest.fixture(scope="module")
 def hd_proseg(tmp_path_factory):
     return proseg.segment_visium_hd(ASSETS / "hd1" / "outs", "hd1", tmp_path_factory.mktemp("proseg_hd") / "work", threads=2)
