@@ -2,7 +2,9 @@
 # Idempotent set-up of everything the pipeline needs to run with -profile local:
 #   - Nextflow 24.10.0 and its runtime jars, resolved from Maven Central
 #     (skipped when a `nextflow` is already on PATH);
-#   - the pinned Python environment (requirements.lock) in a virtualenv.
+#   - the pinned Python environment (requirements.lock) in a virtualenv;
+#   - with --with-proseg: the ProSeg binary (crates.io, exact version, --locked) for
+#     --segmentation proseg with -profile local, in $cache/proseg-<version>/bin.
 # Both live in the project's cache, ${SPATIALMAP_CACHE:-~/.cache/spatialmap},
 # keyed by version / lock hash, so repeated runs and fresh clones reuse them.
 set -euo pipefail
@@ -41,6 +43,65 @@ setup_python() {
     ln -sfn "$dest" "$cache/env"
 }
 
+# ProSeg 3.2.0 (the version of containers/Dockerfile's proseg-build stage) needs Rust >= 1.88:
+# a cargo on PATH that new enough is used; otherwise, as root on Debian bookworm, Debian's
+# rustc-web / cargo-web from bookworm-security (bookworm's own rustc, 1.63, is too old).
+# With PROSEG_IMAGE=<spatial image> (tools/test.sh --heavy) the image's binary is copied out instead.
+proseg_version=3.2.0
+setup_proseg() {
+    local dest="$cache/proseg-$proseg_version"
+    # a plain `cargo install proseg --root $cache/proseg` of this version: adopted
+    if [[ -d "$cache/proseg" && ! -L "$cache/proseg" && ! -e "$dest" ]] \
+        && "$cache/proseg/bin/proseg" --version 2>/dev/null | grep -qx "proseg $proseg_version"; then
+        log "adopting $cache/proseg (proseg $proseg_version) as $dest"
+        mv "$cache/proseg" "$dest" && touch "$dest/.complete"
+    fi
+    if [[ -f "$dest/.complete" ]]; then return; fi
+    # PROSEG_IMAGE: take the binary the spatial image compiled (same crate, --locked), no second compile
+    if [[ -n "${PROSEG_IMAGE:-}" ]] && podman image exists "$PROSEG_IMAGE" 2>/dev/null; then
+        log "taking ProSeg from $PROSEG_IMAGE into $dest"
+        rm -rf "$dest" && mkdir -p "$dest/bin"
+        local id copied=0
+        id=$(podman create "$PROSEG_IMAGE")
+        podman cp "$id:/usr/local/bin/proseg" "$dest/bin/proseg" && copied=1
+        podman rm "$id" >/dev/null
+        if [[ $copied == 1 ]] && "$dest/bin/proseg" --version 2>/dev/null | grep -qx "proseg $proseg_version"; then
+            touch "$dest/.complete"
+            return
+        fi
+        log "$PROSEG_IMAGE has no proseg $proseg_version that runs here: compiling"
+    fi
+    local cargo rust
+    cargo=$(command -v cargo || true)
+    rust=$( { [[ -n "$cargo" ]] && rustc --version 2>/dev/null || true; } | awk '{print $2}')
+    if [[ -z "$rust" ]] || ! printf '1.88.0\n%s\n' "$rust" | sort -V -C; then
+        [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null \
+            || { log "ERROR: ProSeg needs Rust >= 1.88 (found ${rust:-none}): install it (cargo), or run as root on Debian"; exit 1; }
+        log "installing Debian's rustc-web / cargo-web (Rust >= 1.88) for ProSeg"
+        grep -rqs bookworm-security /etc/apt/sources.list /etc/apt/sources.list.d/ \
+            || echo "deb http://deb.debian.org/debian-security bookworm-security main" > /etc/apt/sources.list.d/spatialmap-security.list
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends rustc-web cargo-web gcc libc6-dev make
+        cargo=/usr/bin/cargo
+    fi
+    log "compiling ProSeg $proseg_version with $("$cargo" --version) into $dest (long: tens of minutes on 2 cores, once)"
+    rm -rf "$dest"
+    local start=$SECONDS
+    # no debug info (proseg's release profile asks for it): a faster build and a smaller binary
+    CARGO_PROFILE_RELEASE_DEBUG=0 nice -n 10 "$cargo" install proseg --version "$proseg_version" --locked --root "$dest" -q
+    "$dest/bin/proseg" --version >/dev/null
+    touch "$dest/.complete"
+    log "ProSeg compiled in $((SECONDS - start)) s"
+}
+
 setup_nextflow
 setup_python
+if [[ " $* " == *" --with-proseg "* ]]; then
+    setup_proseg
+    if [[ -e "$cache/proseg" && ! -L "$cache/proseg" ]]; then
+        log "ERROR: $cache/proseg is not the link this script makes: move it away"; exit 1
+    fi
+    ln -sfn "proseg-$proseg_version" "$cache/proseg"
+    log "ProSeg: add $cache/proseg/bin to PATH (tools/test.sh --heavy does)"
+fi
 log "ready: Python environment $cache/env, Nextflow via tools/nextflow"
