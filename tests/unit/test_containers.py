@@ -124,7 +124,7 @@ def test_image_has_the_packages_its_scripts_import(family):
         "cell2location": {"cell2location", "scvi-tools", "pyro-ppl", "torch", "scanpy"},
         "tangram": {"tangram-sc", "torch", "scanpy"},
         "deconv": {"rctd-py", "flashdeconv", "torch", "scanpy", "scipy"},
-        "spatial": {"sopa", "spatialdata", "spatialdata-io", "scanpy", "pyarrow"},
+        "spatial": {"sopa", "spatialdata", "spatialdata-io", "scanpy", "pyarrow", "tensorflow-cpu", "stardist"},
     }[family]
     held = set(requirement_pins(CONTAINERS / family / "requirements.txt"))
     if "torch.txt" in copied_files(family):
