@@ -98,6 +98,12 @@ def test_spatialdata_store_opens_with_images_shapes_and_results(workflow_dir, sa
     assert shapes in sdata.shapes and table.uns["spatialdata_attrs"]["region"] == shapes
     assert "predicted_cell_type" in table.obs
     assert any(k.endswith("_proportions") for k in table.obsm)
+    if sample == "xenium1":  # the transcripts read by sopa.io.xenium, every one of them, as points
+        raw = pd.read_parquet(Path(__file__).resolve().parents[2] / "assets/test_data_hd/xenium1/transcripts.parquet",
+                              columns=["feature_name"])
+        assert "transcripts" in sdata.points and len(sdata.points["transcripts"]) == len(raw)
+    else:  # Visium HD: the bins are the table, no transcripts
+        assert not sdata.points
 
 
 HD_CELLS_MIN_LABEL_ACCURACY = 0.8
@@ -132,3 +138,82 @@ def test_hd_cell_labels_match_the_truth(workflow_dir):
     assert accuracy >= HD_CELLS_MIN_LABEL_ACCURACY, f"label accuracy {accuracy:.3f}"
     stats = pd.read_csv(_results(workflow_dir) / "multiqc/multiqc_data/multiqc_general_stats.txt", sep="\t", index_col=0)
     assert sorted(stats.index) == list(SLIDES)
+
+
+# StarDist (small model trained on the generator's nuclei) on the generated H&E, 4 patches
+STARDIST_COUNT_TOLERANCE = 0.05  # cells found within 5% of the true cells
+STARDIST_MATCH_UM = 1.5  # a true cell is matched when a found centroid lies within 1.5 µm (3 px) of its centre
+STARDIST_MIN_MATCHED = 0.95  # share of true cells matched (one to one)
+STARDIST_BINS_TOLERANCE = 2  # median |bins of the found cell - bins of the true cell| over matched cells
+STARDIST_MIN_LABEL_ACCURACY = 0.75  # predicted type == true type over matched cells
+MPP_HD = 0.5  # µm per full-resolution pixel of the generated HD slide
+
+
+def _matched(found_xy: np.ndarray, true_xy: np.ndarray, max_px: float) -> np.ndarray:
+    """Index of the found cell matched to each true cell (-1: none), one to one, nearest first."""
+    from scipy.spatial import cKDTree
+
+    dist, idx = cKDTree(found_xy).query(true_xy, k=1)
+    match = np.full(len(true_xy), -1)
+    used: set[int] = set()
+    for i in np.argsort(dist):
+        if dist[i] <= max_px and idx[i] not in used:
+            used.add(int(idx[i]))
+            match[i] = idx[i]
+    return match
+
+
+@pytest.mark.workflow("test_hd stardist cells")
+def test_stardist_cells_match_the_true_cells(workflow_dir):
+    import anndata as ad
+
+    res = _results(workflow_dir)
+    mapped = ad.read_h5ad(res / "spatial/hd1/hd1.mapped.h5ad")
+    truth = pd.read_csv(HD / "truth" / "hd1_cells.csv")
+    qc_json = json.loads((res / "qc/hd1/hd1.qc.json").read_text())
+    assert qc_json["segmentation"] == "stardist"
+    assert abs(qc_json["cells_found"] - len(truth)) <= STARDIST_COUNT_TOLERANCE * len(truth)
+    match = _matched(mapped.obsm["spatial"], truth[["x_px", "y_px"]].to_numpy(), STARDIST_MATCH_UM / MPP_HD)
+    assert (match >= 0).mean() >= STARDIST_MIN_MATCHED, f"matched {(match >= 0).mean():.3f}"
+    ok = match >= 0
+    found_bins = mapped.obs["bins_002um"].to_numpy()[match[ok]]
+    assert np.median(np.abs(found_bins - truth["bins_002um"].to_numpy()[ok])) <= STARDIST_BINS_TOLERANCE
+    assert abs(qc_json["median_bins_per_cell"] - np.median(truth["bins_002um"])) <= STARDIST_BINS_TOLERANCE
+    # cell area: the grown nuclei against the true cells
+    true_area = float(np.median(np.pi * truth["radius_um"] ** 2))
+    assert qc_json["median_cell_area_um2"] == pytest.approx(true_area, rel=0.25)
+    # share of the 2 µm counts inside cells against the true cells' share (Space Ranger-like mapping)
+    mapping = pd.read_parquet(HD / "hd1/outs/barcode_mappings.parquet")
+    import scanpy as sc
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bins = sc.read_10x_h5(HD / "hd1/outs/binned_outputs/square_002um/filtered_feature_bc_matrix.h5")
+    in_cell = mapping.set_index("square_002um").loc[bins.obs_names, "in_cell"].to_numpy()
+    counts = np.asarray(bins.X.sum(axis=1)).ravel()
+    true_pct = 100 * counts[in_cell].sum() / counts.sum()
+    assert abs(qc_json["pct_transcripts_in_cells"] - true_pct) <= 5, (qc_json["pct_transcripts_in_cells"], true_pct)
+    seg = json.loads((res / "segmentation/hd1/hd1.segmentation.json").read_text())
+    assert seg["patches"] == 4 and seg["cells"] == qc_json["cells_found"] and seg["cells_in_patches"] > seg["cells"]
+
+
+@pytest.mark.workflow("test_hd stardist cells")
+def test_stardist_cell_labels_and_report(workflow_dir):
+    import anndata as ad
+
+    res = _results(workflow_dir)
+    mapped = ad.read_h5ad(res / "spatial/hd1/hd1.mapped.h5ad")
+    truth = pd.read_csv(HD / "truth" / "hd1_cells.csv")
+    labels = pd.read_csv(res / "spatial/hd1/hd1.cell_types.csv", index_col="unit").loc[mapped.obs_names]
+    match = _matched(mapped.obsm["spatial"], truth[["x_px", "y_px"]].to_numpy(), STARDIST_MATCH_UM / MPP_HD)
+    ok = match >= 0
+    predicted = labels["predicted_cell_type"].to_numpy()[match[ok]]
+    accuracy = float((predicted == truth["cell_type"].to_numpy()[ok]).mean())
+    assert accuracy >= STARDIST_MIN_LABEL_ACCURACY, f"label accuracy {accuracy:.3f}"
+    stats = pd.read_csv(res / "multiqc/multiqc_data/multiqc_general_stats.txt", sep="\t", index_col=0)
+    assert sorted(stats.index) == list(SLIDES)
+    qc_json = json.loads((res / "qc/hd1/hd1.qc.json").read_text())
+    for field in ("cells_found", "median_cell_area_um2", "pct_transcripts_in_cells"):
+        column = stats.filter(like=field).iloc[:, 0]
+        assert column["hd1"] == pytest.approx(qc_json[field], rel=1e-3), field
+        assert not np.isnan(column["xenium1"])  # Xenium's own segmentation QC in the same columns
