@@ -104,12 +104,6 @@ def test_spatialdata_store_opens_with_images_shapes_and_results(workflow_dir, sa
         assert "transcripts" in sdata.points and len(sdata.points["transcripts"]) == len(raw)
     else:  # Visium HD: the bins are the table, no transcripts
         assert not sdata.points
-    if sample == "xenium1":  # the transcripts read by sopa.io.xenium, every one of them, as points
-        raw = pd.read_parquet(Path(__file__).resolve().parents[2] / "assets/test_data_hd/xenium1/transcripts.parquet",
-                              columns=["feature_name"])
-        assert "transcripts" in sdata.points and len(sdata.points["transcripts"]) == len(raw)
-    else:  # Visium HD: the bins are the table, no transcripts
-        assert not sdata.points
 
 
 HD_CELLS_MIN_LABEL_ACCURACY = 0.8
