@@ -88,7 +88,9 @@ def requirement_pins(path: Path) -> dict[str, tuple[str, str]]:
 
 
 def copied_files(family: str) -> list[str]:
-    return [args.split()[0] for keyword, args in instructions(family) if keyword == "COPY"]
+    """Files a family's stage copies from containers/ (a COPY --from=<stage> copies from another stage)."""
+    return [args.split()[0] for keyword, args in instructions(family)
+            if keyword == "COPY" and not args.startswith("--from=")]
 
 
 def test_every_family_has_its_stage():
