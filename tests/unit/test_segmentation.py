@@ -165,10 +165,14 @@ def test_stardist_small_model_on_one_patch(patches, tmp_path):
     n = segmentation.segment_patch(store, 0, tmp_path / "p0.parquet", "hd1", model=MODEL)
     cells = gpd.read_parquet(tmp_path / "p0.parquet")
     truth = pd.read_csv(TRUTH)
-    inside = truth[(truth.x_px < 295) & (truth.y_px < 295) & (truth.x_px > 5) & (truth.y_px > 5)]
-    assert n == len(cells) and abs(n - len(inside)) <= max(3, 0.05 * len(inside))
+    r = truth["nucleus_radius_um"] / 0.5  # px
+    x0, y0, x1, y1 = json.loads((patches[0] / "patches" / "patch_0.json").read_text())["bounds"]
+    touching = truth[(truth.x_px > x0 - r) & (truth.x_px < x1 + r) & (truth.y_px > y0 - r) & (truth.y_px < y1 + r)]
+    whole = truth[(truth.x_px > x0 + r) & (truth.x_px < x1 - r) & (truth.y_px > y0 + r) & (truth.y_px < y1 - r)]
+    # every nucleus wholly in the patch, at most one per nucleus touching it (cut ones may be missed)
+    assert n == len(cells) and len(whole) <= n <= len(touching)
     xy = np.column_stack([cells.centroid.x, cells.centroid.y])
-    assert _match(xy, inside[["x_px", "y_px"]].to_numpy(), max_px=3.0) >= 0.9
+    assert _match(xy, whole[["x_px", "y_px"]].to_numpy(), max_px=3.0) >= 0.97
 
 
 def test_stardist_model_folder_is_small():
