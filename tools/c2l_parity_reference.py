@@ -47,8 +47,8 @@ def main(argv=None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(args.out.stem + ".tmp.npz")
     np.savez_compressed(tmp, mean=sm["means"]["w_sf"], q05=sm["q05"]["w_sf"], sd=sm["stds"]["w_sf"],
-                        obs=np.asarray(res.combined.obs_names.astype(str)),
-                        types=np.asarray([str(f) for f in res.model.factor_names_]),
+                        obs=np.asarray(res.combined.obs_names.astype(str), dtype=str),
+                        types=np.asarray([str(f) for f in res.model.factor_names_], dtype=str),
                         epochs=args.epochs, final_loss=res.training.final_loss)
     tmp.replace(args.out)
     print(json.dumps({"out": str(args.out), "epochs": args.epochs, "wall_s": round(wall, 1),

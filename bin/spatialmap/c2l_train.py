@@ -33,9 +33,9 @@ from scipy import sparse
 log = logging.getLogger("spatialmap.c2l_train")
 
 # Defaults chosen from measurements (tools/BENCHMARKS.md, "cell2location: stopping at convergence").
-DEFAULT_MIN_EPOCHS = 2000
-DEFAULT_WINDOW = 1000
-DEFAULT_TOL = 1e-4
+DEFAULT_MIN_EPOCHS = 1000
+DEFAULT_WINDOW = 500
+DEFAULT_TOL = 3e-4
 DEFAULT_MINIBATCH_ABOVE = 30000
 DEFAULT_MINIBATCH_SIZE = 5000
 DEFAULT_LR_START = 0.02  # fast engine: first rate, dropped to the package's 0.002 at the first plateau
