@@ -25,6 +25,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--methods", default="", help="mapping methods in order of preference for the label (comma-separated)")
     parser.add_argument("--hd-bin-size", type=int, default=8, help="Visium HD bin size in µm (default: %(default)s)")
     parser.add_argument("--hd-mode", default="bins", choices=("bins", "cells"), help="Visium HD units (default: %(default)s)")
+    parser.add_argument("--cells", type=Path, default=None,
+                        help="the pipeline's cell polygons (S.cells.parquet) when it segmented the slide")
     parser.add_argument("--seed", type=int, default=0, help="seed of the figure's subsample (default: %(default)s)")
     parser.add_argument("--outdir", type=Path, default=Path("."), help="folder to write into (default: here)")
     parser.add_argument("--process-name", default="spatial_outputs.py", help="process name written to the versions file")
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
                           title=f"{args.sample}: predicted cell type per {unit} ({label_method})")
     with cli.atomic_path(f"{prefix}.mapped.h5ad") as tmp:
         annotated.write_h5ad(tmp, compression="gzip")
-    elements = so.read_elements(args.input_type, args.input, args.hd_bin_size, args.hd_mode)
+    elements = so.read_elements(args.input_type, args.input, args.hd_bin_size, args.hd_mode, args.cells)
     sd_table = so.build_table(annotated, elements.shape_key, elements.instance)
     store = so.write_store(f"{prefix}.spatialdata.zarr", elements.images, elements.shapes, sd_table, elements.points)
     log.info(

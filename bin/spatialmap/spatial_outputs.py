@@ -140,20 +140,35 @@ class Elements(NamedTuple):
     instance: str  #: the table's column of shape IDs
 
 
-def read_elements(input_type: str, path: str | Path, bin_size: int, hd_mode: str = "bins") -> Elements:
+def read_elements(input_type: str, path: str | Path, bin_size: int, hd_mode: str = "bins", cells: str | Path | None = None) -> Elements:
     """Images, shapes and points of the input, the shapes key the table annotates, and its instance column.
 
     Read again with the platform's reader (``sopa.io.visium_hd`` / ``sopa.io.xenium`` /
     ``spatialdata.read_zarr``); nothing is written to the input. Points stay dask-backed
     (read lazily from ``transcripts.parquet``): nothing here loads them into memory.
-    Visium HD has no transcripts (its bins are the table), so no points.
+    Visium HD has no transcripts (its bins are the table), so no points. ``cells``: the
+    pipeline's own cell polygons (``<sample>.cells.parquet``, Visium HD full-resolution pixels),
+    kept as the shapes ``spatialmap_cells`` that the table's ``segmentation_cell_id`` names.
     """
     import sopa
     import spatialdata
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if input_type == "visium_hd" and hd_mode == "cells":
+        if input_type == "visium_hd" and hd_mode == "cells" and cells is not None:
+            from spatialdata.models import ShapesModel
+            from spatialdata.transformations import get_transformation
+
+            from .segmentation import read_cells
+
+            sdata = sopa.io.visium_hd(path, bin_size=bin_size, load_segmentations_only=False)
+            bins_key = next(k for k in sdata.shapes if k.endswith(f"square_{bin_size:03d}um"))
+            shape_key, instance = "spatialmap_cells", "segmentation_cell_id"
+            polygons = read_cells(cells, Path(path).name)
+            sdata.shapes[shape_key] = ShapesModel.parse(
+                polygons, transformations=get_transformation(sdata.shapes[bins_key], get_all=True)
+            )
+        elif input_type == "visium_hd" and hd_mode == "cells":
             sdata = sopa.io.visium_hd(path, bin_size=bin_size, load_segmentations_only=False)
             shape_key = next(k for k in sdata.shapes if k.endswith("_cell_segmentations"))
             instance = "spaceranger_cell_id"

@@ -37,5 +37,6 @@ workflow SLIDE_PREPROCESS {
     json         = SLIDE_QC.out.json                                   // channel: [ meta, qc json ]
     png          = SLIDE_QC.out.png                                    // channel: [ meta, qc maps png ]
     segmentation = SEGMENTATION_STARDIST.out.json.mix(SEGMENTATION_PROSEG.out.json)  // channel: [ meta, segmentation json ]
+    cells        = cells                                               // channel: [ meta, <sample>.cells.parquet ] (pipeline's segmentations)
     versions     = READ_SLIDE.out.versions.mix(SLIDE_QC.out.versions, SEGMENTATION_STARDIST.out.versions, SEGMENTATION_PROSEG.out.versions)  // channel: versions.yml
 }

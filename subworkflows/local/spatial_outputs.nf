@@ -11,6 +11,7 @@ workflow SPATIAL_RESULTS {
     slides   // channel: [ meta, input folder or store ]
     qc_h5ad  // channel: [ meta, qc h5ad ]
     mapped   // channel: [ sample id, mapped h5ad ] (any number per slide, one per method)
+    cells    // channel: [ meta, <sample>.cells.parquet ] (slides the pipeline segmented)
 
     main:
     per_slide = mapped.groupTuple()
@@ -20,7 +21,9 @@ workflow SPATIAL_RESULTS {
         .join(qc_h5ad.map { meta, h5ad -> [meta.id, h5ad] })
         .join(per_slide, remainder: true)
         .filter { it[1] != null }
-        .map { id, meta, path, h5ad, results -> [meta, path, h5ad, (results ?: []).sort { it.name }] }
+        .join(cells.map { meta, c -> [meta.id, c] }, remainder: true)
+        .filter { it[1] != null }
+        .map { id, meta, path, h5ad, results, c -> [meta, path, h5ad, (results ?: []).sort { it.name }, c ?: []] }
     SPATIAL_OUTPUTS(inputs)
 
     emit:

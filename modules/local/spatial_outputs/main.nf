@@ -4,7 +4,7 @@ process SPATIAL_OUTPUTS {
     container "${params.container_registry}/spatialmap-spatial:${params.container_tag}"
 
     input:
-    tuple val(meta), path(slide, stageAs: 'input/*'), path(qc_h5ad), path(mapped, stageAs: 'mapped/*')
+    tuple val(meta), path(slide, stageAs: 'input/*'), path(qc_h5ad), path(mapped, stageAs: 'mapped/*'), path(cells, stageAs: 'cells/*')  // cells: the pipeline's polygons or []
 
     output:
     tuple val(meta), path("${prefix}.spatialdata.zarr")  , emit: zarr
@@ -18,13 +18,14 @@ process SPATIAL_OUTPUTS {
     prefix = task.ext.prefix ?: meta.id
     def args = task.ext.args ?: ''
     def results = mapped ? "--mapped ${mapped}" : ''
+    def cells_arg = cells ? "--cells ${cells}" : ''
     """
     spatial_outputs.py \\
         --sample '${meta.id}' \\
         --input-type ${meta.input_type} \\
         --input ${slide} \\
         --qc-h5ad ${qc_h5ad} \\
-        ${results} \\
+        ${results} ${cells_arg} \\
         --process-name '${task.process}' \\
         ${args}
     """
