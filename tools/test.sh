@@ -7,7 +7,7 @@
 #                                 whole graph, the failure line, the out-of-memory retry)
 #   bash tools/test.sh --heavy    heavy tier: the pipeline tests tagged `heavy` (the test
 #                                 profile with every method and its numbers, Visium HD and
-#                                 Xenium (ProSeg: the spatial image's binary, or tools/setup.sh --with-proseg), gene-ID matching, resume after a kill, no partial
+#                                 Xenium, StarDist per patch, gene-ID matching, resume after a kill, no partial
 #                                 files), then the SLURM test (tools/test_slurm.sh, root) and
 #                                 the container test (tools/test_containers.sh, which reuses
 #                                 the test profile's local results)
@@ -21,25 +21,11 @@ cd "$repo"
 tier=fast
 if [[ "${1:-}" == --heavy ]]; then tier=heavy; shift; fi
 cache=${SPATIALMAP_CACHE:-$HOME/.cache/spatialmap}
-if [[ $tier == heavy ]]; then
-    # The heavy tier runs --segmentation proseg with -profile local: it needs the proseg binary.
-    # The spatial image compiles it (the container test below needs that image anyway, and
-    # tools/build_images.sh skips an up-to-date image); setup.sh copies the binary out of it,
-    # so a fresh machine compiles ProSeg once. Without podman, setup.sh compiles it (cached).
-    # A failure here only fails the ProSeg pipeline test (its message names the missing binary).
-    bash tools/setup.sh
-    if command -v podman >/dev/null || [[ $(id -u) == 0 ]]; then
-        if bash tools/build_images.sh spatial; then
-            tag=${TAG:-$(awk '/^manifest *\{/{m=1} m && /^ *version *=/{gsub(/[\047" ]/, "", $0); sub(/version=/, ""); print; exit}' nextflow.config)}
-            export PROSEG_IMAGE="${REGISTRY:-ghcr.io/spatialmap}/spatialmap-spatial:$tag"
-        else
-            echo "WARNING: the spatial image did not build: no ProSeg from it" >&2
-        fi
-    fi
-    bash tools/setup.sh --with-proseg || echo "WARNING: no proseg binary: the ProSeg pipeline test will fail" >&2
+bash tools/setup.sh
+if [[ -n "${SPATIALMAP_WITH_PROSEG:-}" ]]; then
+    # opt-in (not in CI yet): the ProSeg binary for the pipeline test tagged proseg (not heavy)
+    bash tools/setup.sh --with-proseg
     export PATH="$cache/proseg/bin:$PATH"
-else
-    bash tools/setup.sh
 fi
 python="$cache/env/bin/python"
 basetemp="${TMPDIR:-/tmp}/spatialmap-workflow-tests-$tier"
