@@ -19,6 +19,7 @@ as :mod:`spatialmap.io` gives for Visium spots:
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -31,6 +32,41 @@ from .cli import InputError
 from .io import _as_csr_float32
 
 log = logging.getLogger(__name__)
+
+
+def read_sopa(reader: str, path, sample: str, **kwargs):
+    """``sopa.io.<reader>(path, **kwargs)`` with its warnings silenced; an unreadable input is an
+    :class:`InputError` naming the sample."""
+    import sopa
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return getattr(sopa.io, reader)(path, **kwargs)
+    except (OSError, KeyError, ValueError, AssertionError, RuntimeError) as err:
+        raise InputError(f"sample {sample}: sopa.io.{reader} cannot read {path}: {err}") from err
+
+
+def write_new_store(sdata, path, exists_message: str) -> Path:
+    """Write ``sdata`` as a new zarr store: to ``<path>.tmp`` (a stale one replaced), renamed when
+    complete, removed on failure; never over an existing store (``exists_message``)."""
+    import shutil
+
+    path = Path(path)
+    if path.exists():
+        raise InputError(exists_message)
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sdata.write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return path
 
 LOWRES_MAX_PX = 1000  # longest side of the image kept in uns['spatial'] for figures
 
@@ -57,12 +93,7 @@ def read_visium_hd(outs_dir: str | Path, sample: str, bin_size: int = 8) -> ad.A
     folder = outs / "binned_outputs" / f"square_{bin_size:03d}um"
     if not folder.is_dir():
         raise InputError(f"sample {sample}: Visium HD folder {outs} has no binned_outputs/square_{bin_size:03d}um")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sdata = sopa.io.visium_hd(outs, bin_size=bin_size, load_segmentations_only=False)
-    except (OSError, KeyError, ValueError, AssertionError, RuntimeError) as err:
-        raise InputError(f"sample {sample}: sopa.io.visium_hd cannot read {outs}: {err}") from err
+    sdata = read_sopa("visium_hd", outs, sample, bin_size=bin_size, load_segmentations_only=False)
     table_key = f"square_{bin_size:03d}um"
     if table_key not in sdata.tables:
         raise InputError(f"sample {sample}: no {table_key} table read from {outs} (found {', '.join(sdata.tables)})")
@@ -137,12 +168,7 @@ def read_visium_hd_cells(
         from .segmentation import read_cells
 
         polygons = read_cells(cells, sample)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sdata = sopa.io.visium_hd(outs, bin_size=2, load_segmentations_only=False)
-    except (OSError, KeyError, ValueError, AssertionError, RuntimeError) as err:
-        raise InputError(f"sample {sample}: sopa.io.visium_hd cannot read {outs}: {err}") from err
+    sdata = read_sopa("visium_hd", outs, sample, bin_size=2, load_segmentations_only=False)
     if "square_002um" not in sdata.tables:
         raise InputError(f"sample {sample}: no 2 µm bins read from {outs}")
     bins = sdata.tables["square_002um"]
@@ -231,12 +257,7 @@ def read_xenium(path: str | Path, sample: str) -> ad.AnnData:
     import sopa
 
     path = Path(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sdata = sopa.io.xenium(path, cells_table=True, cells_boundaries=True)
-    except (OSError, KeyError, ValueError, AssertionError, RuntimeError) as err:
-        raise InputError(f"sample {sample}: sopa.io.xenium cannot read {path}: {err}") from err
+    sdata = read_sopa("xenium", path, sample, cells_table=True, cells_boundaries=True)
     if "table" not in sdata.tables:
         raise InputError(f"sample {sample}: no cell table read from {path}")
     pixel_size = float(_read_json(path / "experiment.xenium", sample)["pixel_size"])
@@ -277,12 +298,7 @@ def read_xenium_cells(path: str | Path, sample: str, cells: str | Path, method: 
     from spatialdata.transformations import get_transformation
 
     path = Path(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sdata = sopa.io.xenium(path, qv_threshold=20)
-    except (OSError, KeyError, ValueError, AssertionError, RuntimeError) as err:
-        raise InputError(f"sample {sample}: sopa.io.xenium cannot read {path}: {err}") from err
+    sdata = read_sopa("xenium", path, sample, qv_threshold=20)
     if "transcripts" not in sdata.points:
         raise InputError(f"sample {sample}: no transcripts read from {path}")
     try:

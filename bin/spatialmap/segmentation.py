@@ -24,12 +24,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .cli import InputError, atomic_path
+from .io_hd import read_sopa, write_new_store
 
 log = logging.getLogger(__name__)
 
@@ -101,16 +101,10 @@ def microns_per_pixel(outs: Path, sample: str) -> float:
 
 def _visium_hd_image(outs: Path, sample: str):
     """The full-resolution H&E of a Visium HD ``outs/`` (and the tissue ROI) as a new SpatialData."""
-    import sopa
     import spatialdata
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            # the image is what is needed: the 16 µm table is the smallest one to read along
-            sdata = sopa.io.visium_hd(outs, bin_size=16, load_segmentations_only=False)
-    except (OSError, KeyError, ValueError, AssertionError, RuntimeError) as err:
-        raise InputError(f"sample {sample}: sopa.io.visium_hd cannot read {outs}: {err}") from err
+    # the image is what is needed: the 16 µm table is the smallest one to read along
+    sdata = read_sopa("visium_hd", outs, sample, bin_size=16, load_segmentations_only=False)
     key = sdata.attrs.get("cell_segmentation_image")
     if key not in sdata.images:
         raise InputError(
@@ -163,7 +157,7 @@ def make_patches(
     patches = sdata.shapes[PATCHES_KEY]
     if len(patches) == 0:
         raise InputError(f"sample {sample}: no image patch touches the tissue")
-    _write_new_store(sdata, Path(store), sample)
+    write_new_store(sdata, store, f"sample {sample}: {store} exists; a new store is written, never over one")
     patch_dir = Path(patch_dir)
     patch_dir.mkdir(parents=True, exist_ok=True)
     width = len(str(len(patches) - 1))
@@ -176,25 +170,6 @@ def make_patches(
     log.info("sample %s: %d patches of %d px (overlap %d px) on image %s", sample, len(patches), patch_width,
              patch_overlap, key)  # fmt: skip
     return len(patches)
-
-
-def _write_new_store(sdata, path: Path, sample: str) -> None:
-    """Write ``sdata`` as a new zarr store (``<path>.tmp`` first, renamed when complete); never over an existing one."""
-    import shutil
-
-    if path.exists():
-        raise InputError(f"sample {sample}: {path} exists; a new store is written, never over one")
-    tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sdata.write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def stardist_method(model: str | Path | None = None, prob_thresh: float = 0.2, nms_thresh: float = 0.6):

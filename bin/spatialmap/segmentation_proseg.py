@@ -25,7 +25,6 @@ import logging
 import shlex
 import shutil
 import subprocess
-import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -33,6 +32,7 @@ import geopandas as gpd
 import numpy as np
 
 from .cli import InputError, atomic_path
+from .io_hd import read_sopa
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +150,7 @@ def segment_visium_hd(
     outs = Path(outs_dir)
     _, version = find_proseg(sample)
     suffix = f"--nthreads {int(threads)} {split_args(extra_args, sample)}".strip()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sdata = sopa.io.visium_hd(outs, bin_size=2, load_segmentations_only=False)
-    except (OSError, KeyError, ValueError, AssertionError, RuntimeError) as err:
-        raise InputError(f"sample {sample}: sopa.io.visium_hd cannot read {outs}: {err}") from err
+    sdata = read_sopa("visium_hd", outs, sample, bin_size=2, load_segmentations_only=False)
     bins_key = sdata.attrs.get("bins_table", "square_002um")
     if bins_key not in sdata.tables:
         raise InputError(f"sample {sample}: no 2 µm bins (binned_outputs/square_002um) read from {outs}")
@@ -216,12 +211,7 @@ def segment_xenium(
     path = Path(path)
     _, version = find_proseg(sample)
     suffix = f"--nthreads {int(threads)} {split_args(extra_args, sample)}".strip()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sdata = sopa.io.xenium(path)
-    except (OSError, KeyError, ValueError, AssertionError, RuntimeError) as err:
-        raise InputError(f"sample {sample}: sopa.io.xenium cannot read {path}: {err}") from err
+    sdata = read_sopa("xenium", path, sample)
     if not sdata.points:
         raise InputError(f"sample {sample}: no transcripts read from {path}")
     prior_column, unassigned = sdata.attrs.get("transcript_to_cell_assignment", ("cell_id", "UNASSIGNED"))

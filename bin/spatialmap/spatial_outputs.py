@@ -19,8 +19,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -31,6 +29,7 @@ import pandas as pd
 
 from . import keys
 from .cli import InputError
+from .io_hd import write_new_store
 
 log = logging.getLogger(__name__)
 
@@ -217,21 +216,8 @@ def write_store(path: str | Path, images: dict, shapes: dict, table: ad.AnnData,
     import spatialdata
 
     path = Path(path)
-    if path.exists():
-        raise InputError(f"{path} exists; the pipeline writes a new store and never modifies one")
-    tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
     sdata = spatialdata.SpatialData(images=images, shapes=shapes, points=points or {}, tables={"table": table})
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sdata.write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return path
+    return write_new_store(sdata, path, f"{path} exists; the pipeline writes a new store and never modifies one")
 
 
 # --------------------------------------------------------------------------------------------
