@@ -10,7 +10,8 @@
 #                                 Xenium, StarDist per patch, gene-ID matching, resume after a kill, no partial
 #                                 files), then the SLURM test (tools/test_slurm.sh, root) and
 #                                 the container test (tools/test_containers.sh, which reuses
-#                                 the test profile's local results)
+#                                 the local results of the test profile and of test_hd with
+#                                 StarDist cells)
 #
 # Extra arguments go to the pipeline tests' pytest, e.g. `--tag samplesheet`
 # (tags select workflows having all the given tags, and the tier's tag is added).
@@ -49,4 +50,12 @@ if [[ $tier == heavy && $# == 0 ]]; then
     LOCAL_RESULTS="$basetemp/test_profile/results" LOCAL_WORK="$basetemp/test_profile/work" \
         LOCAL_PROJECT="$basetemp/test_profile" \
         bash tools/test_containers.sh
+    echo "== container test, Visium HD and Xenium with StarDist per patch (tools/test_containers.sh)"
+    # the same arguments as the pipeline test `test_hd stardist cells` (tests/workflow/test_hd.yml),
+    # whose local results it compares with: the HD, Xenium, segmentation and SpatialData processes
+    PROFILE=test_hd SKIP_BUILD=1 LOCAL_RESULTS="$basetemp/test_hd_stardist_cells/results" \
+        LOCAL_WORK="$basetemp/test_hd_stardist_cells/work" LOCAL_PROJECT="$basetemp/test_hd_stardist_cells" \
+        bash tools/test_containers.sh --hd_mode cells --segmentation stardist \
+        --stardist_model assets/stardist_synth_he --segmentation_patch_width 300 \
+        --segmentation_patch_overlap 40 --stardist_expand_ratio 0.667
 fi

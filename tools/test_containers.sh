@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # End-to-end test of the container images: builds every image with podman
-# (tools/build_images.sh, cached), runs the test profile in them
-#     nextflow run . -profile test,podman --outdir <dir>/podman
-# and checks that the results are those of the local profile (-profile test,local):
+# (tools/build_images.sh, cached), runs a test profile in them
+#     nextflow run . -profile <PROFILE>,podman --outdir <dir>/<PROFILE>/podman
+# and checks that the results are those of the local profile (-profile <PROFILE>,local):
 # the same files; the same slides, QC numbers and tables; the same package versions
-# in the report (Python's own patch version aside); mapping numbers equal within a
-# float tolerance (RTOL, ATOL).
+# in the report (Python's own patch version aside); mapping numbers, h5ad files, the
+# SpatialData stores' tables and the cell shapes equal within a float tolerance (RTOL, ATOL).
 #
 # Usage: tools/test_containers.sh [nextflow args for both runs, e.g. --reference false]
 # Environment:
+#   PROFILE        the test profile (default test: standard Visium; test_hd: Visium, Visium HD
+#                  and Xenium, e.g. with --hd_mode cells --segmentation stardist ...)
 #   TEST_DIR       where results and work dirs go (default ${TMPDIR:-/tmp}/spatialmap-containers-test)
-#   LOCAL_RESULTS  results of an earlier `-profile test,local` run to compare with (skips that run)
+#   LOCAL_RESULTS  results of an earlier `-profile <PROFILE>,local` run to compare with (skips that run)
 #   LOCAL_WORK     its work dir: checks that both runs ran the same commands
 #   LOCAL_PROJECT  the pipeline folder that run was launched from (default: this repo), e.g. a
 #                  pytest-workflow copy; its path in commands counts as this repo's
@@ -20,7 +22,8 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${SPATIALMAP_CACHE:-$HOME/.cache/spatialmap}
-dir=${TEST_DIR:-${TMPDIR:-/tmp}/spatialmap-containers-test}
+profile=${PROFILE:-test}
+dir=${TEST_DIR:-${TMPDIR:-/tmp}/spatialmap-containers-test}/$profile
 log() { echo "[test_containers] $*" >&2; }
 
 cd "$repo"
@@ -34,8 +37,8 @@ fi
 rm -rf "$dir/podman" "$dir/work-podman"
 mkdir -p "$dir"
 start=$SECONDS
-log "nextflow run . -profile test,podman --outdir $dir/podman $*"
-bash tools/nextflow run . -profile test,podman --outdir "$dir/podman" -work-dir "$dir/work-podman" "$@"
+log "nextflow run . -profile $profile,podman --outdir $dir/podman $*"
+bash tools/nextflow run . -profile "$profile",podman --outdir "$dir/podman" -work-dir "$dir/work-podman" "$@"
 log "podman run took $((SECONDS - start)) s"
 # every task ran in its family's image
 if grep -L 'podman run' "$dir"/work-podman/*/*/.command.run | grep -q .; then
@@ -55,8 +58,8 @@ if [[ -z "$local_results" ]]; then
     local_work=$dir/work-local
     rm -rf "$local_results" "$dir/work-local"
     start=$SECONDS
-    log "nextflow run . -profile test,local --outdir $local_results $*"
-    bash tools/nextflow run . -profile test,local --outdir "$local_results" -work-dir "$dir/work-local" "$@"
+    log "nextflow run . -profile $profile,local --outdir $local_results $*"
+    bash tools/nextflow run . -profile "$profile",local --outdir "$local_results" -work-dir "$dir/work-local" "$@"
     log "local run took $((SECONDS - start)) s"
 fi
 
@@ -166,6 +169,25 @@ def compare_h5ad(name, a, b):
                 close(f"{name}:{slot}[{key}]", dense(x), dense(y))
 
 
+def compare_store(name, a, b):
+    """A SpatialData store: its table as an AnnData (the chunk files themselves are binary)."""
+    ta, tb = a / "tables" / "table", b / "tables" / "table"
+    if ta.is_dir() and tb.is_dir():
+        compare_h5ad(f"{name}:table", ad.read_zarr(ta), ad.read_zarr(tb))
+
+
+def compare_shapes(name, a, b):
+    """Cell shapes (GeoParquet): the same cells, areas and centres within tolerance."""
+    import geopandas as gpd
+
+    ga, gb = gpd.read_parquet(a), gpd.read_parquet(b)
+    close(f"{name}:area", ga.geometry.area.to_numpy(), gb.geometry.area.to_numpy())
+    close(f"{name}:centroid", ga.geometry.centroid.get_coordinates().to_numpy(),
+          gb.geometry.centroid.get_coordinates().to_numpy())
+    compare_table(f"{name}:columns", pd.DataFrame(ga.drop(columns=ga.geometry.name)),
+                  pd.DataFrame(gb.drop(columns=gb.geometry.name)))
+
+
 def task_scripts(work, *projects):
     """{task name: its command's words}: what each task of a run was asked to do.
 
@@ -200,12 +222,24 @@ if only_local or only_podman:
     problems.append(f"different files: only local {sorted(map(str, only_local))}, "
                     f"only podman {sorted(map(str, only_podman))}")
 compared = 0
+stores = sorted({Path(*rel.parts[:i + 1]) for rel in files(local) & files(podman)
+                 for i, part in enumerate(rel.parts) if part.endswith(".zarr")})
+for rel in stores:
+    compare_store(str(rel), local / rel, podman / rel)
+    compared += 1
 for rel in sorted(files(local) & files(podman)):
     a, b, name = local / rel, podman / rel, str(rel)
     if rel.name in SKIP or ".cell2location_model" in name:
         continue
     compared += 1
-    if rel.name == "multiqc_software_versions.txt":
+    if any(part.endswith(".zarr") for part in rel.parts):
+        if rel.name in ("zarr.json", ".zattrs", ".zgroup", ".zarray"):
+            compare_json(name, json.loads(a.read_text()), json.loads(b.read_text()))
+        else:
+            compared -= 1  # chunks: the store's table is compared above
+    elif rel.suffix == ".parquet":
+        compare_shapes(name, a, b)
+    elif rel.name == "multiqc_software_versions.txt":
         compare_versions(name, pd.read_csv(a, sep="\t", index_col=0), pd.read_csv(b, sep="\t", index_col=0))
     elif rel.suffix == ".json":
         compare_json(name, json.loads(a.read_text()), json.loads(b.read_text()))
