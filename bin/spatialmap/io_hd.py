@@ -324,10 +324,11 @@ def read_xenium_cells(path: str | Path, sample: str, cells: str | Path, method: 
     pixel_size = float(_read_json(path / "experiment.xenium", sample)["pixel_size"])
     centroids_um = np.column_stack([shapes.centroid.x, shapes.centroid.y])
     adata = _standardise(table, sample, centroids_um / pixel_size)
+    adata.obs = adata.obs.drop(columns=[c for c in ("cell_id", "area", "slide") if c in adata.obs])
     adata.obs_names = pd.Index(ids)
+    adata.obs["segmentation_cell_id"] = ids  # links the table to these polygons in the output store
     adata.obs["cell_area"] = shapes.area.to_numpy(dtype=float)
     adata.obs[keys.IN_TISSUE] = 1
-    adata.obs = adata.obs.drop(columns=[c for c in ("cell_id", "area", "slide") if c in adata.obs])
     image, scalef = _small_image(sdata, "morphology_focus") if "morphology_focus" in sdata.images else (None, None)
     area = adata.obs["cell_area"].to_numpy(dtype=float)
     scalefactors = {"spot_diameter_fullres": float(2.0 * np.sqrt(np.median(area) / np.pi) / pixel_size),

@@ -139,6 +139,18 @@ class Elements(NamedTuple):
     instance: str  #: the table's column of shape IDs
 
 
+def _parsed_cells(cells: str | Path, sample: str, like):
+    """The pipeline's cell polygons as SpatialData shapes, in the coordinate systems of ``like``
+    (the element whose coordinates they share: Visium HD bins in full-resolution pixels, Xenium
+    transcripts in µm)."""
+    from spatialdata.models import ShapesModel
+    from spatialdata.transformations import get_transformation
+
+    from .segmentation import read_cells
+
+    return ShapesModel.parse(read_cells(cells, sample), transformations=get_transformation(like, get_all=True))
+
+
 def read_elements(input_type: str, path: str | Path, bin_size: int, hd_mode: str = "bins", cells: str | Path | None = None) -> Elements:
     """Images, shapes and points of the input, the shapes key the table annotates, and its instance column.
 
@@ -147,7 +159,8 @@ def read_elements(input_type: str, path: str | Path, bin_size: int, hd_mode: str
     (read lazily from ``transcripts.parquet``): nothing here loads them into memory.
     Visium HD has no transcripts (its bins are the table), so no points. ``cells``: the
     pipeline's own cell polygons (``<sample>.cells.parquet``, Visium HD full-resolution pixels),
-    kept as the shapes ``spatialmap_cells`` that the table's ``segmentation_cell_id`` names.
+    kept as the shapes ``spatialmap_cells`` that the table's ``segmentation_cell_id`` names;
+    the same for a Xenium run re-segmented by the pipeline (ProSeg, polygons in µm).
     """
     import sopa
     import spatialdata
@@ -155,18 +168,10 @@ def read_elements(input_type: str, path: str | Path, bin_size: int, hd_mode: str
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if input_type == "visium_hd" and hd_mode == "cells" and cells is not None:
-            from spatialdata.models import ShapesModel
-            from spatialdata.transformations import get_transformation
-
-            from .segmentation import read_cells
-
             sdata = sopa.io.visium_hd(path, bin_size=bin_size, load_segmentations_only=False)
             bins_key = next(k for k in sdata.shapes if k.endswith(f"square_{bin_size:03d}um"))
             shape_key, instance = "spatialmap_cells", "segmentation_cell_id"
-            polygons = read_cells(cells, Path(path).name)
-            sdata.shapes[shape_key] = ShapesModel.parse(
-                polygons, transformations=get_transformation(sdata.shapes[bins_key], get_all=True)
-            )
+            sdata.shapes[shape_key] = _parsed_cells(cells, Path(path).name, sdata.shapes[bins_key])
         elif input_type == "visium_hd" and hd_mode == "cells":
             sdata = sopa.io.visium_hd(path, bin_size=bin_size, load_segmentations_only=False)
             shape_key = next(k for k in sdata.shapes if k.endswith("_cell_segmentations"))
@@ -175,6 +180,10 @@ def read_elements(input_type: str, path: str | Path, bin_size: int, hd_mode: str
             sdata = sopa.io.visium_hd(path, bin_size=bin_size, load_segmentations_only=False)
             shape_key = next(k for k in sdata.shapes if k.endswith(f"square_{bin_size:03d}um"))
             instance = "location_id"
+        elif input_type == "xenium" and cells is not None:  # re-segmented (ProSeg): polygons in µm
+            sdata = sopa.io.xenium(path, cells_table=False, cells_boundaries=False)
+            shape_key, instance = "spatialmap_cells", "segmentation_cell_id"
+            sdata.shapes[shape_key] = _parsed_cells(cells, Path(path).name, sdata.points["transcripts"])
         elif input_type == "xenium":
             sdata = sopa.io.xenium(path, cells_table=True, cells_boundaries=True)
             shape_key, instance = "cell_boundaries", "cell_id"

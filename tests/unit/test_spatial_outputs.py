@@ -106,3 +106,38 @@ def test_visium_hd_bins_store_has_no_points(tmp_path):
     elements = so.read_elements("visium_hd", ASSETS / "hd1" / "outs", 8)
     assert elements.points == {} and elements.shape_key.endswith("square_008um")
     assert elements.instance == "location_id"
+
+
+def test_xenium_store_with_the_pipelines_cells_links_the_table_to_them(tmp_path):
+    """A Xenium run re-segmented by the pipeline (ProSeg): the store holds those polygons (µm, the
+    transcripts' coordinates) and the table names them through segmentation_cell_id."""
+    pytest.importorskip("sopa")
+    import geopandas as gpd
+    import shapely
+    import spatialdata
+
+    from spatialmap import io_hd, qc
+    from spatialmap import segmentation_proseg as proseg
+
+    bounds = pd.read_parquet(ASSETS / "xenium1" / "cell_boundaries.parquet")
+    polygons = {f"c{cid}": shapely.Polygon(g[["vertex_x", "vertex_y"]].to_numpy())
+                for cid, g in bounds.groupby("cell_id", sort=False)}  # fmt: skip
+    cells = tmp_path / "x.cells.parquet"
+    proseg.write_cells(gpd.GeoDataFrame(geometry=list(polygons.values()), index=list(polygons)), cells)
+    slide = qc.compute_qc(io_hd.read_xenium_cells(ASSETS / "xenium1", "xenium1", cells))
+    assert list(slide.obs["segmentation_cell_id"]) == list(slide.obs_names) == list(polygons)
+    mapped = ad.AnnData(obs=pd.DataFrame(index=slide.obs_names))
+    mapped.obsm["nnls_proportions"] = _props(np.full((slide.n_obs, 3), 1 / 3), index=list(slide.obs_names))
+    annotated, _ = so.annotate(slide, so.collect_results(slide, [mapped], ["nnls"]), ["nnls"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        elements = so.read_elements("xenium", ASSETS / "xenium1", 8, cells=cells)
+        table = so.build_table(annotated, elements.shape_key, elements.instance)
+        back = spatialdata.read_zarr(so.write_store(tmp_path / "x.zarr", elements.images, elements.shapes, table,
+                                                   elements.points))
+    assert elements.shape_key == "spatialmap_cells" and "cell_boundaries" not in back.shapes
+    shapes = back.shapes["spatialmap_cells"]
+    assert list(shapes.index.astype(str)) == list(polygons) and "transcripts" in back.points
+    # the same coordinate systems as the transcripts: the polygons hold their cells' transcripts (µm)
+    assert np.allclose(shapes.geometry.area.to_numpy(), [p.area for p in polygons.values()])
+    assert set(back.tables["table"].obs["segmentation_cell_id"]) == set(polygons)
