@@ -81,7 +81,7 @@ setup_proseg() {
         grep -rqs bookworm-security /etc/apt/sources.list /etc/apt/sources.list.d/ \
             || echo "deb http://deb.debian.org/debian-security bookworm-security main" > /etc/apt/sources.list.d/spatialmap-security.list
         apt-get update -q
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends rustc-web cargo-web gcc libc6-dev make
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends rustc-web cargo-web gcc g++ libc6-dev make
         cargo=/usr/bin/cargo
     fi
     log "compiling ProSeg $proseg_version with $("$cargo" --version) into $dest (long: tens of minutes on 2 cores, once)"

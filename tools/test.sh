@@ -5,9 +5,10 @@
 #                                 tests, then the pipeline tests tagged `fast` (bad
 #                                 samplesheets, bad parameters, --help, -stub runs of the
 #                                 whole graph, the failure line, the out-of-memory retry)
-#   bash tools/test.sh --heavy    heavy tier: the pipeline tests tagged `heavy` (the test
+#   bash tools/test.sh --heavy    heavy tier: ProSeg (the spatial image's binary) and its unit
+#                                 tests, then the pipeline tests tagged `heavy` (the test
 #                                 profile with every method and its numbers, Visium HD and
-#                                 Xenium, StarDist per patch, gene-ID matching, resume after a kill, no partial
+#                                 Xenium, StarDist per patch, ProSeg, gene-ID matching, resume after a kill, no partial
 #                                 files), then the SLURM test (tools/test_slurm.sh, root) and
 #                                 the container test (tools/test_containers.sh, which reuses
 #                                 the local results of the test profile and of test_hd with
@@ -23,12 +24,21 @@ tier=fast
 if [[ "${1:-}" == --heavy ]]; then tier=heavy; shift; fi
 cache=${SPATIALMAP_CACHE:-$HOME/.cache/spatialmap}
 bash tools/setup.sh
-if [[ -n "${SPATIALMAP_WITH_PROSEG:-}" ]]; then
-    # opt-in (not in CI yet): the ProSeg binary for the pipeline test tagged proseg (not heavy)
+python="$cache/env/bin/python"
+if [[ $tier == heavy ]]; then
+    # ProSeg for its tests (test_hd proseg, the ProSeg unit tests): the binary the spatial image
+    # compiles (containers/Dockerfile, proseg-build), copied out, so it is compiled once for both;
+    # kept in the cache (tools/setup.sh --with-proseg), where nothing is built again
+    if [[ ! -f "$cache/proseg/.complete" ]]; then
+        bash tools/build_images.sh spatial
+        tag=$(awk '/^manifest *\{/{m=1} m && /^ *version *=/{gsub(/[\047" ]/, "", $0); sub(/version=/, ""); print; exit}' nextflow.config)
+        export PROSEG_IMAGE="${REGISTRY:-ghcr.io/spatialmap}/spatialmap-spatial:${TAG:-$tag}"
+    fi
     bash tools/setup.sh --with-proseg
     export PATH="$cache/proseg/bin:$PATH"
+    echo "== ProSeg unit tests with the binary (pytest tests/unit/test_segmentation_proseg.py)"
+    "$python" -m pytest tests/unit/test_segmentation_proseg.py -q -p no:cacheprovider
 fi
-python="$cache/env/bin/python"
 basetemp="${TMPDIR:-/tmp}/spatialmap-workflow-tests-$tier"
 # the heavy tier keeps its workflow folders: the container test compares with the test profile's
 keep=(--kwdof); [[ $tier == heavy ]] && keep=(--kwd)

@@ -1,7 +1,7 @@
 process PROSEG {
     tag "${meta.id}"
     label 'process_medium'
-    // the default spatial image has no proseg binary yet (opt-in: containers/Dockerfile --target spatial-proseg, tagged as the spatial image)
+    // the spatial image carries the proseg binary (containers/Dockerfile, proseg-build stage)
     container "${params.container_registry}/spatialmap-spatial:${params.container_tag}"
 
     input:
