@@ -45,7 +45,7 @@ XENIUM_FILES = (
 )
 XENIUM_IMAGES = ("morphology_focus", "morphology_focus.ome.tif", "morphology_mip.ome.tif")
 HD_BIN_SIZES = (8, 16)
-SEGMENTATIONS = ("auto", "stardist", "proseg", "spaceranger", "xenium")  # --segmentation
+SEGMENTATIONS = ("auto", "stardist", "proseg", "stardist_proseg", "spaceranger", "xenium")  # --segmentation
 HD_CELLS_GEOJSON = "segmented_outputs/cell_segmentations.geojson"
 
 
@@ -92,7 +92,8 @@ def _check_spaceranger_dir(where: str, path: str, hd_bin_size: int = 8, hd_mode:
 
 
 def resolve_segmentation(where: str, input_type: str, path: str, hd_mode: str, segmentation: str) -> str:
-    """The segmentation a slide gets: ``none``, ``spaceranger``, ``xenium``, ``stardist`` or ``proseg``.
+    """The segmentation a slide gets: ``none``, ``spaceranger``, ``xenium``, ``stardist``, ``proseg``
+    (ProSeg refining the platform's cells) or ``stardist_proseg`` (ProSeg refining StarDist's nuclei).
 
     Parameters
     ----------
@@ -106,11 +107,14 @@ def resolve_segmentation(where: str, input_type: str, path: str, hd_mode: str, s
         ``bins`` or ``cells``: only Visium HD in cells mode and Xenium are segmented.
     segmentation
         ``--segmentation``: ``auto`` (the platform's own boundaries when the input has them,
-        otherwise StarDist on the H&E), ``stardist``, ``proseg``, or ``spaceranger`` / ``xenium``
-        (the platform's own boundaries, both names meaning "the platform's").
+        otherwise StarDist on the H&E), ``stardist``, ``proseg`` (ProSeg refining Space Ranger 4's
+        boundaries, or StarDist's nuclei on a Visium HD slide without them), ``stardist_proseg``
+        (ProSeg refining StarDist's nuclei), or ``spaceranger`` / ``xenium`` (the platform's own
+        boundaries, both names meaning "the platform's").
 
     A Xenium slide keeps the platform's cells under ``stardist`` (StarDist runs on an H&E;
-    a Xenium bundle has a DAPI morphology image).
+    a Xenium bundle has a DAPI morphology image), and ProSeg refines the platform's cells under
+    ``proseg`` and ``stardist_proseg``.
 
     Raises
     ------
@@ -121,17 +125,13 @@ def resolve_segmentation(where: str, input_type: str, path: str, hd_mode: str, s
         raise InputError(f"--segmentation '{segmentation}': expected one of {', '.join(SEGMENTATIONS)}")
     if input_type == "xenium":
         # StarDist segments an H&E: a Xenium bundle has none (DAPI morphology), so it keeps the platform's cells
-        return "proseg" if segmentation == "proseg" else "xenium"
+        return "proseg" if segmentation in ("proseg", "stardist_proseg") else "xenium"
     if input_type != "visium_hd" or hd_mode != "cells":
         return "none"
     has_boundaries = URI_RE.match(path) is not None or (Path(path) / HD_CELLS_GEOJSON).is_file()
     if segmentation == "proseg" and not has_boundaries:
-        # ProSeg refines a prior segmentation; StarDist -> ProSeg is not wired yet
-        raise InputError(
-            f"{where}: --segmentation proseg on Visium HD refines Space Ranger 4's cell segmentation; Visium HD "
-            f"folder '{path}' has no {HD_CELLS_GEOJSON} (use --segmentation stardist)"
-        )
-    if segmentation in ("stardist", "proseg"):
+        return "stardist_proseg"  # ProSeg refines a prior segmentation: StarDist's nuclei, found first
+    if segmentation in ("stardist", "proseg", "stardist_proseg"):
         return segmentation
     if segmentation == "auto":
         return "spaceranger" if has_boundaries else "stardist"

@@ -1,6 +1,7 @@
 //
 // Per slide: segment (Visium HD cells mode: StarDist per image patch, when asked or when
-// Space Ranger gave no boundaries; ProSeg when asked, Visium HD and Xenium), read the Space Ranger outs/ (or AnnData), then QC and
+// Space Ranger gave no boundaries; ProSeg when asked, Visium HD and Xenium, refining the platform's
+// cells or, stardist_proseg, StarDist's nuclei), read the Space Ranger outs/ (or AnnData), then QC and
 // remove mitochondrial genes
 //
 include { SEGMENTATION_STARDIST } from './segmentation_stardist'
@@ -10,20 +11,28 @@ include { SLIDE_QC              } from '../../modules/local/slide_qc/main'
 
 workflow SLIDE_PREPROCESS {
     take:
-    slides          // channel: [ meta, spaceranger outs/ or h5ad ]   (meta.segmentation: none, spaceranger, xenium, stardist, proseg)
+    slides          // channel: [ meta, spaceranger outs/ or h5ad ]   (meta.segmentation: none, spaceranger, xenium, stardist, proseg, stardist_proseg)
     mt_genes        // value: mitochondrial gene list file, or []
     stardist_model  // value: local StarDist model folder, or [] (2D_versatile_he)
 
     main:
     to_segment = slides.branch { meta, slide ->
-        stardist: meta.segmentation == 'stardist'
+        stardist: meta.segmentation in ['stardist', 'stardist_proseg']
         proseg: meta.segmentation == 'proseg'
         other: true
     }
     SEGMENTATION_STARDIST(to_segment.stardist, stardist_model)
-    SEGMENTATION_PROSEG(to_segment.proseg)
     // a segmentation subworkflow emits [ meta, <sample>.cells.parquet ] (see SEGMENTATION_STARDIST)
-    cells = SEGMENTATION_STARDIST.out.cells.mix(SEGMENTATION_PROSEG.out.cells)
+    nuclei = SEGMENTATION_STARDIST.out.cells.branch { meta, c ->
+        refine: meta.segmentation == 'stardist_proseg'   // StarDist's nuclei: ProSeg's prior
+        final_: true
+    }
+    // [ meta, slide, prior cells or [] (the platform's cells) ]
+    SEGMENTATION_PROSEG(
+        to_segment.proseg.map { meta, slide -> [meta, slide, []] }
+            .mix(to_segment.stardist.join(nuclei.refine))
+    )
+    cells = nuclei.final_.mix(SEGMENTATION_PROSEG.out.cells)
 
     // [ meta, slide, cells or [] ]
     to_read = slides

@@ -173,9 +173,8 @@ def test_hd_cells_mode_needs_the_2um_bins_and_the_segmentation(tmp_path):
         read_samplesheet(sheet, hd_mode="cells", segmentation="spaceranger")
     # auto: no platform boundaries, so StarDist segments the H&E
     assert read_samplesheet(sheet, hd_mode="cells")[0].segmentation == "stardist"
-    # ProSeg on Visium HD refines Space Ranger's boundaries: refused without them, naming the row
-    with pytest.raises(InputError, match=r"row 1 \(sample 'H'\): --segmentation proseg on Visium HD refines"):
-        read_samplesheet(sheet, hd_mode="cells", segmentation="proseg")
+    # ProSeg on Visium HD refines a prior: without Space Ranger's boundaries, StarDist's nuclei found first
+    assert read_samplesheet(sheet, hd_mode="cells", segmentation="proseg")[0].segmentation == "stardist_proseg"
 
 
 @pytest.mark.parametrize(
@@ -186,6 +185,7 @@ def test_hd_cells_mode_needs_the_2um_bins_and_the_segmentation(tmp_path):
         ("cells", "spaceranger", ["none", "spaceranger", "xenium"]),
         ("cells", "xenium", ["none", "spaceranger", "xenium"]),
         ("cells", "proseg", ["none", "proseg", "proseg"]),
+        ("cells", "stardist_proseg", ["none", "stardist_proseg", "proseg"]),  # Xenium: ProSeg on the platform's cells
         ("bins", "auto", ["none", "none", "xenium"]),
     ],
 )

@@ -1,4 +1,5 @@
-"""Numbers a user checks after `--hd_mode cells --segmentation proseg` on the test_hd data.
+"""Numbers a user checks after `--hd_mode cells --segmentation stardist_proseg` on the test_hd data
+(Visium HD: StarDist nuclei refined by ProSeg; Xenium: ProSeg refining the platform's cells).
 
 ProSeg's cells are matched to the generated true cells (assets/test_data_hd/truth): a true cell is
 found when exactly one ProSeg cell's centroid lies within MATCH_UM of its centre (and that cell is
@@ -44,17 +45,18 @@ def _matched(workflow_dir, sample: str) -> tuple[pd.DataFrame, pd.DataFrame, dic
     return truth[one_to_one], mapped.obs.iloc[idx[one_to_one]], stats
 
 
-@pytest.mark.workflow("test_hd proseg")
+@pytest.mark.workflow("test_hd stardist proseg")
 @pytest.mark.parametrize("sample", ["hd1", "xenium1"])
 def test_proseg_cells_match_the_true_cells(workflow_dir, sample):
     _, _, stats = _matched(workflow_dir, sample)
     assert abs(stats["found"] - stats["true"]) <= COUNT_TOLERANCE * stats["true"], stats
     assert stats["matched"] >= MIN_MATCHED, stats
     qc = json.loads((_results(workflow_dir) / f"qc/{sample}/{sample}.qc.json").read_text())
-    assert qc["segmentation"] == "proseg" and qc["cells_kept"] == stats["found"] <= qc["cells_found"]
+    expected = {"hd1": "stardist_proseg", "xenium1": "proseg"}[sample]
+    assert qc["segmentation"] == expected and qc["cells_kept"] == stats["found"] <= qc["cells_found"]
 
 
-@pytest.mark.workflow("test_hd proseg")
+@pytest.mark.workflow("test_hd stardist proseg")
 @pytest.mark.parametrize("sample", ["hd1", "xenium1"])
 def test_proseg_cell_labels_match_the_truth(workflow_dir, sample):
     truth, found, _ = _matched(workflow_dir, sample)
