@@ -7,7 +7,7 @@ import argparse
 import logging
 
 from spatialmap import cli
-from spatialmap.samplesheet import read_samplesheet, write_checked
+from spatialmap.samplesheet import SEGMENTATIONS, read_samplesheet, write_checked
 
 log = logging.getLogger("spatialmap.check_samplesheet")
 
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
         help="Visium HD units; cells need the 2 µm bins (default: bins)",
     )
     parser.add_argument(
-        "--segmentation", default="auto", choices=("auto", "stardist", "proseg", "stardist_proseg", "spaceranger", "xenium"),
+        "--segmentation", default="auto", choices=SEGMENTATIONS,
         help="cell boundaries of Visium HD cells mode and Xenium: auto = the platform's own when present, "
         "else StarDist on the H&E (default: auto)",
     )

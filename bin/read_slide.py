@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from spatialmap import cli, io, io_hd, keys
+from spatialmap.samplesheet import PIPELINE_SEGMENTATIONS
 
 log = logging.getLogger("spatialmap.read_slide")
 
@@ -31,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "with sopa.aggregate) (default: %(default)s)",
     )
     parser.add_argument(
-        "--segmentation", default=None, choices=("spaceranger", "xenium", "stardist", "proseg", "stardist_proseg"),
+        "--segmentation", default=None, choices=("spaceranger", "xenium", *PIPELINE_SEGMENTATIONS),
         help="the slide's cell boundaries (Visium HD cells mode, Xenium): the platform's own (spaceranger, xenium) "
         "or the pipeline's (stardist, proseg: given with --cells) (default: the platform's)",
     )
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.spaceranger_dir is not None:
         adata = io.read_spaceranger(args.spaceranger_dir, args.sample)
     elif args.visium_hd_dir is not None and args.hd_mode == "cells":
-        if args.segmentation in ("stardist", "proseg", "stardist_proseg") and args.cells is None:
+        if args.segmentation in PIPELINE_SEGMENTATIONS and args.cells is None:
             raise cli.InputError(f"sample {args.sample}: --segmentation {args.segmentation} needs --cells (the polygons)")
         adata = io_hd.read_visium_hd_cells(
             args.visium_hd_dir, args.sample, cells=args.cells, method=args.segmentation or "spaceranger",

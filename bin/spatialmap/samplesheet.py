@@ -46,6 +46,7 @@ XENIUM_FILES = (
 XENIUM_IMAGES = ("morphology_focus", "morphology_focus.ome.tif", "morphology_mip.ome.tif")
 HD_BIN_SIZES = (8, 16)
 SEGMENTATIONS = ("auto", "stardist", "proseg", "stardist_proseg", "spaceranger", "xenium")  # --segmentation
+PIPELINE_SEGMENTATIONS = ("stardist", "proseg", "stardist_proseg")  # per slide: the pipeline draws the cells
 HD_CELLS_GEOJSON = "segmented_outputs/cell_segmentations.geojson"
 
 
@@ -131,7 +132,7 @@ def resolve_segmentation(where: str, input_type: str, path: str, hd_mode: str, s
     has_boundaries = URI_RE.match(path) is not None or (Path(path) / HD_CELLS_GEOJSON).is_file()
     if segmentation == "proseg" and not has_boundaries:
         return "stardist_proseg"  # ProSeg refines a prior segmentation: StarDist's nuclei, found first
-    if segmentation in ("stardist", "proseg", "stardist_proseg"):
+    if segmentation in PIPELINE_SEGMENTATIONS:
         return segmentation
     if segmentation == "auto":
         return "spaceranger" if has_boundaries else "stardist"
