@@ -64,7 +64,7 @@ def reference_sections(paths: list[Path]) -> dict:
 
 
 def c2l_sections(c2l: list[dict]) -> dict:
-    """cell2location abundance heatmap and mapping QC table."""
+    """cell2location abundance heatmap and mapping QC table (training: epochs run, stop reason, final loss)."""
     if not c2l:
         return {}
     matrix = report.c2l_abundance_matrix(c2l)
@@ -72,13 +72,7 @@ def c2l_sections(c2l: list[dict]) -> dict:
         "spatialmap_c2l_abundance", "cell2location: mean abundance",
         "Mean cell abundance per spot (5% posterior quantile) for each slide and cell type.",
         matrix, title="cell2location mean abundance per spot", zlab="cells per spot", zmin=0)}
-    c2l_qc = pd.DataFrame(c2l).set_index("sample")
-    keep = [c for c in ("group", "device", "n_spots", "n_genes_used", "mean_total_cells_per_spot",
-                        "most_abundant_type", "detection_sensitivity", "reconstruction_r") if c in c2l_qc]
-    sections["spatialmap_c2l_qc_mqc.yaml"] = report.table_section(
-        "spatialmap_c2l_qc", "cell2location: mapping QC",
-        "Per slide: device used, genes used, total cells per spot, detection sensitivity and "
-        "reconstruction accuracy.", c2l_qc[keep])
+    sections["spatialmap_c2l_qc_mqc.yaml"] = report.c2l_qc_table(c2l)
     return sections
 
 

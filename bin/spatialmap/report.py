@@ -256,11 +256,13 @@ def reference_section(summary: dict) -> dict:
     }
 
 
-def table_section(section_id: str, name: str, description: str, frame: pd.DataFrame) -> dict:
-    """A MultiQC table from a data frame (index = row names)."""
+def table_section(section_id: str, name: str, description: str, frame: pd.DataFrame,
+                  headers: dict | None = None) -> dict:
+    """A MultiQC table from a data frame (index = row names); ``headers``: column id -> MultiQC header
+    settings (title, description, format), for the columns present."""
     data = {str(idx): {str(k): (None if pd.isna(v) else (v.item() if hasattr(v, "item") else v))
                        for k, v in row.items()} for idx, row in frame.iterrows()}
-    return {
+    section = {
         "id": section_id,
         "section_name": name,
         "description": description,
@@ -268,6 +270,64 @@ def table_section(section_id: str, name: str, description: str, frame: pd.DataFr
         "pconfig": {"id": f"{section_id}_table", "title": f"spatialmap: {name}"},
         "data": data,
     }
+    if headers:
+        section["headers"] = {str(c): headers[c] for c in frame.columns if c in headers}
+    return section
+
+
+# cell2location's mapping QC table: column -> MultiQC header, in table order. The training columns
+# (epochs run, why it stopped, final loss, learning rate) come from TrainResult.as_qc (c2l_train);
+# the learning rate, a nested object in the QC JSON, is flattened into lr_final / lr_dropped_at_epoch.
+C2L_QC_TABLE = {
+    "group": dict(title="Group", description="cell2location group the slide was mapped in (one training run per group)"),
+    "device": dict(title="Device", description="device cell2location trained on"),
+    "n_spots": dict(title="Spots", description="spots of the slide mapped", format="{:,.0f}"),
+    "n_genes_used": dict(title="Genes used", description="genes shared by the slide and the signatures", format="{:,.0f}"),
+    "epochs_run": dict(title="Epochs run", description="training epochs of the slide's group run", format="{:,.0f}"),
+    "stop_reason": dict(title="Stop reason", description="why training stopped: converged (the mean -ELBO of the last "
+                        "window improved by less than the tolerance) or max_epochs (the epoch cap was reached first)"),
+    "final_loss": dict(title="Final loss", description="-ELBO of the last training epoch", format="{:,.1f}"),
+    "lr_final": dict(title="Final lr", description="learning rate at the end of training", format="{:,.4g}"),
+    "lr_dropped_at_epoch": dict(title="lr drop epoch", description="epoch at which the learning rate dropped from "
+                                "its start value to the final one (empty: no drop)", format="{:,.0f}"),
+    "train_seconds": dict(title="Train s", description="training time of the group run (seconds)", format="{:,.1f}"),
+    "mean_total_cells_per_spot": dict(title="Cells/spot", description="mean total cells per spot (posterior mean)",
+                                      format="{:,.2f}"),
+    "most_abundant_type": dict(title="Top type", description="most abundant cell type on the slide"),
+    "detection_sensitivity": dict(title="Detection", description="mean detection sensitivity per spot", format="{:,.3f}"),
+    "reconstruction_r": dict(title="Recon. r", description="Pearson r of observed vs expected counts",
+                             format="{:,.3f}", min=0, max=1),
+}
+
+
+def c2l_qc_frame(records: list[dict]) -> pd.DataFrame:
+    """cell2location's mapping QC, one row per slide, in :data:`C2L_QC_TABLE` column order.
+
+    Every slide of a group shares the group's training numbers (epochs run, stop reason, final
+    loss, learning rate, seconds). Columns no record has are left out.
+    """
+    rows = {}
+    for record in records:
+        row = {k: v for k, v in record.items() if k in C2L_QC_TABLE}
+        rate = record.get("learning_rate")
+        if isinstance(rate, dict):
+            row["lr_final"] = rate.get("final")
+            row["lr_dropped_at_epoch"] = rate.get("dropped_at_epoch")
+        rows[str(record["sample"])] = row
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    present = [c for c in C2L_QC_TABLE if c in frame.columns and frame[c].notna().any()]
+    return frame.reindex(columns=present).sort_index()
+
+
+def c2l_qc_table(records: list[dict]) -> dict:
+    """cell2location's mapping QC table: training (epochs run, stop reason, final loss, learning
+    rate) and the mapping's headline numbers, one row per slide."""
+    return table_section(
+        "spatialmap_c2l_qc", "cell2location: mapping QC",
+        "Per slide: the group's training run (epochs run, why it stopped, the final -ELBO loss, the "
+        "learning rate), device, genes used, total cells per spot, detection sensitivity and "
+        "reconstruction accuracy. The loss curve is in the training loss figure.",
+        c2l_qc_frame(records), headers=C2L_QC_TABLE)
 
 
 def collate_versions(paths: Iterable[str | Path], extra: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:

@@ -111,3 +111,53 @@ def test_make_report_with_every_method(tmp_path):
     assert agreement["ycats"] == ["s.1: cell2location vs tangram", "s.1: rctd vs nnls"]
     rctd = yaml.safe_load((out / "spatialmap_rctd_qc_mqc.yaml").read_text())
     assert rctd["data"]["s.1"]["device"] == "cpu" and "mean_proportions" not in rctd["data"]["s.1"]
+
+
+def _c2l_record(sample, group, **training):
+    """A cell2location QC JSON as map_cell2location.py writes it: slide_qc + TrainResult.as_qc + group."""
+    record = {"sample": sample, "group": group, "device": "cpu", "n_spots": 243, "n_genes_used": 380,
+              "mean_total_cells_per_spot": 8.4, "most_abundant_type": "T", "mean_abundance": {"T": 3.0, "B": 1.0},
+              "detection_sensitivity": 0.91, "reconstruction_r": 0.88,
+              "epochs_run": 4050, "stop_reason": "converged", "final_loss": 812345.678, "train_seconds": 93.2,
+              "training_engine": "fast", "minibatch_size": None,
+              "convergence": {"min_epochs": 1000, "window": 500, "tol": 0.0003},
+              "learning_rate": {"start": 0.02, "final": 0.002, "dropped_at_epoch": 1500}}
+    record.update(training)
+    return record
+
+
+def test_c2l_table_shows_epochs_stop_reason_and_final_loss(tmp_path):
+    """The report's cell2location table carries each run's epochs, stop reason and final loss from
+    the QC JSON (before, only the loss figure's title showed them)."""
+    files = [
+        _write(tmp_path / "s1.cell2location_qc.json", _c2l_record("s1", "g1")),
+        _write(tmp_path / "s2.cell2location_qc.json", _c2l_record("s2", "g2", epochs_run=30000, stop_reason="max_epochs",
+                                                                  final_loss=1.5e6, learning_rate={"start": 0.02, "final": 0.002,
+                                                                                                   "dropped_at_epoch": None})),
+    ]
+    qc = [_write(tmp_path / f"{s}.qc.json", {"sample": s, **QC}) for s in ("s1", "s2")]
+    out = tmp_path / "mqc"
+    _load_script("make_report.py").main(["--qc", *map(str, qc), "--method-qc", *map(str, files), "--outdir", str(out),
+                                         "--versions", str(tmp_path / "versions.yml")])
+    table = yaml.safe_load((out / "spatialmap_c2l_qc_mqc.yaml").read_text())
+    assert table["plot_type"] == "table"
+    columns = list(table["data"]["s1"])
+    assert columns[:8] == ["group", "device", "n_spots", "n_genes_used", "epochs_run", "stop_reason", "final_loss", "lr_final"]
+    assert {"lr_dropped_at_epoch", "train_seconds", "reconstruction_r"} <= set(columns)
+    assert "mean_abundance" not in columns and "convergence" not in columns and "learning_rate" not in columns
+    s1, s2 = table["data"]["s1"], table["data"]["s2"]
+    assert (s1["epochs_run"], s1["stop_reason"], s1["final_loss"]) == (4050, "converged", pytest.approx(812345.678))
+    assert (s2["epochs_run"], s2["stop_reason"], s2["final_loss"]) == (30000, "max_epochs", pytest.approx(1.5e6))
+    assert s1["lr_final"] == 0.002 and s1["lr_dropped_at_epoch"] == 1500 and s2["lr_dropped_at_epoch"] is None
+    assert (s1["group"], s2["group"]) == ("g1", "g2")
+    headers = table["headers"]
+    assert headers["epochs_run"]["title"] == "Epochs run" and headers["stop_reason"]["title"] == "Stop reason"
+    assert headers["final_loss"]["title"] == "Final loss"
+    assert set(headers) == set(columns)
+
+
+def test_c2l_table_of_an_older_qc_json_leaves_the_training_columns_out():
+    frame = report.c2l_qc_frame([{"sample": "s1", "n_spots": 90, "reconstruction_r": 0.8}])
+    assert list(frame.columns) == ["n_spots", "reconstruction_r"]
+    table = report.c2l_qc_table([{"sample": "s1", "n_spots": 90, "reconstruction_r": 0.8}])
+    assert set(table["headers"]) == {"n_spots", "reconstruction_r"}

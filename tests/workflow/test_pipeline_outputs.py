@@ -231,3 +231,19 @@ def test_rctd_table_computed_once_for_all_slides(workflow_dir):
     assert trace["name"].str.contains(r"RCTD \(").sum() == len(SLIDES)
     record = json.loads(Path(workflow_dir, "results/rctd/slide1/slide1.rctd_qc.json").read_text())
     assert record["q_matrix"]["k_max"] == 100 and record["q_matrix"]["n_sigmas"] == 1
+
+
+@pytest.mark.workflow("test profile")
+def test_report_c2l_table_shows_epochs_stop_reason_and_final_loss(workflow_dir):
+    """The report's cell2location table: per slide, its group run's epochs, stop reason and final
+    loss, the values of the slide's cell2location QC JSON."""
+    table = pd.read_csv(Path(workflow_dir, "results/multiqc/multiqc_data/multiqc_spatialmap_c2l_qc_table.txt"),
+                        sep="\t", index_col=0)
+    assert {"epochs_run", "stop_reason", "final_loss", "lr_final"} <= set(table.columns), list(table.columns)
+    assert sorted(table.index) == list(SLIDES)
+    for sample in SLIDES:
+        qc = json.loads(Path(workflow_dir, f"results/cell2location/{sample}/{sample}.cell2location_qc.json").read_text())
+        row = table.loc[sample]
+        assert int(row["epochs_run"]) == qc["epochs_run"] and row["stop_reason"] == qc["stop_reason"]
+        assert float(row["final_loss"]) == pytest.approx(qc["final_loss"], rel=1e-6)
+        assert np.isfinite(float(row["final_loss"]))
