@@ -48,7 +48,7 @@ for p in (REPO / "bin", REPO / "tools"):
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from spatialmap import c2l, c2l_train, cli, io, keys, signatures, synth  # noqa: E402
+from spatialmap import c2l, c2l_train, cli, io, signatures, synth  # noqa: E402
 
 log = logging.getLogger("spatialmap.benchmark_c2l")
 SCENARIOS = ("test_data", "lymph_node", "generated")

@@ -5,6 +5,8 @@
 #   - the pinned Python environment (requirements.lock) in a virtualenv;
 #   - with --with-proseg: the ProSeg binary (crates.io, exact version, --locked) for
 #     --segmentation proseg with -profile local, in $cache/proseg-<version>/bin.
+#   - with --with-lint: ruff, the linter, at the version ruff.toml requires, in
+#     $cache/ruff-<version>/bin (not in requirements.lock: the lock keys the images).
 # Both live in the project's cache, ${SPATIALMAP_CACHE:-~/.cache/spatialmap},
 # keyed by version / lock hash, so repeated runs and fresh clones reuse them.
 set -euo pipefail
@@ -94,8 +96,25 @@ setup_proseg() {
     log "ProSeg compiled in $((SECONDS - start)) s"
 }
 
+# ruff at the version ruff.toml pins (required-version = "==X"), from PyPI with the env's pip
+setup_ruff() {
+    local version
+    version=$(sed -n 's/^required-version *= *"==\(.*\)"/\1/p' "$repo/ruff.toml")
+    [[ -n "$version" ]] || { log "ERROR: ruff.toml has no required-version = \"==<version>\""; exit 1; }
+    local dest="$cache/ruff-$version"
+    if [[ ! -f "$dest/.complete" ]]; then
+        log "installing ruff $version into $dest"
+        rm -rf "$dest"
+        "$cache/env/bin/python" -m pip install -q --no-deps --target "$dest" "ruff==$version"
+        "$dest/bin/ruff" --version >/dev/null
+        touch "$dest/.complete"
+    fi
+    ln -sfn "ruff-$version" "$cache/ruff"
+}
+
 setup_nextflow
 setup_python
+if [[ " $* " == *" --with-lint "* ]]; then setup_ruff; fi
 if [[ " $* " == *" --with-proseg "* ]]; then
     setup_proseg
     if [[ -e "$cache/proseg" && ! -L "$cache/proseg" ]]; then

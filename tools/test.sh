@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The tests, in two tiers. Sets everything up first (tools/setup.sh, cached).
 #
-#   bash tools/test.sh            fast tier (about 15 min on 2 cores): the package's unit
+#   bash tools/test.sh            fast tier (about 15 min on 2 cores): the linter (ruff
+#                                 check, ruff.toml), the package's unit
 #                                 tests, then the pipeline tests tagged `fast` (bad
 #                                 samplesheets, bad parameters, --help, -stub runs of the
 #                                 whole graph, the failure line, the out-of-memory retry)
@@ -23,7 +24,9 @@ cd "$repo"
 tier=fast
 if [[ "${1:-}" == --heavy ]]; then tier=heavy; shift; fi
 cache=${SPATIALMAP_CACHE:-$HOME/.cache/spatialmap}
-bash tools/setup.sh
+# the fast tier lints first: ruff at the version ruff.toml requires (setup.sh --with-lint)
+lint=(); [[ $tier == fast ]] && lint=(--with-lint)
+bash tools/setup.sh "${lint[@]}"
 python="$cache/env/bin/python"
 if [[ $tier == heavy ]]; then
     # ProSeg for its tests (test_hd proseg, the ProSeg unit tests): the binary the spatial image
@@ -44,6 +47,8 @@ basetemp="${TMPDIR:-/tmp}/spatialmap-workflow-tests-$tier"
 keep=(--kwdof); [[ $tier == heavy ]] && keep=(--kwd)
 
 if [[ $tier == fast ]]; then
+    echo "== lint (ruff check, settings in ruff.toml)"
+    "$cache/ruff/bin/ruff" check --no-cache .
     echo "== unit tests (pytest tests/unit)"
     "$python" -m pytest tests/unit -q -p no:cacheprovider
 fi

@@ -87,8 +87,6 @@ def read_visium_hd(outs_dir: str | Path, sample: str, bin_size: int = 8) -> ad.A
     -------
     AnnData of the in-tissue bins (the filtered matrix), raw counts in ``X``.
     """
-    import sopa
-
     outs = Path(outs_dir)
     folder = outs / "binned_outputs" / f"square_{bin_size:03d}um"
     if not folder.is_dir():
@@ -254,8 +252,6 @@ def read_xenium(path: str | Path, sample: str) -> ad.AnnData:
     AnnData of the cells (``cell_feature_matrix.h5``, gene expression features), centroids
     in morphology-image pixels, segmentation QC in ``uns['spatialmap_platform']``.
     """
-    import sopa
-
     path = Path(path)
     sdata = read_sopa("xenium", path, sample, cells_table=True, cells_boundaries=True)
     if "table" not in sdata.tables:

@@ -90,11 +90,11 @@ def plot_spatial_values(
     pathlib.Path
         The PNG written.
     """
+    import matplotlib as mpl
     from matplotlib.collections import EllipseCollection
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
-    import matplotlib as mpl
 
     coords, image, scalef, diameter = _geometry(adata_or_coords, library_id, show_image)
     values = _align_values(adata_or_coords, values, len(coords))
