@@ -16,6 +16,10 @@ generated single-cell reference, so the reference maps onto these slides). Then:
   ``nucleus_boundaries.parquet``, ``cells.zarr.zip`` (label masks) and
   ``morphology_focus/morphology_focus_0000.ome.tif`` (DAPI-like, nuclei at the true cells).
 
+Segmentation tests get wrong boundaries on purpose (:func:`generate_perturbed_hd`: the same
+HD slide with Space Ranger 4 boundaries merged, split and shifted, recorded in the truth) and a
+score against the true cells (:func:`score_segmentation`: matches at IoU > 0.5, merges, splits).
+
 Everything is drawn from numpy generators keyed by ``(seed, stream)``.
 """
 
@@ -291,14 +295,30 @@ def hd_segmentation(hd: dict) -> dict:
     dict with ``polygons`` (shapely, full-resolution pixels), ``cell_ids`` (1-based),
     ``bin_cell`` (cell index per 2 µm bin of the grid, -1: none) and ``counts`` (cells x genes).
     """
+    cells = hd["cells"]
+    return segmentation_of_polygons(hd, [_cell_polygon(x, y, r) for x, y, r in zip(cells.x, cells.y, cells.radius)])
+
+
+def _cell_polygon(x_um: float, y_um: float, r_um: float):
+    """A cell's disk as the 24-vertex polygon of the Space Ranger 4-like boundaries, full-resolution pixels."""
     import shapely
 
-    cells, n_side2 = hd["cells"], hd["n_side2"]
     angles = np.linspace(0.0, 2.0 * np.pi, 25)[:-1]
-    polygons = [
-        shapely.Polygon(np.column_stack([um_to_hd_px(x + r * np.cos(angles)), um_to_hd_px(y + r * np.sin(angles))]))
-        for x, y, r in zip(cells.x, cells.y, cells.radius)
-    ]
+    return shapely.Polygon(
+        np.column_stack([um_to_hd_px(x_um + r_um * np.cos(angles)), um_to_hd_px(y_um + r_um * np.sin(angles))])
+    )
+
+
+def segmentation_of_polygons(hd: dict, polygons: list) -> dict:
+    """A Space Ranger 4-like segmentation of the HD slide from polygons in full-resolution pixels.
+
+    A 2 µm bin belongs to the polygon that holds its centre (the last one, should two overlap);
+    the cell matrix sums each cell's in-tissue 2 µm bins. Returns the dict of
+    :func:`hd_segmentation` (cell IDs 1..n in the order of ``polygons``).
+    """
+    import shapely
+
+    n_side2 = hd["n_side2"]
     centres = (np.arange(n_side2) + 0.5) * 2.0
     gx, gy = np.meshgrid(um_to_hd_px(centres), um_to_hd_px(centres))
     bin_cell = np.full(n_side2 * n_side2, -1, dtype=np.int64)
@@ -308,9 +328,10 @@ def hd_segmentation(hd: dict) -> dict:
     bin_cell[pt] = poly
     bin_cell[~hd["in_tissue2"]] = -1
     inside = np.flatnonzero(bin_cell >= 0)
-    agg = sp.csr_matrix((np.ones(inside.size), (bin_cell[inside], inside)), shape=(cells.n, bin_cell.size))
+    n = len(polygons)
+    agg = sp.csr_matrix((np.ones(inside.size), (bin_cell[inside], inside)), shape=(n, bin_cell.size))
     counts = (agg @ hd["counts2"]).tocsr().astype(np.int64)
-    return {"polygons": polygons, "cell_ids": np.arange(1, cells.n + 1), "bin_cell": bin_cell, "counts": counts}
+    return {"polygons": list(polygons), "cell_ids": np.arange(1, n + 1), "bin_cell": bin_cell, "counts": counts}
 
 
 def write_hd_segmentation(outs: Path, hd: dict, seg: dict, genes: pd.DataFrame, name: str) -> dict[str, Path]:
@@ -343,6 +364,263 @@ def write_hd_segmentation(outs: Path, hd: dict, seg: dict, genes: pd.DataFrame, 
     with cli.atomic_path(outs / "barcode_mappings.parquet") as tmp:
         mapping.to_parquet(tmp, index=False, compression="zstd")
     return {"segmented_outputs": folder, "barcode_mappings": outs / "barcode_mappings.parquet"}
+
+
+# --------------------------------------------------------------------------------------------
+# Wrong boundaries on purpose, and segmentations scored against the true cells
+# --------------------------------------------------------------------------------------------
+
+PERTURB_MERGE_FRACTION = 0.10  # share of the true cells drawn as one polygon with a neighbour (pairs)
+PERTURB_SPLIT_FRACTION = 0.10  # share of the true cells cut in two halves
+PERTURB_SHIFT_FRACTION = 0.10  # share of the true cells whose polygon is moved
+PERTURB_SHIFT_UM = 3.0  # by this much, in a random direction (a disk moved 3 µm keeps IoU < 0.45)
+SPLIT_GAP_UM = 1.0  # split halves lie this far apart (so each keeps IoU < 0.5 with its cell)
+MERGE_MAX_DISTANCE_UM = 12.0  # merged pairs are neighbours: centres at most this far apart
+SCORE_IOU_MIN = 0.5  # a found cell matches a true cell at IoU >= 0.5 (then the match is one to one)
+SCORE_COVER_MIN = 0.5  # merges / splits: "holds" means at least half of the area
+_STREAM_HD_PERTURB = 2500
+
+
+def perturb_segmentation(
+    hd: dict,
+    seed: int = 0,
+    merge_fraction: float = PERTURB_MERGE_FRACTION,
+    split_fraction: float = PERTURB_SPLIT_FRACTION,
+    shift_fraction: float = PERTURB_SHIFT_FRACTION,
+    shift_um: float = PERTURB_SHIFT_UM,
+) -> tuple[dict, pd.DataFrame]:
+    """Space Ranger 4-like boundaries of the HD slide that are wrong in known ways.
+
+    Cells are drawn in a seeded random order; the first ones not yet used are, in turn:
+    **merged** with their nearest free neighbour (centres at most ``MERGE_MAX_DISTANCE_UM``
+    apart) into one polygon, the convex hull of both disks less every other true cell;
+    **split** in two halves by a line through the centre at a random angle, ``SPLIT_GAP_UM``
+    apart; **shifted** by
+    ``shift_um`` in a random direction (less the polygons already drawn, so no two
+    polygons overlap). Every other cell keeps its true polygon.
+
+    Parameters
+    ----------
+    hd
+        :func:`simulate_hd`'s slide.
+    seed
+        Seed of the choices, angles and directions (its own random stream).
+    merge_fraction, split_fraction, shift_fraction
+        Share of the true cells merged (in pairs), split and shifted; at most 1 together.
+    shift_um
+        Distance of the shift, µm.
+
+    Returns
+    -------
+    The segmentation dict of :func:`hd_segmentation` (polygons in full-resolution pixels) and a
+    table, one row per true cell: ``perturbation`` (``none``, ``merged``, ``split``,
+    ``shifted``), ``partner`` (index of the cell it is merged with, -1), ``shift_x_um``,
+    ``shift_y_um``, ``split_angle_deg`` and ``polygons`` (the 1-based IDs of the polygons
+    drawn for it, ``;``-separated; empty when a shifted polygon was wholly covered).
+    """
+    import shapely
+    from scipy.spatial import cKDTree
+    from shapely import affinity
+
+    fractions = {"merge_fraction": merge_fraction, "split_fraction": split_fraction, "shift_fraction": shift_fraction}
+    for key, value in fractions.items():
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{key} must lie in [0, 1], got {value}")
+    if sum(fractions.values()) > 1.0:
+        raise ValueError(f"the merged, split and shifted shares add up to more than 1: {sum(fractions.values()):g}")
+    if shift_um < 0:
+        raise ValueError(f"shift_um must be non-negative, got {shift_um}")
+    cells = hd["cells"]
+    n = cells.n
+    rng = np.random.default_rng([seed, _STREAM_HD_PERTURB])
+    order = rng.permutation(n)
+    kind = np.full(n, "none", dtype=object)
+    partner = np.full(n, -1, dtype=np.int64)
+    shift = np.zeros((n, 2))
+    angle = np.full(n, np.nan)
+    centres = np.column_stack([cells.x, cells.y])
+    tree = cKDTree(centres)
+    pairs: list[tuple[int, int]] = []
+    n_pairs = int(round(merge_fraction * n / 2))
+    for i in order:
+        if len(pairs) >= n_pairs:
+            break
+        if kind[i] != "none":
+            continue
+        dist, idx = tree.query(centres[i], k=min(8, n))
+        for d, j in zip(dist[1:], idx[1:]):
+            if d > MERGE_MAX_DISTANCE_UM:
+                break
+            if kind[j] == "none":
+                kind[i] = kind[j] = "merged"
+                partner[i], partner[j] = j, i
+                pairs.append((int(i), int(j)))
+                break
+    for i in [i for i in order if kind[i] == "none"][: int(round(split_fraction * n))]:
+        kind[i] = "split"
+        angle[i] = rng.uniform(0.0, np.pi)
+    for i in [i for i in order if kind[i] == "none"][: int(round(shift_fraction * n))]:
+        kind[i] = "shifted"
+        theta = rng.uniform(0.0, 2.0 * np.pi)
+        shift[i] = shift_um * np.cos(theta), shift_um * np.sin(theta)
+
+    disks = np.array([_cell_polygon(x, y, r) for x, y, r in zip(cells.x, cells.y, cells.radius)], dtype=object)
+    drawn: dict[int, list] = {}  # first true cell -> its polygons
+    for i in np.flatnonzero(kind == "none"):
+        drawn[i] = [disks[i]]
+    for i in np.flatnonzero(kind == "split"):
+        drawn[i] = _halves(disks[i], float(um_to_hd_px(cells.x[i])), float(um_to_hd_px(cells.y[i])), angle[i])
+    placed: list = []  # merged and shifted polygons so far
+    for i, j in sorted((min(p), max(p)) for p in pairs):
+        hull = shapely.union(disks[i], disks[j]).convex_hull
+        others = [disks[k] for k in np.flatnonzero(shapely.intersects(disks, hull)) if k not in (i, j)]
+        others += [q for q in placed if shapely.intersects(q, hull)]
+        hull = _largest_polygon(hull.difference(shapely.union_all(others)) if others else hull)
+        drawn[i] = [hull] if hull is not None else []
+        placed.append(hull)
+    fixed = [q for i, polys in drawn.items() if kind[i] in ("none", "split") for q in polys]
+    for i in np.flatnonzero(kind == "shifted"):
+        moved = affinity.translate(disks[i], *(shift[i] / HD_MICRONS_PER_PIXEL))
+        near = [q for q in fixed + placed if q is not None and shapely.intersects(q, moved)]
+        moved = _largest_polygon(moved.difference(shapely.union_all(near)) if near else moved)
+        drawn[i] = [moved] if moved is not None else []
+        if moved is not None:
+            placed.append(moved)
+    polygons, ids = [], {i: [] for i in range(n)}
+    for i in sorted(drawn):
+        for q in drawn[i]:
+            polygons.append(q)
+            ids[i].append(len(polygons))
+            if kind[i] == "merged":
+                ids[int(partner[i])].append(len(polygons))
+    table = pd.DataFrame(
+        {
+            "perturbation": kind.astype(str),
+            "partner": partner,
+            "shift_x_um": shift[:, 0].round(3),
+            "shift_y_um": shift[:, 1].round(3),
+            "split_angle_deg": np.degrees(angle).round(2),
+            "polygons": [";".join(map(str, ids[i])) for i in range(n)],
+        }
+    )
+    log.info("perturbed boundaries: %d cells merged in pairs, %d split, %d shifted by %g µm; %d polygons",
+             2 * len(pairs), int((kind == "split").sum()), int((kind == "shifted").sum()), shift_um, len(polygons))  # fmt: skip
+    return segmentation_of_polygons(hd, polygons), table
+
+
+def _halves(polygon, cx: float, cy: float, angle: float) -> list:
+    """``polygon`` cut in two by the line through ``(cx, cy)`` at ``angle`` (radians), ``SPLIT_GAP_UM`` apart."""
+    import shapely
+
+    normal = np.array([np.cos(angle), np.sin(angle)])
+    along = np.array([-normal[1], normal[0]])
+    centre, far = np.array([cx, cy]), 1e4
+    gap = SPLIT_GAP_UM / 2 / HD_MICRONS_PER_PIXEL
+    halves = []
+    for side in (1.0, -1.0):
+        near = centre + side * gap * normal
+        corners = [near + far * along, near + far * along + side * far * normal,
+                   near - far * along + side * far * normal, near - far * along]  # fmt: skip
+        halves.append(_largest_polygon(polygon.intersection(shapely.Polygon(corners))))
+    return [h for h in halves if h is not None]
+
+
+def _largest_polygon(geometry):
+    """The largest Polygon of a geometry (``None`` when it holds none)."""
+    import shapely
+
+    parts = [g for g in shapely.get_parts(geometry) if g.geom_type == "Polygon" and not g.is_empty]
+    return max(parts, key=lambda g: g.area) if parts else None
+
+
+def true_cell_polygons(truth: pd.DataFrame, nucleus: bool = False) -> list:
+    """The true cells (or nuclei) of a generated HD slide's truth table as polygons, full-resolution pixels."""
+    column = "nucleus_radius_um" if nucleus else "radius_um"
+    missing = {"x_um", "y_um", column} - set(truth.columns)
+    if missing:
+        raise ValueError(f"the truth table lacks the columns {', '.join(sorted(missing))}")
+    return [_cell_polygon(x, y, r) for x, y, r in zip(truth["x_um"], truth["y_um"], truth[column])]
+
+
+def score_segmentation(found, true, iou_min: float = SCORE_IOU_MIN, cover_min: float = SCORE_COVER_MIN) -> dict:
+    """Found cell polygons against the true ones (same coordinates): matches by IoU, merges, splits.
+
+    A true cell is **matched** to the found cell of highest IoU when that IoU is at least
+    ``iou_min`` (greedy, one to one, highest IoU first; above 0.5 a match is unique anyway).
+    A found cell is a **merge** when it holds at least ``cover_min`` of the area of two or
+    more true cells; a true cell is **split** when two or more found cells each have at least
+    ``cover_min`` of their own area inside it.
+
+    Parameters
+    ----------
+    found, true
+        Polygons (a sequence of shapely geometries or a GeoSeries / GeoDataFrame).
+    iou_min, cover_min
+        Thresholds, in (0, 1].
+
+    Returns
+    -------
+    dict with ``true_cells``, ``found_cells``, ``matched``, ``matched_fraction`` (of the true
+    cells), ``precision`` (matched share of the found cells), ``mean_iou`` (over the matched
+    pairs), ``mean_best_iou`` (over the true cells: each one's best IoU with any found cell,
+    0 when none overlaps), ``merges`` (found cells), ``merged_true_cells``, ``splits`` (true
+    cells), ``missed`` (true cells no found cell overlaps), ``match`` (found index per true
+    cell, -1) and ``best_iou`` (per true cell).
+    """
+    import shapely
+
+    def polygons(value) -> np.ndarray:
+        value = getattr(value, "geometry", value)
+        return np.asarray(list(value), dtype=object)
+
+    for name, value in (("iou_min", iou_min), ("cover_min", cover_min)):
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"{name} must lie in (0, 1], got {value}")
+    found, true = polygons(found), polygons(true)
+    if true.size == 0:
+        raise ValueError("no true cell to score the segmentation against")
+    n_true, n_found = len(true), len(found)
+    if n_found:
+        t_idx, f_idx = shapely.STRtree(found).query(true, predicate="intersects")
+    else:
+        t_idx = f_idx = np.zeros(0, dtype=np.int64)
+    inter = shapely.area(shapely.intersection(true[t_idx], found[f_idx])) if t_idx.size else np.zeros(0)
+    area_t = shapely.area(true)
+    area_f = shapely.area(found) if n_found else np.zeros(0)
+    union = area_t[t_idx] + area_f[f_idx] - inter
+    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    match = np.full(n_true, -1, dtype=np.int64)
+    match_iou = np.zeros(n_true)
+    used = np.zeros(n_found, dtype=bool)
+    for k in np.argsort(-iou, kind="stable"):
+        if iou[k] < iou_min:
+            break
+        if match[t_idx[k]] < 0 and not used[f_idx[k]]:
+            match[t_idx[k]], match_iou[t_idx[k]] = f_idx[k], iou[k]
+            used[f_idx[k]] = True
+    best = np.zeros(n_true)
+    np.maximum.at(best, t_idx, iou)
+    share_of_true = np.divide(inter, area_t[t_idx], out=np.zeros_like(inter), where=area_t[t_idx] > 0)
+    share_of_found = np.divide(inter, area_f[f_idx], out=np.zeros_like(inter), where=area_f[f_idx] > 0)
+    holds = share_of_true >= cover_min
+    true_per_found = np.bincount(f_idx[holds], minlength=n_found)
+    merged_true = np.isin(np.arange(n_true), t_idx[holds & (true_per_found[f_idx] >= 2)])
+    inside = share_of_found >= cover_min
+    found_per_true = np.bincount(t_idx[inside], minlength=n_true)
+    matched = match >= 0
+    overlapped = np.zeros(n_true, dtype=bool)
+    overlapped[t_idx[inter > 0]] = True
+    pair_iou = match_iou[matched]
+    return {
+        "true_cells": int(n_true), "found_cells": int(n_found), "matched": int(matched.sum()),
+        "matched_fraction": float(matched.mean()),
+        "precision": float(matched.sum() / n_found) if n_found else 0.0,
+        "mean_iou": float(pair_iou.mean()) if pair_iou.size else 0.0,
+        "mean_best_iou": float(best.mean()),
+        "merges": int((true_per_found >= 2).sum()), "merged_true_cells": int(merged_true.sum()),
+        "splits": int((found_per_true >= 2).sum()), "missed": int((~overlapped).sum()),
+        "match": match, "best_iou": best,
+    }  # fmt: skip
 
 
 def hd_image_size(side_um: int) -> int:
@@ -422,11 +700,15 @@ def feature_slice_metadata(n_side2: int) -> dict:
     }
 
 
-def write_hd(outdir: Path, name: str, hd: dict, genes: pd.DataFrame) -> dict[str, Path]:
-    """Write ``hd`` in Space Ranger's Visium HD ``outs/`` layout under ``outdir/<name>/outs``."""
+def write_hd(outdir: Path, name: str, hd: dict, genes: pd.DataFrame, seg: dict | None = None) -> dict[str, Path]:
+    """Write ``hd`` in Space Ranger's Visium HD ``outs/`` layout under ``outdir/<name>/outs``.
+
+    ``seg`` is the Space Ranger 4 segmentation written (default: :func:`hd_segmentation`, the true cells).
+    """
     outs = outdir / name / "outs"
     size = hd_image_size(hd["side_um"])
-    paths = {"outs": outs, **write_hd_segmentation(outs, hd, hd_segmentation(hd), genes, name)}
+    seg = hd_segmentation(hd) if seg is None else seg
+    paths = {"outs": outs, **write_hd_segmentation(outs, hd, seg, genes, name)}
     for bin_um, (counts, positions) in hd["bins"].items():
         folder = outs / "binned_outputs" / f"square_{bin_um:03d}um"
         inside = positions[keys.IN_TISSUE].to_numpy() == 1
@@ -751,15 +1033,11 @@ def generate(
     xen = simulate_xenium(seed, signatures, xenium_side_um, xenium_cells)
     paths: dict = {"hd": write_hd(outdir, "hd1", hd, genes), "xenium": write_xenium(outdir, "xenium1", xen, genes)}
     truth = outdir / "truth"
-    hd_ids = np.array([f"hdcell{i + 1:05d}" for i in range(hd["cells"].n)])
     paths["truth"] = {
         "hd1_cells": truth / "hd1_cells.csv",
         "xenium1_cells": truth / "xenium1_cells.csv",
     }
-    seg = hd_segmentation(hd)
-    hd_truth = cells_truth(hd["cells"], hd_ids, um_to_hd_px)
-    hd_truth.insert(1, "spaceranger_cell_id", [f"cellid_{i:09d}-1" for i in seg["cell_ids"]])
-    hd_truth["bins_002um"] = np.bincount(seg["bin_cell"][seg["bin_cell"] >= 0], minlength=hd["cells"].n)
+    hd_truth = hd_cells_truth(hd, hd_segmentation(hd))
     synth.write_csv(paths["truth"]["hd1_cells"], hd_truth, index=False)
     xen_truth = cells_truth(xen["cells"], xen["cell_ids"], lambda v: np.asarray(v) / XENIUM_PIXEL_SIZE)
     synth.write_csv(paths["truth"]["xenium1_cells"], xen_truth, index=False)
@@ -779,6 +1057,70 @@ def generate(
         hd["cells"].n, ", ".join(f"{b} µm: {hd['bins'][b][0].shape[0]}" for b in HD_BIN_SIZES),
         xen["cells"].n, len(xen["transcripts"]),
     )
+    return paths
+
+
+def hd_cells_truth(hd: dict, seg: dict) -> pd.DataFrame:
+    """The HD slide's true cells (:func:`cells_truth`), their Space Ranger 4 cell ID and 2 µm bins.
+
+    ``seg`` is the true cells' segmentation (:func:`hd_segmentation`).
+    """
+    n = hd["cells"].n
+    truth = cells_truth(hd["cells"], np.array([f"hdcell{i + 1:05d}" for i in range(n)]), um_to_hd_px)
+    truth.insert(1, "spaceranger_cell_id", [f"cellid_{i:09d}-1" for i in seg["cell_ids"]])
+    truth["bins_002um"] = np.bincount(seg["bin_cell"][seg["bin_cell"] >= 0], minlength=n)
+    return truth
+
+
+def generate_perturbed_hd(
+    outdir: str | Path,
+    seed: int = 0,
+    perturb_seed: int = 0,
+    n_genes: int = 400,
+    n_cell_types: int = 8,
+    hd_side_um: int = 240,
+    hd_cells: int = 350,
+    name: str = "hd1_perturbed",
+    merge_fraction: float = PERTURB_MERGE_FRACTION,
+    split_fraction: float = PERTURB_SPLIT_FRACTION,
+    shift_fraction: float = PERTURB_SHIFT_FRACTION,
+    shift_um: float = PERTURB_SHIFT_UM,
+) -> dict:
+    """Write the HD slide of :func:`generate` (same ``seed`` and sizes: same bins and H&E) with wrong boundaries.
+
+    Space Ranger 4's ``segmented_outputs/`` (and ``barcode_mappings.parquet``) hold the
+    boundaries of :func:`perturb_segmentation` instead of the true cells: a test of a
+    segmentation method (ProSeg refining them, StarDist, the cells mode reading them) can
+    measure how far it is from the truth. Written under ``outdir``: ``<name>/outs``,
+    ``truth/<name>_cells.csv`` (the true cells as in ``truth/hd1_cells.csv``, ``spaceranger_cell_id``
+    replaced by ``spaceranger_cell_ids``: the IDs of the polygons drawn for the cell, and the
+    columns of the perturbation) and ``samplesheet.csv`` (this slide alone).
+
+    Returns
+    -------
+    dict of written paths: ``hd`` (per-file paths), ``truth`` and ``samplesheet``.
+    """
+    if seed < 0 or perturb_seed < 0:
+        raise ValueError(f"seeds must be non-negative, got seed={seed}, perturb_seed={perturb_seed}")
+    signatures = synth.make_signatures(np.random.default_rng([seed, synth._STREAM_SIGNATURES]), n_genes, n_cell_types)
+    genes = synth.gene_table(n_genes)
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    hd = simulate_hd(seed, signatures, hd_side_um, hd_cells)
+    seg, perturbed = perturb_segmentation(hd, perturb_seed, merge_fraction, split_fraction, shift_fraction, shift_um)
+    paths: dict = {"hd": write_hd(outdir, name, hd, genes, seg=seg)}
+    truth = hd_cells_truth(hd, hd_segmentation(hd)).drop(columns="spaceranger_cell_id")
+    truth.insert(1, "spaceranger_cell_ids", [";".join(f"cellid_{int(i):09d}-1" for i in ids.split(";") if i)
+                                             for ids in perturbed["polygons"]])  # fmt: skip
+    partner = perturbed["partner"].to_numpy()
+    perturbed["partner"] = np.where(partner >= 0, truth["cell_id"].to_numpy()[np.maximum(partner, 0)], "")
+    truth = pd.concat([truth, perturbed.drop(columns="polygons")], axis=1)
+    paths["truth"] = outdir / "truth" / f"{name}_cells.csv"
+    synth.write_csv(paths["truth"], truth, index=False)
+    paths["samplesheet"] = outdir / "samplesheet.csv"
+    synth.write_csv(paths["samplesheet"], pd.DataFrame({"sample": [name], "spaceranger_dir": [f"{name}/outs"]}), index=False)
+    log.info("wrote Visium HD slide %s (%d true cells) with %d perturbed Space Ranger 4 boundaries (seed %d)",
+             name, hd["cells"].n, len(seg["polygons"]), perturb_seed)  # fmt: skip
     return paths
 
 

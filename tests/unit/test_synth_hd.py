@@ -179,3 +179,119 @@ def test_full_slide_generator_draws_bins_sparse_with_known_shares():
     x = counts.toarray()
     pick = dominant == 0
     assert np.corrcoef(x[pick].sum(axis=0), profile[:, 0])[0, 1] > 0.8
+
+
+# --- wrong Space Ranger 4 boundaries on purpose, scored against the true cells -------------------------------------
+
+# Thresholds fixed from the construction, before any measurement: 10% of the cells merged in pairs, 10% split
+# (halves 1 µm apart), 10% shifted by 3 µm; every one of them must fall below IoU 0.5, every other cell keep its
+# true polygon, so the perturbed boundaries match about 70% of the true cells where the true boundaries match all.
+PERTURBED_MAX_MATCHED = 0.75
+TRUE_MIN_MATCHED = 0.99
+TRUE_MIN_MEAN_IOU = 0.99
+
+
+@pytest.fixture(scope="module")
+def perturbed(tmp_path_factory):
+    out = tmp_path_factory.mktemp("hd_perturbed")
+    paths = synth_hd.generate_perturbed_hd(out, seed=0, perturb_seed=0)
+    return out, paths
+
+
+def _geojson_polygons(outs: Path) -> tuple[list, list[int]]:
+    from shapely.geometry import shape
+
+    geo = json.loads((outs / "segmented_outputs" / "cell_segmentations.geojson").read_text())
+    return [shape(f["geometry"]) for f in geo["features"]], [f["properties"]["cell_id"] for f in geo["features"]]
+
+
+def test_score_segmentation_counts_matches_merges_and_splits():
+    import shapely
+
+    true = [shapely.Point(0, 0).buffer(4), shapely.Point(10, 0).buffer(4), shapely.Point(30, 0).buffer(4),
+            shapely.Point(50, 0).buffer(4)]  # fmt: skip
+    merged = shapely.union(true[0], true[1]).convex_hull
+    halves = [shapely.box(25, -5, 29.5, 5).intersection(true[2]), shapely.box(30.5, -5, 35, 5).intersection(true[2])]
+    found = [merged, *halves, shapely.affinity.translate(true[3], 1.0)]
+    score = synth_hd.score_segmentation(found, true)
+    # the shifted-by-1 disk of radius 4 keeps IoU ~0.73: matched; the others are not
+    assert list(score["match"]) == [-1, -1, -1, 3] and score["matched_fraction"] == 0.25
+    assert score["merges"] == 1 and score["merged_true_cells"] == 2 and score["splits"] == 1 and score["missed"] == 0
+    assert 0.7 < score["mean_iou"] < 0.76 and score["precision"] == 0.25
+    assert synth_hd.score_segmentation(true, true)["mean_iou"] == pytest.approx(1.0)
+    empty = synth_hd.score_segmentation([], true)
+    assert empty["matched"] == 0 and empty["missed"] == 4 and empty["mean_best_iou"] == 0.0
+    with pytest.raises(ValueError, match="no true cell"):
+        synth_hd.score_segmentation(found, [])
+    with pytest.raises(ValueError, match="iou_min must lie in"):
+        synth_hd.score_segmentation(found, true, iou_min=0)
+
+
+def test_perturbed_boundaries_score_clearly_worse_than_the_truth(data, perturbed):
+    """The data's answer is not its input: the perturbed Space Ranger 4 boundaries miss the truth where recorded."""
+    out, _ = perturbed
+    truth = pd.read_csv(out / "truth" / "hd1_perturbed_cells.csv")
+    true = synth_hd.true_cell_polygons(truth)
+    original, _ = _geojson_polygons(data[0] / "hd1" / "outs")
+    wrong, ids = _geojson_polygons(out / "hd1_perturbed" / "outs")
+    good, bad = synth_hd.score_segmentation(original, true), synth_hd.score_segmentation(wrong, true)
+    assert good["matched_fraction"] >= TRUE_MIN_MATCHED and good["mean_iou"] >= TRUE_MIN_MEAN_IOU, good
+    assert good["merges"] == good["splits"] == 0
+    assert bad["matched_fraction"] <= PERTURBED_MAX_MATCHED, bad
+    kind = truth["perturbation"].to_numpy()
+    counts = truth["perturbation"].value_counts()
+    n = len(truth)
+    assert counts["merged"] == 2 * round(0.1 * n / 2) and counts["split"] == counts["shifted"] == round(0.1 * n)
+    # every perturbed cell is unmatched, every other cell matched by its own, unchanged polygon
+    assert (bad["match"][kind != "none"] == -1).all() and (bad["best_iou"][kind != "none"] < 0.5).all()
+    assert (bad["best_iou"][kind == "none"] > 0.99).all()
+    assert bad["matched"] == counts["none"]
+    # the merges and splits the score finds are those recorded
+    assert bad["merges"] == counts["merged"] // 2 and bad["merged_true_cells"] == counts["merged"]
+    assert bad["splits"] == counts["split"] and len(wrong) == n - counts["merged"] // 2 + counts["split"]
+    # the truth names the polygons drawn for each cell, and merged cells name each other
+    polygons = truth["spaceranger_cell_ids"].fillna("").str.split(";")
+    assert (polygons[kind == "split"].str.len() == 2).all() and (polygons[kind != "split"].str.len() == 1).all()
+    assert {p for ps in polygons for p in ps} == {f"cellid_{i:09d}-1" for i in ids}
+    partners = truth.set_index("cell_id")["partner"]
+    merged = truth[kind == "merged"]
+    assert (partners.loc[merged["partner"]].to_numpy() == merged["cell_id"].to_numpy()).all()
+    shift = np.hypot(truth["shift_x_um"], truth["shift_y_um"])
+    assert np.allclose(shift[kind == "shifted"], 3.0, atol=1e-3) and (shift[kind != "shifted"] == 0).all()
+
+
+def test_perturbed_slide_is_the_same_slide_with_other_boundaries(data, perturbed):
+    """Bins, images and true cells as hd1; Space Ranger 4's cell matrix sums the perturbed cells' 2 µm bins."""
+    out, paths = perturbed
+    outs, original = out / "hd1_perturbed" / "outs", data[0] / "hd1" / "outs"
+    assert (outs / "tissue_image.tif").read_bytes() == (original / "tissue_image.tif").read_bytes()
+    ours, theirs = bins(outs, 2)[0], bins(original, 2)[0]  # the h5 files differ only in the sample name
+    assert list(ours.obs_names) == list(theirs.obs_names) and abs(ours.X - theirs.X).sum() == 0
+    truth = pd.read_csv(paths["truth"])
+    hd1 = pd.read_csv(data[1]["truth"]["hd1_cells"])
+    assert truth[["cell_id", "x_um", "y_um", "radius_um", "bins_002um"]].equals(hd1[["cell_id", "x_um", "y_um", "radius_um", "bins_002um"]])
+    cells = read_10x(outs / "segmented_outputs" / "filtered_feature_cell_matrix.h5")
+    small, _ = bins(outs, 2)
+    mapping = pd.read_parquet(outs / "barcode_mappings.parquet").dropna(subset=["cell_id"])
+    rows, cols = cells.obs_names.get_indexer(mapping["cell_id"]), small.obs_names.get_indexer(mapping["square_002um"])
+    assert (rows >= 0).all() and (cols >= 0).all()
+    agg = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(cells.n_obs, small.n_obs))
+    assert abs(agg @ small.X - cells.X).sum() == 0
+    assert pd.read_csv(paths["samplesheet"]).to_dict("records") == [{"sample": "hd1_perturbed", "spaceranger_dir": "hd1_perturbed/outs"}]
+
+
+def test_perturbations_are_seeded_and_checked():
+    signatures = synth_hd.synth.make_signatures(np.random.default_rng([0, 1]), 400, 8)
+    hd = synth_hd.simulate_hd(0, signatures)
+    a, ta = synth_hd.perturb_segmentation(hd, 0)
+    b, tb = synth_hd.perturb_segmentation(hd, 0)
+    c, tc = synth_hd.perturb_segmentation(hd, 1)
+    assert ta.equals(tb) and all(p.equals(q) for p, q in zip(a["polygons"], b["polygons"]))
+    assert not ta["perturbation"].equals(tc["perturbation"])
+    none, table = synth_hd.perturb_segmentation(hd, 0, 0.0, 0.0, 0.0)
+    assert (table["perturbation"] == "none").all()
+    assert np.array_equal(none["bin_cell"], synth_hd.hd_segmentation(hd)["bin_cell"])
+    with pytest.raises(ValueError, match="add up to more than 1"):
+        synth_hd.perturb_segmentation(hd, 0, 0.5, 0.5, 0.5)
+    with pytest.raises(ValueError, match="shift_um must be non-negative"):
+        synth_hd.perturb_segmentation(hd, 0, shift_um=-1)
