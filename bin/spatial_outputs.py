@@ -10,7 +10,8 @@ from pathlib import Path
 
 import anndata as ad
 
-from spatialmap import cli, spatial_outputs as so
+from spatialmap import cli, keys
+from spatialmap import spatial_outputs as so
 
 log = logging.getLogger("spatialmap.spatial_outputs")
 
@@ -27,6 +28,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hd-mode", default="bins", choices=("bins", "cells"), help="Visium HD units (default: %(default)s)")
     parser.add_argument("--cells", type=Path, default=None,
                         help="the pipeline's cell polygons (S.cells.parquet) when it segmented the slide")
+    parser.add_argument("--consensus", type=Path, default=None,
+                        help="the methods' consensus proportions of the slide (S.consensus_proportions.csv), with --disagreement")
+    parser.add_argument("--disagreement", type=Path, default=None,
+                        help="the methods' per-unit disagreement (S.consensus_disagreement.csv), with --consensus")
     parser.add_argument("--seed", type=int, default=0, help="seed of the figure's subsample (default: %(default)s)")
     parser.add_argument("--outdir", type=Path, default=Path("."), help="folder to write into (default: here)")
     parser.add_argument("--process-name", default="spatial_outputs.py", help="process name written to the versions file")
@@ -40,10 +45,19 @@ def main(argv: list[str] | None = None) -> None:
     slide = ad.read_h5ad(args.qc_h5ad)
     mapped = [ad.read_h5ad(path) for path in args.mapped]
     results = so.collect_results(slide, mapped, methods)
-    annotated, label_method = so.annotate(slide, results, methods)
+    if (args.consensus is None) != (args.disagreement is None):
+        raise cli.InputError(f"sample {args.sample}: give both --consensus and --disagreement, or neither")
+    consensus = None
+    if args.consensus is not None:
+        try:
+            consensus = so.read_consensus(args.consensus, args.disagreement, slide.obs_names, args.sample)
+        except ValueError as err:
+            raise cli.InputError(str(err)) from None
+    annotated, label_method = so.annotate(slide, results, methods, consensus)
     prefix = args.outdir / args.sample
     labels = annotated.obs[[so.PREDICTED_TYPE, so.PREDICTED_PROBABILITY]] if label_method else None
-    table = so.composition(args.sample, results, labels, label_method)
+    table = so.composition(args.sample, results, labels, label_method,
+                           consensus.proportions if consensus is not None else None)
     with cli.atomic_path(f"{prefix}.composition.csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
     if labels is not None:
@@ -54,12 +68,14 @@ def main(argv: list[str] | None = None) -> None:
                           title=f"{args.sample}: predicted cell type per {unit} ({label_method})")
     with cli.atomic_path(f"{prefix}.mapped.h5ad") as tmp:
         annotated.write_h5ad(tmp, compression="gzip")
-    elements = so.read_elements(args.input_type, args.input, args.hd_bin_size, args.hd_mode, args.cells)
+    elements = so.read_elements(args.input_type, args.input, args.hd_bin_size, args.hd_mode, args.cells,
+                                table=slide.uns.get(keys.UNS_PLATFORM, {}).get("table"))
     sd_table = so.build_table(annotated, elements.shape_key, elements.instance)
     store = so.write_store(f"{prefix}.spatialdata.zarr", elements.images, elements.shapes, sd_table, elements.points)
     log.info(
-        "sample %s: %d units, methods %s, labels from %s; wrote %s (images %s, shapes %s, points %s)",
-        args.sample, annotated.n_obs, ", ".join(results) or "none", label_method, store,
+        "sample %s: %d units, methods %s, labels from %s, %s; wrote %s (images %s, shapes %s, points %s)",
+        args.sample, annotated.n_obs, ", ".join(results) or "none", label_method,
+        "consensus and disagreement in the table" if consensus is not None else "no consensus (fewer than 2 methods)", store,
         ", ".join(elements.images) or "none", ", ".join(elements.shapes) or "none", ", ".join(elements.points) or "none",
     )
     cli.write_versions(args.versions, args.process_name, ["sopa", "spatialdata", "spatialdata-io", "anndata", "matplotlib"])

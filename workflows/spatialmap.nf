@@ -68,7 +68,8 @@ workflow SPATIALMAP {
         agreement = MAPPING.out.agreement
 
         // Visium HD / Xenium / SpatialData slides: new SpatialData store, labels, composition, maps
-        SPATIAL_RESULTS(INPUT_CHECK.out.slides, SLIDE_PREPROCESS.out.h5ad, MAPPING.out.mapped, SLIDE_PREPROCESS.out.cells)
+        SPATIAL_RESULTS(INPUT_CHECK.out.slides, SLIDE_PREPROCESS.out.h5ad, MAPPING.out.mapped, SLIDE_PREPROCESS.out.cells,
+            MAPPING.out.consensus)
         versions = versions.mix(SPATIAL_RESULTS.out.versions)
         method_png = method_png.mix(SPATIAL_RESULTS.out.png.map { meta, f -> f })
     } else {

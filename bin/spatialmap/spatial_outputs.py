@@ -3,12 +3,15 @@
 - a **SpatialData store written as a new zarr** (the input is never modified): the
   slide's images, the bin squares or cell boundaries, for Xenium the transcripts (points,
   written from dask partition by partition, never loaded whole), and one table holding the
-  QC'd counts (sparse), ``obsm['spatial']``, every mapping method's proportions and the
-  predicted cell type per unit; it is written under ``<name>.tmp`` and renamed when
+  QC'd counts (sparse), ``obsm['spatial']``, every mapping method's proportions, the
+  predicted cell type per unit and, where two or more methods ran, the **consensus**
+  proportions (``obsm['consensus_proportions']``) and the per-unit **disagreement** of the
+  methods (``obs['consensus_disagreement']``, with ``consensus_n_methods`` and each method's
+  ``consensus_jsd_<method>``); it is written under ``<name>.tmp`` and renamed when
   complete, so a failure leaves no store under the final name;
 - the mapped **h5ad** of the bins or cells (the same table);
-- a **cell-type composition** table per slide (mean proportion per type and method, and
-  how many units each type labels);
+- a **cell-type composition** table per slide (mean proportion per type and method, the
+  consensus as the method ``consensus``, and how many units each type labels);
 - for every unit, **one label and its probability** (argmax of the proportions of the
   labelling method: the first of ``--methods`` that ran; with ``--methods auto``, the first
   of ``LABEL_PREFERENCE`` that ran);
@@ -49,6 +52,76 @@ PREDICTED_TYPE = "predicted_cell_type"
 PREDICTED_PROBABILITY = "predicted_probability"
 LABEL_METHOD = "label_method"
 MAX_PLOTTED = 100_000  # units drawn in the maps; more are subsampled with the seed
+
+# the consensus of the methods (COMPARE_METHODS, spatialmap.consensus) in the table
+CONSENSUS = "consensus"  #: its method name in the composition table
+CONSENSUS_PROPORTIONS = "consensus_proportions"  #: obsm: units x cell types, rows sum to 1 (NaN: no method fitted)
+CONSENSUS_DISAGREEMENT = "consensus_disagreement"  #: obs: mean Jensen-Shannon divergence (base 2) to the consensus
+CONSENSUS_N_METHODS = "consensus_n_methods"  #: obs: methods that fitted the unit
+CONSENSUS_JSD_PREFIX = "consensus_jsd_"  #: obs: consensus_jsd_<method>, one method's divergence
+UNS_CONSENSUS = "consensus"  #: uns: {"methods": [...]}
+
+
+class ConsensusMaps(NamedTuple):
+    """A slide's consensus proportions and per-unit disagreement, aligned to its units."""
+
+    proportions: pd.DataFrame  #: units x cell types
+    disagreement: pd.DataFrame  #: disagreement, n_methods, jsd_<method>
+
+
+def read_consensus(proportions_csv: str | Path, disagreement_csv: str | Path, units: pd.Index,
+                   sample: str) -> ConsensusMaps:
+    """The slide's ``<sample>.consensus_proportions.csv`` and ``.consensus_disagreement.csv``
+    (written by ``compare_methods.py``), aligned to the slide's units.
+
+    A unit no method fitted gets NaN proportions, a NaN disagreement and 0 methods; so does a
+    unit only one method fitted for the disagreement (nothing to compare).
+
+    Raises
+    ------
+    ValueError
+        When the tables name units the slide does not have, miss their columns, or their rows
+        do not sum to 1 / their scores leave [0, 1]: they are not this slide's consensus.
+    """
+    props = pd.read_csv(proportions_csv, index_col=0)
+    scores = pd.read_csv(disagreement_csv, index_col=0)
+    units = pd.Index(units).astype(str)
+    for name, table in (("consensus proportions", props), ("consensus disagreement", scores)):
+        table.index = table.index.astype(str)
+        unknown = table.index.difference(units)
+        if len(unknown):
+            raise ValueError(f"sample {sample}: the {name} table names {len(unknown)} units the slide does not have "
+                             f"(e.g. {unknown[0]}); is it another slide's?")
+        if table.shape[1] == 0:
+            raise ValueError(f"sample {sample}: the {name} table has no columns")
+    if not {"disagreement", "n_methods"} <= set(scores.columns):
+        raise ValueError(f"sample {sample}: the consensus disagreement table has no 'disagreement' and 'n_methods' columns")
+    values = props.to_numpy(dtype=float)
+    rows = np.isfinite(values).all(axis=1)
+    if not np.allclose(values[rows].sum(axis=1), 1.0, atol=1e-3) or (values[rows] < -1e-9).any():
+        raise ValueError(f"sample {sample}: the consensus proportions are not proportions (rows must sum to 1)")
+    score = scores["disagreement"].to_numpy(dtype=float)
+    finite = score[np.isfinite(score)]
+    if ((finite < -1e-9) | (finite > 1 + 1e-9)).any():
+        raise ValueError(f"sample {sample}: consensus disagreement outside [0, 1]")
+    scores = scores.reindex(units)
+    scores["n_methods"] = scores["n_methods"].fillna(0).astype(int)
+    return ConsensusMaps(props.reindex(units), scores)
+
+
+def add_consensus(adata: ad.AnnData, consensus: ConsensusMaps) -> None:
+    """Write the consensus into ``adata`` (in place): obsm :data:`CONSENSUS_PROPORTIONS`, obs
+    :data:`CONSENSUS_DISAGREEMENT`, :data:`CONSENSUS_N_METHODS` and ``consensus_jsd_<method>``."""
+    names = adata.obs_names.astype(str)
+    props, scores = consensus.proportions.reindex(names), consensus.disagreement.reindex(names)
+    props.index = adata.obs_names
+    adata.obsm[CONSENSUS_PROPORTIONS] = props.astype(float)
+    adata.obs[CONSENSUS_DISAGREEMENT] = scores["disagreement"].to_numpy(dtype=float)
+    adata.obs[CONSENSUS_N_METHODS] = scores["n_methods"].fillna(0).to_numpy(dtype=int)
+    methods = [c[len("jsd_"):] for c in scores.columns if c.startswith("jsd_")]
+    for method in methods:
+        adata.obs[f"{CONSENSUS_JSD_PREFIX}{method}"] = scores[f"jsd_{method}"].to_numpy(dtype=float)
+    adata.uns[UNS_CONSENSUS] = {"methods": methods}
 
 
 def method_proportions(adata: ad.AnnData, method: str) -> pd.DataFrame | None:
@@ -94,10 +167,17 @@ def predict_labels(props: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def composition(sample: str, results: dict[str, pd.DataFrame], labels: pd.DataFrame | None, label_method: str | None):
-    """Long table: sample, method, cell_type, mean_proportion, units_labelled, share_labelled."""
+def composition(sample: str, results: dict[str, pd.DataFrame], labels: pd.DataFrame | None, label_method: str | None,
+                consensus: pd.DataFrame | None = None):
+    """Long table: sample, method, cell_type, mean_proportion, units_labelled, share_labelled.
+
+    ``consensus`` (units x types) adds the consensus' mean proportions as the method ``consensus``.
+    """
     rows = []
-    for method, props in results.items():
+    tables = dict(results)
+    if consensus is not None:
+        tables[CONSENSUS] = consensus
+    for method, props in tables.items():
         mean = props.mean(axis=0, skipna=True)
         counts = labels[PREDICTED_TYPE].value_counts() if method == label_method and labels is not None else None
         n = int(labels[PREDICTED_TYPE].notna().sum()) if counts is not None else 0
@@ -110,11 +190,15 @@ def composition(sample: str, results: dict[str, pd.DataFrame], labels: pd.DataFr
     return pd.DataFrame(rows)
 
 
-def annotate(slide: ad.AnnData, results: dict[str, pd.DataFrame], methods: list[str]) -> tuple[ad.AnnData, str | None]:
-    """The slide with every method's proportions in obsm and the predicted label in obs."""
+def annotate(slide: ad.AnnData, results: dict[str, pd.DataFrame], methods: list[str],
+             consensus: ConsensusMaps | None = None) -> tuple[ad.AnnData, str | None]:
+    """The slide with every method's proportions in obsm, the predicted label in obs and, when
+    given, the methods' consensus and disagreement (:func:`add_consensus`)."""
     out = slide.copy()
     for method, props in results.items():
         out.obsm[f"{method}_proportions" if method != "cell2location" else "cell2location_proportions"] = props
+    if consensus is not None:
+        add_consensus(out, consensus)
     label_method = next((m for m in methods if m in results), None)
     if label_method is not None:
         labels = predict_labels(results[label_method])
@@ -151,7 +235,8 @@ def _parsed_cells(cells: str | Path, sample: str, like):
     return ShapesModel.parse(read_cells(cells, sample), transformations=get_transformation(like, get_all=True))
 
 
-def read_elements(input_type: str, path: str | Path, bin_size: int, hd_mode: str = "bins", cells: str | Path | None = None) -> Elements:
+def read_elements(input_type: str, path: str | Path, bin_size: int, hd_mode: str = "bins", cells: str | Path | None = None,
+                  table: str | None = None) -> Elements:
     """Images, shapes and points of the input, the shapes key the table annotates, and its instance column.
 
     Read again with the platform's reader (``sopa.io.visium_hd`` / ``sopa.io.xenium`` /
@@ -160,7 +245,9 @@ def read_elements(input_type: str, path: str | Path, bin_size: int, hd_mode: str
     Visium HD has no transcripts (its bins are the table), so no points. ``cells``: the
     pipeline's own cell polygons (``<sample>.cells.parquet``, Visium HD full-resolution pixels),
     kept as the shapes ``spatialmap_cells`` that the table's ``segmentation_cell_id`` names;
-    the same for a Xenium run re-segmented by the pipeline (ProSeg, polygons in µm).
+    the same for a Xenium run re-segmented by the pipeline (ProSeg, polygons in µm). ``table``:
+    for a SpatialData store, the table the slide's counts were read from (the QC'd table's
+    ``uns['spatialmap_platform']['table']``); its region is the shapes kept (default: the first table).
     """
     import sopa
     import spatialdata
@@ -189,7 +276,8 @@ def read_elements(input_type: str, path: str | Path, bin_size: int, hd_mode: str
             shape_key, instance = "cell_boundaries", "cell_id"
         elif input_type == "zarr":
             sdata = spatialdata.read_zarr(path)
-            attrs = next(iter(sdata.tables.values())).uns.get("spatialdata_attrs", {})
+            source = sdata.tables[table] if table in sdata.tables else next(iter(sdata.tables.values()))
+            attrs = source.uns.get("spatialdata_attrs", {})
             region = attrs.get("region")
             shape_key = region[0] if isinstance(region, list) else region
             instance = attrs.get("instance_key")

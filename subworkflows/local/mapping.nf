@@ -167,6 +167,9 @@ workflow MAPPING {
         COMPARE_METHODS.out.csv, COMPARE_METHODS.out.pairs, COMPARE_METHODS.out.summary,
         COMPARE_METHODS.out.png.flatten()
     )
+    // [ sample id, consensus proportions, disagreement ] per slide with a consensus (for SPATIAL_RESULTS)
+    consensus = COMPARE_METHODS.out.consensus.flatten().map { f -> [f.name - '.consensus_proportions.csv', f] }
+        .join(COMPARE_METHODS.out.disagreement.flatten().map { f -> [f.name - '.consensus_disagreement.csv', f] })
 
     // which methods ran on which slide, and why: a MultiQC table
     selection = chosen
@@ -190,5 +193,6 @@ workflow MAPPING {
     tangram_png    // channel: Tangram maps
     agreement      // channel: agreement tables
     mapped         // channel: [ sample id, mapped h5ad ], one per method and slide
+    consensus      // channel: [ sample id, <sample>.consensus_proportions.csv, <sample>.consensus_disagreement.csv ]
     versions       // channel: versions.yml
 }

@@ -1,5 +1,6 @@
 //
-// Visium HD, Xenium and SpatialData slides: a new SpatialData store with the mapping results,
+// Visium HD, Xenium and SpatialData slides: a new SpatialData store with the mapping results
+// (every method's proportions, and the methods' consensus and disagreement where 2+ ran),
 // the mapped h5ad, a composition table, one label per unit and a map (standard Visium slides skip it)
 //
 include { SPATIAL_OUTPUTS } from '../../modules/local/spatial_outputs/main'
@@ -12,6 +13,7 @@ workflow SPATIAL_RESULTS {
     qc_h5ad  // channel: [ meta, qc h5ad ]
     mapped   // channel: [ sample id, mapped h5ad ] (any number per slide, one per method)
     cells    // channel: [ meta, <sample>.cells.parquet ] (slides the pipeline segmented)
+    consensus // channel: [ sample id, <sample>.consensus_proportions.csv, <sample>.consensus_disagreement.csv ] (slides with 2+ methods)
 
     main:
     per_slide = mapped.groupTuple()
@@ -23,7 +25,11 @@ workflow SPATIAL_RESULTS {
         .filter { it[1] != null }
         .join(cells.map { meta, c -> [meta.id, c] }, remainder: true)
         .filter { it[1] != null }
-        .map { id, meta, path, h5ad, results, c -> [meta, path, h5ad, (results ?: []).sort { it.name }, c ?: []] }
+        .join(consensus.map { id, props, scores -> [id, [props, scores]] }, remainder: true)
+        .filter { it[1] != null }
+        .map { id, meta, path, h5ad, results, c, cs ->
+            [meta, path, h5ad, (results ?: []).sort { it.name }, c ?: [], cs ? cs[0] : [], cs ? cs[1] : []]
+        }
     SPATIAL_OUTPUTS(inputs)
 
     emit:

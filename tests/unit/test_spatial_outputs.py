@@ -141,3 +141,139 @@ def test_xenium_store_with_the_pipelines_cells_links_the_table_to_them(tmp_path)
     # the same coordinate systems as the transcripts: the polygons hold their cells' transcripts (µm)
     assert np.allclose(shapes.geometry.area.to_numpy(), [p.area for p in polygons.values()])
     assert set(back.tables["table"].obs["segmentation_cell_id"]) == set(polygons)
+
+
+# --------------------------------------------------------------------------------------------
+# the methods' consensus and disagreement in the table (and so in the store)
+# --------------------------------------------------------------------------------------------
+
+
+def _consensus_files(tmp_path, sample, units, types=("A", "B", "C"), seed=0, left_out_of_one=1, left_out_of_all=1):
+    """Two methods' proportions on ``units`` and their consensus, written by compare_methods.py as
+    the pipeline writes it. The last ``left_out_of_all`` units no method fitted; the
+    ``left_out_of_one`` before them only the first method fitted."""
+    import importlib.util
+
+    from conftest import BIN
+    from spatialmap import consensus
+
+    rng = np.random.default_rng(seed)
+    units = list(units)
+    truth = pd.DataFrame(rng.dirichlet(np.ones(len(types)), len(units)), index=units, columns=list(types))
+    noisy = truth * rng.uniform(0.5, 1.5, truth.shape)
+    nnls = truth.iloc[: len(units) - left_out_of_all]
+    flash = (noisy / noisy.sum(axis=1).to_numpy()[:, None]).iloc[: len(units) - left_out_of_all - left_out_of_one]
+    result = consensus.slide_consensus({"nnls": nnls, "flashdeconv": flash}, sample, "mean")
+    spec = importlib.util.spec_from_file_location("compare_methods", BIN / "compare_methods.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.write_slide(tmp_path, sample, result, None)
+    return tmp_path / f"{sample}.consensus_proportions.csv", tmp_path / f"{sample}.consensus_disagreement.csv", result
+
+
+def _check_consensus_table(table, result, left_out_of_one=1, left_out_of_all=1):
+    """obsm consensus rows sum to 1 where fitted, the disagreement is finite in [0, 1] where 2 methods
+    fitted, and both are the values compare_methods.py wrote."""
+    props = table.obsm[so.CONSENSUS_PROPORTIONS]
+    assert list(props.columns) == list(result.proportions.columns)
+    fitted = props.notna().all(axis=1).to_numpy()
+    assert fitted.sum() == table.n_obs - left_out_of_all and not fitted[-left_out_of_all:].any()
+    assert np.allclose(props[fitted].sum(axis=1), 1.0, atol=1e-4)
+    assert np.allclose(props[fitted].to_numpy(), result.proportions.loc[props.index[fitted]].to_numpy(), atol=1e-5)
+    score = table.obs[so.CONSENSUS_DISAGREEMENT].to_numpy(dtype=float)
+    n = table.obs[so.CONSENSUS_N_METHODS].to_numpy()
+    assert ((n == 2) == np.isfinite(score)).all()
+    assert (n == 2).sum() == table.n_obs - left_out_of_all - left_out_of_one
+    assert ((score[n == 2] >= 0) & (score[n == 2] <= 1)).all() and score[n == 2].max() > 0
+    expected = result.disagreement["disagreement"].reindex(table.obs_names.astype(str)).to_numpy(dtype=float)
+    assert np.allclose(score[n == 2], expected[n == 2], atol=1e-5)
+    assert {f"{so.CONSENSUS_JSD_PREFIX}nnls", f"{so.CONSENSUS_JSD_PREFIX}flashdeconv"} <= set(table.obs)
+    assert list(table.uns[so.UNS_CONSENSUS]["methods"]) == ["flashdeconv", "nnls"] or \
+        sorted(table.uns[so.UNS_CONSENSUS]["methods"]) == ["flashdeconv", "nnls"]
+
+
+def test_consensus_and_disagreement_go_into_the_table_and_composition(tmp_path):
+    slide = ad.AnnData(obs=pd.DataFrame(index=[f"u{i}" for i in range(12)]))
+    props_csv, scores_csv, result = _consensus_files(tmp_path, "s", slide.obs_names)
+    consensus = so.read_consensus(props_csv, scores_csv, slide.obs_names, "s")
+    annotated, _ = so.annotate(slide, {}, ["nnls"], consensus)
+    _check_consensus_table(annotated, result)
+    assert annotated.obs[so.CONSENSUS_N_METHODS].tolist()[-2:] == [1, 0]
+    table = so.composition("s", {}, None, None, consensus.proportions)
+    means = table[table.method == so.CONSENSUS].set_index("cell_type")["mean_proportion"]
+    assert means.sum() == pytest.approx(1.0, abs=1e-4)
+    assert means.to_dict() == pytest.approx(result.proportions.mean().to_dict(), abs=1e-5)
+
+
+def test_consensus_of_another_slide_is_refused(tmp_path):
+    units = pd.Index([f"u{i}" for i in range(6)])
+    props_csv, scores_csv, _ = _consensus_files(tmp_path, "s", units)
+    with pytest.raises(ValueError, match="sample t: the consensus proportions table names 5 units the slide does not have"):
+        so.read_consensus(props_csv, scores_csv, pd.Index([f"v{i}" for i in range(6)]), "t")
+    bad = pd.read_csv(props_csv, index_col=0) * 2
+    bad.to_csv(tmp_path / "bad.csv")
+    with pytest.raises(ValueError, match="sample s: the consensus proportions are not proportions"):
+        so.read_consensus(tmp_path / "bad.csv", scores_csv, units, "s")
+
+
+def _store_with_consensus(tmp_path, slide, input_type, path, table_name=None):
+    """The slide through annotate + the store, with a real consensus of two methods; read back."""
+    import spatialdata
+
+    props_csv, scores_csv, result = _consensus_files(tmp_path, "s", slide.obs_names, types=("Bcell", "Tcell", "Fibro"))
+    mapped = ad.AnnData(obs=pd.DataFrame(index=slide.obs_names))
+    mapped.obsm["nnls_proportions"] = pd.read_csv(props_csv, index_col=0).reindex(slide.obs_names)
+    results = so.collect_results(slide, [mapped], ["nnls"])
+    consensus = so.read_consensus(props_csv, scores_csv, slide.obs_names, "s")
+    annotated, _ = so.annotate(slide, results, ["nnls"], consensus)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        elements = so.read_elements(input_type, path, 8, table=table_name)
+        table = so.build_table(annotated, elements.shape_key, elements.instance)
+        back = spatialdata.read_zarr(so.write_store(tmp_path / "out.zarr", elements.images, elements.shapes, table,
+                                                   elements.points))
+    return back, elements, result
+
+
+def test_xenium_store_holds_the_consensus_and_disagreement(tmp_path):
+    pytest.importorskip("sopa")
+    from spatialmap import io_hd, qc
+
+    slide = qc.compute_qc(io_hd.read_xenium(ASSETS / "xenium1", "xenium1"))
+    back, _, result = _store_with_consensus(tmp_path, slide, "xenium", ASSETS / "xenium1")
+    table = back.tables["table"]
+    assert table.n_obs == slide.n_obs and list(table.obs_names) == list(slide.obs_names)
+    _check_consensus_table(table, result)
+
+
+def test_visium_hd_bins_store_holds_the_consensus_and_disagreement(tmp_path):
+    pytest.importorskip("sopa")
+    from spatialmap import io_hd, qc
+
+    slide = qc.compute_qc(io_hd.read_visium_hd(ASSETS / "hd1" / "outs", "hd1", 8))
+    back, elements, result = _store_with_consensus(tmp_path, slide, "visium_hd", ASSETS / "hd1" / "outs")
+    table = back.tables["table"]
+    assert table.n_obs == slide.n_obs and elements.shape_key in back.shapes
+    _check_consensus_table(table, result)
+
+
+def test_zarr_store_of_several_tables_keeps_the_shapes_of_the_table_read(tmp_path):
+    """A SpatialData store of a Visium HD slide (tables of 2, 8, 16 µm bins and of cells): the output
+    links the table to the shapes of the table the slide was read from (square_008um), not to those
+    of the store's first table."""
+    sopa = pytest.importorskip("sopa")
+    from spatialmap import io_hd, keys, qc
+
+    store = tmp_path / "hd1.zarr"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sopa.io.visium_hd(ASSETS / "hd1" / "outs").write(store)
+    slide = qc.compute_qc(io_hd.read_spatialdata_zarr(store, "z", 8))
+    table_name = slide.uns[keys.UNS_PLATFORM]["table"]
+    assert table_name == "square_008um"
+    back, elements, result = _store_with_consensus(tmp_path, slide, "zarr", store, table_name)
+    assert elements.shape_key.endswith("_square_008um") and elements.instance == "location_id"
+    table = back.tables["table"]
+    assert table.uns["spatialdata_attrs"]["region"] == elements.shape_key
+    assert len(back.shapes[elements.shape_key]) >= table.n_obs
+    _check_consensus_table(table, result)

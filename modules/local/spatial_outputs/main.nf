@@ -4,7 +4,9 @@ process SPATIAL_OUTPUTS {
     container "${params.container_registry}/spatialmap-spatial:${params.container_tag}"
 
     input:
-    tuple val(meta), path(slide, stageAs: 'input/*'), path(qc_h5ad), path(mapped, stageAs: 'mapped/*'), path(cells, stageAs: 'cells/*')  // cells: the pipeline's polygons or []
+    // cells: the pipeline's polygons or []; consensus, disagreement: the methods' consensus of the slide
+    // (<sample>.consensus_proportions.csv, <sample>.consensus_disagreement.csv) or [] (fewer than two methods)
+    tuple val(meta), path(slide, stageAs: 'input/*'), path(qc_h5ad), path(mapped, stageAs: 'mapped/*'), path(cells, stageAs: 'cells/*'), path(consensus, stageAs: 'consensus/*'), path(disagreement, stageAs: 'consensus/*')
 
     output:
     tuple val(meta), path("${prefix}.spatialdata.zarr")  , emit: zarr
@@ -19,13 +21,14 @@ process SPATIAL_OUTPUTS {
     def args = task.ext.args ?: ''
     def results = mapped ? "--mapped ${mapped}" : ''
     def cells_arg = cells ? "--cells ${cells}" : ''
+    def consensus_args = consensus ? "--consensus ${consensus} --disagreement ${disagreement}" : ''
     """
     spatial_outputs.py \\
         --sample '${meta.id}' \\
         --input-type ${meta.input_type} \\
         --input ${slide} \\
         --qc-h5ad ${qc_h5ad} \\
-        ${results} ${cells_arg} \\
+        ${results} ${cells_arg} ${consensus_args} \\
         --process-name '${task.process}' \\
         ${args}
     """
