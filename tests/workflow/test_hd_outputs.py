@@ -217,3 +217,28 @@ def test_stardist_cell_labels_and_report(workflow_dir):
         column = stats.filter(like=field).iloc[:, 0]
         assert column["hd1"] == pytest.approx(qc_json[field], rel=1e-3), field
         assert not np.isnan(column["xenium1"])  # Xenium's own segmentation QC in the same columns
+
+
+@pytest.mark.workflow("test_hd profile")
+@pytest.mark.parametrize("sample", ["hd1", "xenium1"])
+def test_spatialdata_store_holds_the_consensus_and_disagreement(workflow_dir, sample):
+    """Two or more methods ran, so the new store's table holds their consensus (rows sum to 1) and
+    the per-location disagreement (finite in [0, 1] where two or more methods fitted), the numbers
+    of the consensus tables."""
+    import spatialdata
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = spatialdata.read_zarr(_results(workflow_dir) / f"spatial/{sample}/{sample}.spatialdata.zarr").tables["table"]
+    props = table.obsm["consensus_proportions"]
+    n = table.obs["consensus_n_methods"].to_numpy()
+    fitted = props.notna().all(axis=1).to_numpy()
+    assert (fitted == (n > 0)).all() and fitted.mean() >= 0.95
+    assert np.allclose(props[fitted].sum(axis=1), 1.0, atol=1e-4)
+    score = table.obs["consensus_disagreement"].to_numpy(dtype=float)
+    assert (np.isfinite(score) == (n >= 2)).all() and (n >= 2).mean() >= 0.9
+    assert ((score[n >= 2] >= 0) & (score[n >= 2] <= 1)).all()
+    scores = pd.read_csv(_results(workflow_dir) / f"consensus/{sample}/{sample}.consensus_disagreement.csv", index_col=0)
+    scores.index = scores.index.astype(str)
+    names = table.obs_names.astype(str)
+    assert np.allclose(score[n >= 2], scores.loc[names[n >= 2], "disagreement"].to_numpy(), atol=1e-6)
