@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Wall time (and accuracy) of the mapping methods against slide size: the figures behind
-``--methods auto`` and ``--large_slide_locations`` (README, "Choosing methods").
+``--methods auto`` and ``--large_slide_locations`` (docs/usage.md, "Choosing methods").
 
 Slides of N locations are tiles of the embedded test slide ``assets/test_data/slide1`` (243
 spots, 8 cell types, known proportions): copies side by side in space, each with its counts
