@@ -190,3 +190,104 @@ def test_synthetic_training_pairs_are_reproducible():
     c, _ = he_training_pair(4)
     assert np.array_equal(a, b) and np.array_equal(la, lb) and not np.array_equal(a, c)
     assert a.dtype == np.uint8 and la.max() >= 300 and set(np.unique(la[a[..., 0] > 200])) == {0}
+
+
+# --- segmentations scored against the true cells, with wrong Space Ranger 4 boundaries beside them -----------------
+# (synth_hd.generate_perturbed_hd: hd1 again, 10% of the cells merged in pairs, 10% split, 10% shifted 3 µm)
+
+# thresholds fixed before the first measurement
+STARDIST_MIN_MATCHED = 0.90  # true cells matched at IoU > 0.5 by StarDist's nuclei grown as in the pipeline test
+STARDIST_MIN_MEAN_IOU = 0.70  # over the matched cells
+STARDIST_MAX_MERGES_SPLITS = 0.02  # merges and splits, each at most 2% of the true cells
+STARDIST_MIN_MARGIN = 0.15  # StarDist matches at least 15 points more true cells than the perturbed boundaries
+STARDIST_EXPAND_RATIO = 0.667  # --stardist_expand_ratio of the pipeline test: generated nuclei are 0.6 x the cell
+CELLS_MODE_MIN_RECOVERED = 0.99  # cells mode, true boundaries: cells read with exactly the true cell's bins and UMIs
+CELLS_MODE_MAX_RECOVERED = 0.75  # cells mode, perturbed boundaries: at most the unperturbed ~70%
+
+
+@pytest.fixture(scope="module")
+def perturbed_hd(tmp_path_factory):
+    from spatialmap import synth_hd
+
+    out = tmp_path_factory.mktemp("hd_perturbed")
+    paths = synth_hd.generate_perturbed_hd(out, seed=0, perturb_seed=0)
+    return paths["hd"]["outs"], pd.read_csv(paths["truth"])
+
+
+def _space_ranger_polygons(outs: Path) -> list:
+    from shapely.geometry import shape
+
+    geo = json.loads((outs / "segmented_outputs" / "cell_segmentations.geojson").read_text())
+    return [shape(f["geometry"]) for f in geo["features"]]
+
+
+def _recovered(adata, truth: pd.DataFrame, true_cells) -> np.ndarray:
+    """Per true cell: a cell of ``adata`` lies at its centre (2 px) with exactly its 2 µm bins count and its UMIs."""
+    from scipy.spatial import cKDTree
+
+    dist, idx = cKDTree(adata.obsm["spatial"]).query(truth[["x_px", "y_px"]].to_numpy())
+    umis = np.asarray(adata.X.sum(axis=1)).ravel()[idx]
+    true_umis = np.asarray(true_cells[truth["spaceranger_cell_id"].to_numpy()].X.sum(axis=1)).ravel()
+    bins = adata.obs["bins_002um"].to_numpy()[idx]
+    return (dist < 2.0) & (bins == truth["bins_002um"].to_numpy()) & (umis == true_umis)
+
+
+def test_cells_mode_detects_the_perturbed_boundaries(perturbed_hd):
+    """--hd_mode cells reads Space Ranger 4's boundaries as given: with wrong ones, the cells are measurably wrong."""
+    import warnings
+
+    import scanpy as sc
+
+    outs, truth_p = perturbed_hd
+    truth = pd.read_csv(TRUTH)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        true_cells = sc.read_10x_h5(ASSETS / "hd1/outs/segmented_outputs/filtered_feature_cell_matrix.h5")
+    good = _recovered(io_hd.read_visium_hd_cells(ASSETS / "hd1" / "outs", "hd1"), truth, true_cells)
+    wrong = io_hd.read_visium_hd_cells(outs, "hd1_perturbed")
+    bad = _recovered(wrong, truth, true_cells)
+    assert good.mean() >= CELLS_MODE_MIN_RECOVERED, good.mean()
+    assert bad.mean() <= CELLS_MODE_MAX_RECOVERED, bad.mean()
+    # what is lost is what was perturbed: every cell kept as it was is read exactly, no perturbed one is
+    untouched = truth_p["perturbation"].to_numpy() == "none"
+    assert bad[untouched].mean() >= CELLS_MODE_MIN_RECOVERED and not bad[~untouched].any()
+    assert wrong.uns["spatialmap_platform"]["cells_found"] == len(_space_ranger_polygons(outs))
+
+
+@pytest.fixture(scope="module")
+def stardist_on_perturbed(perturbed_hd, tmp_path_factory):
+    """The small StarDist model on the 4 patches of the perturbed slide's H&E, resolved: the pipeline's cells file."""
+    if not (MODEL / "config.json").is_file():
+        pytest.skip("the small StarDist model is not in assets/")
+    pytest.importorskip("stardist")
+    outs, _ = perturbed_hd
+    tmp = tmp_path_factory.mktemp("stardist_perturbed")
+    n = segmentation.make_patches(outs, "hd1_perturbed", tmp / "p.zarr", tmp / "patches", 300, 40)
+    parts = []
+    for i in range(n):
+        segmentation.segment_patch(tmp / "p.zarr", i, tmp / f"patch_{i}.parquet", "hd1_perturbed", model=MODEL)
+        parts.append(tmp / f"patch_{i}.parquet")
+    segmentation.resolve_patches(parts, tmp / "cells.parquet", "hd1_perturbed")
+    return segmentation.read_cells(tmp / "cells.parquet", "hd1_perturbed")
+
+
+def test_stardist_scores_better_than_the_perturbed_boundaries(perturbed_hd, stardist_on_perturbed):
+    """StarDist segments the H&E, not the boundaries: its grown nuclei match the true cells, the wrong boundaries do not."""
+    from sopa.shapes import expand_radius
+
+    from spatialmap import synth_hd
+
+    outs, truth = perturbed_hd
+    true = synth_hd.true_cell_polygons(truth)
+    grown = expand_radius(stardist_on_perturbed, STARDIST_EXPAND_RATIO)
+    ours = synth_hd.score_segmentation(grown, true)
+    wrong = synth_hd.score_segmentation(_space_ranger_polygons(outs), true)
+    summary = {k: round(v, 3) for k, v in ours.items() if k not in ("match", "best_iou")}
+    assert ours["matched_fraction"] >= STARDIST_MIN_MATCHED, summary
+    assert ours["mean_iou"] >= STARDIST_MIN_MEAN_IOU, summary
+    assert max(ours["merges"], ours["splits"]) <= STARDIST_MAX_MERGES_SPLITS * len(true), summary
+    assert ours["matched_fraction"] >= wrong["matched_fraction"] + STARDIST_MIN_MARGIN, (summary, wrong["matched_fraction"])
+    assert ours["mean_best_iou"] > wrong["mean_best_iou"], (summary, wrong["mean_best_iou"])
+    # where the boundaries were wrong, StarDist still finds the cells
+    perturbed = truth["perturbation"].to_numpy() != "none"
+    assert (ours["match"][perturbed] >= 0).mean() >= STARDIST_MIN_MATCHED
