@@ -164,3 +164,61 @@ def test_proseg_xenium_finds_the_true_cells(tmp_path):
     assert abs(len(cells) - len(truth)) <= 0.1 * len(truth), (len(cells), len(truth))
     assert found["matched_fraction"] >= 0.85, found["matched_fraction"]
     assert not (tmp_path / "work").exists()  # sopa's cache removed
+
+
+# --- ProSeg refining wrong Space Ranger 4 boundaries (synth_hd.generate_perturbed_hd: hd1 again with 10% of the
+# cells merged in pairs, 10% split, 10% shifted 3 µm), scored against the true cells at IoU > 0.5 -----------------
+
+# thresholds fixed before ProSeg was first run on the perturbed prior
+PROSEG_MIN_SHIFTED_MATCHED = 0.5  # shifted prior cells (none matched in the prior) that ProSeg brings back
+PROSEG_MIN_SHIFTED_IOU_GAIN = 0.15  # their mean best IoU rises by at least this much over the prior's
+PROSEG_MIN_UNTOUCHED_MATCHED = 0.8  # cells whose prior was right stay matched
+
+
+@pytest.fixture(scope="module")
+def perturbed_prior(tmp_path_factory):
+    from spatialmap import synth_hd
+
+    out = tmp_path_factory.mktemp("hd_perturbed")
+    paths = synth_hd.generate_perturbed_hd(out, seed=0, perturb_seed=0)
+    return paths["hd"]["outs"], pd.read_csv(paths["truth"])
+
+
+def _prior_polygons(outs: Path) -> list:
+    import json
+
+    from shapely.geometry import shape
+
+    geo = json.loads((outs / "segmented_outputs" / "cell_segmentations.geojson").read_text())
+    return [shape(f["geometry"]) for f in geo["features"]]
+
+
+def _by_kind(score: dict, kind: np.ndarray, which: str) -> tuple[float, float]:
+    """Matched share and mean best IoU of the true cells of one perturbation kind."""
+    pick = kind == which
+    return float((score["match"][pick] >= 0).mean()), float(score["best_iou"][pick].mean())
+
+
+@needs_proseg
+def test_proseg_brings_perturbed_boundaries_back_towards_the_truth(perturbed_prior, tmp_path):
+    from spatialmap import synth_hd
+
+    outs, truth = perturbed_prior
+    cells, qc = proseg.segment_visium_hd(outs, "hd1_perturbed", tmp_path / "work", threads=2)
+    prior_polygons = _prior_polygons(outs)
+    assert qc["prior"] == "segmented_outputs/cell_segmentations.geojson" and qc["prior_cells"] == len(prior_polygons)
+    true = synth_hd.true_cell_polygons(truth)
+    refined, prior = synth_hd.score_segmentation(cells, true), synth_hd.score_segmentation(prior_polygons, true)
+    kind = truth["perturbation"].to_numpy()
+    report = {
+        name: {"all": (round(s["matched_fraction"], 3), round(s["mean_best_iou"], 3)),
+               **{k: tuple(round(v, 3) for v in _by_kind(s, kind, k)) for k in ("none", "merged", "split", "shifted")},
+               "merges": s["merges"], "splits": s["splits"]}
+        for name, s in (("proseg", refined), ("prior", prior))
+    }  # fmt: skip
+    shifted, shifted_iou = _by_kind(refined, kind, "shifted")
+    assert shifted >= PROSEG_MIN_SHIFTED_MATCHED, report
+    assert shifted_iou >= _by_kind(prior, kind, "shifted")[1] + PROSEG_MIN_SHIFTED_IOU_GAIN, report
+    assert _by_kind(refined, kind, "none")[0] >= PROSEG_MIN_UNTOUCHED_MATCHED, report
+    # on the whole slide ProSeg loses no ground against the prior it refines
+    assert refined["matched_fraction"] >= prior["matched_fraction"], report
