@@ -242,3 +242,19 @@ def test_spatialdata_store_holds_the_consensus_and_disagreement(workflow_dir, sa
     scores.index = scores.index.astype(str)
     names = table.obs_names.astype(str)
     assert np.allclose(score[n >= 2], scores.loc[names[n >= 2], "disagreement"].to_numpy(), atol=1e-6)
+
+
+# The same score as the perturbed-boundaries run (test_segmentation_truth.yml), on the true boundaries: the control
+# that the metric passes a right segmentation (every true cell matched at IoU > 0.5, no merge, no split).
+@pytest.mark.workflow("test_hd cells mode")
+def test_hd_cells_shapes_score_as_the_true_cells(workflow_dir):
+    import spatialdata
+    from spatialmap import synth_hd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sdata = spatialdata.read_zarr(_results(workflow_dir) / "spatial/hd1/hd1.spatialdata.zarr")
+    shapes = sdata.shapes[next(k for k in sdata.shapes if k.endswith("_cell_segmentations"))]
+    score = synth_hd.score_segmentation(shapes, synth_hd.true_cell_polygons(pd.read_csv(HD / "truth" / "hd1_cells.csv")))
+    assert score["matched_fraction"] >= 0.99 and score["mean_iou"] >= 0.99, score["matched_fraction"]
+    assert score["merges"] == score["splits"] == 0
