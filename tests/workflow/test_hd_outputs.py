@@ -249,6 +249,7 @@ def test_spatialdata_store_holds_the_consensus_and_disagreement(workflow_dir, sa
 @pytest.mark.workflow("test_hd cells mode")
 def test_hd_cells_shapes_score_as_the_true_cells(workflow_dir):
     import spatialdata
+
     from spatialmap import synth_hd
 
     with warnings.catch_warnings():
