@@ -18,7 +18,7 @@ generated single-cell reference, so the reference maps onto these slides). Then:
 
 Segmentation tests get wrong boundaries on purpose (:func:`generate_perturbed_hd`: the same
 HD slide with Space Ranger 4 boundaries merged, split and shifted, recorded in the truth) and a
-score against the true cells (:func:`score_segmentation`: matches at IoU > 0.5, merges, splits).
+score against the true cells (:func:`score_segmentation`: matches at IoU ≥ 0.5, merges, splits).
 
 Everything is drawn from numpy generators keyed by ``(seed, stream)``.
 """
@@ -376,7 +376,7 @@ PERTURB_SHIFT_FRACTION = 0.10  # share of the true cells whose polygon is moved
 PERTURB_SHIFT_UM = 3.0  # by this much, in a random direction (a disk moved 3 µm keeps IoU < 0.45)
 SPLIT_GAP_UM = 1.0  # split halves lie this far apart (so each keeps IoU < 0.5 with its cell)
 MERGE_MAX_DISTANCE_UM = 12.0  # merged pairs are neighbours: centres at most this far apart
-SCORE_IOU_MIN = 0.5  # a found cell matches a true cell at IoU >= 0.5 (then the match is one to one)
+SCORE_IOU_MIN = 0.5  # a found cell matches a true cell at IoU ≥ 0.5 (then the match is one to one)
 SCORE_COVER_MIN = 0.5  # merges / splits: "holds" means at least half of the area
 _STREAM_HD_PERTURB = 2500
 
@@ -546,7 +546,8 @@ def score_segmentation(found, true, iou_min: float = SCORE_IOU_MIN, cover_min: f
     """Found cell polygons against the true ones (same coordinates): matches by IoU, merges, splits.
 
     A true cell is **matched** to the found cell of highest IoU when that IoU is at least
-    ``iou_min`` (greedy, one to one, highest IoU first; above 0.5 a match is unique anyway).
+    ``iou_min`` (greedy, one to one, highest IoU first; from 0.5 up a match is unique anyway
+    when neither set of polygons overlaps itself).
     A found cell is a **merge** when it holds at least ``cover_min`` of the area of two or
     more true cells; a true cell is **split** when two or more found cells each have at least
     ``cover_min`` of their own area inside it.

@@ -196,7 +196,7 @@ def test_synthetic_training_pairs_are_reproducible():
 # (synth_hd.generate_perturbed_hd: hd1 again, 10% of the cells merged in pairs, 10% split, 10% shifted 3 µm)
 
 # thresholds fixed before the first measurement
-STARDIST_MIN_MATCHED = 0.90  # true cells matched at IoU > 0.5 by StarDist's nuclei grown as in the pipeline test
+STARDIST_MIN_MATCHED = 0.90  # true cells matched at IoU ≥ 0.5 by StarDist's nuclei grown as in the pipeline test
 STARDIST_MIN_MEAN_IOU = 0.70  # over the matched cells
 STARDIST_MAX_MERGES_SPLITS = 0.02  # merges and splits, each at most 2% of the true cells
 STARDIST_MIN_MARGIN = 0.15  # StarDist matches at least 15 points more true cells than the perturbed boundaries

@@ -167,7 +167,7 @@ def test_proseg_xenium_finds_the_true_cells(tmp_path):
 
 
 # --- ProSeg refining wrong Space Ranger 4 boundaries (synth_hd.generate_perturbed_hd: hd1 again with 10% of the
-# cells merged in pairs, 10% split, 10% shifted 3 µm), scored against the true cells at IoU > 0.5 -----------------
+# cells merged in pairs, 10% split, 10% shifted 3 µm), scored against the true cells at IoU ≥ 0.5 -----------------
 
 # thresholds fixed before ProSeg was first run on the perturbed prior
 PROSEG_MIN_SHIFTED_MATCHED = 0.5  # shifted prior cells (none matched in the prior) that ProSeg brings back

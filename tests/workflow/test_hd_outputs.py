@@ -245,7 +245,7 @@ def test_spatialdata_store_holds_the_consensus_and_disagreement(workflow_dir, sa
 
 
 # The same score as the perturbed-boundaries run (test_segmentation_truth.yml), on the true boundaries: the control
-# that the metric passes a right segmentation (every true cell matched at IoU > 0.5, no merge, no split).
+# that the metric passes a right segmentation (every true cell matched at IoU ≥ 0.5, no merge, no split).
 @pytest.mark.workflow("test_hd cells mode")
 def test_hd_cells_shapes_score_as_the_true_cells(workflow_dir):
     import spatialdata

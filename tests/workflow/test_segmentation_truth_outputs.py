@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO / "bin"))
 
 SAMPLE = "hd1_perturbed"
 # thresholds fixed before the run (from the construction: ~30% of the true cells perturbed, each below IoU 0.5)
-MAX_MATCHED = 0.75  # true cells matched at IoU > 0.5 by the run's cells (the true boundaries: 1.0)
+MAX_MATCHED = 0.75  # true cells matched at IoU ≥ 0.5 by the run's cells (the true boundaries: 1.0)
 MIN_UNTOUCHED_MATCHED = 0.99  # cells whose boundary was left right are matched
 MIN_UNTOUCHED_LABEL_ACCURACY = 0.8  # as the true-boundary cells mode run (test_hd cells mode)
 
