@@ -49,6 +49,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="stop when a slide shares fewer genes with the reference (default: %(default)s)",
     )
     parser.add_argument(
+        "--methods",
+        default="",
+        help="comma-separated mapping methods that will run ('auto': every method auto may choose); "
+        "each slide must share at least each method's minimum of genes expressed in both",
+    )
+    parser.add_argument(
+        "--reference-name",
+        default=None,
+        help="the reference as the user named it, for the messages (default: the --reference file name)",
+    )
+    parser.add_argument(
         "--output-reference", required=True, type=Path,
         help="reference .h5ad to write, genes named as on the slides",
     )
@@ -85,18 +96,33 @@ def read_slides(paths: list[Path], samples: list[str] | None) -> dict[str, ad.An
     return slides
 
 
+def method_list(value: str) -> list[str]:
+    """The methods named in ``--methods``; ``auto`` stands for every method it may choose."""
+    methods = [m.strip() for m in value.split(",") if m.strip()]
+    if "auto" in methods:
+        return list(genes.METHOD_MIN_GENES)
+    unknown = sorted(set(methods) - set(genes.METHOD_MIN_GENES))
+    if unknown:
+        raise cli.InputError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(genes.METHOD_MIN_GENES)}")
+    return methods
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    methods = method_list(args.methods)
+    reference_name = args.reference_name or args.reference.name
     if not args.reference.is_file():
         raise cli.InputError(f"reference file {args.reference} does not exist")
     ref = ad.read_h5ad(args.reference)
     slides = read_slides(args.slides, args.samples)
     ref, match = genes.match_genes(ref, slides, args.ref_gene_column or None, args.slide_gene_column or None)
     try:
-        result = reference.gene_overlap(ref, slides, args.label_key, args.n_markers, args.min_shared_genes)
+        result = reference.gene_overlap(
+            ref, slides, args.label_key, args.n_markers, args.min_shared_genes, methods, reference_name
+        )
     except cli.InputError as err:
         tried = "; ".join(f"{k}: {n}" for k, n in match.candidates.items())
-        raise cli.InputError(f"{err}. Shared genes by each naming tried: {tried}") from err
+        raise cli.InputError(f"{err}. Shared genes by each naming tried ({reference_name}): {tried}") from err
     result.table.insert(0, "genes_matched_by", match.description)
     result.table.insert(1, "duplicate_names_made_unique", match.duplicates["reference"] + match.duplicates["slides"])
     for sample, row in result.table.iterrows():

@@ -26,13 +26,14 @@ from . import c2l_train, keys
 from .c2l_train import ConvergenceRule, TrainResult
 from .cli import InputError, atomic_path
 from .device import resolve_accelerator, seed_everything
+from .genes import METHOD_MIN_GENES
 from .signatures import hist2d_observed_expected, quiet_trainer_kwargs, save_model_dir
 
 ENGINES = ("fast", "package")
 
 log = logging.getLogger("spatialmap.c2l")
 
-DEFAULT_MIN_SHARED_GENES = 50
+DEFAULT_MIN_SHARED_GENES = METHOD_MIN_GENES["cell2location"]
 _SEP = "::"  # joins sample and barcode in the combined object's obs names
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 from scipy import sparse
 
 from .cli import InputError
+from .genes import METHOD_MIN_GENES
 
 log = logging.getLogger("spatialmap.reference")
 
@@ -356,6 +357,8 @@ def gene_overlap(
     label_key: str,
     n_markers: int = 50,
     min_shared_genes: int = 100,
+    methods: Sequence[str] = (),
+    reference_name: str = "the reference",
 ) -> GeneOverlap:
     """How many genes, and how many top markers of each label, each slide shares with the reference.
 
@@ -369,11 +372,16 @@ def gene_overlap(
         Top markers per label (see :func:`rank_markers`).
     min_shared_genes
         Raise :class:`InputError` naming every slide that shares fewer genes.
+    methods
+        The mapping methods that will run: a slide must also share, expressed in both, at
+        least :data:`spatialmap.genes.METHOD_MIN_GENES` genes for each of them.
+    reference_name
+        The reference as the user named it (its file name), for the messages.
     """
     if not slides:
         raise InputError("no slides given")
     if label_key not in reference.obs.columns:
-        raise InputError(f"reference: label column '{label_key}' not in obs")
+        raise InputError(f"reference {reference_name}: label column '{label_key}' not in obs")
     markers = rank_markers(reference, label_key, n_markers)
     ref_genes = pd.Index(reference.var_names.astype(str))
     rows, missing = [], {}
@@ -396,15 +404,71 @@ def gene_overlap(
         rows.append(row)
         log.info("slide %s: %d of %d reference genes shared", sample, len(shared), len(ref_genes))
     table = pd.DataFrame(rows).set_index("sample")
-    too_few = table[table["shared_genes"] < min_shared_genes]
-    if len(too_few):
-        listed = "; ".join(f"slide {s}: {n} shared genes" for s, n in too_few["shared_genes"].items())
-        raise InputError(
-            f"too few genes shared with the reference (minimum {min_shared_genes}): {listed}; "
-            "check that slides and reference name genes the same way (symbols vs Ensembl IDs, "
-            "see the gene column options) and the same species"
-        )
+    check_overlap_minimums(reference, slides, table, min_shared_genes, methods, reference_name)
     return GeneOverlap(table, markers, missing, n_markers, min_shared_genes)
+
+
+def _examples(names: Sequence[str], n: int = 3) -> str:
+    """A few names, and how many more."""
+    names = list(names)
+    shown = ", ".join(map(str, names[:n])) or "none"
+    return f"{shown} and {len(names) - n} more" if len(names) > n else shown
+
+
+def check_overlap_minimums(
+    reference: ad.AnnData,
+    slides: Mapping[str, ad.AnnData],
+    table: pd.DataFrame,
+    min_shared_genes: int,
+    methods: Sequence[str],
+    reference_name: str,
+) -> None:
+    """Raise :class:`InputError` for every slide below ``min_shared_genes`` shared genes, or
+    below a method's own minimum of genes expressed in both (what the method will train on).
+
+    The message names the reference, each slide, its overlap and a few gene names of each
+    side, so a naming mismatch (symbols vs IDs, species, prefixes) shows at a glance.
+    """
+    problems = []
+    ref_names = reference.var_names.astype(str)
+    ref_expressed = set(ref_names[_expressed_genes(reference)])
+    for sample, slide in slides.items():
+        n_shared = int(table.loc[str(sample), "shared_genes"])
+        slide_names = slide.var_names.astype(str)
+        in_slide, in_ref = set(slide_names), set(ref_names)
+        examples = (
+            f"reference genes not on the slide: {_examples([g for g in ref_names if g not in in_slide])}; "
+            f"slide genes not in the reference: {_examples([g for g in slide_names if g not in in_ref])}"
+        )
+        if n_shared < min_shared_genes:
+            problems.append(
+                f"reference {reference_name} and slide {sample} share {n_shared} genes "
+                f"(minimum {min_shared_genes}, --min_shared_genes): {examples}"
+            )
+            continue
+        expressed = sum(1 for g in slide_names[_expressed_genes(slide)] if g in ref_expressed)
+        short = {m: n for m in methods if expressed < (n := METHOD_MIN_GENES.get(m, 0))}
+        if short:
+            needs = ", ".join(f"{m} needs {n}" for m, n in short.items())
+            problems.append(
+                f"reference {reference_name} and slide {sample} share {n_shared} genes, {expressed} of them "
+                f"expressed in both: too few for {', '.join(short)} ({needs}): {examples}"
+            )
+    if problems:
+        raise InputError(
+            "; ".join(problems) + ". Check that slides and reference name genes the same way (symbols vs "
+            "Ensembl IDs: --ref_gene_column / --slide_gene_column) and are of the same species"
+        )
+
+
+def _expressed_genes(adata: ad.AnnData) -> np.ndarray:
+    """Mask of the genes with at least one non-zero count."""
+    x = adata.X
+    if x is None:
+        return np.zeros(adata.n_vars, dtype=bool)
+    if sparse.issparse(x):
+        return np.asarray((abs(x) > 0).sum(axis=0)).ravel() > 0
+    return (np.asarray(x) != 0).any(axis=0)
 
 
 # --------------------------------------------------------------------------------------------

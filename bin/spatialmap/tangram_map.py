@@ -47,8 +47,12 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .device import resolve_accelerator, seed_everything
+from .genes import METHOD_MIN_GENES
 
 log = logging.getLogger("spatialmap.tangram")
+
+#: fewest genes shared with the reference and expressed in both (genes.METHOD_MIN_GENES)
+MIN_SHARED_GENES = METHOD_MIN_GENES["tangram"]
 
 MODES = ("cells", "clusters")
 DENSITY_PRIORS = ("rna_count_based", "uniform")
@@ -335,10 +339,10 @@ def run_tangram(
         "sample %s: %d genes are expressed in both the slide (%d genes) and the reference (%d genes)",
         name, len(genes), slide.n_vars, reference.n_vars,
     )
-    if len(genes) < 10:
+    if len(genes) < MIN_SHARED_GENES:
         raise ValueError(
             f"sample {name}: only {len(genes)} genes are shared with the reference and expressed "
-            "in both; check that both use the same gene naming"
+            f"in both (minimum {MIN_SHARED_GENES}); check that both use the same gene naming"
         )
 
     # Reference cells for the map.

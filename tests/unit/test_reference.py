@@ -190,8 +190,50 @@ def test_gene_overlap_counts_genes_and_markers(ref):
 
 def test_gene_overlap_stops_below_minimum_naming_the_slide(ref):
     slides = {"good": _slide(GENES), "poor": _slide(GENES[:7])}
-    with pytest.raises(InputError, match=r"minimum 10\): slide poor: 7 shared genes"):
-        reference.gene_overlap(ref, slides, "cell_type", n_markers=5, min_shared_genes=10)
+    with pytest.raises(InputError, match=r"reference ref.h5ad and slide poor share 7 genes \(minimum 10") as err:
+        reference.gene_overlap(ref, slides, "cell_type", n_markers=5, min_shared_genes=10, reference_name="ref.h5ad")
+    assert "slide good" not in str(err.value)
+
+
+def test_gene_overlap_with_no_shared_gene_shows_names_of_both_sides(ref):
+    slide = _slide([f"ENSG{i:011d}" for i in range(12)])
+    with pytest.raises(InputError) as err:
+        reference.gene_overlap(ref, {"S1": slide}, "cell_type", n_markers=5, min_shared_genes=1, reference_name="r.h5ad")
+    message = str(err.value)
+    assert "reference r.h5ad and slide S1 share 0 genes (minimum 1" in message
+    assert "reference genes not on the slide: G00, G01, G02 and 30 more" in message
+    assert "slide genes not in the reference: ENSG00000000000, ENSG00000000001, ENSG00000000002 and 9 more" in message
+
+
+def test_gene_overlap_stops_below_a_methods_minimum(ref):
+    """40 genes pass --min_shared_genes 20 and the deconvolution methods' 10, not cell2location's 50."""
+    big = ad.AnnData(
+        X=sparse.csr_matrix(np.ones((ref.n_obs, 60), dtype=np.float32)),
+        obs=ref.obs.copy(), var=pd.DataFrame(index=[f"H{i:02d}" for i in range(60)]),
+    )
+    slide = _slide([f"H{i:02d}" for i in range(40)])
+    result = reference.gene_overlap(big, {"S1": slide}, "cell_type", 5, 20, methods=["nnls", "rctd"])
+    assert result.table.loc["S1", "shared_genes"] == 40
+    with pytest.raises(InputError, match=r"share 40 genes, 40 of them expressed in both: too few for "
+                                         r"cell2location \(cell2location needs 50\)"):
+        reference.gene_overlap(big, {"S1": slide}, "cell_type", 5, 20, methods=["nnls", "cell2location"])
+
+
+def test_gene_overlap_counts_only_genes_expressed_in_both_for_the_methods(ref):
+    """A shared gene without a count on the slide gives a method nothing to fit."""
+    slide = _slide(GENES)
+    slide.X = sparse.csr_matrix(np.hstack([np.ones((5, 5)), np.zeros((5, len(GENES) - 5))]).astype(np.float32))
+    with pytest.raises(InputError, match=r"5 of them expressed in both: too few for tangram \(tangram needs 10\)"):
+        reference.gene_overlap(ref, {"S1": slide}, "cell_type", 5, 10, methods=["tangram"])
+
+
+def test_method_minimums_are_the_ones_the_methods_apply():
+    from spatialmap import c2l, deconv, genes, tangram_map
+
+    assert genes.METHOD_MIN_GENES["cell2location"] == c2l.DEFAULT_MIN_SHARED_GENES
+    assert genes.METHOD_MIN_GENES["tangram"] == tangram_map.MIN_SHARED_GENES
+    for method in ("rctd", "flashdeconv", "nnls"):
+        assert genes.METHOD_MIN_GENES[method] == deconv.MIN_SHARED_GENES
 
 
 # --- gene filter -------------------------------------------------------------------------
@@ -242,13 +284,20 @@ def test_check_overlap_script_writes_table_and_fails_below_minimum(tmp_path, ref
     tsv, js = tmp_path / "o.tsv", tmp_path / "o.json"
     common = ["--reference", str(ref_file), "--slides", str(tmp_path / "S1.h5ad"), "--label-key", "cell_type",
               "--n-markers", "5", "--output-tsv", str(tsv), "--output-json", str(js),
-              "--output-reference", str(tmp_path / "ref.h5ad"), "--versions", str(tmp_path / "v.yml")]
+              "--output-reference", str(tmp_path / "matched.h5ad"), "--versions", str(tmp_path / "v.yml")]
     script.main(common + ["--min-shared-genes", "20"])
     table = pd.read_csv(tsv, sep="\t", index_col=0)
     assert table.loc["S1", "shared_genes"] == 20 and table.loc["S1", "markers:Tcell"] == "5/5"
     assert json.loads(js.read_text())["slides"]["S1"]["shared_genes"] == 20
     assert table.loc["S1", "genes_matched_by"] == "reference var_names = slide var_names"
     tsv.unlink()
-    with pytest.raises(InputError, match="slide S1: 20 shared genes"):
+    (tmp_path / "matched.h5ad").unlink()
+    with pytest.raises(InputError, match=r"reference .*ref.* and slide S1 share 20 genes \(minimum 21"):
         script.main(common + ["--min-shared-genes", "21"])
     assert not tsv.exists()
+    with pytest.raises(InputError, match=r"reference my_atlas.h5ad and slide S1 share 20 genes, 20 of them expressed "
+                                         r"in both: too few for cell2location"):
+        script.main(common + ["--min-shared-genes", "20", "--methods", "auto", "--reference-name", "my_atlas.h5ad"])
+    assert not tsv.exists() and not (tmp_path / "matched.h5ad").exists()
+    with pytest.raises(InputError, match="unknown method"):
+        script.main(common + ["--methods", "nnls,magic"])

@@ -7,6 +7,10 @@
     make_reliability_inputs.py ensembl-slides DIR    slides as .h5ad named by Ensembl IDs, and a
                                                      reference named by symbols (one repeated)
                                                      with the IDs in var['gene_ids']
+    make_reliability_inputs.py foreign-reference DIR a reference sharing no gene with slide1: symbols
+                                                     and Ensembl IDs renamed (mouse-like), one slide
+    make_reliability_inputs.py few-genes-reference DIR a reference keeping 40 of slide1's genes: above
+                                                     --min_shared_genes 20, below cell2location's 50
 Each writes DIR/samplesheet.csv (and DIR/reference.h5ad where it changes the reference).
 """
 
@@ -71,7 +75,33 @@ def ensembl_slides(out: Path) -> None:
         ref.write_h5ad(out / "reference.h5ad")
 
 
+def _one_slide_sheet(out: Path) -> None:
+    (out / "samplesheet.csv").write_text(f"sample,spaceranger_dir\nslide1,{TEST_DATA / 'slide1' / 'outs'}\n")
+
+
+def foreign_reference(out: Path) -> None:
+    ref = ad.read_h5ad(TEST_DATA / "reference.h5ad")
+    ref.var_names = pd.Index([f"Mm{name.capitalize()}" for name in ref.var_names.astype(str)])
+    ref.var[keys.GENE_IDS] = [f"ENSMUSG{i:011d}" for i in range(ref.n_vars)]
+    ref.write_h5ad(out / "reference.h5ad")
+    _one_slide_sheet(out)
+
+
+def few_genes_reference(out: Path) -> None:
+    ref = ad.read_h5ad(TEST_DATA / "reference.h5ad")
+    slide_genes = set(_slide_h5ad("slide1").var_names)
+    keep = [g for g in ref.var_names if g in slide_genes][:40]
+    ref[:, keep].copy().write_h5ad(out / "reference.h5ad")
+    _one_slide_sheet(out)
+
+
 if __name__ == "__main__":
     kind, out = sys.argv[1], Path(sys.argv[2])
     out.mkdir(parents=True, exist_ok=True)
-    {"duplicate-spots": duplicate_spots, "ensembl-reference": ensembl_reference, "ensembl-slides": ensembl_slides}[kind](out)
+    {
+        "duplicate-spots": duplicate_spots,
+        "ensembl-reference": ensembl_reference,
+        "ensembl-slides": ensembl_slides,
+        "foreign-reference": foreign_reference,
+        "few-genes-reference": few_genes_reference,
+    }[kind](out)
