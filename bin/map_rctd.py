@@ -4,11 +4,12 @@
 Writes ``S.rctd.h5ad`` (``obsm['rctd_proportions']``, ``obs['rctd_status']``, and in doublet /
 multi mode the spot class / number of types), ``S.rctd_proportions.csv`` (fitted spots x cell
 types, rows sum to 1), ``S.rctd_filtered_spots.csv`` (the spots RCTD left out, with the reason),
-``S.rctd_maps.png`` and ``S.rctd_qc.json``. Nothing is downloaded: ``--q-matrix`` is required.
+``S.rctd_maps.png`` and ``S.rctd_qc.json`` (the mode used and why). Nothing is downloaded:
+``--q-matrix`` is required.
 
 Example::
 
-    map_rctd.py --slide S1.qc.h5ad --sample S1 --reference reference.h5ad --q-matrix rctd_q_matrices.npz --mode full
+    map_rctd.py --slide S1.qc.h5ad --sample S1 --reference reference.h5ad --q-matrix rctd_q_matrices.npz --mode auto
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = deconv_script.common_parser(__doc__.splitlines()[0], "rctd")
     parser.add_argument("--q-matrix", required=True, help="RCTD likelihood table (.npz from compute_rctd_q.py)")
-    parser.add_argument("--mode", choices=deconv.RCTD_MODES, default="full",
-                        help="full (Visium), doublet (bins, cells) or multi (default: full)")
+    parser.add_argument("--mode", choices=deconv.RCTD_MODE_CHOICES, default="auto",
+                        help="auto (doublet for cells and bins up to 8 µm, full for spots and larger bins, as "
+                             "rctd-py advises), full, doublet or multi (default: auto)")
     parser.add_argument("--umi-min", type=int, default=100, help="spots with fewer UMIs are left out (default: 100)")
     parser.add_argument("--umi-max", type=int, default=20_000_000, help="spots with more UMIs are left out (default: 20000000)")
     parser.add_argument("--counts-min", type=int, default=10,

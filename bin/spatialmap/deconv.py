@@ -5,7 +5,8 @@ prepared reference (raw counts in ``X``, labels in ``obs[label_key]``), uses the
 express, and returns a :class:`DeconvResult`: cell-type proportions of the spots it fitted
 (rows sum to 1), the spots it left out with the reason, and a QC summary.
 
-- :func:`run_rctd`: RCTD (``rctd-py``), modes ``full``, ``doublet`` and ``multi``. Its
+- :func:`run_rctd`: RCTD (``rctd-py``), modes ``full``, ``doublet`` and ``multi``, or ``auto``
+  (:func:`rctd_auto_mode`: the mode rctd-py advises for the slide's kind of location). Its
   Poisson-lognormal likelihood table (the "Q matrices") is computed once by
   :func:`compute_rctd_q_matrix` with the package's own routine and handed to it as a local
   file through the package's ``RCTD_Q_MATRICES`` variable: nothing is downloaded.
@@ -42,6 +43,9 @@ log = logging.getLogger("spatialmap.deconv")
 
 METHODS = ("rctd", "flashdeconv", "nnls")
 RCTD_MODES = ("full", "doublet", "multi")
+RCTD_MODE_CHOICES = ("auto", *RCTD_MODES)  # auto: rctd_auto_mode, from the slide's kind of location
+#: largest bin side (µm) that ``auto`` fits in doublet mode (larger bins get full mode)
+RCTD_DOUBLET_MAX_BIN_UM = 8
 RCTD_Q_ENV = "RCTD_Q_MATRICES"  # rctd-py reads its likelihood table from this file when set
 MIN_SHARED_GENES = 10
 
@@ -508,6 +512,37 @@ def rctd_slide_genes(slide: ad.AnnData, reference, config) -> tuple[ad.AnnData, 
     return out, len(common)
 
 
+def rctd_auto_mode(slide: ad.AnnData) -> tuple[str, str]:
+    """The RCTD mode for the slide's kind of location (``--rctd_mode auto``), and why.
+
+    rctd-py's documentation ("Mode: Best for") advises ``doublet`` (one or two types per
+    location) for Visium HD bins and segmented cells (Xenium, MERFISH, CosMx) and ``full``
+    (any number of types) for Visium spots and continuous mixtures. The kind of location is
+    read from ``uns['spatialmap_platform']`` (written by the slide readers; absent for standard
+    Visium, whose locations are 55 µm spots):
+
+    - cells (Xenium, Visium HD cells, a SpatialData cell table): ``doublet``;
+    - bins up to :data:`RCTD_DOUBLET_MAX_BIN_UM` (8 µm, about one cell, rarely more than two;
+      on the generated HD slide 5% of 8 µm bins hold three types, 0.4% of their counts outside
+      the top two): ``doublet``;
+    - larger bins (16 µm, 256 µm², several cells: on the generated slide 47% of the 16 µm bins
+      hold three or more types, 5% of their counts outside the top two, which doublet mode would
+      have to drop) and Visium spots: ``full``. A bin table of unknown size (a SpatialData
+      store's ``square_*`` table without its size) counts as 8 µm bins.
+    """
+    info = dict(slide.uns.get(keys.UNS_PLATFORM, {}) or {})
+    unit = str(info.get("unit", "spot"))
+    if unit == "cell":
+        return "doublet", "auto: cells (one or two types each): doublet"
+    if unit == "bin":
+        size = info.get("bin_size_um")
+        if size is not None and float(size) > RCTD_DOUBLET_MAX_BIN_UM:
+            return "full", f"auto: {size:g} µm bins (several cells each): full"
+        shown = f"{size:g} µm bins" if size is not None else "bins"
+        return "doublet", f"auto: {shown} (one or two types each): doublet"
+    return "full", f"auto: {unit}s (several cells each): full"
+
+
 def _rctd_proportions(result, mode: str, names: list[str]) -> tuple[np.ndarray, pd.DataFrame, dict]:
     """Spots x types proportions of the fitted spots, per-spot annotations, convergence."""
     from rctd import SPOT_CLASS_NAMES
@@ -572,7 +607,7 @@ def run_rctd(
     reference: ad.AnnData,
     label_key: str,
     *,
-    mode: str = "full",
+    mode: str = "auto",
     q_matrix_path: str | os.PathLike | None = None,
     seed: int = 0,
     accelerator: str = "auto",
@@ -598,7 +633,8 @@ def run_rctd(
         Raw counts; reference labels in ``obs[label_key]``. Neither is modified.
     mode
         ``full`` (any number of types per spot; Visium), ``doublet`` (one or two; bins and
-        cells) or ``multi`` (up to ``MAX_MULTI_TYPES``, 4).
+        cells), ``multi`` (up to ``MAX_MULTI_TYPES``, 4) or ``auto`` (:func:`rctd_auto_mode`:
+        from the slide's kind of location).
     q_matrix_path
         The likelihood table from :func:`compute_rctd_q_matrix` (required: without one
         rctd-py would download it).
@@ -625,8 +661,10 @@ def run_rctd(
 
     t0 = time.perf_counter()
     name = sample_name(slide, sample)
-    if mode not in RCTD_MODES:
-        raise InputError(f"sample {name}: RCTD mode must be one of {', '.join(RCTD_MODES)}, not '{mode}'")
+    if mode not in RCTD_MODE_CHOICES:
+        raise InputError(f"sample {name}: RCTD mode must be one of {', '.join(RCTD_MODE_CHOICES)}, not '{mode}'")
+    requested = mode
+    mode, mode_reason = rctd_auto_mode(slide) if mode == "auto" else (mode, "asked for")
     if q_matrix_path is None:
         raise InputError(
             f"sample {name}: rctd: no likelihood table given; compute one with "
@@ -639,8 +677,8 @@ def run_rctd(
     config = RCTDConfig(UMI_min=umi_min, UMI_max=umi_max, counts_MIN=counts_min, UMI_min_sigma=umi_min_sigma,
                         K_val=table["k_max"], device=device, compile=compile, dtype=dtype, **kw)
     ref_ad = _light(reference, pd.DataFrame({label_key: inp.labels}, index=reference.obs_names.astype(str)))
-    log.info("sample %s: RCTD %s mode on %s, likelihood table %s (%d sigmas, counts up to %d)",
-             name, mode, device, table["path"], len(table["sigmas"]), table["k_max"])
+    log.info("sample %s: RCTD %s mode (%s) on %s, likelihood table %s (%d sigmas, counts up to %d)",
+             name, mode, mode_reason, device, table["path"], len(table["sigmas"]), table["k_max"])
     with rctd_q_table(table["path"]):
         ref = Reference(ref_ad, cell_type_col=label_key, cell_min=cell_min, n_max_cells=n_max_cells, min_UMI=ref_umi_min)
         lost = sorted(set(inp.cell_types) - set(map(str, ref.cell_type_names)))
@@ -657,11 +695,15 @@ def run_rctd(
         except ValueError as err:
             raise InputError(f"sample {name}: rctd: {err}") from err
         del rctd_slide
-        model.fit_platform_effects()
+        try:
+            model.fit_platform_effects()
+        except ValueError as err:  # e.g. no spot above UMI_min_sigma to estimate sigma on (sparse bins, small panels)
+            raise InputError(f"sample {name}: rctd: {err}") from err
     result = _rctd_fit(model, mode, batch_size)
     model.genes_shared = n_common
     return _rctd_result(slide, inp, model, result, mode, table, device, t0, locals_settings(
-        mode=mode, umi_min=umi_min, umi_max=umi_max, counts_min=counts_min, umi_min_sigma=umi_min_sigma,
+        mode=mode, mode_requested=requested, mode_reason=mode_reason,
+        umi_min=umi_min, umi_max=umi_max, counts_min=counts_min, umi_min_sigma=umi_min_sigma,
         cell_min=cell_min, n_max_cells=n_max_cells, ref_umi_min=ref_umi_min, compile=compile, dtype=dtype,
         seed=seed, **kw))
 
@@ -692,6 +734,7 @@ def _rctd_result(slide, inp: Inputs, model, result, mode, table, device, t0, set
     qc = _base_qc(inp, "rctd", slide.n_obs, filtered, device, t0)
     qc.update({
         "mode": mode,
+        "mode_reason": settings["mode_reason"],
         "genes_used": int(model.counts.shape[1]),
         "genes_common": int(getattr(model, "genes_shared", len(model.common_genes))),
         "sigma": model.sigma / 100.0,

@@ -183,6 +183,43 @@ def test_rctd_doublet_and_multi_modes(mode, reference, q_table):
     assert agree > 0.6, agree
 
 
+@pytest.mark.parametrize("platform, mode", [
+    (None, "full"),  # standard Visium: the readers record no platform; 55 µm spots
+    ({"platform": "visium_hd", "unit": "bin", "bin_size_um": 8}, "doublet"),
+    ({"platform": "visium_hd", "unit": "bin", "bin_size_um": 16}, "full"),
+    ({"platform": "visium_hd", "unit": "cell", "segmentation": "spaceranger"}, "doublet"),
+    ({"platform": "xenium", "unit": "cell", "segmentation": "xenium"}, "doublet"),
+    ({"platform": "spatialdata", "unit": "bin", "table": "square_008um"}, "doublet"),  # size unknown: as 8 µm
+])
+def test_rctd_auto_mode_follows_the_kind_of_location(platform, mode):
+    slide = ad.AnnData(np.ones((2, 2), dtype=np.float32))
+    if platform is not None:
+        slide.uns[keys.UNS_PLATFORM] = platform
+    chosen, why = deconv.rctd_auto_mode(slide)
+    assert chosen == mode and why.startswith("auto: ") and why.endswith(mode)
+
+
+def test_rctd_auto_is_the_default_and_fits_8um_bins_in_doublet_mode(reference, q_table):
+    slide, _ = load_slide("slide3")
+    slide = slide[:90].copy()
+    slide.uns[keys.UNS_PLATFORM] = {"platform": "visium_hd", "unit": "bin", "bin_size_um": 8}
+    auto = run("rctd", slide, reference, q_table)
+    assert auto.qc["mode"] == "doublet" and auto.qc["settings"]["mode_requested"] == "auto"
+    assert auto.qc["mode_reason"] == "auto: 8 µm bins (one or two types each): doublet"
+    asked = run("rctd", slide, reference, q_table, mode="doublet")
+    assert asked.qc["mode_reason"] == "asked for"
+    pd.testing.assert_frame_equal(auto.proportions, asked.proportions)
+    pd.testing.assert_frame_equal(auto.extra_obs, asked.extra_obs)
+    del slide.uns[keys.UNS_PLATFORM]  # the same spots as Visium spots: full mode
+    assert run("rctd", slide, reference, q_table).qc["mode"] == "full"
+
+
+def test_rctd_without_spots_to_estimate_sigma_names_the_slide(reference, q_table):
+    slide, _ = load_slide("slide2")
+    with pytest.raises(InputError, match=r"sample slide2: rctd: No pixels found with UMI > 1000000000"):
+        run("rctd", slide, reference, q_table, umi_min_sigma=10**9)
+
+
 def test_rctd_gets_only_its_gene_lists_and_gives_the_same_result(reference, q_table, monkeypatch):
     """rctd-py densifies spots x shared genes; it is handed only the genes of its lists (plus one column of
     the other counts, so each spot's nUMI is unchanged) and gives exactly what it gives on the whole slide."""
@@ -306,6 +343,7 @@ def test_scripts_write_every_output(reference, q_table, tmp_path, monkeypatch):
         assert out.uns[keys.UNS_DECONV[method]]["method"] == method
         assert Path(f"slide1.{method}_maps.png").stat().st_size > 1000
     assert json.loads(Path("slide1.flashdeconv_qc.json").read_text())["settings"]["sketch_dim"] == 256
+    assert json.loads(Path("slide1.rctd_qc.json").read_text())["mode"] == "full"  # --mode auto on Visium spots
     assert '"map_rctd.py":' in Path("versions.yml").read_text()
 
 
