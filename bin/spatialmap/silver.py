@@ -192,3 +192,35 @@ def _assemble(reference, labels, types, spot_mask, ref_mask, row, col, region, a
              held_out.n_obs, len(types))
     return SilverStandard(slide, held_out, truth, truth.div(truth.sum(axis=1), axis=0),
                           list(reference.obs_names[spot_mask].astype(str)))
+
+
+def counts_from_log_normalised(lognorm, tolerance: float = 0.25) -> sp.csr_matrix:
+    """Raw integer counts back from ``log1p`` of per-cell normalised counts (a processed reference).
+
+    A cell normalised to a total ``t`` holds ``log1p(c * t / n)`` for a gene of ``c`` counts out of
+    ``n``: ``expm1`` of it is ``c`` times the cell's unit ``t / n``. Taking the cell's smallest
+    non-zero ``expm1`` value as one count recovers ``c`` exactly when the cell has a gene counted
+    once (true of any droplet cell of a few hundred UMIs or more). The values must land within
+    ``tolerance`` of integers (the float32 rounding of the stored logs), else ``ValueError``: the
+    input was not ``log1p`` of normalised counts (e.g. scaled, or no gene counted once).
+
+    Parameters
+    ----------
+    lognorm
+        Cells x genes, ``log1p`` of normalised counts (dense or sparse; e.g. scanpy's ``adata.raw.X``).
+    tolerance
+        Largest distance to an integer accepted.
+    """
+    x = sp.csr_matrix(lognorm, dtype=np.float64)
+    if x.nnz and x.data.min() < 0:
+        raise ValueError("log-normalised values must be non-negative")
+    x.data = np.expm1(x.data)
+    units = np.array([x.data[x.indptr[i]:x.indptr[i + 1]].min() if x.indptr[i + 1] > x.indptr[i] else 1.0
+                      for i in range(x.shape[0])])
+    counts = sp.diags(1.0 / units) @ x
+    counts = sp.csr_matrix(counts)
+    off = np.abs(counts.data - np.round(counts.data)).max() if counts.nnz else 0.0
+    if off > tolerance:
+        raise ValueError(f"not log1p of normalised counts: values lie up to {off:.2f} from an integer count")
+    counts.data = np.round(counts.data)
+    return counts

@@ -82,3 +82,17 @@ def test_capture_thins_counts_and_bad_input():
         bad = ref.copy()
         bad.X = bad.X * 0.37
         silver.make_silver(bad)
+
+
+def test_counts_from_log_normalised_recovers_counts():
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(0.8, size=(30, 50)).astype(float)
+    counts[:, 0] = 1.0  # every cell has a gene counted once
+    totals = counts.sum(axis=1, keepdims=True)
+    lognorm = np.log1p(counts / totals * 1e4).astype(np.float32)  # as scanpy stores adata.raw.X
+    back = silver.counts_from_log_normalised(sp.csr_matrix(lognorm))
+    np.testing.assert_array_equal(back.toarray(), counts)
+    with pytest.raises(ValueError, match="integer count"):
+        silver.counts_from_log_normalised(np.log1p(np.array([[1.0, 1.5, 2.2]])))
+    with pytest.raises(ValueError, match="non-negative"):
+        silver.counts_from_log_normalised(np.array([[-1.0, 0.5]]))
