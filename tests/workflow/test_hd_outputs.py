@@ -259,3 +259,127 @@ def test_hd_cells_shapes_score_as_the_true_cells(workflow_dir):
     score = synth_hd.score_segmentation(shapes, synth_hd.true_cell_polygons(pd.read_csv(HD / "truth" / "hd1_cells.csv")))
     assert score["matched_fraction"] >= 0.99 and score["mean_iou"] >= 0.99, score["matched_fraction"]
     assert score["merges"] == score["splits"] == 0
+
+
+# RCTD on Visium HD bins and Xenium cells, in the mode --rctd_mode auto gives them (doublet; full on
+# the Visium slide), with the default filters (UMI_min 100, counts_MIN 10) and the small likelihood
+# table of the test profiles (counts up to 100, sigma 1.0). Thresholds set before the first run, from
+# what a correct fit reaches on these slides (distinct generated types, 400 genes):
+RCTD_HD_MIN_PEARSON = 0.8  # per type over the fitted 8 µm bins: FlashDeconv's bar; doublet mode keeps at most
+#                            two types (5% of the bins hold three) and the 100-300 UMI bins are noisy
+RCTD_HD_MIN_SINGLE_TYPE_ACCURACY = 0.9  # fitted bins holding one true type: RCTD's main type is it
+RCTD_XENIUM_MIN_LABEL_ACCURACY = 0.9  # single cells, ~97% of their transcripts their own: main type == true type
+RCTD_XENIUM_MIN_FITTED = 0.9  # cells above UMI_min (8 of the 252 cells of the matrix have fewer than 100 UMIs)
+RCTD_UMI_MIN = 100
+
+
+def _rctd_outputs(workflow_dir, sample: str) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """RCTD's proportions (fitted locations), the locations it left out with the reason, its QC JSON."""
+    out = _results(workflow_dir) / f"rctd/{sample}"
+    props = pd.read_csv(out / f"{sample}.rctd_proportions.csv", index_col=0)
+    props.index = props.index.astype(str)
+    left_out = pd.read_csv(out / f"{sample}.rctd_filtered_spots.csv", index_col=0)
+    left_out.index = left_out.index.astype(str)
+    return props, left_out, json.loads((out / f"{sample}.rctd_qc.json").read_text())
+
+
+def _check_rctd_left_out_exactly_the_low_umi_locations(workflow_dir, sample: str, props, left_out) -> None:
+    """Every location either fitted or reported, and reported exactly when below RCTD's UMI_min."""
+    import anndata as ad
+
+    slide = ad.read_h5ad(_results(workflow_dir) / f"qc/{sample}/{sample}.qc.h5ad")
+    totals = pd.Series(np.asarray(slide.X.sum(axis=1)).ravel(), index=slide.obs_names.astype(str))
+    assert set(props.index).isdisjoint(left_out.index) and len(props) + len(left_out) == slide.n_obs
+    assert set(left_out.index) == set(totals.index[totals < RCTD_UMI_MIN])
+    assert set(left_out["reason"]) == {f"fewer than {RCTD_UMI_MIN} UMIs (RCTD UMI_min)"}
+    np.testing.assert_allclose(props.sum(axis=1), 1.0, atol=1e-5)
+
+
+def _check_rctd_hd_bins(workflow_dir) -> dict:
+    """RCTD on the 8 µm bins against the true share of each bin's counts per type; returns the numbers."""
+    props, left_out, qc_json = _rctd_outputs(workflow_dir, "hd1")
+    assert qc_json["mode"] == "doublet" and qc_json["mode_reason"].startswith("auto: 8 µm bins")
+    _check_rctd_left_out_exactly_the_low_umi_locations(workflow_dir, "hd1", props, left_out)
+    truth = pd.read_csv(HD / "truth" / "hd1_bins_008um_proportions.csv", index_col=0).loc[props.index]
+    truth = truth.drop(columns="cell_counts")[props.columns]
+    r = {c: float(np.corrcoef(props[c], truth[c])[0, 1]) for c in props.columns}
+    assert min(r.values()) >= RCTD_HD_MIN_PEARSON, r
+    single = truth.max(axis=1) >= 0.999
+    accuracy = float((props[single].idxmax(axis=1) == truth[single].idxmax(axis=1)).mean())
+    assert single.sum() >= 100 and accuracy >= RCTD_HD_MIN_SINGLE_TYPE_ACCURACY, (int(single.sum()), accuracy)
+    classes = qc_json["convergence"]["spot_class_counts"]
+    assert sum(classes.values()) == len(props) and classes.get("singlet", 0) > 0
+    return {"min_r": min(r.values()), "single_type_accuracy": accuracy, "fitted": len(props)}
+
+
+def _check_rctd_xenium_cells(workflow_dir) -> dict:
+    """RCTD on the Xenium cells against each cell's true type; returns the numbers."""
+    props, left_out, qc_json = _rctd_outputs(workflow_dir, "xenium1")
+    assert qc_json["mode"] == "doublet" and qc_json["mode_reason"].startswith("auto: cells")
+    _check_rctd_left_out_exactly_the_low_umi_locations(workflow_dir, "xenium1", props, left_out)
+    n_cells = len(props) + len(left_out)
+    assert len(props) >= RCTD_XENIUM_MIN_FITTED * n_cells, (len(props), n_cells)
+    truth = pd.read_csv(HD / "truth" / "xenium1_cells.csv", index_col="cell_id").loc[props.index]
+    accuracy = float((props.idxmax(axis=1) == truth["cell_type"]).mean())
+    assert accuracy >= RCTD_XENIUM_MIN_LABEL_ACCURACY, f"label accuracy {accuracy:.3f}"
+    return {"label_accuracy": accuracy, "fitted": len(props), "cells": n_cells}
+
+
+@pytest.mark.workflow("test_hd profile")
+def test_rctd_hd_bins_match_the_truth(workflow_dir):
+    _check_rctd_hd_bins(workflow_dir)
+
+
+@pytest.mark.workflow("test_hd profile")
+def test_rctd_xenium_cells_match_the_truth(workflow_dir):
+    _check_rctd_xenium_cells(workflow_dir)
+
+
+@pytest.mark.workflow("test_hd profile")
+def test_rctd_visium_spots_in_full_mode(workflow_dir):
+    props, left_out, qc_json = _rctd_outputs(workflow_dir, "visium1")
+    assert qc_json["mode"] == "full" and qc_json["mode_reason"].startswith("auto: spots")
+    assert len(props) == 243 and left_out.empty
+
+
+# --methods auto on slides above --large_slide_locations (200 here, so that the 243-spot Visium
+# slide, the 731 bins and the 252 Xenium cells are all above): RCTD, FlashDeconv and NNLS on each,
+# RCTD's mode per platform, and RCTD as the method the labels come from.
+AUTO_LARGE = 200
+
+
+@pytest.mark.workflow("test_hd auto methods above the threshold")
+def test_auto_picks_rctd_flashdeconv_nnls_on_every_platform(workflow_dir):
+    res = _results(workflow_dir)
+    table = pd.read_csv(res / "multiqc/multiqc_data/multiqc_spatialmap_method_selection.txt", sep="\t", index_col=0)
+    assert sorted(table.index) == list(SLIDES)
+    kept = {s: json.loads((res / f"qc/{s}/{s}.qc.json").read_text())["spots_kept"] for s in SLIDES}
+    for sample in SLIDES:
+        assert table.loc[sample, "methods"] == "rctd, flashdeconv, nnls", table.loc[sample].to_dict()
+        assert table.loc[sample, "locations"] == kept[sample] > AUTO_LARGE
+        why = table.loc[sample, "why"]
+        assert why.startswith(f"auto: {kept[sample]} locations > large_slide_locations {AUTO_LARGE}"), why
+        for method in ("rctd", "flashdeconv", "nnls"):
+            record = json.loads((res / f"{method}/{sample}/{sample}.{method}_qc.json").read_text())
+            assert record["selection"] == why
+    assert not (res / "cell2location").exists() and not (res / "tangram").exists()
+    modes = {s: json.loads((res / f"rctd/{s}/{s}.rctd_qc.json").read_text())["mode"] for s in SLIDES}
+    assert modes == {"hd1": "doublet", "visium1": "full", "xenium1": "doublet"}
+
+
+@pytest.mark.workflow("test_hd auto methods above the threshold")
+def test_auto_rctd_matches_the_truth_and_labels_the_units(workflow_dir):
+    import anndata as ad
+
+    _check_rctd_hd_bins(workflow_dir)
+    _check_rctd_xenium_cells(workflow_dir)
+    # with --methods auto the labels and the mapped objects' main proportions are RCTD's
+    for sample in ("hd1", "xenium1"):
+        mapped = ad.read_h5ad(_results(workflow_dir) / f"spatial/{sample}/{sample}.mapped.h5ad")
+        assert mapped.uns["label_method"] == "rctd"
+    labels = pd.read_csv(_results(workflow_dir) / "spatial/xenium1/xenium1.cell_types.csv", index_col="unit")
+    labels = labels.dropna(subset=["predicted_cell_type"])
+    truth = pd.read_csv(HD / "truth" / "xenium1_cells.csv", index_col="cell_id").loc[labels.index]
+    accuracy = float((labels["predicted_cell_type"] == truth["cell_type"]).mean())
+    assert len(labels) >= RCTD_XENIUM_MIN_FITTED * len(pd.read_csv(HD / "truth" / "xenium1_cells.csv"))
+    assert accuracy >= RCTD_XENIUM_MIN_LABEL_ACCURACY, f"label accuracy {accuracy:.3f}"
