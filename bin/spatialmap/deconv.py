@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from . import genes as genes_
 from . import keys
 from .cli import InputError, atomic_path
 
@@ -47,7 +48,7 @@ RCTD_MODE_CHOICES = ("auto", *RCTD_MODES)  # auto: rctd_auto_mode, from the slid
 #: largest bin side (µm) that ``auto`` fits in doublet mode (larger bins get full mode)
 RCTD_DOUBLET_MAX_BIN_UM = 8
 RCTD_Q_ENV = "RCTD_Q_MATRICES"  # rctd-py reads its likelihood table from this file when set
-MIN_SHARED_GENES = 10
+MIN_SHARED_GENES = genes_.METHOD_MIN_GENES["rctd"]  # the same for FlashDeconv and NNLS
 
 
 @dataclass
@@ -95,12 +96,6 @@ def sample_name(slide: ad.AnnData, sample: str | None = None) -> str:
     return "slide"
 
 
-def _expressed(x) -> np.ndarray:
-    if sp.issparse(x):
-        return np.asarray((abs(x) > 0).sum(axis=0)).ravel() > 0
-    return (np.asarray(x) != 0).any(axis=0)
-
-
 def check_labels(reference: ad.AnnData, label_key: str, sample: str, method: str, min_cells: int) -> np.ndarray:
     """Reference labels as strings; InputError on a missing column, NaN or a type too small."""
     if label_key not in reference.obs.columns:
@@ -125,12 +120,7 @@ def check_labels(reference: ad.AnnData, label_key: str, sample: str, method: str
     return labels
 
 
-def shared_genes(slide: ad.AnnData, reference: ad.AnnData) -> list[str]:
-    """Genes (slide order) with at least one count in both the slide and the reference."""
-    if not slide.var_names.is_unique or not reference.var_names.is_unique:
-        raise InputError("gene names must be unique in the slide and the reference")
-    ref_expressed = set(reference.var_names[_expressed(reference.X)].astype(str))
-    return [str(g) for g in slide.var_names[_expressed(slide.X)] if str(g) in ref_expressed]
+shared_genes = genes_.shared_expressed_genes  # genes expressed in both (one definition, in genes)
 
 
 def prepare_inputs(

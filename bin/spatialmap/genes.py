@@ -18,6 +18,7 @@ from typing import Mapping
 import anndata as ad
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from anndata.utils import make_index_unique
 
 from .cli import InputError
@@ -182,3 +183,21 @@ def _rename(reference: ad.AnnData, rvalues: pd.Index, table: dict[str, str], mat
         match.renamed, match.duplicates["reference"], match.duplicates["slides"],
     )
     return out
+
+
+def expressed(x) -> np.ndarray:
+    """Mask of the columns (genes) of a counts matrix with at least one non-zero value."""
+    if x is None:
+        return np.zeros(0, dtype=bool)
+    if sp.issparse(x):
+        return np.asarray((abs(x) > 0).sum(axis=0)).ravel() > 0
+    return (np.asarray(x) != 0).any(axis=0)
+
+
+def shared_expressed_genes(slide: ad.AnnData, reference: ad.AnnData) -> list[str]:
+    """Genes (slide order) with at least one count in both the slide and the reference: what a
+    method can fit. Gene names must be unique on both sides (InputError otherwise)."""
+    if not slide.var_names.is_unique or not reference.var_names.is_unique:
+        raise InputError("gene names must be unique in the slide and the reference")
+    ref_expressed = set(reference.var_names[expressed(reference.X)].astype(str))
+    return [str(g) for g in slide.var_names[expressed(slide.X)] if str(g) in ref_expressed]

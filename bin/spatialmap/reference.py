@@ -16,7 +16,7 @@ import pandas as pd
 from scipy import sparse
 
 from .cli import InputError
-from .genes import METHOD_MIN_GENES
+from .genes import METHOD_MIN_GENES, expressed
 
 log = logging.getLogger("spatialmap.reference")
 
@@ -431,7 +431,7 @@ def check_overlap_minimums(
     """
     problems = []
     ref_names = reference.var_names.astype(str)
-    ref_expressed = set(ref_names[_expressed_genes(reference)])
+    ref_expressed = set(ref_names[expressed(reference.X)])
     for sample, slide in slides.items():
         n_shared = int(table.loc[str(sample), "shared_genes"])
         slide_names = slide.var_names.astype(str)
@@ -446,12 +446,12 @@ def check_overlap_minimums(
                 f"(minimum {min_shared_genes}, --min_shared_genes): {examples}"
             )
             continue
-        expressed = sum(1 for g in slide_names[_expressed_genes(slide)] if g in ref_expressed)
-        short = {m: n for m in methods if expressed < (n := METHOD_MIN_GENES.get(m, 0))}
+        n_expressed = sum(1 for g in slide_names[expressed(slide.X)] if g in ref_expressed)
+        short = {m: n for m in methods if n_expressed < (n := METHOD_MIN_GENES.get(m, 0))}
         if short:
             needs = ", ".join(f"{m} needs {n}" for m, n in short.items())
             problems.append(
-                f"reference {reference_name} and slide {sample} share {n_shared} genes, {expressed} of them "
+                f"reference {reference_name} and slide {sample} share {n_shared} genes, {n_expressed} of them "
                 f"expressed in both: too few for {', '.join(short)} ({needs}): {examples}"
             )
     if problems:
@@ -460,15 +460,6 @@ def check_overlap_minimums(
             "Ensembl IDs: --ref_gene_column / --slide_gene_column) and are of the same species"
         )
 
-
-def _expressed_genes(adata: ad.AnnData) -> np.ndarray:
-    """Mask of the genes with at least one non-zero count."""
-    x = adata.X
-    if x is None:
-        return np.zeros(adata.n_vars, dtype=bool)
-    if sparse.issparse(x):
-        return np.asarray((abs(x) > 0).sum(axis=0)).ravel() > 0
-    return (np.asarray(x) != 0).any(axis=0)
 
 
 # --------------------------------------------------------------------------------------------

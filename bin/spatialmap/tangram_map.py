@@ -47,7 +47,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .device import resolve_accelerator, seed_everything
-from .genes import METHOD_MIN_GENES
+from .genes import METHOD_MIN_GENES, expressed, shared_expressed_genes
 
 log = logging.getLogger("spatialmap.tangram")
 
@@ -102,13 +102,6 @@ def _normalise_rows(x: sp.csr_matrix, target: float = 1e4) -> sp.csr_matrix:
     return sp.csr_matrix(sp.diags(scale.astype(np.float32)) @ x, dtype=np.float32)
 
 
-def _expressed(x) -> np.ndarray:
-    """Boolean per column: at least one non-zero value."""
-    if sp.issparse(x):
-        return np.asarray((abs(x) > 0).sum(axis=0)).ravel() > 0
-    return (np.asarray(x) != 0).any(axis=0)
-
-
 def check_reference(reference: ad.AnnData, label_key: str) -> pd.Series:
     """Return the reference labels as strings; raise ``ValueError`` on unusable labels."""
     if label_key not in reference.obs.columns:
@@ -134,12 +127,7 @@ def check_reference(reference: ad.AnnData, label_key: str) -> pd.Series:
     return labels
 
 
-def shared_genes(slide: ad.AnnData, reference: ad.AnnData) -> list[str]:
-    """Genes (slide order) with at least one count in both the slide and the reference."""
-    if not slide.var_names.is_unique or not reference.var_names.is_unique:
-        raise ValueError("gene names must be unique in the slide and the reference")
-    ref_expressed = set(reference.var_names[_expressed(reference.X)])
-    return [str(g) for g in slide.var_names[_expressed(slide.X)] if g in ref_expressed]
+shared_genes = shared_expressed_genes  # genes expressed in both (one definition, in genes)
 
 
 def find_markers(
@@ -362,7 +350,7 @@ def run_tangram(
     ref_labels = labels.iloc[keep]
     # Genes with no count among the kept cells cannot train or be projected.
     ref_gene_pos = pd.Index(reference.var_names).get_indexer(genes)
-    expressed_kept = _expressed(ref_x[:, ref_gene_pos])
+    expressed_kept = expressed(ref_x[:, ref_gene_pos])
     if not expressed_kept.all():
         log.info("%d shared genes have no count in the kept reference cells: dropped", int((~expressed_kept).sum()))
         genes = [g for g, e in zip(genes, expressed_kept) if e]

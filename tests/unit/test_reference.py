@@ -301,3 +301,13 @@ def test_check_overlap_script_writes_table_and_fails_below_minimum(tmp_path, ref
     assert not tsv.exists() and not (tmp_path / "matched.h5ad").exists()
     with pytest.raises(InputError, match="unknown method"):
         script.main(common + ["--methods", "nnls,magic"])
+
+
+def test_gene_overlap_method_minimum_names_only_the_short_slide(ref):
+    """Several slides: each is checked on its own genes, and only the one below a minimum is named."""
+    slides = {"full": _slide(GENES), "poor": _slide(GENES[:8]), "also_full": _slide(GENES)}
+    with pytest.raises(InputError) as err:
+        reference.gene_overlap(ref, slides, "cell_type", 5, 5, methods=["nnls", "tangram"], reference_name="r.h5ad")
+    message = str(err.value)
+    assert "slide poor share 8 genes, 8 of them expressed in both: too few for nnls, tangram (nnls needs 10, tangram needs 10)" in message
+    assert "slide full" not in message and "slide also_full" not in message
