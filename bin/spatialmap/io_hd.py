@@ -71,6 +71,37 @@ def write_new_store(sdata, path, exists_message: str) -> Path:
 LOWRES_MAX_PX = 1000  # longest side of the image kept in uns['spatial'] for figures
 
 
+def read_cells(path: str | Path, sample: str):
+    """Read and check a ``<sample>.cells.parquet`` (GeoParquet of cell polygons).
+
+    Returns
+    -------
+    GeoDataFrame indexed by unique string cell IDs, with a ``geometry`` column of valid
+    Polygons.
+
+    Raises
+    ------
+    InputError
+        The file cannot be read, holds no cell, repeats a cell ID, or holds a geometry that
+        is not a non-empty Polygon.
+    """
+    import geopandas as gpd
+
+    try:
+        cells = gpd.read_parquet(path)
+    except (OSError, ValueError) as err:
+        raise InputError(f"sample {sample}: cannot read the cell polygons {path}: {err}") from err
+    if len(cells) == 0:
+        raise InputError(f"sample {sample}: the segmentation found no cell ({path})")
+    cells.index = cells.index.astype(str)
+    if cells.index.has_duplicates:
+        raise InputError(f"sample {sample}: repeated cell IDs in {path}")
+    kinds = set(cells.geom_type.unique())
+    if kinds != {"Polygon"} or cells.geometry.is_empty.any() or not cells.geometry.is_valid.all():
+        raise InputError(f"sample {sample}: {path} must hold valid, non-empty Polygons (found {', '.join(sorted(kinds))})")
+    return cells[["geometry"]]
+
+
 def read_visium_hd(outs_dir: str | Path, sample: str, bin_size: int = 8) -> ad.AnnData:
     """Read the ``bin_size`` µm bins of a Visium HD ``outs/`` with ``sopa.io.visium_hd``.
 
@@ -163,7 +194,6 @@ def read_visium_hd_cells(
         )
     polygons = None
     if cells is not None:
-        from .segmentation import read_cells
 
         polygons = read_cells(cells, sample)
     sdata = read_sopa("visium_hd", outs, sample, bin_size=2, load_segmentations_only=False)

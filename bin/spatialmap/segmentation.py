@@ -29,44 +29,13 @@ from pathlib import Path
 import numpy as np
 
 from .cli import InputError, atomic_path
-from .io_hd import read_sopa, write_new_store
+from .io_hd import read_cells, read_sopa, write_new_store  # noqa: F401 (read_cells: the cells file's reader, kept importable here)
 
 log = logging.getLogger(__name__)
 
 PATCHES_KEY = "image_patches"  # sopa's SopaKeys.PATCHES
 CELL_ID = "cell_id"
 DEFAULT_STARDIST_MODEL = "2D_versatile_he"
-
-
-def read_cells(path: str | Path, sample: str):
-    """Read and check a ``<sample>.cells.parquet`` (GeoParquet of cell polygons).
-
-    Returns
-    -------
-    GeoDataFrame indexed by unique string cell IDs, with a ``geometry`` column of valid
-    Polygons.
-
-    Raises
-    ------
-    InputError
-        The file cannot be read, holds no cell, repeats a cell ID, or holds a geometry that
-        is not a non-empty Polygon.
-    """
-    import geopandas as gpd
-
-    try:
-        cells = gpd.read_parquet(path)
-    except (OSError, ValueError) as err:
-        raise InputError(f"sample {sample}: cannot read the cell polygons {path}: {err}") from err
-    if len(cells) == 0:
-        raise InputError(f"sample {sample}: the segmentation found no cell ({path})")
-    cells.index = cells.index.astype(str)
-    if cells.index.has_duplicates:
-        raise InputError(f"sample {sample}: repeated cell IDs in {path}")
-    kinds = set(cells.geom_type.unique())
-    if kinds != {"Polygon"} or cells.geometry.is_empty.any() or not cells.geometry.is_valid.all():
-        raise InputError(f"sample {sample}: {path} must hold valid, non-empty Polygons (found {', '.join(sorted(kinds))})")
-    return cells[["geometry"]]
 
 
 def write_cells(cells, path: str | Path, prefix: str = "cell") -> int:
