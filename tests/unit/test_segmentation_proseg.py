@@ -87,8 +87,8 @@ def stand_in_proseg(monkeypatch, tmp_path):
     (proseg-output.zarr) with the given circles (µm) instead of running it."""
     import anndata
     import spatialdata
-    from spatialdata.models import ShapesModel
     from sopa.segmentation.methods import _proseg
+    from spatialdata.models import ShapesModel
 
     binary = tmp_path / "bin" / "proseg"
     binary.parent.mkdir()
