@@ -21,10 +21,10 @@ PACKAGES = ["rctd-py", "torch", "scipy", "anndata"]
 
 def main(argv: list[str] | None = None) -> None:
     """Run RCTD on one slide and write its outputs."""
-    from spatialmap import deconv, deconv_script
+    from spatialmap import deconv, deconv_cli
     from spatialmap.device import ACCELERATORS
 
-    parser = deconv_script.common_parser(__doc__.splitlines()[0], "rctd")
+    parser = deconv_cli.common_parser(__doc__.splitlines()[0], "rctd")
     parser.add_argument("--q-matrix", required=True, help="RCTD likelihood table (.npz from compute_rctd_q.py)")
     parser.add_argument("--mode", choices=deconv.RCTD_MODE_CHOICES, default="auto",
                         help="auto (doublet for cells and bins up to 8 µm, full for spots and larger bins, as "
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compile", action="store_true",
                         help="use torch.compile (the first run compiles for 10-20 min; off by default)")
     args = parser.parse_args(argv)
-    slide, reference = deconv_script.read_inputs(args)
+    slide, reference = deconv_cli.read_inputs(args)
     result = deconv.run_rctd(
         slide, reference, args.label_key, mode=args.mode, q_matrix_path=args.q_matrix, seed=args.seed,
         accelerator=args.accelerator, sample=args.sample, umi_min=args.umi_min, umi_max=args.umi_max,
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         n_max_cells=args.n_max_cells, ref_umi_min=args.ref_umi_min, threads=args.threads,
         compile=args.compile, dtype=args.dtype,
     )
-    deconv_script.finish(args, slide, result, "rctd", PACKAGES)
+    deconv_cli.finish(args, slide, result, "rctd", PACKAGES)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,10 @@
 // spatialmap: slides + single-cell reference -> QC -> signatures -> mapping -> one MultiQC report
 //
 include { INPUT_CHECK          } from '../subworkflows/local/input_check'
-include { SLIDE_PREPROCESS     } from '../subworkflows/local/slide_qc'
+include { SLIDE_PREPROCESS     } from '../subworkflows/local/slide_preprocess'
 include { REFERENCE_SIGNATURES } from '../subworkflows/local/reference_signatures'
 include { MAPPING; chooseMethods; locationsOf } from '../subworkflows/local/mapping'
-include { SPATIAL_RESULTS      } from '../subworkflows/local/spatial_outputs'
+include { SPATIAL_RESULTS      } from '../subworkflows/local/spatial_results'
 include { REPORT_TABLES        } from '../modules/local/report_tables/main'
 include { MULTIQC              } from '../modules/local/multiqc/main'
 

@@ -11,7 +11,7 @@ import anndata as ad
 
 from . import cli, deconv, keys
 
-log = logging.getLogger("spatialmap.deconv_script")
+log = logging.getLogger("spatialmap.deconv_cli")
 
 
 def common_parser(description: str, method: str) -> argparse.ArgumentParser:
