@@ -367,7 +367,8 @@ def compare(report: pd.DataFrame, rule: str) -> pd.DataFrame:
 
     One row per scenario, seed, metric and single method: both values, ``difference`` (rule minus
     method, signed so that > 0 is better for the rule), ``outcome`` (win / tie / loss; tie: equal
-    to 4 decimals) and the rule's rank among the single methods and itself (1 = best).
+    to 4 decimals) and the rule's rank among the single methods and itself (1 = best; values equal to 4
+    decimals share the better rank).
     """
     singles = single_methods(report)
     out = []
@@ -377,7 +378,7 @@ def compare(report: pd.DataFrame, rule: str) -> pd.DataFrame:
             continue
         present = [m for m in singles if m in by.index and np.isfinite(by.at[m, "spot_r"])]
         for metric, higher in METRICS.items():
-            values = by.loc[present + [rule], metric]
+            values = by.loc[present + [rule], metric].round(4)  # equal to 4 decimals: a tie, as below
             rank = int(values.rank(ascending=not higher, method="min")[rule])
             for method in present:
                 diff = by.at[rule, metric] - by.at[method, metric]
@@ -408,7 +409,23 @@ def out_of_sample(choose: pd.DataFrame, report: pd.DataFrame, default: str) -> t
                      f"| {r.beats_best_single} |")
     lines += ["", f"**Chosen: {chosen}.** Pipeline default: {default} (rank "
               f"{list(selection.index).index(default) + 1 if default in selection.index else 'n/a'} of {len(selection)}).", ""]
-    lines += ["### Report set: the choice against every single method", ""]
+    lines += ["### Report set, means over seeds: the best single method against the rules", "",
+              "| reference | metric | best single method | " + " | ".join(rules) + " |",
+              "|---|---|---|" + "---|" * len(rules)]
+    means = report.groupby(["scenario", "method"], sort=False)[list(METRICS)].mean()
+    singles = single_methods(report)
+    for scenario in report["scenario"].drop_duplicates():
+        part = means.loc[scenario]
+        present = [m for m in singles if m in part.index and np.isfinite(part.at[m, "spot_r"])]
+        for metric, higher in METRICS.items():
+            best = part.loc[present, metric].idxmax() if higher else part.loc[present, metric].idxmin()
+            cells = []
+            for rule in rules:
+                value, ref = round(part.at[rule, metric], 4), round(part.at[best, metric], 4)
+                worse = value < ref if higher else value > ref
+                cells.append(f"{value:.4f}" + (" (worse)" if worse else ""))
+            lines.append(f"| {scenario} | {METRIC_NAMES[metric]} | {best} {part.at[best, metric]:.4f} | " + " | ".join(cells) + " |")
+    lines += ["", "### Report set: the choice against every single method", ""]
     for rule in rules:
         part = comparison[comparison["rule"] == rule]
         lines += [f"#### {rule}", "", "| reference | seed | metric | rank (of methods + rule) | wins | ties | losses | lost to |",
