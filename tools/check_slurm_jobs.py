@@ -5,6 +5,10 @@ For each task in the run's trace: the native id is a SLURM job id, the task fini
 ``.command.run`` carries ``#SBATCH`` directives whose CPUs and memory are those of the
 process's label in conf/base.config (first attempt), capped by --max_cpus / --max_memory.
 With --gpu-run: the job scripts of the process_gpu steps, and only those, request a GPU.
+With --test-data: the run is the full test profile, so its results are checked as a user would:
+every slide mapped by all five methods and the consensus (proportions summing to 1, per-type
+Pearson r with the generated truth at least MIN_PEARSON), cell2location stopped at convergence,
+the MultiQC report written.
 """
 
 from __future__ import annotations
@@ -17,6 +21,10 @@ from pathlib import Path
 import pandas as pd
 
 GPU_REQUEST = re.compile(r"^#SBATCH\s+--gres[ =]gpu:1\s*$", re.M)
+METHODS = ("cell2location", "tangram", "rctd", "flashdeconv", "nnls")
+#: per-type Pearson r with the truth that every method and the consensus reach on the test data
+#: (the pipeline tests hold each method to more: tests/workflow/test_pipeline_outputs.py)
+MIN_PEARSON = 0.8
 
 
 def process_labels(repo: Path) -> dict[str, str]:
@@ -86,6 +94,45 @@ def check_run(repo: Path, results: Path, work: Path, max_cpus: int, max_memory_g
     return problems
 
 
+def _proportions(results: Path, method: str, sample: str) -> pd.DataFrame:
+    if method == "cell2location":  # abundances: normalised per spot
+        table = pd.read_csv(results / method / sample / f"{sample}.cell2location_q05.csv", index_col=0)
+        return table.div(table.sum(axis=1), axis=0)
+    return pd.read_csv(results / method / sample / f"{sample}.{method}_proportions.csv", index_col=0)
+
+
+def check_test_profile(results: Path, test_data: Path) -> list[str]:
+    """The test profile's results of the SLURM run, checked against the generated truth."""
+    import json
+
+    import numpy as np
+
+    problems = []
+    samples = pd.read_csv(test_data / "samplesheet.csv")["sample"].astype(str)
+    for sample in samples:
+        truth = pd.read_csv(test_data / "truth" / f"{sample}_proportions.csv", index_col=0)
+        for method in METHODS + ("consensus",):
+            try:
+                table = _proportions(results, method, sample)
+            except FileNotFoundError as err:
+                problems.append(f"{sample}: no {method} result ({err.filename})")
+                continue
+            if not np.allclose(table.sum(axis=1), 1, atol=1e-4):
+                problems.append(f"{sample}: {method} proportions do not sum to 1")
+            t = truth.loc[table.index, table.columns]
+            r = min(np.corrcoef(table[c], t[c])[0, 1] for c in table.columns)
+            print(f"{sample} {method:<14} min per-type r with the truth {r:.3f}")
+            if not r >= MIN_PEARSON:
+                problems.append(f"{sample}: {method} min per-type r {r:.3f} < {MIN_PEARSON}")
+        qc = json.loads((results / "cell2location" / sample / f"{sample}.cell2location_qc.json").read_text())
+        print(f"{sample} cell2location stop {qc['stop_reason']} at epoch {qc['epochs_run']}")
+        if qc["stop_reason"] != "converged":
+            problems.append(f"{sample}: cell2location stopped {qc['stop_reason']}, not converged")
+    if not (results / "multiqc" / "multiqc_report.html").is_file():
+        problems.append("no MultiQC report")
+    return problems
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repo", type=Path, required=True)
@@ -93,8 +140,12 @@ def main() -> None:
     parser.add_argument("--gpu-run", default=None, help="RESULTS:WORK of the run with the gpu profile")
     parser.add_argument("--max-cpus", type=int, required=True)
     parser.add_argument("--max-memory-gb", type=int, required=True)
+    parser.add_argument("--test-data", type=Path, default=None,
+                        help="assets/test_data: the --run is the full test profile; check its results")
     args = parser.parse_args()
     problems = []
+    if args.test_data:
+        problems += check_test_profile(Path(args.run.split(":")[0]), args.test_data)
     for spec, gpu in ((args.run, False), (args.gpu_run, True)):
         if spec:
             results, work = (Path(p) for p in spec.split(":"))

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The cluster path on a real scheduler: starts a one-node SLURM cluster on this machine
 # (Debian's slurm-wlm and munge, installed with apt-get when missing; needs root), runs
-#  1. the test profile through it (-profile test,local,slurm; Tangram only, few epochs),
-#     and checks from the trace and the .command.run job scripts that every task ran as a
-#     SLURM job whose CPU and memory requests follow its label (conf/base.config, capped);
+#  1. the full test profile through it (-profile test,local,slurm: every method, cell2location
+#     trained to convergence, the consensus, the report), and checks from the trace and the
+#     .command.run job scripts that every task ran as a SLURM job whose CPU and memory requests
+#     follow its label (conf/base.config, capped), and the results against the generated truth;
 #  2. a -stub run with the gpu profile added, and checks that the job scripts of the
 #     process_gpu steps, and only those, carry the GPU request (--gres=gpu:1). The node
 #     declares one GPU in gres.conf (backed by /dev/null: the jobs are stubs and use none),
 #     so those jobs can be scheduled;
-# then stops the daemons it started. About 5-10 minutes on 2 cores.
+# then stops the daemons it started. About 15-20 minutes on 2 cores.
 # Usage: tools/test_slurm.sh [workdir]     (default: a new folder under ${TMPDIR:-/tmp})
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -103,8 +104,7 @@ cd "$run_dir"
 export PATH="$cache/env/bin:$PATH"
 log "1/2: -profile test,local,slurm"
 bash "$repo/tools/nextflow" run "$repo/main.nf" -profile test,local,slurm -c "$conf/poll.config" -work-dir "$run_dir/work" \
-    --methods tangram --tangram_mode clusters --tangram_max_epochs 30 --max_memory 16.GB \
-    --outdir "$run_dir/results" > "$run_dir/run.log" 2>&1 || { tail -40 "$run_dir/run.log" >&2; die "the SLURM run failed"; }
+    --max_memory 16.GB --outdir "$run_dir/results" > "$run_dir/run.log" 2>&1 || { tail -40 "$run_dir/run.log" >&2; die "the SLURM run failed"; }
 
 # ---- 2. the graph with the gpu profile (stub) -----------------------------------------------
 log "2/2: -profile test,local,slurm,gpu -stub"
@@ -114,5 +114,5 @@ bash "$repo/tools/nextflow" run "$repo/main.nf" -profile test,local,slurm,gpu -s
 
 "$python" "$repo/tools/check_slurm_jobs.py" --repo "$repo" \
     --run "$run_dir/results:$run_dir/work" --gpu-run "$run_dir/results_gpu:$run_dir/work_gpu" \
-    --max-cpus 2 --max-memory-gb 16
+    --max-cpus 2 --max-memory-gb 16 --test-data "$repo/assets/test_data"
 log "passed"
