@@ -542,6 +542,15 @@ def true_cell_polygons(truth: pd.DataFrame, nucleus: bool = False) -> list:
     return [_cell_polygon(x, y, r) for x, y, r in zip(truth["x_um"], truth["y_um"], truth[column])]
 
 
+def spaceranger_cell_polygons(outs: str | Path) -> list:
+    """The cell polygons of a generated Space Ranger 4 ``outs/`` (``segmented_outputs/cell_segmentations.geojson``),
+    as shapely shapes in full-resolution pixels, in file order: what :func:`score_segmentation` scores."""
+    from shapely.geometry import shape
+
+    geo = json.loads((Path(outs) / "segmented_outputs" / "cell_segmentations.geojson").read_text())
+    return [shape(f["geometry"]) for f in geo["features"]]
+
+
 def score_segmentation(found, true, iou_min: float = SCORE_IOU_MIN, cover_min: float = SCORE_COVER_MIN) -> dict:
     """Found cell polygons against the true ones (same coordinates): matches by IoU, merges, splits.
 

@@ -218,3 +218,14 @@ def small_slide() -> ad.AnnData:
 def small_mouse_slide() -> ad.AnnData:
     """The same slide with mouse symbols (mt-Co1, mt-Nd1, Mtor)."""
     return _small_slide(mouse=True)
+
+
+@pytest.fixture(scope="module")
+def perturbed_hd(tmp_path_factory):
+    """The generated Visium HD slide with wrong Space Ranger 4 boundaries
+    (synth_hd.generate_perturbed_hd): its ``outs/`` and the truth table of what was perturbed."""
+    from spatialmap import synth_hd
+
+    out = tmp_path_factory.mktemp("hd_perturbed")
+    paths = synth_hd.generate_perturbed_hd(out, seed=0, perturb_seed=0)
+    return paths["hd"]["outs"], pd.read_csv(paths["truth"])

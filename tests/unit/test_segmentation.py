@@ -205,22 +205,6 @@ CELLS_MODE_MIN_RECOVERED = 0.99  # cells mode, true boundaries: cells read with 
 CELLS_MODE_MAX_RECOVERED = 0.75  # cells mode, perturbed boundaries: at most the unperturbed ~70%
 
 
-@pytest.fixture(scope="module")
-def perturbed_hd(tmp_path_factory):
-    from spatialmap import synth_hd
-
-    out = tmp_path_factory.mktemp("hd_perturbed")
-    paths = synth_hd.generate_perturbed_hd(out, seed=0, perturb_seed=0)
-    return paths["hd"]["outs"], pd.read_csv(paths["truth"])
-
-
-def _space_ranger_polygons(outs: Path) -> list:
-    from shapely.geometry import shape
-
-    geo = json.loads((outs / "segmented_outputs" / "cell_segmentations.geojson").read_text())
-    return [shape(f["geometry"]) for f in geo["features"]]
-
-
 def _recovered(adata, truth: pd.DataFrame, true_cells) -> np.ndarray:
     """Per true cell: a cell of ``adata`` lies at its centre (2 px) with exactly its 2 µm bins count and its UMIs."""
     from scipy.spatial import cKDTree
@@ -238,6 +222,8 @@ def test_cells_mode_detects_the_perturbed_boundaries(perturbed_hd):
 
     import scanpy as sc
 
+    from spatialmap import synth_hd
+
     outs, truth_p = perturbed_hd
     truth = pd.read_csv(TRUTH)
     with warnings.catch_warnings():
@@ -251,7 +237,7 @@ def test_cells_mode_detects_the_perturbed_boundaries(perturbed_hd):
     # what is lost is what was perturbed: every cell kept as it was is read exactly, no perturbed one is
     untouched = truth_p["perturbation"].to_numpy() == "none"
     assert bad[untouched].mean() >= CELLS_MODE_MIN_RECOVERED and not bad[~untouched].any()
-    assert wrong.uns["spatialmap_platform"]["cells_found"] == len(_space_ranger_polygons(outs))
+    assert wrong.uns["spatialmap_platform"]["cells_found"] == len(synth_hd.spaceranger_cell_polygons(outs))
 
 
 @pytest.fixture(scope="module")
@@ -281,7 +267,7 @@ def test_stardist_scores_better_than_the_perturbed_boundaries(perturbed_hd, star
     true = synth_hd.true_cell_polygons(truth)
     grown = expand_radius(stardist_on_perturbed, STARDIST_EXPAND_RATIO)
     ours = synth_hd.score_segmentation(grown, true)
-    wrong = synth_hd.score_segmentation(_space_ranger_polygons(outs), true)
+    wrong = synth_hd.score_segmentation(synth_hd.spaceranger_cell_polygons(outs), true)
     summary = {k: round(v, 3) for k, v in ours.items() if k not in ("match", "best_iou")}
     assert ours["matched_fraction"] >= STARDIST_MIN_MATCHED, summary
     assert ours["mean_iou"] >= STARDIST_MIN_MEAN_IOU, summary

@@ -178,24 +178,6 @@ PROSEG_MIN_UNTOUCHED_MATCHED = 0.8  # cells whose prior was right stay matched
 # stay (17 of 18: ProSeg keeps the prior's cell count), splits fall from 35 to 12. From the true prior: 0.95.
 
 
-@pytest.fixture(scope="module")
-def perturbed_prior(tmp_path_factory):
-    from spatialmap import synth_hd
-
-    out = tmp_path_factory.mktemp("hd_perturbed")
-    paths = synth_hd.generate_perturbed_hd(out, seed=0, perturb_seed=0)
-    return paths["hd"]["outs"], pd.read_csv(paths["truth"])
-
-
-def _prior_polygons(outs: Path) -> list:
-    import json
-
-    from shapely.geometry import shape
-
-    geo = json.loads((outs / "segmented_outputs" / "cell_segmentations.geojson").read_text())
-    return [shape(f["geometry"]) for f in geo["features"]]
-
-
 def _by_kind(score: dict, kind: np.ndarray, which: str) -> tuple[float, float]:
     """Matched share and mean best IoU of the true cells of one perturbation kind."""
     pick = kind == which
@@ -203,12 +185,12 @@ def _by_kind(score: dict, kind: np.ndarray, which: str) -> tuple[float, float]:
 
 
 @needs_proseg
-def test_proseg_brings_perturbed_boundaries_back_towards_the_truth(perturbed_prior, tmp_path):
+def test_proseg_brings_perturbed_boundaries_back_towards_the_truth(perturbed_hd, tmp_path):
     from spatialmap import synth_hd
 
-    outs, truth = perturbed_prior
+    outs, truth = perturbed_hd
     cells, qc = proseg.segment_visium_hd(outs, "hd1_perturbed", tmp_path / "work", threads=2)
-    prior_polygons = _prior_polygons(outs)
+    prior_polygons = synth_hd.spaceranger_cell_polygons(outs)
     assert qc["prior"] == "segmented_outputs/cell_segmentations.geojson" and qc["prior_cells"] == len(prior_polygons)
     true = synth_hd.true_cell_polygons(truth)
     refined, prior = synth_hd.score_segmentation(cells, true), synth_hd.score_segmentation(prior_polygons, true)
