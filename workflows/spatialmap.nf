@@ -40,7 +40,7 @@ workflow SPATIALMAP {
         // (with --methods auto on Visium HD / Xenium slides, or above --c2l_max_locations, there is none)
         def c2l_slides = SLIDE_PREPROCESS.out.json.filter { meta, json ->
             'cell2location' in chooseMethods(methods, locationsOf(json), params.large_slide_locations as long,
-                params.tangram_mode.toString(), params.c2l_max_locations as long)[0]
+                params.tangram_mode.toString(), params.c2l_max_locations as long, params.auto_rctd_max_locations as long)[0]
         }
         REFERENCE_SIGNATURES(
             file(params.reference, checkIfExists: true),

@@ -24,17 +24,32 @@ def locationsOf(json) {
     (qc.spots_kept ?: qc.bins_kept ?: qc.cells_kept ?: 0) as long
 }
 
+// RCTD doublet mode's time on n locations at the measured ~0.09 s per bin on one core (tools/BENCHMARKS.md)
+def rctdEstimate(long n) {
+    def minutes = Math.round(n * 0.09d / 60)
+    minutes < 120 ? "${Math.max(minutes, 1)} min" : "${Math.round(minutes / 6d) / 10} h"
+}
+
 // The methods to run on a slide of n locations, and why (one line for the log and the report).
 // auto: all five up to `large` locations; above, the three that scale to Visium HD sizes
-// (README, "Choosing methods"). Asked-for methods run as asked, except Tangram's cells mode,
-// which is skipped above `large` (its cells x locations map does not fit in memory), and
-// cell2location, skipped above `c2lMax` locations (0: no limit; days of training on CPU there).
-def chooseMethods(List requested, long n, long large, String tangramMode, long c2lMax = 0) {
+// (README, "Choosing methods"), and of those RCTD only up to `rctdMax` locations (0: no limit):
+// its doublet mode, what --rctd_mode auto gives bins and cells, took ~0.09 s per bin on one core
+// (tools/BENCHMARKS.md), hours on a full Visium HD slide. Asked-for methods run as asked, except
+// Tangram's cells mode, which is skipped above `large` (its cells x locations map does not fit in
+// memory), and cell2location, skipped above `c2lMax` locations (0: no limit; days of training on CPU there).
+def chooseMethods(List requested, long n, long large, String tangramMode, long c2lMax = 0, long rctdMax = 0) {
     def big = n > large
     if (requested == ['auto']) {
         def run = big ? ['rctd', 'flashdeconv', 'nnls'] : ['cell2location', 'tangram', 'rctd', 'flashdeconv', 'nnls']
         def why = big ? "auto: ${n} locations > large_slide_locations ${large}: RCTD, FlashDeconv, NNLS (cell2location and Tangram only when asked)" :
             "auto: ${n} locations <= large_slide_locations ${large}: all five methods"
+        if (rctdMax > 0 && n > rctdMax) {
+            run = run - ['rctd']
+            why = (big ? "auto: ${n} locations > large_slide_locations ${large}: FlashDeconv, NNLS (cell2location and Tangram only when asked)" :
+                "auto: ${n} locations <= large_slide_locations ${large}: cell2location, Tangram, FlashDeconv, NNLS") +
+                "; RCTD only when asked: ${n} locations > auto_rctd_max_locations ${rctdMax} " +
+                "(doublet mode ~0.09 s per bin on one core: ~${rctdEstimate(n)} at this size, extrapolated)"
+        }
         return [run, why]
     }
     def run = requested.collect()
@@ -85,7 +100,7 @@ workflow MAPPING {
         .map { id, meta, h5ad, json ->
             def n = locationsOf(json)
             def (run, why) = chooseMethods(methods, n, params.large_slide_locations as long, params.tangram_mode.toString(),
-                params.c2l_max_locations as long)
+                params.c2l_max_locations as long, params.auto_rctd_max_locations as long)
             def line = "sample ${id}: ${n} locations; methods ${run.join(', ') ?: 'none'} (${why})"
             if (why.contains('skipped')) { log.warn line } else { log.info line }
             [meta + [locations: n, methods: run, selection: why.toString()], h5ad]
@@ -128,7 +143,9 @@ workflow MAPPING {
         if (params.rctd_q_matrix) {
             q_matrix = Channel.value(file(params.rctd_q_matrix, checkIfExists: true))
         } else {
-            RCTD_QMATRIX()
+            // computed only once a slide is known to run RCTD (with --methods auto, none may: slides
+            // above --auto_rctd_max_locations); first(): one table for all slides
+            RCTD_QMATRIX(runs('rctd').first().map { meta, h5ad -> true })
             q_matrix = RCTD_QMATRIX.out.npz
             versions = versions.mix(RCTD_QMATRIX.out.versions)
         }

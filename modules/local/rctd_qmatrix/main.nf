@@ -5,6 +5,9 @@ process RCTD_QMATRIX {
     label 'process_low'
     container "${params.container_registry}/spatialmap-deconv:${params.container_tag}"
 
+    input:
+    val ready   // a value once a slide is known to run RCTD (so nothing is computed when none does)
+
     output:
     path 'rctd_q_matrices.npz' , emit: npz
     path 'rctd_q_matrices.json', emit: json
