@@ -15,7 +15,9 @@ from pathlib import Path
 
 import anndata as ad
 
-from spatialmap import cli, genes, keys, reference
+from spatialmap import cli, keys
+from spatialmap.reference import genes
+from spatialmap.reference import prepare as reference
 
 log = logging.getLogger("spatialmap.check_overlap")
 

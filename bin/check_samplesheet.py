@@ -7,7 +7,7 @@ import argparse
 import logging
 
 from spatialmap import cli
-from spatialmap.samplesheet import SEGMENTATIONS, read_samplesheet, write_checked
+from spatialmap.io.samplesheet import SEGMENTATIONS, read_samplesheet, write_checked
 
 log = logging.getLogger("spatialmap.check_samplesheet")
 

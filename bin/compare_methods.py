@@ -34,7 +34,7 @@ PACKAGES = ["pandas", "numpy", "anndata", "matplotlib"]
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    from spatialmap.consensus import DEFAULT_RULE, RULES
+    from spatialmap.consensus.rules import DEFAULT_RULE, RULES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--proportions", nargs="+", required=True,
@@ -60,7 +60,7 @@ def read_tables(paths: list[str]) -> dict:
     """``{sample: {method: table}}`` from method tables named ``<sample><suffix>``."""
     import pandas as pd
 
-    from spatialmap.agreement import parse_table_name
+    from spatialmap.consensus.agreement import parse_table_name
 
     tables: dict = defaultdict(dict)
     for path in sorted(paths):
@@ -100,7 +100,7 @@ def write_slide(outdir: Path, sample: str, result, slide_h5ad: Path | None) -> N
         return
     import anndata as ad
 
-    from spatialmap.plotting import plot_spatial_values
+    from spatialmap.report.plotting import plot_spatial_values
 
     slide = ad.read_h5ad(slide_h5ad, backed="r")
     names = slide.obs_names
@@ -128,7 +128,7 @@ def counts_of(sample: str, slide_h5ad: Path | None):
 def slide_consensus(by_method: dict, sample: str, args: argparse.Namespace, slide, signatures):
     """The slide's consensus with ``--rule``; the mean, with a warning, where the slide's counts
     cannot be scored (e.g. too few genes shared with the reference)."""
-    from spatialmap import consensus
+    from spatialmap.consensus import rules as consensus
 
     try:
         return consensus.slide_consensus(by_method, sample, args.rule, slide=slide, signatures=signatures,
@@ -151,7 +151,7 @@ def read_signatures(args: argparse.Namespace):
     if args.reference:
         import anndata as ad
 
-        from spatialmap.signatures import cluster_means
+        from spatialmap.reference.signatures import cluster_means
 
         reference = ad.read_h5ad(args.reference)
         if args.label_key not in reference.obs:
@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     import pandas as pd
 
-    from spatialmap import agreement, consensus
+    from spatialmap.consensus import agreement
+    from spatialmap.consensus import rules as consensus
 
     tables = read_tables(args.proportions)
     slides = slide_paths(args.slides)

@@ -20,7 +20,7 @@ PACKAGES = ["rctd-py", "numpy", "scipy"]
 
 def main(argv: list[str] | None = None) -> None:
     """Compute the table and write it (and a JSON of its settings beside it)."""
-    from spatialmap import deconv
+    from spatialmap.methods import deconv
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="rctd_q_matrices.npz", help="table to write (default: rctd_q_matrices.npz)")

@@ -8,7 +8,9 @@ import logging
 import os
 from pathlib import Path
 
-from spatialmap import cli, device, reference, signatures
+from spatialmap import cli, device
+from spatialmap.reference import prepare as reference
+from spatialmap.reference import signatures
 
 log = logging.getLogger("spatialmap.estimate_signatures")
 

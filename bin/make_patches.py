@@ -7,7 +7,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from spatialmap import cli, segmentation
+from spatialmap import cli
+from spatialmap.segmentation import stardist as segmentation
 
 log = logging.getLogger("spatialmap.make_patches")
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from spatialmap import cli, report
+from spatialmap import cli
+from spatialmap.report import multiqc as report
 
 log = logging.getLogger("spatialmap.make_report")
 

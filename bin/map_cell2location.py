@@ -11,7 +11,12 @@ from pathlib import Path
 
 import anndata as ad
 
-from spatialmap import c2l, c2l_train, cli, device, keys, plotting, reference, signatures
+from spatialmap import cli, device, keys
+from spatialmap.methods import c2l_train
+from spatialmap.methods import cell2location as c2l
+from spatialmap.reference import prepare as reference
+from spatialmap.reference import signatures
+from spatialmap.report import plotting
 
 log = logging.getLogger("spatialmap.map_cell2location")
 

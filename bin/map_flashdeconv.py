@@ -29,7 +29,7 @@ def lambda_value(text: str) -> float | str:
 
 def main(argv: list[str] | None = None) -> None:
     """Run FlashDeconv on one slide and write its outputs."""
-    from spatialmap import deconv, deconv_cli
+    from spatialmap.methods import deconv, deconv_cli
 
     parser = deconv_cli.common_parser(__doc__.splitlines()[0], "flashdeconv")
     parser.add_argument("--sketch-dim", type=int, default=512, help="FlashDeconv sketch dimension (default: 512)")

@@ -19,7 +19,7 @@ PACKAGES = ["scipy", "numpy", "anndata"]
 
 def main(argv: list[str] | None = None) -> None:
     """Run NNLS on one slide and write its outputs."""
-    from spatialmap import deconv, deconv_cli
+    from spatialmap.methods import deconv, deconv_cli
 
     parser = deconv_cli.common_parser(__doc__.splitlines()[0], "nnls")
     parser.add_argument("--min-cells", type=int, default=3, help="fewest reference cells per type (default: 3)")

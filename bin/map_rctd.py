@@ -21,8 +21,8 @@ PACKAGES = ["rctd-py", "torch", "scipy", "anndata"]
 
 def main(argv: list[str] | None = None) -> None:
     """Run RCTD on one slide and write its outputs."""
-    from spatialmap import deconv, deconv_cli
     from spatialmap.device import ACCELERATORS
+    from spatialmap.methods import deconv, deconv_cli
 
     parser = deconv_cli.common_parser(__doc__.splitlines()[0], "rctd")
     parser.add_argument("--q-matrix", required=True, help="RCTD likelihood table (.npz from compute_rctd_q.py)")

@@ -37,7 +37,7 @@ PACKAGES = ["tangram-sc", "torch", "scanpy", "anndata"]
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
     from spatialmap.device import ACCELERATORS
-    from spatialmap.tangram_map import DENSITY_PRIORS, MODES
+    from spatialmap.methods.tangram import DENSITY_PRIORS, MODES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slide", required=True, help="slide after QC (.h5ad, raw counts in X)")
@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     import anndata as ad
 
-    from spatialmap import keys, tangram_map
+    from spatialmap import keys
+    from spatialmap.methods import tangram as tangram_map
 
     for path in (args.slide, args.reference):
         if not Path(path).is_file():
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def plot_maps(slide, result, out_png: str, sample: str) -> None:
     """One spatial map of the Tangram proportion per cell type."""
-    from spatialmap.plotting import plot_spatial_values
+    from spatialmap.report.plotting import plot_spatial_values
 
     qc = result.qc
     title = (

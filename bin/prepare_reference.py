@@ -8,7 +8,9 @@ import json
 import logging
 from pathlib import Path
 
-from spatialmap import cli, qc, reference
+from spatialmap import cli
+from spatialmap.qc import slide as qc
+from spatialmap.reference import prepare as reference
 
 log = logging.getLogger("spatialmap.prepare_reference")
 
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     adata = reference.load_reference(
         args.reference, args.label_key, args.batch_key or None, covariates, args.min_cells_per_label
     )
-    # gene names stay as they are: check_overlap.py matches them to the slides' (spatialmap.genes)
+    # gene names stay as they are: check_overlap.py matches them to the slides' (spatialmap.reference.genes)
     mt_list = qc.read_gene_list(args.mt_genes) if args.mt_genes else None
     adata, removed = reference.remove_mt_genes(adata, prefix=args.mt_prefix, mt_genes=mt_list)
     summary = reference.reference_summary(adata, args.label_key, args.batch_key or None)

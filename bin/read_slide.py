@@ -7,8 +7,10 @@ import argparse
 import logging
 from pathlib import Path
 
-from spatialmap import cli, io, io_hd, keys
-from spatialmap.samplesheet import PIPELINE_SEGMENTATIONS
+from spatialmap import cli, keys
+from spatialmap.io import sdata as io_hd
+from spatialmap.io import visium as io
+from spatialmap.io.samplesheet import PIPELINE_SEGMENTATIONS
 
 log = logging.getLogger("spatialmap.read_slide")
 

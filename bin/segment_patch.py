@@ -8,7 +8,8 @@ import json
 import logging
 from pathlib import Path
 
-from spatialmap import cli, segmentation
+from spatialmap import cli
+from spatialmap.segmentation import stardist as segmentation
 
 log = logging.getLogger("spatialmap.segment_patch")
 

@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 
 from spatialmap import cli
-from spatialmap import segmentation_proseg as proseg
+from spatialmap.segmentation import proseg
 
 log = logging.getLogger("spatialmap.segment_proseg")
 

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import anndata as ad
 
-from spatialmap import cli, io, io_hd, keys, qc
+from spatialmap import cli, keys
+from spatialmap.io import sdata as io_hd
+from spatialmap.io import visium as io
+from spatialmap.qc import slide as qc
 
 log = logging.getLogger("spatialmap.slide_qc")
 

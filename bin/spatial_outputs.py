@@ -11,9 +11,9 @@ from pathlib import Path
 import anndata as ad
 
 from spatialmap import cli, keys
-from spatialmap import spatial_outputs as so
+from spatialmap.io import outputs as so
 
-log = logging.getLogger("spatialmap.spatial_outputs")
+log = logging.getLogger("spatialmap.io.outputs")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

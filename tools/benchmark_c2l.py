@@ -48,7 +48,12 @@ for p in (REPO / "bin", REPO / "tools"):
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from spatialmap import c2l, c2l_train, cli, io, signatures, synth  # noqa: E402
+from spatialmap import cli  # noqa: E402
+from spatialmap.io import visium as io  # noqa: E402
+from spatialmap.methods import c2l_train  # noqa: E402
+from spatialmap.methods import cell2location as c2l  # noqa: E402
+from spatialmap.reference import signatures  # noqa: E402
+from testdata import synth  # noqa: E402
 
 log = logging.getLogger("spatialmap.benchmark_c2l")
 SCENARIOS = ("test_data", "lymph_node", "generated")
@@ -124,7 +129,7 @@ def load(args) -> tuple[dict, pd.DataFrame, dict | None]:
     if sig_path.is_file():
         sig = pd.read_csv(sig_path, index_col=0)
     else:
-        from spatialmap import reference
+        from spatialmap.reference import prepare as reference
 
         ref = bm.prepare_reference(ref_path, batch_key)
         if args.scenario == "generated":

@@ -5,8 +5,8 @@
 Slides of N locations are tiles of the embedded test slide ``assets/test_data/slide1`` (243
 spots, 8 cell types, known proportions): copies side by side in space, each with its counts
 resampled (Poisson), so every size has the same composition and truth. Each method runs through
-the package function the pipeline's script calls (``spatialmap.deconv.run_*``,
-``spatialmap.tangram_map.run_tangram``) and is timed with ``time.perf_counter`` around that call
+the package function the pipeline's script calls (``spatialmap.methods.deconv.run_*``,
+``spatialmap.methods.tangram.run_tangram``) and is timed with ``time.perf_counter`` around that call
 (an untimed run on the smallest slide first, so imports and numba/torch JIT are not counted).
 
 Example::
@@ -31,7 +31,11 @@ sys.path.insert(0, str(REPO / "bin"))
 import anndata as ad  # noqa: E402
 from scipy import sparse  # noqa: E402
 
-from spatialmap import deconv, io, keys, qc, tangram_map  # noqa: E402
+from spatialmap import keys  # noqa: E402
+from spatialmap.io import visium as io  # noqa: E402
+from spatialmap.methods import deconv  # noqa: E402
+from spatialmap.methods import tangram as tangram_map  # noqa: E402
+from spatialmap.qc import slide as qc  # noqa: E402
 
 TEST_DATA = REPO / "assets" / "test_data"
 

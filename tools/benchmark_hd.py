@@ -153,7 +153,7 @@ def main() -> None:
     if args.nextflow:
         if not args.skip_generate:
             with open(work / "benchmark_hd.log", "a") as log:
-                run_step("generate", [py, str(BIN / "make_hd_test_data.py"), "--outdir", str(work / "data"),
+                run_step("generate", [py, str(REPO / "tools" / "make_hd_test_data.py"), "--outdir", str(work / "data"),
                                       "--big-hd-side", str(args.side), "--n-genes", str(args.n_genes)], work, log)  # fmt: skip
         trace, results = run_nextflow(work, args.methods, args.nextflow_args.split())
         print(report_run(trace, results))
@@ -161,7 +161,7 @@ def main() -> None:
     rows = []
     with open(work / "benchmark_hd.log", "a") as log:
         if not args.skip_generate:
-            rows.append(run_step("generate", [py, str(BIN / "make_hd_test_data.py"), "--outdir", str(work / "data"),
+            rows.append(run_step("generate", [py, str(REPO / "tools" / "make_hd_test_data.py"), "--outdir", str(work / "data"),
                                               "--big-hd-side", str(args.side), "--n-genes", str(args.n_genes)], work, log))  # fmt: skip
         outs, ref = work / "data" / "hdbig" / "outs", work / "data" / "reference.h5ad"
         steps = [

@@ -5,7 +5,7 @@ Two scenarios, each run through the package functions the pipeline's ``bin/`` sc
 (nothing scientific is re-implemented here):
 
 ``generated``
-    Larger synthetic data from :func:`spatialmap.synth.generate` (known truth). Slides are
+    Larger synthetic data from :func:`testdata.synth.generate` (known truth). Slides are
     read and QC'd (mitochondrial genes moved out), reference signatures are estimated once
     (regression), then cell2location maps all slides jointly at several epoch counts (each a
     fresh fit with the same seed) and Tangram maps each slide at several epoch counts.
@@ -55,7 +55,14 @@ if str(REPO / "bin") not in sys.path:
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from spatialmap import agreement, c2l, cli, io, keys, qc, reference, signatures, synth  # noqa: E402
+from spatialmap import cli, keys  # noqa: E402
+from spatialmap.consensus import agreement  # noqa: E402
+from spatialmap.io import visium as io  # noqa: E402
+from spatialmap.methods import cell2location as c2l  # noqa: E402
+from spatialmap.qc import slide as qc  # noqa: E402
+from spatialmap.reference import prepare as reference  # noqa: E402
+from spatialmap.reference import signatures  # noqa: E402
+from testdata import synth  # noqa: E402
 
 log = logging.getLogger("spatialmap.benchmark")
 
@@ -446,7 +453,7 @@ def run_c2l(slides, sig: pd.DataFrame, epochs: int, device: str, args: argparse.
 def run_tangram_all(slides, ref, epochs: int, device: str, args: argparse.Namespace,
                     truth: dict[str, pd.DataFrame] | None) -> tuple[dict, list[dict]]:
     """Tangram on every slide (one after another), times summed, scored against the truth when given."""
-    from spatialmap import tangram_map
+    from spatialmap.methods import tangram as tangram_map
 
     wall, results = 0.0, {}
     for sample, slide in slides.items():
@@ -496,7 +503,7 @@ def warm_up(slides, ref, sig: pd.DataFrame | None, device: str, args: argparse.N
         c2l.map_cell2location(first, sig, n_cells_per_location=args.n_cells_per_location, max_epochs=1,
                               seed=args.seed, accelerator=device, num_samples=2, threads=args.threads)
     if "tangram" in args.methods:
-        from spatialmap import tangram_map
+        from spatialmap.methods import tangram as tangram_map
 
         sample, slide = next(iter(first.items()))
         with contextlib.redirect_stdout(sys.stderr):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark every mapping method and the consensus rules on silver-standard slides of real cells.
 
-For each reference (``--scenario``) and seed (``--seeds``), :func:`spatialmap.silver.make_silver`
+For each reference (``--scenario``) and seed (``--seeds``), :func:`testdata.silver.make_silver`
 splits the labelled reference per type into spot cells and reference cells and sums the spot
 cells into a grid of pseudo-spots with smooth, region-wise compositions (Spotless-style); only
 the reference cells are given to the methods. Scenarios:
@@ -9,14 +9,14 @@ the reference cells are given to the methods. Scenarios:
 ``lymph_node``
     ``<data-dir>/reference.h5ad``: 330 real human lymph node cells, 11 types x 30.
 ``generated``
-    ``assets/test_data/reference.h5ad``: the project's generated reference (``spatialmap.synth``),
+    ``assets/test_data/reference.h5ad``: the project's generated reference (``testdata.synth``),
     8 types x 120 cells, mitochondrial genes removed first.
 ``pbmc68k``
     scanpy's bundled ``datasets/10x_pbmc68k_reduced.h5ad`` (installed with scanpy from PyPI): 700
     real human blood cells of 10x Genomics' 68k PBMC data, the 765 genes it keeps, labels
     ``obs['bulk_labels']`` (each cell's best-correlated FACS-sorted population). Its ``raw`` holds
     log1p of counts normalised to 10,000 per cell; the integer counts are recovered exactly
-    (:func:`spatialmap.silver.counts_from_log_normalised`).
+    (:func:`testdata.silver.counts_from_log_normalised`).
 
 Types with fewer than ``--min-type-cells`` cells are dropped first (pbmc68k: CD34+, 13 cells, and
 CD4+/CD45RA+/CD25- naive T, 8 cells), so that half of each type is at least RCTD's ``cell_min``.
@@ -26,7 +26,7 @@ Methods, through the package functions the pipeline's scripts call: cell2locatio
 ``reference.permissive_gene_filter``, then ``c2l.map_cell2location``; 5% quantile abundance
 normalised per spot), Tangram (``tangram_map.run_tangram``, cells mode), and RCTD, FlashDeconv
 and NNLS (``deconv.run_rctd`` / ``run_flashdeconv`` / ``run_nnls``). Every consensus rule of
-:mod:`spatialmap.consensus` is then formed from all methods that ran.
+:mod:`spatialmap.consensus.rules` is then formed from all methods that ran.
 
 Metrics per method and slide against the true proportions: mean over spots of the per-spot
 Pearson r across types (``spot_r``), RMSE over all spots and types, mean per-spot Jensen-Shannon
@@ -63,7 +63,10 @@ if str(REPO / "bin") not in sys.path:
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from spatialmap import agreement, consensus, keys, silver  # noqa: E402
+from spatialmap import keys  # noqa: E402
+from spatialmap.consensus import agreement  # noqa: E402
+from spatialmap.consensus import rules as consensus  # noqa: E402
+from testdata import silver  # noqa: E402
 
 log = logging.getLogger("spatialmap.benchmark_methods")
 
@@ -136,7 +139,7 @@ def load_reference(scenario: str, data_dir: Path, top_genes: int = 0, min_type_c
     """The labelled reference of a scenario, mitochondrial genes removed, its ``top_genes`` most-counted genes."""
     import anndata as ad
 
-    from spatialmap import reference
+    from spatialmap.reference import prepare as reference
 
     if scenario == "pbmc68k":
         ref, path = load_pbmc68k()
@@ -177,7 +180,9 @@ def metrics(estimate: pd.DataFrame, truth: pd.DataFrame) -> dict:
 
 def run_cell2location(slide, ref, args, seed: int) -> tuple[pd.DataFrame, dict]:
     """Regression signatures on the reference cells, then cell2location; q05 abundance."""
-    from spatialmap import c2l, reference, signatures
+    from spatialmap.methods import cell2location as c2l
+    from spatialmap.reference import prepare as reference
+    from spatialmap.reference import signatures
 
     filtered = reference.permissive_gene_filter(ref)
     sig = signatures.estimate_signatures(filtered, "regression", LABEL_KEY, max_epochs=args.ref_epochs,
@@ -195,7 +200,7 @@ def run_cell2location(slide, ref, args, seed: int) -> tuple[pd.DataFrame, dict]:
 
 def run_tangram(slide, ref, args, seed: int) -> tuple[pd.DataFrame, dict]:
     """Tangram, cells mode, the pipeline's defaults but the epochs."""
-    from spatialmap import tangram_map
+    from spatialmap.methods import tangram as tangram_map
 
     result = tangram_map.run_tangram(slide, ref, LABEL_KEY, sample="silver", num_epochs=args.tangram_epochs,
                                      seed=seed, accelerator="cpu", threads=args.threads)
@@ -203,8 +208,8 @@ def run_tangram(slide, ref, args, seed: int) -> tuple[pd.DataFrame, dict]:
 
 
 def run_deconv(method: str, slide, ref, args, seed: int) -> tuple[pd.DataFrame, dict]:
-    """RCTD, FlashDeconv or NNLS through spatialmap.deconv."""
-    from spatialmap import deconv
+    """RCTD, FlashDeconv or NNLS through spatialmap.methods.deconv."""
+    from spatialmap.methods import deconv
 
     kwargs = {"seed": seed, "sample": "silver"}
     if method == "rctd":
@@ -239,7 +244,7 @@ def run_method(method: str, slide, ref, args, seed: int):
 
 def consensus_rows(tables: dict, sil, scenario: str, seed: int, args) -> list[dict]:
     """Every consensus rule over all methods, and over all but each single method."""
-    from spatialmap import signatures
+    from spatialmap.reference import signatures
 
     sig = signatures.cluster_means(sil.reference, LABEL_KEY)
     rows = []
@@ -503,7 +508,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"unknown methods: {', '.join(unknown)}")
     if "rctd" in methods and args.rctd_q_matrix is None and not args.from_tables:
-        from spatialmap import deconv
+        from spatialmap.methods import deconv
 
         args.rctd_q_matrix = Path(f"{args.out}.rctd_q.npz")
         if not args.rctd_q_matrix.exists():

@@ -41,7 +41,7 @@ def main() -> None:
     import pandas as pd
     from scipy import sparse
 
-    from spatialmap import c2l
+    from spatialmap.methods import cell2location as c2l
 
     rng = np.random.default_rng(0)
     sig = pd.DataFrame(rng.gamma(0.5, 2.0, size=(args.genes, args.types)),

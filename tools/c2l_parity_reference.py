@@ -36,7 +36,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
 
     import test_c2l as t  # the test's own data and signatures
-    from spatialmap import c2l
+    from spatialmap.methods import cell2location as c2l
 
     slides = {s: t.make_slide(s, seed=i + 1)[0] for i, s in enumerate(["S1", "S2"])}
     wall0, cpu0 = time.perf_counter(), time.process_time()

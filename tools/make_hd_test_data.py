@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
+from pathlib import Path
 
-from spatialmap import cli, synth_hd
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bin"))  # the pipeline package
+
+from spatialmap import cli  # noqa: E402
+from testdata import synth_hd  # noqa: E402
 
 log = logging.getLogger("spatialmap.make_hd_test_data")
 

@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
+from pathlib import Path
 
-from spatialmap import cli, synth
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bin"))  # the pipeline package
+
+from spatialmap import cli  # noqa: E402
+from testdata import synth  # noqa: E402
 
 log = logging.getLogger("spatialmap.make_test_data")
 

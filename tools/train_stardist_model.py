@@ -2,7 +2,7 @@
 """Train the small StarDist2D model the tests use offline (assets/stardist_synth_he).
 
 The training images are the project's own H&E-like images, drawn by the generator of the
-Visium HD test slides (``spatialmap.synth_hd.he_training_pair``, its own random stream, so the
+Visium HD test slides (``testdata.synth_hd.he_training_pair``, its own random stream, so the
 test slide is never seen), with the nuclei as labels. The model is deliberately small (16 rays,
 a 2-level U-Net of 8 base filters) and trains in a few CPU minutes; every random generator is
 seeded and TensorFlow runs its deterministic kernels, so a rerun gives the same model.
@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bin"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))  # the test-data generators (testdata)
 
 log = logging.getLogger("spatialmap.train_stardist")
 
@@ -61,7 +62,7 @@ def _seed_everything(seed: int, threads: int) -> None:
 def _pairs(seed: int, n: int):
     from csbdeep.utils import normalize
 
-    from spatialmap.synth_hd import he_training_pair
+    from testdata.synth_hd import he_training_pair
 
     images, labels = [], []
     for i in range(n):

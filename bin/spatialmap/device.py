@@ -7,7 +7,7 @@ import random
 
 import numpy as np
 
-from .cli import InputError
+from spatialmap.cli import InputError
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,10 @@ from scipy import io as spio
 from scipy import sparse
 
 BIN = Path(__file__).resolve().parents[2] / "bin"
-if str(BIN) not in sys.path:
-    sys.path.insert(0, str(BIN))
+TOOLS = BIN.parent / "tools"  # the test-data generators (package testdata)
+for _path in (BIN, TOOLS):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 import anndata as ad  # noqa: E402
 
@@ -224,7 +226,7 @@ def small_mouse_slide() -> ad.AnnData:
 def perturbed_hd(tmp_path_factory):
     """The generated Visium HD slide with wrong Space Ranger 4 boundaries
     (synth_hd.generate_perturbed_hd): its ``outs/`` and the truth table of what was perturbed."""
-    from spatialmap import synth_hd
+    from testdata import synth_hd
 
     out = tmp_path_factory.mktemp("hd_perturbed")
     paths = synth_hd.generate_perturbed_hd(out, seed=0, perturb_seed=0)

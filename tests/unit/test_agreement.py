@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from conftest import BIN
-from spatialmap import agreement
 from spatialmap.cli import InputError
+from spatialmap.consensus import agreement
 
 SPOTS = ["s1-1", "s2-1", "s3-1", "s4-1"]
 
@@ -50,7 +50,7 @@ def test_identical_maps_agree_perfectly():
 
 
 def test_known_correlations_and_constant_column(caplog):
-    with caplog.at_level(logging.WARNING, logger="spatialmap.agreement"):
+    with caplog.at_level(logging.WARNING, logger="spatialmap.consensus.agreement"):
         table = agreement.pair_agreement(c2l_table(), tangram_table(), "S1", "cell2location", "tangram").set_index("cell_type")
     assert table.loc["A", "pearson_r"] == pytest.approx(0.8)
     assert table.loc["B", "pearson_r"] == pytest.approx(0.8)
@@ -64,7 +64,7 @@ def test_only_shared_spots_and_types_are_compared(caplog):
     c2l.loc["extra-1"] = [1.0, 2.0, 3.0]  # a spot Tangram did not map
     tg = tangram_table().iloc[::-1] * 0.9  # another spot order ...
     tg["D"] = 0.1  # ... and a type cell2location does not know (rows still sum to 1)
-    with caplog.at_level(logging.INFO, logger="spatialmap.agreement"):
+    with caplog.at_level(logging.INFO, logger="spatialmap.consensus.agreement"):
         table = agreement.pair_agreement(c2l, tg, "S2", "cell2location", "tangram").set_index("cell_type")
     assert list(table.index) == ["A", "B", "C"]
     assert (table["n_spots"] == 4).all()

@@ -126,7 +126,7 @@ def _tiny_table():
 def test_a_failed_store_write_leaves_no_store(tmp_path, monkeypatch):
     """SPATIAL_OUTPUTS' zarr: written as <name>.zarr.tmp, renamed when complete; a failure leaves neither."""
     spatialdata = pytest.importorskip("spatialdata")
-    from spatialmap import spatial_outputs as so
+    from spatialmap.io import outputs as so
 
     real_write = spatialdata.SpatialData.write
 

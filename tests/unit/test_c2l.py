@@ -14,8 +14,10 @@ import pytest
 from scipy import sparse
 
 from conftest import BIN
-from spatialmap import c2l, c2l_train, keys
+from spatialmap import keys
 from spatialmap.cli import InputError
+from spatialmap.methods import c2l_train
+from spatialmap.methods import cell2location as c2l
 
 TYPES = ["A", "B", "C"]
 N_GENES = 40

@@ -1,4 +1,4 @@
-"""The raw-count rule (spatialmap.checks), shared by the slide and reference checks."""
+"""The raw-count rule (spatialmap.qc.checks), shared by the slide and reference checks."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from spatialmap.checks import raw_count_problem
+from spatialmap.qc.checks import raw_count_problem
 
 
 @pytest.mark.parametrize("fmt", ["dense", "csr", "csc"])

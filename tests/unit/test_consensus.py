@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spatialmap import consensus
+from spatialmap.consensus import rules as consensus
 
 TYPES = ["A", "B", "C", "D", "E"]
 

@@ -17,8 +17,11 @@ from scipy import sparse
 from scipy.optimize import nnls
 
 from conftest import BIN
-from spatialmap import deconv, io, keys, qc
+from spatialmap import keys
 from spatialmap.cli import InputError
+from spatialmap.io import visium as io
+from spatialmap.methods import deconv
+from spatialmap.qc import slide as qc
 
 TEST_DATA = BIN.parent / "assets" / "test_data"
 SLIDES = ("slide1", "slide2", "slide3")

@@ -204,7 +204,9 @@ def test_readme_layout_names_every_module():
     words = set(re.findall(r"[\w.]+", layout))
     names = [p.name for p in (REPO / "modules" / "local").iterdir() if (p / "main.nf").is_file()]
     names += [p.stem for p in (REPO / "subworkflows" / "local").glob("*.nf")]
-    names += [p.stem for p in (REPO / "bin" / "spatialmap").glob("*.py") if p.stem != "__init__"]
+    package = REPO / "bin" / "spatialmap"
+    names += [p.stem for p in package.rglob("*.py") if p.stem != "__init__"]
+    names += [p.name for p in package.iterdir() if (p / "__init__.py").is_file()]
     missing = sorted(n for n in names if n not in words)
     assert not missing, f"README's Layout does not name {missing}"
 

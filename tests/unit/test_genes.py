@@ -1,4 +1,4 @@
-"""Gene names matched between reference and slides (spatialmap.genes.match_genes)."""
+"""Gene names matched between reference and slides (spatialmap.reference.genes.match_genes)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spatialmap import genes
 from spatialmap.cli import InputError
+from spatialmap.reference import genes
 
 SYMBOLS = [f"G{i:02d}" for i in range(20)]
 IDS = [f"ENSG{i:05d}" for i in range(20)]

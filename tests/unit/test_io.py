@@ -11,8 +11,9 @@ import pytest
 from scipy import sparse
 
 from conftest import EXTRA_BARCODES, HIRES_SCALEF, LOWRES_SCALEF, MATRIX_BARCODES, OFF_TISSUE_IN_MATRIX
-from spatialmap import io, keys
+from spatialmap import keys
 from spatialmap.cli import InputError
+from spatialmap.io import visium as io
 
 IN_TISSUE = [b for b in MATRIX_BARCODES if b != OFF_TISSUE_IN_MATRIX]
 

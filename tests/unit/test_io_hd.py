@@ -11,8 +11,10 @@ import pytest
 
 pytest.importorskip("sopa")
 
-from spatialmap import io_hd, keys, qc  # noqa: E402
+from spatialmap import keys  # noqa: E402
 from spatialmap.cli import InputError  # noqa: E402
+from spatialmap.io import sdata as io_hd
+from spatialmap.qc import slide as qc
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "test_data_hd"
 
@@ -123,7 +125,7 @@ def test_unreadable_input_names_the_sample(tmp_path):
 
 
 def test_qc_maps_of_a_huge_slide_draw_a_sample(hd, tmp_path, monkeypatch):
-    from spatialmap import plotting
+    from spatialmap.report import plotting
 
     drawn = {}
     monkeypatch.setattr(qc, "MAX_PLOTTED_SPOTS", 100)

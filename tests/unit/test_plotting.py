@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from spatialmap import plotting
+from spatialmap.report import plotting
 
 
 def _drawn(monkeypatch):

@@ -11,8 +11,9 @@ import pytest
 from scipy import sparse
 
 from conftest import BIN, MATRIX_BARCODES, OFF_TISSUE_IN_MATRIX
-from spatialmap import keys, qc
+from spatialmap import keys
 from spatialmap.cli import InputError
+from spatialmap.qc import slide as qc
 
 
 def _load_script(name):
@@ -230,7 +231,7 @@ def test_plot_spatial_values_from_coordinates_smoke(tmp_path):
     import pandas as pd
     from PIL import Image
 
-    from spatialmap import plotting
+    from spatialmap.report import plotting
 
     coords = np.array([[0.0, 0.0], [10.0, 0.0], [5.0, 8.0], [15.0, 8.0]])
     values = pd.DataFrame({"B cells": [0.1, np.nan, 0.5, 2.0], "dominant": ["B", "T", "B", None]})

@@ -12,8 +12,8 @@ import pytest
 from scipy import sparse
 
 from conftest import BIN
-from spatialmap import reference
 from spatialmap.cli import InputError
+from spatialmap.reference import prepare as reference
 
 TYPES = ["Bcell", "Tcell", "Mac"]
 GENES = [f"G{i:02d}" for i in range(30)] + ["MT-CO1", "mt-Nd1", "MTOR"]
@@ -228,7 +228,10 @@ def test_gene_overlap_counts_only_genes_expressed_in_both_for_the_methods(ref):
 
 
 def test_method_minimums_are_the_ones_the_methods_apply():
-    from spatialmap import c2l, deconv, genes, tangram_map
+    from spatialmap.methods import cell2location as c2l
+    from spatialmap.methods import deconv
+    from spatialmap.methods import tangram as tangram_map
+    from spatialmap.reference import genes
 
     assert genes.METHOD_MIN_GENES["cell2location"] == c2l.DEFAULT_MIN_SHARED_GENES
     assert genes.METHOD_MIN_GENES["tangram"] == tangram_map.MIN_SHARED_GENES

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import BIN
-from spatialmap import report
+from spatialmap.report import multiqc as report
 
 
 def _load_script(name):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from spatialmap.cli import InputError
-from spatialmap.samplesheet import read_samplesheet, write_checked
+from spatialmap.io.samplesheet import read_samplesheet, write_checked
 
 
 @pytest.fixture

@@ -11,8 +11,9 @@ import pytest
 
 pytest.importorskip("sopa")
 
-from spatialmap import io_hd, segmentation  # noqa: E402
 from spatialmap.cli import InputError  # noqa: E402
+from spatialmap.io import sdata as io_hd  # noqa: E402
+from spatialmap.segmentation import stardist as segmentation
 
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = REPO / "assets" / "test_data_hd"
@@ -183,7 +184,7 @@ def test_stardist_model_folder_is_small():
 
 
 def test_synthetic_training_pairs_are_reproducible():
-    from spatialmap.synth_hd import he_training_pair
+    from testdata.synth_hd import he_training_pair
 
     a, la = he_training_pair(3)
     b, lb = he_training_pair(3)
@@ -222,7 +223,7 @@ def test_cells_mode_detects_the_perturbed_boundaries(perturbed_hd):
 
     import scanpy as sc
 
-    from spatialmap import synth_hd
+    from testdata import synth_hd
 
     outs, truth_p = perturbed_hd
     truth = pd.read_csv(TRUTH)
@@ -261,7 +262,7 @@ def test_stardist_scores_better_than_the_perturbed_boundaries(perturbed_hd, star
     """StarDist segments the H&E, not the boundaries: its grown nuclei match the true cells, the wrong boundaries do not."""
     from sopa.shapes import expand_radius
 
-    from spatialmap import synth_hd
+    from testdata import synth_hd
 
     outs, truth = perturbed_hd
     true = synth_hd.true_cell_polygons(truth)

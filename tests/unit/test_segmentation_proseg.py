@@ -14,9 +14,10 @@ import shapely
 
 pytest.importorskip("sopa")
 
-from spatialmap import io_hd, keys  # noqa: E402
-from spatialmap import segmentation_proseg as proseg  # noqa: E402
+from spatialmap import keys  # noqa: E402
 from spatialmap.cli import InputError  # noqa: E402
+from spatialmap.io import sdata as io_hd
+from spatialmap.segmentation import proseg  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "test_data_hd"
 needs_proseg = pytest.mark.skipif(
@@ -186,7 +187,7 @@ def _by_kind(score: dict, kind: np.ndarray, which: str) -> tuple[float, float]:
 
 @needs_proseg
 def test_proseg_brings_perturbed_boundaries_back_towards_the_truth(perturbed_hd, tmp_path):
-    from spatialmap import synth_hd
+    from testdata import synth_hd
 
     outs, truth = perturbed_hd
     cells, qc = proseg.segment_visium_hd(outs, "hd1_perturbed", tmp_path / "work", threads=2)

@@ -11,8 +11,9 @@ import pytest
 from scipy import sparse
 
 from conftest import BIN
-from spatialmap import device, signatures
+from spatialmap import device
 from spatialmap.cli import InputError
+from spatialmap.reference import signatures
 
 TYPES = ["A", "B", "C"]
 N_GENES = 40

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from spatialmap import silver
+from testdata import silver
 
 
 def identity_reference(cells_per_type: int = 20, n_types: int = 4) -> ad.AnnData:

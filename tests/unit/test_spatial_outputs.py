@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spatialmap import spatial_outputs as so
+from spatialmap.io import outputs as so
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "test_data_hd"
 
@@ -61,7 +61,8 @@ def test_xenium_store_is_new_and_holds_images_shapes_and_results(tmp_path):
     pytest.importorskip("sopa")
     import spatialdata
 
-    from spatialmap import io_hd, qc
+    from spatialmap.io import sdata as io_hd
+    from spatialmap.qc import slide as qc
 
     slide = qc.compute_qc(io_hd.read_xenium(ASSETS / "xenium1", "xenium1"))
     truth = pd.read_csv(ASSETS / "truth" / "xenium1_cells.csv", index_col="cell_id").loc[slide.obs_names]
@@ -116,8 +117,9 @@ def test_xenium_store_with_the_pipelines_cells_links_the_table_to_them(tmp_path)
     import shapely
     import spatialdata
 
-    from spatialmap import io_hd, qc
-    from spatialmap import segmentation_proseg as proseg
+    from spatialmap.io import sdata as io_hd
+    from spatialmap.qc import slide as qc
+    from spatialmap.segmentation import proseg
 
     bounds = pd.read_parquet(ASSETS / "xenium1" / "cell_boundaries.parquet")
     polygons = {f"c{cid}": shapely.Polygon(g[["vertex_x", "vertex_y"]].to_numpy())
@@ -155,7 +157,7 @@ def _consensus_files(tmp_path, sample, units, types=("A", "B", "C"), seed=0, lef
     import importlib.util
 
     from conftest import BIN
-    from spatialmap import consensus
+    from spatialmap.consensus import rules as consensus
 
     rng = np.random.default_rng(seed)
     units = list(units)
@@ -237,7 +239,8 @@ def _store_with_consensus(tmp_path, slide, input_type, path, table_name=None):
 
 def test_xenium_store_holds_the_consensus_and_disagreement(tmp_path):
     pytest.importorskip("sopa")
-    from spatialmap import io_hd, qc
+    from spatialmap.io import sdata as io_hd
+    from spatialmap.qc import slide as qc
 
     slide = qc.compute_qc(io_hd.read_xenium(ASSETS / "xenium1", "xenium1"))
     back, _, result = _store_with_consensus(tmp_path, slide, "xenium", ASSETS / "xenium1")
@@ -248,7 +251,8 @@ def test_xenium_store_holds_the_consensus_and_disagreement(tmp_path):
 
 def test_visium_hd_bins_store_holds_the_consensus_and_disagreement(tmp_path):
     pytest.importorskip("sopa")
-    from spatialmap import io_hd, qc
+    from spatialmap.io import sdata as io_hd
+    from spatialmap.qc import slide as qc
 
     slide = qc.compute_qc(io_hd.read_visium_hd(ASSETS / "hd1" / "outs", "hd1", 8))
     back, elements, result = _store_with_consensus(tmp_path, slide, "visium_hd", ASSETS / "hd1" / "outs")
@@ -262,7 +266,9 @@ def test_zarr_store_of_several_tables_keeps_the_shapes_of_the_table_read(tmp_pat
     links the table to the shapes of the table the slide was read from (square_008um), not to those
     of the store's first table."""
     sopa = pytest.importorskip("sopa")
-    from spatialmap import io_hd, keys, qc
+    from spatialmap import keys
+    from spatialmap.io import sdata as io_hd
+    from spatialmap.qc import slide as qc
 
     store = tmp_path / "hd1.zarr"
     with warnings.catch_warnings():

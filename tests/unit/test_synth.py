@@ -18,7 +18,7 @@ from PIL import Image
 from scipy import sparse
 from scipy.optimize import nnls
 
-from spatialmap import synth
+from testdata import synth
 
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = REPO / "assets" / "test_data"

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy import sparse
 
-from spatialmap import synth_hd
+from testdata import synth_hd
 
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = REPO / "assets" / "test_data_hd"

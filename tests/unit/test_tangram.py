@@ -12,8 +12,9 @@ import pytest
 from scipy import sparse
 
 from conftest import BIN
-from spatialmap import keys, tangram_map
+from spatialmap import keys
 from spatialmap.cli import InputError
+from spatialmap.methods import tangram as tangram_map
 
 TYPES = ["A", "B", "C"]
 N_MARKERS = 8  # true markers per type: genes g00-g07 for A, g08-g15 for B, g16-g23 for C

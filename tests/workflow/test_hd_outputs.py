@@ -17,6 +17,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bin"))
+sys.path.insert(0, str(REPO / "tools"))  # the test-data generators (testdata)
 
 HD = REPO / "assets" / "test_data_hd"
 SLIDES = ("hd1", "visium1", "xenium1")
@@ -250,7 +251,7 @@ def test_spatialdata_store_holds_the_consensus_and_disagreement(workflow_dir, sa
 def test_hd_cells_shapes_score_as_the_true_cells(workflow_dir):
     import spatialdata
 
-    from spatialmap import synth_hd
+    from testdata import synth_hd
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -383,3 +384,69 @@ def test_auto_rctd_matches_the_truth_and_labels_the_units(workflow_dir):
     accuracy = float((labels["predicted_cell_type"] == truth["cell_type"]).mean())
     assert len(labels) >= RCTD_XENIUM_MIN_FITTED * len(pd.read_csv(HD / "truth" / "xenium1_cells.csv"))
     assert accuracy >= RCTD_XENIUM_MIN_LABEL_ACCURACY, f"label accuracy {accuracy:.3f}"
+
+
+# --methods auto above --auto_rctd_max_locations (200 here, with --large_slide_locations 200, so that all three
+# slides are above both): FlashDeconv and NNLS only, the reason in the selection table and each method's QC JSON,
+# neither RCTD nor its likelihood table run, the consensus of the two, the labels from FlashDeconv, and the same
+# accuracy against the truth as the test_hd profile (HD per-type r >= 0.8, Xenium labels >= 0.8).
+AUTO_RCTD_MAX = 200
+
+
+def _proportions_vs_hd_truth(props: pd.DataFrame) -> dict:
+    props = props.dropna()
+    props.index = props.index.astype(str)
+    truth = pd.read_csv(HD / "truth" / "hd1_bins_008um_proportions.csv", index_col=0).loc[props.index]
+    return {c: float(np.corrcoef(props[c], truth[c])[0, 1]) for c in props.columns}
+
+
+@pytest.mark.workflow("test_hd auto methods above the RCTD limit")
+def test_auto_above_the_rctd_limit_runs_flashdeconv_and_nnls_and_says_why(workflow_dir):
+    res = _results(workflow_dir)
+    table = pd.read_csv(res / "multiqc/multiqc_data/multiqc_spatialmap_method_selection.txt", sep="\t", index_col=0)
+    assert sorted(table.index) == list(SLIDES)
+    kept = {s: json.loads((res / f"qc/{s}/{s}.qc.json").read_text())["spots_kept"] for s in SLIDES}
+    for sample in SLIDES:
+        n = kept[sample]
+        assert table.loc[sample, "methods"] == "flashdeconv, nnls", table.loc[sample].to_dict()
+        assert table.loc[sample, "locations"] == n > AUTO_RCTD_MAX
+        why = table.loc[sample, "why"]
+        assert why.startswith(f"auto: {n} locations > large_slide_locations {AUTO_LARGE}: FlashDeconv, NNLS"), why
+        assert f"RCTD only when asked: {n} locations > auto_rctd_max_locations {AUTO_RCTD_MAX}" in why, why
+        assert "~0.09 s per bin" in why, why
+        for method in ("flashdeconv", "nnls"):
+            record = json.loads((res / f"{method}/{sample}/{sample}.{method}_qc.json").read_text())
+            assert record["selection"] == why
+    for method in ("rctd", "cell2location", "tangram"):
+        assert not (res / method).exists(), method
+    trace = pd.read_csv(sorted((res / "pipeline_info").glob("execution_trace_*.txt"))[-1], sep="\t")
+    assert not trace["name"].str.contains("RCTD").any(), list(trace["name"])  # neither RCTD nor its likelihood table
+    assert trace["name"].str.contains("FLASHDECONV").sum() == trace["name"].str.contains("NNLS").sum() == len(SLIDES)
+    assert not (res / "pipeline_info" / "rctd_q_matrices.json").exists()
+
+
+@pytest.mark.workflow("test_hd auto methods above the RCTD limit")
+def test_auto_above_the_rctd_limit_matches_the_truth_with_a_consensus_of_two(workflow_dir):
+    import anndata as ad
+
+    res = _results(workflow_dir)
+    for method in ("flashdeconv", "nnls"):
+        props = pd.read_csv(res / f"{method}/hd1/hd1.{method}_proportions.csv", index_col=0)
+        r = _proportions_vs_hd_truth(props)
+        assert min(r.values()) >= HD_MIN_PEARSON, (method, r)
+    # the consensus of the two methods: on every fitted bin, of 2 methods, rows summing to 1, as accurate
+    consensus = pd.read_csv(res / "consensus/hd1/hd1.consensus_proportions.csv", index_col=0)
+    fitted = consensus.dropna()
+    assert len(fitted) >= 0.95 * len(consensus)
+    np.testing.assert_allclose(fitted.sum(axis=1), 1.0, atol=1e-4)
+    r = _proportions_vs_hd_truth(consensus)
+    assert min(r.values()) >= HD_MIN_PEARSON, r
+    for sample in ("hd1", "xenium1"):
+        mapped = ad.read_h5ad(res / f"spatial/{sample}/{sample}.mapped.h5ad")
+        assert mapped.uns["label_method"] == "flashdeconv"
+        n = mapped.obs["consensus_n_methods"].to_numpy()
+        assert set(np.unique(n[n > 0])) == {2} and (n == 2).mean() >= 0.95
+    labels = pd.read_csv(res / "spatial/xenium1/xenium1.cell_types.csv", index_col="unit")
+    truth = pd.read_csv(HD / "truth" / "xenium1_cells.csv", index_col="cell_id").loc[labels.index]
+    accuracy = float((labels["predicted_cell_type"] == truth["cell_type"]).mean())
+    assert accuracy >= XENIUM_MIN_LABEL_ACCURACY, f"label accuracy {accuracy:.3f}"

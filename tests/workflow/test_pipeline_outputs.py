@@ -18,7 +18,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bin"))
 
-from spatialmap import io, keys, qc  # noqa: E402
+from spatialmap import keys  # noqa: E402
+from spatialmap.io import visium as io  # noqa: E402
+from spatialmap.qc import slide as qc  # noqa: E402
 
 TEST_DATA = REPO / "assets" / "test_data"
 SLIDES = ("slide1", "slide2", "slide3")
@@ -148,7 +150,7 @@ def test_agreement_covers_every_slide_and_type(workflow_dir):
 
 def _method_tables(workflow_dir, sample: str) -> dict[str, pd.DataFrame]:
     """Every method's published proportions of one slide, ``{method: spots x types}`` summing to 1."""
-    from spatialmap import agreement
+    from spatialmap.consensus import agreement
 
     tables = {}
     for path in sorted(Path(workflow_dir, "results").glob(f"*/{sample}/{sample}.*.csv")):

@@ -19,6 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bin"))
+sys.path.insert(0, str(REPO / "tools"))  # the test-data generators (testdata)
 
 SAMPLE = "hd1_perturbed"
 # thresholds fixed before the run (from the construction: ~30% of the true cells perturbed, each below IoU 0.5)
@@ -43,7 +44,7 @@ def _store_cells(workflow_dir):
 
 @pytest.mark.workflow("test_hd perturbed boundaries")
 def test_the_bad_segmentation_is_measured(workflow_dir):
-    from spatialmap import synth_hd
+    from testdata import synth_hd
 
     truth = _truth(workflow_dir)
     shapes, _ = _store_cells(workflow_dir)
@@ -60,7 +61,7 @@ def test_the_bad_segmentation_is_measured(workflow_dir):
 
 @pytest.mark.workflow("test_hd perturbed boundaries")
 def test_cells_kept_right_are_labelled_as_with_true_boundaries(workflow_dir):
-    from spatialmap import synth_hd
+    from testdata import synth_hd
 
     truth = _truth(workflow_dir)
     shapes, _ = _store_cells(workflow_dir)

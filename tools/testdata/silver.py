@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-log = logging.getLogger("spatialmap.silver")
+log = logging.getLogger("testdata.silver")
 
 SPOT_SPACING = 100.0  # distance between neighbouring spot centres in obsm['spatial'] (pixels)
 

@@ -22,7 +22,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-log = logging.getLogger("spatialmap.agreement")
+log = logging.getLogger("spatialmap.consensus.agreement")
 
 KNOWN_METHODS = ("cell2location", "tangram", "rctd", "flashdeconv", "nnls")
 LONG_COLUMNS = ["sample", "cell_type", "method_a", "method_b", "pearson_r", "n_spots"]

@@ -39,9 +39,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .agreement import align, method_order, normalise_method_table
+from spatialmap.consensus.agreement import align, method_order, normalise_method_table
 
-log = logging.getLogger("spatialmap.consensus")
+log = logging.getLogger("spatialmap.consensus.rules")
 
 RULES = ("mean", "median", "trimmed", "drop_worst", "weighted", "geometric", "spot_weighted", "spot_geometric")
 NEEDS_COUNTS = ("drop_worst", "weighted", "geometric", "spot_weighted", "spot_geometric")

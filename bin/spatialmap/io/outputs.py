@@ -30,9 +30,9 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from . import keys
-from .cli import InputError
-from .io_hd import write_new_store
+from spatialmap import keys
+from spatialmap.cli import InputError
+from spatialmap.io.sdata import write_new_store
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ PREDICTED_PROBABILITY = "predicted_probability"
 LABEL_METHOD = "label_method"
 MAX_PLOTTED = 100_000  # units drawn in the maps; more are subsampled with the seed
 
-# the consensus of the methods (COMPARE_METHODS, spatialmap.consensus) in the table
+# the consensus of the methods (COMPARE_METHODS, spatialmap.consensus.rules) in the table
 CONSENSUS = "consensus"  #: its method name in the composition table
 CONSENSUS_PROPORTIONS = "consensus_proportions"  #: obsm: units x cell types, rows sum to 1 (NaN: no method fitted)
 CONSENSUS_DISAGREEMENT = "consensus_disagreement"  #: obs: mean Jensen-Shannon divergence (base 2) to the consensus
@@ -230,7 +230,7 @@ def _parsed_cells(cells: str | Path, sample: str, like):
     from spatialdata.models import ShapesModel
     from spatialdata.transformations import get_transformation
 
-    from .segmentation import read_cells
+    from spatialmap.segmentation.stardist import read_cells
 
     return ShapesModel.parse(read_cells(cells, sample), transformations=get_transformation(like, get_all=True))
 
@@ -324,7 +324,7 @@ def write_store(path: str | Path, images: dict, shapes: dict, table: ad.AnnData,
 
 def plot_predicted(adata: ad.AnnData, out_png: str | Path, seed: int = 0, title: str | None = None) -> Path:
     """Map of the predicted type (and, for cells, its probability) per unit over the tissue."""
-    from . import plotting
+    from spatialmap.report import plotting
 
     if PREDICTED_TYPE not in adata.obs:
         raise ValueError("no predicted cell type to plot")

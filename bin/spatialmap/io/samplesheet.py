@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cli import InputError
+from spatialmap.cli import InputError
 
 REQUIRED = ("sample",)
 INPUT_COLUMNS = ("spaceranger_dir", "h5ad", "xenium_dir", "zarr")

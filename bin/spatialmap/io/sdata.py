@@ -3,7 +3,7 @@
 The files are read by the libraries made for them (``sopa.io.visium_hd`` and
 ``sopa.io.xenium``, both wrapping spatialdata-io, and ``spatialdata.read_zarr``); this
 module only turns their table into what the rest of the pipeline expects, the same layout
-as :mod:`spatialmap.io` gives for Visium spots:
+as :mod:`spatialmap.io.visium` gives for Visium spots:
 
 - ``X``: raw counts, CSR ``float32`` (never densified);
 - ``obs``: ``in_tissue``, ``sample`` (and ``array_row``/``array_col`` for bins, the
@@ -27,9 +27,9 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from . import keys
-from .cli import InputError
-from .io import _as_csr_float32
+from spatialmap import keys
+from spatialmap.cli import InputError
+from spatialmap.io.visium import _as_csr_float32
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from . import keys
-from .cli import InputError
+from spatialmap import keys
+from spatialmap.cli import InputError
 
 log = logging.getLogger(__name__)
 
@@ -369,7 +369,7 @@ def check_raw_counts(adata: ad.AnnData, sample: str) -> None:
         When ``X`` holds a negative, missing or non-integer value; the message names an
         offending gene and spot.
     """
-    from .checks import raw_count_problem
+    from spatialmap.qc.checks import raw_count_problem
 
     if adata.X is None:
         raise InputError(f"sample {sample}: the slide has no count matrix")

@@ -22,12 +22,13 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from . import c2l_train, keys
-from .c2l_train import ConvergenceRule, TrainResult
-from .cli import InputError, atomic_path
-from .device import resolve_accelerator, seed_everything
-from .genes import METHOD_MIN_GENES
-from .signatures import hist2d_observed_expected, quiet_trainer_kwargs, save_model_dir
+from spatialmap import keys
+from spatialmap.cli import InputError, atomic_path
+from spatialmap.device import resolve_accelerator, seed_everything
+from spatialmap.methods import c2l_train
+from spatialmap.methods.c2l_train import ConvergenceRule, TrainResult
+from spatialmap.reference.genes import METHOD_MIN_GENES
+from spatialmap.reference.signatures import hist2d_observed_expected, quiet_trainer_kwargs, save_model_dir
 
 ENGINES = ("fast", "package")
 
@@ -146,7 +147,7 @@ def map_cell2location(
     slides
         ``{sample: AnnData}`` with raw counts in X; trained as one model with the sample as batch.
     signatures
-        Genes x cell types expected counts (e.g. from :func:`spatialmap.signatures.estimate_signatures`).
+        Genes x cell types expected counts (e.g. from :func:`spatialmap.reference.signatures.estimate_signatures`).
     n_cells_per_location
         Prior expected cells per spot (tissue dependent; cell2location's ``N_cells_per_location``).
     detection_alpha

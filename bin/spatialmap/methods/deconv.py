@@ -36,11 +36,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from . import genes as genes_
-from . import keys
-from .cli import InputError, atomic_path
+from spatialmap import keys
+from spatialmap.cli import InputError, atomic_path
+from spatialmap.reference import genes as genes_
 
-log = logging.getLogger("spatialmap.deconv")
+log = logging.getLogger("spatialmap.methods.deconv")
 
 METHODS = ("rctd", "flashdeconv", "nnls")
 RCTD_MODES = ("full", "doublet", "multi")
@@ -647,7 +647,7 @@ def run_rctd(
     """
     from rctd import RCTD, RCTDConfig, Reference
 
-    from .device import resolve_accelerator, seed_everything
+    from spatialmap.device import resolve_accelerator, seed_everything
 
     t0 = time.perf_counter()
     name = sample_name(slide, sample)
@@ -866,7 +866,7 @@ def annotate_slide(slide: ad.AnnData, result: DeconvResult, method: str) -> ad.A
 def plot_maps(slide: ad.AnnData, result: DeconvResult, method: str, out_png: str | os.PathLike,
               *, max_spots: int = 20_000, seed: int = 0) -> Path:
     """One map per cell type; above ``max_spots`` spots a seeded sample of them is drawn, larger."""
-    from .plotting import plot_spatial_values
+    from spatialmap.report.plotting import plot_spatial_values
 
     values = full_proportions(slide, result)
     n = slide.n_obs

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import anndata as ad
 
-from . import cli, deconv, keys
+from spatialmap import cli, keys
+from spatialmap.methods import deconv
 
-log = logging.getLogger("spatialmap.deconv_cli")
+log = logging.getLogger("spatialmap.methods.deconv_cli")
 
 
 def common_parser(description: str, method: str) -> argparse.ArgumentParser:
@@ -41,7 +42,7 @@ def common_parser(description: str, method: str) -> argparse.ArgumentParser:
 
 def read_inputs(args: argparse.Namespace) -> tuple[ad.AnnData, ad.AnnData]:
     """The slide (genes renamed by ``--slide-gene-column``) and the reference; checks the sample."""
-    from .reference import use_gene_column
+    from spatialmap.reference.prepare import use_gene_column
 
     for path in (args.slide, args.reference):
         if not Path(path).is_file():

@@ -46,8 +46,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .device import resolve_accelerator, seed_everything
-from .genes import METHOD_MIN_GENES, expressed, shared_expressed_genes
+from spatialmap.device import resolve_accelerator, seed_everything
+from spatialmap.reference.genes import METHOD_MIN_GENES, expressed, shared_expressed_genes
 
 log = logging.getLogger("spatialmap.tangram")
 
@@ -511,7 +511,7 @@ def _nan_stat(values: pd.Series, q: float) -> float:
 
 def annotate_slide(slide: ad.AnnData, result: TangramResult) -> ad.AnnData:
     """A copy of ``slide`` with the Tangram results in ``obsm`` and a summary in ``uns``."""
-    from . import keys
+    from spatialmap import keys
 
     out = slide.copy()
     if list(result.proportions.index) != list(out.obs_names.astype(str)):

@@ -1,8 +1,8 @@
 """Input rules shared by every reader: each written once here, worded by its caller.
 
 The scripts (read_slide, slide_qc, prepare_reference, the mappers) and the unit tests call these
-through :func:`spatialmap.io.check_raw_counts` (slides: names the gene and spot) and
-:func:`spatialmap.reference.check_integer_counts` (reference and signatures).
+through :func:`spatialmap.io.visium.check_raw_counts` (slides: names the gene and spot) and
+:func:`spatialmap.reference.prepare.check_integer_counts` (reference and signatures).
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from . import keys
-from .cli import InputError
+from spatialmap import keys
+from spatialmap.cli import InputError
 
 log = logging.getLogger(__name__)
 
@@ -334,7 +334,7 @@ def plot_qc_maps(adata: ad.AnnData, out_png: str | Path, kept: np.ndarray | None
     title
         Figure title; defaults to the sample name.
     """
-    from . import plotting
+    from spatialmap.report import plotting
 
     missing = [c for c in QC_COLUMNS if c not in adata.obs]
     if missing:

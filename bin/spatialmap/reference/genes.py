@@ -21,9 +21,9 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata.utils import make_index_unique
 
-from .cli import InputError
+from spatialmap.cli import InputError
 
-log = logging.getLogger("spatialmap.genes")
+log = logging.getLogger("spatialmap.reference.genes")
 
 VAR_NAMES = "var_names"
 UNS_KEY = "spatialmap_gene_matching"

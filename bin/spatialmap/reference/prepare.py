@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from .cli import InputError
-from .genes import METHOD_MIN_GENES, expressed
+from spatialmap.cli import InputError
+from spatialmap.reference.genes import METHOD_MIN_GENES, expressed
 
-log = logging.getLogger("spatialmap.reference")
+log = logging.getLogger("spatialmap.reference.prepare")
 
 DEFAULT_MIN_CELLS_PER_LABEL = 10
 
@@ -38,7 +38,7 @@ def check_integer_counts(X, what: str) -> None:
     what
         How to name the data in the message, e.g. ``"reference"``.
     """
-    from .checks import raw_count_problem  # the rule, shared with the slides' check (io)
+    from spatialmap.qc.checks import raw_count_problem  # the rule, shared with the slides' check (io)
 
     problem = raw_count_problem(X)
     if problem is None:
@@ -224,8 +224,8 @@ def remove_mt_genes(
     -------
     (AnnData without the genes, names of the removed genes)
     """
-    from . import keys
-    from .qc import find_mt_genes
+    from spatialmap import keys
+    from spatialmap.qc.slide import find_mt_genes
 
     symbols = None
     if gene_symbols:
@@ -374,7 +374,7 @@ def gene_overlap(
         Raise :class:`InputError` naming every slide that shares fewer genes.
     methods
         The mapping methods that will run: a slide must also share, expressed in both, at
-        least :data:`spatialmap.genes.METHOD_MIN_GENES` genes for each of them.
+        least :data:`spatialmap.reference.genes.METHOD_MIN_GENES` genes for each of them.
     reference_name
         The reference as the user named it (its file name), for the messages.
     """
@@ -508,7 +508,7 @@ def permissive_gene_filter(
         )
     fig = plt.gcf()
     if out_png is not None:
-        from .cli import atomic_path
+        from spatialmap.cli import atomic_path
 
         with atomic_path(out_png) as tmp:
             fig.savefig(tmp, dpi=100, format="png")

@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from .cli import InputError, atomic_path
-from .device import resolve_accelerator, seed_everything
+from spatialmap.cli import InputError, atomic_path
+from spatialmap.device import resolve_accelerator, seed_everything
 
-log = logging.getLogger("spatialmap.signatures")
+log = logging.getLogger("spatialmap.reference.signatures")
 
 METHODS = ("regression", "means")
 

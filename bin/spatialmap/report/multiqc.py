@@ -41,7 +41,7 @@ def read_json(paths: Iterable[str | Path]) -> list[dict]:
 
 
 def write_yaml(path: Path, content: dict) -> None:
-    from .cli import atomic_path
+    from spatialmap.cli import atomic_path
 
     with atomic_path(path) as tmp:
         tmp.write_text(yaml.safe_dump(content, sort_keys=False, allow_unicode=True))

@@ -16,8 +16,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from . import keys
-from .cli import atomic_path
+from spatialmap import keys
+from spatialmap.cli import atomic_path
 
 log = logging.getLogger(__name__)
 

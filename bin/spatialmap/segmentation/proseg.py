@@ -31,8 +31,8 @@ from typing import Iterator
 import geopandas as gpd
 import numpy as np
 
-from .cli import InputError, atomic_path
-from .io_hd import read_sopa
+from spatialmap.cli import InputError, atomic_path
+from spatialmap.io.sdata import read_sopa
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ Nextflow task and none writes into anything it reads:
    ``<sample>.cells.parquet`` (see :func:`write_cells` for the format).
 
 The cells file is the interface between any segmentation and the aggregation of 2 µm
-bins into cells (:func:`spatialmap.io_hd.read_visium_hd_cells`).
+bins into cells (:func:`spatialmap.io.sdata.read_visium_hd_cells`).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import InputError, atomic_path
-from .io_hd import read_cells, read_sopa, write_new_store  # noqa: F401 (read_cells: the cells file's reader, kept importable here)
+from spatialmap.cli import InputError, atomic_path
+from spatialmap.io.sdata import read_cells, read_sopa, write_new_store  # noqa: F401 (read_cells: the cells file's reader, kept importable here)
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Agreement between the methods and their consensus."""

@@ -1,0 +1,1 @@
+"""The mapping methods: cell2location, Tangram, RCTD, FlashDeconv, NNLS."""

@@ -1,0 +1,1 @@
+"""Quality control of slides and the raw-count rule every reader applies."""

@@ -1,0 +1,1 @@
+"""The single-cell reference: preparation, gene matching with the slides, cell2location signatures."""

@@ -1,0 +1,1 @@
+"""Cell segmentation of Visium HD and Xenium slides: StarDist on patches, ProSeg."""
