@@ -235,12 +235,30 @@ def read_samplesheet(
     if not path.is_file():
         raise InputError(f"samplesheet '{path}' does not exist")
     base_dir = Path(base_dir) if base_dir else path.resolve().parent
+    rows = _read_rows(path)
+    header = [cell.strip() for cell in rows[0]]
+    _check_header(header)
+    if len(rows) == 1:
+        raise InputError("samplesheet: no slide rows under the header")
+    slides: list[Slide] = []
+    seen: dict[str, int] = {}
+    for number, cells in enumerate(rows[1:], start=1):
+        slides.append(_check_row(number, header, cells, seen, base_dir, hd_bin_size, hd_mode, segmentation))
+    return slides
+
+
+def _read_rows(path: Path) -> list[list[str]]:
+    """The samplesheet's non-blank rows, header first; raises when there are none."""
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         rows = [row for row in reader if any(cell.strip() for cell in row)]
     if not rows:
         raise InputError(f"samplesheet '{path}' is empty")
-    header = [cell.strip() for cell in rows[0]]
+    return rows
+
+
+def _check_header(header: list[str]) -> None:
+    """Known columns, none twice, ``sample`` and at least one input column."""
     unknown = [name for name in header if name not in ALLOWED]
     if unknown:
         raise InputError(
@@ -256,60 +274,73 @@ def read_samplesheet(
         raise InputError(
             "samplesheet: missing column 'spaceranger_dir' or 'h5ad' (or 'xenium_dir', 'zarr'; one of them is required)"
         )
-    if len(rows) == 1:
-        raise InputError("samplesheet: no slide rows under the header")
 
-    slides: list[Slide] = []
-    seen: dict[str, int] = {}
-    for number, cells in enumerate(rows[1:], start=1):
-        if len(cells) != len(header):
-            raise InputError(
-                f"samplesheet row {number}: has {len(cells)} fields, the header has {len(header)}"
-            )
-        record = {name: cell.strip() for name, cell in zip(header, cells)}
-        sample = record["sample"]
-        if not sample:
-            raise InputError(f"samplesheet row {number}: the sample name is empty")
-        where = f"samplesheet row {number} (sample '{sample}')"
-        if not NAME_RE.match(sample):
-            raise InputError(
-                f"{where}: malformed sample name; use letters, digits, '.', '_' or '-', "
-                "starting with a letter or digit (no spaces)"
-            )
-        if sample in seen:
-            raise InputError(f"{where}: duplicate sample name, already used in row {seen[sample]}")
-        seen[sample] = number
-        given = [name for name in INPUT_COLUMNS if record.get(name)]
-        if len(given) != 1:
-            raise InputError(
-                f"{where}: give exactly one of spaceranger_dir or h5ad or xenium_dir or zarr (found {len(given)})"
-            )
-        column = given[0]
-        resolved = _resolve(record[column], base_dir)
-        if column == "spaceranger_dir":
-            input_type = _check_spaceranger_dir(where, resolved, hd_bin_size, hd_mode)
-        elif column == "xenium_dir":
-            _check_xenium_dir(where, resolved)
-            input_type = "xenium"
-        elif column == "zarr":
-            _check_zarr(where, resolved)
-            input_type = "zarr"
-        else:
-            _check_h5ad(where, resolved)
-            input_type = "h5ad"
-        group = record.get("group") or DEFAULT_GROUP
-        if not NAME_RE.match(group):
-            raise InputError(f"{where}: malformed group name '{group}'")
-        slides.append(
-            Slide(
-                sample=sample,
-                input_type=input_type,
-                path=resolved,
-                group=group,
-                segmentation=resolve_segmentation(where, input_type, resolved, hd_mode, segmentation),
-            )
+
+def _check_sample_name(number: int, sample: str, seen: dict[str, int]) -> str:
+    """Check a row's sample name (well-formed, not used before), record it in ``seen``; returns the row's ``where``."""
+    if not sample:
+        raise InputError(f"samplesheet row {number}: the sample name is empty")
+    where = f"samplesheet row {number} (sample '{sample}')"
+    if not NAME_RE.match(sample):
+        raise InputError(
+            f"{where}: malformed sample name; use letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit (no spaces)"
         )
-    return slides
+    if sample in seen:
+        raise InputError(f"{where}: duplicate sample name, already used in row {seen[sample]}")
+    seen[sample] = number
+    return where
+
+
+def _check_input(where: str, column: str, resolved: str, hd_bin_size: int, hd_mode: str) -> str:
+    """Check a row's input (the folder or file in ``column``); returns its input type."""
+    if column == "spaceranger_dir":
+        return _check_spaceranger_dir(where, resolved, hd_bin_size, hd_mode)
+    if column == "xenium_dir":
+        _check_xenium_dir(where, resolved)
+        return "xenium"
+    if column == "zarr":
+        _check_zarr(where, resolved)
+        return "zarr"
+    _check_h5ad(where, resolved)
+    return "h5ad"
+
+
+def _check_row(
+    number: int,
+    header: list[str],
+    cells: list[str],
+    seen: dict[str, int],
+    base_dir: Path,
+    hd_bin_size: int,
+    hd_mode: str,
+    segmentation: str,
+) -> Slide:
+    """Check one slide row (``number`` 1-based, header excluded) into a :class:`Slide`."""
+    if len(cells) != len(header):
+        raise InputError(
+            f"samplesheet row {number}: has {len(cells)} fields, the header has {len(header)}"
+        )
+    record = {name: cell.strip() for name, cell in zip(header, cells)}
+    where = _check_sample_name(number, record["sample"], seen)
+    given = [name for name in INPUT_COLUMNS if record.get(name)]
+    if len(given) != 1:
+        raise InputError(
+            f"{where}: give exactly one of spaceranger_dir or h5ad or xenium_dir or zarr (found {len(given)})"
+        )
+    column = given[0]
+    resolved = _resolve(record[column], base_dir)
+    input_type = _check_input(where, column, resolved, hd_bin_size, hd_mode)
+    group = record.get("group") or DEFAULT_GROUP
+    if not NAME_RE.match(group):
+        raise InputError(f"{where}: malformed group name '{group}'")
+    return Slide(
+        sample=record["sample"],
+        input_type=input_type,
+        path=resolved,
+        group=group,
+        segmentation=resolve_segmentation(where, input_type, resolved, hd_mode, segmentation),
+    )
 
 
 def write_checked(slides: list[Slide], path: str | Path) -> None:
