@@ -183,8 +183,6 @@ def read_visium_hd_cells(
     ``uns['spatialmap_platform']`` (cells found, median area, median 2 µm bins per cell,
     share of the 2 µm bins' counts inside cells).
     """
-    import sopa
-
     outs = Path(outs_dir)
     geojson = outs / "segmented_outputs" / "cell_segmentations.geojson"
     if cells is None and not geojson.is_file():
@@ -192,56 +190,26 @@ def read_visium_hd_cells(
             f"sample {sample}: --hd_mode cells needs Space Ranger 4's cell segmentation; {outs} has no "
             "segmented_outputs/cell_segmentations.geojson (use --segmentation stardist to segment the H&E)"
         )
-    polygons = None
-    if cells is not None:
-
-        polygons = read_cells(cells, sample)
+    polygons = None if cells is None else read_cells(cells, sample)
     sdata = read_sopa("visium_hd", outs, sample, bin_size=2, load_segmentations_only=False)
     if "square_002um" not in sdata.tables:
         raise InputError(f"sample {sample}: no 2 µm bins read from {outs}")
     bins = sdata.tables["square_002um"]
-    if polygons is None:
-        key = next((k for k in sdata.shapes if k.endswith("_cell_segmentations")), None)
-        if key is None:
-            raise InputError(f"sample {sample}: no cell boundaries read from {outs}")
-    else:
-        from spatialdata.models import ShapesModel
-        from spatialdata.transformations import get_transformation
-
-        bins_shapes = sdata.get_annotated_regions(bins)
-        bins_shapes = bins_shapes[0] if isinstance(bins_shapes, list) else bins_shapes
-        key = "spatialmap_cells"
-        sdata.shapes[key] = ShapesModel.parse(
-            polygons, transformations=get_transformation(sdata.shapes[bins_shapes], get_all=True)
-        )
+    key = _hd_cell_shapes(sdata, bins, polygons, outs, sample)
     cell_ids = sdata.shapes[key].index.astype(str).to_numpy()
     segmented_area_px = sdata.shapes[key].area.to_numpy(dtype=float)  # as segmented (nuclei for StarDist)
-    total = float(bins.X.sum())
-    sopa.aggregate(sdata, aggregate_genes=True, aggregate_channels=False, shapes_key=key,
-                   bins_key="square_002um", expand_radius_ratio=expand_radius_ratio, key_added="cells_table")  # fmt: skip
-    table = sdata.tables["cells_table"]
-    if table.n_obs != len(cell_ids):
-        raise InputError(f"sample {sample}: {len(cell_ids) - table.n_obs} cells were dropped by the aggregation")
-    candidates = [outs / d / "spatial" / "scalefactors_json.json" for d in ("segmented_outputs", ".", "binned_outputs/square_002um")]
-    found = next((c for c in candidates if c.is_file()), None)
-    if found is None:
-        raise InputError(f"sample {sample}: no scalefactors_json.json in {outs} (segmented_outputs/spatial, spatial, square_002um)")
-    factors = _read_json(found, sample)
+    total = float(bins.X.sum())  # before the aggregation
+    table = _aggregate_hd_bins(sdata, key, expand_radius_ratio, len(cell_ids), sample)
+    factors = _read_json(_hd_cells_scalefactors_file(outs, sample), sample)
     mpp = float(factors["microns_per_pixel"])
     assignments = table.obsm["bins_assignments"].tocsr()
     n_bins = np.diff(assignments.indptr)
+    id_column = "spaceranger_cell_id" if polygons is None else "segmentation_cell_id"
     adata = _standardise(table, sample, table.obsm["spatial"])
     adata.obs_names = cell_ids
-    adata.obs["spaceranger_cell_id" if polygons is None else "segmentation_cell_id"] = cell_ids
+    adata.obs[id_column] = cell_ids
     adata.obs[keys.IN_TISSUE] = 1
-    # the area the bins were collected from: the polygon, grown as sopa.aggregate grew it
-    if expand_radius_ratio:
-        from sopa.shapes import expand_radius
-
-        cell_area_px = expand_radius(sdata.shapes[key], expand_radius_ratio).area.to_numpy(dtype=float)
-    else:
-        cell_area_px = table.obs["area"].to_numpy(dtype=float)
-    adata.obs["cell_area_um2"] = cell_area_px * mpp**2
+    adata.obs["cell_area_um2"] = _hd_cell_area_px(sdata, key, table, expand_radius_ratio) * mpp**2
     adata.obs["bins_002um"] = n_bins
     adata.obs = adata.obs.drop(columns=[c for c in ("slide", "cell_id", "area") if c in adata.obs])
     empty = n_bins == 0
@@ -251,27 +219,88 @@ def read_visium_hd_cells(
         log.info("sample %s: %d of %d %s cells hold no 2 µm bin centre and are left out", sample,
                  int(empty.sum()), len(cell_ids), method)  # fmt: skip
         adata = adata[~empty].copy()
-    in_cells = float(assignments.sum(axis=0).A1.clip(max=1) @ np.asarray(bins.X.sum(axis=1)).ravel())
-    image_key = next((k for k in sdata.images if k.endswith("_lowres_image")), None)
-    image, _ = _small_image(sdata, image_key) if image_key else (None, None)
-    diameter = 2.0 * np.sqrt(np.median(adata.obs["cell_area_um2"]) / np.pi) / mpp
-    scalefactors = {"spot_diameter_fullres": float(diameter), "microns_per_pixel": mpp}
-    if image is not None and "tissue_lowres_scalef" in factors:
-        scalefactors["tissue_lowres_scalef"] = float(factors["tissue_lowres_scalef"])
     reader = "sopa.io.visium_hd + sopa.aggregate" + ("" if polygons is None else f" ({method} polygons)")
-    adata.uns[keys.UNS_SPATIAL] = {
-        sample: {"images": {"lowres": image} if image is not None else {}, "scalefactors": scalefactors,
-                 "metadata": {"source": "visium_hd", "reader": reader}}
-    }  # fmt: skip
-    adata.uns[keys.UNS_PLATFORM] = {
-        "platform": "visium_hd", "unit": "cell", "segmentation": method, "cells_found": int(len(cell_ids)),
+    adata.uns[keys.UNS_SPATIAL] = {sample: _hd_cells_spatial(sdata, adata, factors, mpp, reader)}
+    adata.uns[keys.UNS_PLATFORM] = _hd_cells_qc(adata, method, len(cell_ids), segmented_area_px, mpp, assignments, bins, total)
+    return adata
+
+
+def _hd_cells_qc(adata, method: str, n_cells: int, segmented_area_px, mpp: float, assignments, bins, total: float) -> dict:
+    """The segmentation QC of Visium HD cells (``uns['spatialmap_platform']``); ``assignments``: the
+    cells x 2 µm bins assignment matrix, ``bins``: the 2 µm bins' table, ``total``: their counts."""
+    in_cells = float(assignments.sum(axis=0).A1.clip(max=1) @ np.asarray(bins.X.sum(axis=1)).ravel())
+    return {
+        "platform": "visium_hd", "unit": "cell", "segmentation": method, "cells_found": int(n_cells),
         "median_cell_area_um2": round(float(np.median(adata.obs["cell_area_um2"])), 3),
         "median_segmented_area_um2": round(float(np.median(segmented_area_px)) * mpp**2, 3),
         "median_bins_per_cell": float(np.median(adata.obs["bins_002um"])),
         "pct_bins_in_cells": round(100.0 * float((assignments.sum(axis=0).A1 > 0).mean()), 3),
         "pct_transcripts_in_cells": round(100.0 * in_cells / total, 3) if total else float("nan"),
     }  # fmt: skip
-    return adata
+
+
+def _hd_cell_shapes(sdata, bins, polygons, outs: Path, sample: str) -> str:
+    """The key of the cell polygons in ``sdata.shapes``: Space Ranger's ``*_cell_segmentations``, or
+    ``polygons`` (the pipeline's) added as ``spatialmap_cells`` in the 2 µm bins' coordinate systems."""
+    if polygons is None:
+        key = next((k for k in sdata.shapes if k.endswith("_cell_segmentations")), None)
+        if key is None:
+            raise InputError(f"sample {sample}: no cell boundaries read from {outs}")
+        return key
+    from spatialdata.models import ShapesModel
+    from spatialdata.transformations import get_transformation
+
+    bins_shapes = sdata.get_annotated_regions(bins)
+    bins_shapes = bins_shapes[0] if isinstance(bins_shapes, list) else bins_shapes
+    key = "spatialmap_cells"
+    sdata.shapes[key] = ShapesModel.parse(
+        polygons, transformations=get_transformation(sdata.shapes[bins_shapes], get_all=True)
+    )
+    return key
+
+
+def _aggregate_hd_bins(sdata, key: str, expand_radius_ratio: float, n_cells: int, sample: str):
+    """The 2 µm bins summed per cell of ``sdata.shapes[key]`` by ``sopa.aggregate`` (table ``cells_table``);
+    raises when a cell was dropped."""
+    import sopa
+
+    sopa.aggregate(sdata, aggregate_genes=True, aggregate_channels=False, shapes_key=key,
+                   bins_key="square_002um", expand_radius_ratio=expand_radius_ratio, key_added="cells_table")  # fmt: skip
+    table = sdata.tables["cells_table"]
+    if table.n_obs != n_cells:
+        raise InputError(f"sample {sample}: {n_cells - table.n_obs} cells were dropped by the aggregation")
+    return table
+
+
+def _hd_cells_scalefactors_file(outs: Path, sample: str) -> Path:
+    """The ``scalefactors_json.json`` of a Visium HD ``outs/`` with cells (segmented outputs first)."""
+    candidates = [outs / d / "spatial" / "scalefactors_json.json" for d in ("segmented_outputs", ".", "binned_outputs/square_002um")]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        raise InputError(f"sample {sample}: no scalefactors_json.json in {outs} (segmented_outputs/spatial, spatial, square_002um)")
+    return found
+
+
+def _hd_cell_area_px(sdata, key: str, table, expand_radius_ratio: float) -> np.ndarray:
+    """The area (pixels) each cell's bins were collected from: the polygon, grown as sopa.aggregate grew it."""
+    if expand_radius_ratio:
+        from sopa.shapes import expand_radius
+
+        return expand_radius(sdata.shapes[key], expand_radius_ratio).area.to_numpy(dtype=float)
+    return table.obs["area"].to_numpy(dtype=float)
+
+
+def _hd_cells_spatial(sdata, adata: ad.AnnData, factors: dict, mpp: float, reader: str) -> dict:
+    """``uns['spatial'][sample]`` of Visium HD cells: the low-resolution image, and the median cell
+    diameter as ``spot_diameter_fullres``."""
+    image_key = next((k for k in sdata.images if k.endswith("_lowres_image")), None)
+    image, _ = _small_image(sdata, image_key) if image_key else (None, None)
+    diameter = 2.0 * np.sqrt(np.median(adata.obs["cell_area_um2"]) / np.pi) / mpp
+    scalefactors = {"spot_diameter_fullres": float(diameter), "microns_per_pixel": mpp}
+    if image is not None and "tissue_lowres_scalef" in factors:
+        scalefactors["tissue_lowres_scalef"] = float(factors["tissue_lowres_scalef"])
+    return {"images": {"lowres": image} if image is not None else {}, "scalefactors": scalefactors,
+            "metadata": {"source": "visium_hd", "reader": reader}}  # fmt: skip
 
 
 def read_xenium(path: str | Path, sample: str) -> ad.AnnData:
