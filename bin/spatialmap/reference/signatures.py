@@ -193,6 +193,31 @@ def estimate_signatures(
 
     if max_epochs < 1:
         raise InputError(f"max epochs must be at least 1, got {max_epochs}")
+    model, adata, device = _train_regression(
+        reference, label_key, batch_key, covariate_keys, max_epochs, batch_size, lr, seed, accelerator, threads
+    )
+    sample_batch = adata.n_obs if batch_size is None else batch_size
+    adata = model.export_posterior(
+        adata, sample_kwargs={"num_samples": num_samples, "batch_size": sample_batch, "accelerator": device}
+    )
+    sig = _regression_signatures(adata)
+    return SignatureResult(sig, "regression", device, model=model, reference=adata, label_key=label_key)
+
+
+def _train_regression(
+    reference: ad.AnnData,
+    label_key: str,
+    batch_key: str | None,
+    covariate_keys: Sequence[str],
+    max_epochs: int,
+    batch_size: int | None,
+    lr: float,
+    seed: int,
+    accelerator: str,
+    threads: int | None,
+):
+    """cell2location's ``RegressionModel`` set up on a copy of ``reference`` and trained (seeded);
+    returns the model, the copy it was set up on and the device it ran on."""
     from cell2location.models import RegressionModel
 
     device = resolve_accelerator(accelerator, threads)
@@ -218,10 +243,12 @@ def estimate_signatures(
         accelerator=device,
         **quiet_trainer_kwargs(max_epochs),
     )
-    sample_batch = adata.n_obs if batch_size is None else batch_size
-    adata = model.export_posterior(
-        adata, sample_kwargs={"num_samples": num_samples, "batch_size": sample_batch, "accelerator": device}
-    )
+    return model, adata, device
+
+
+def _regression_signatures(adata: ad.AnnData) -> pd.DataFrame:
+    """Genes x cell types from the exported posterior: ``means_per_cluster_mu_fg_<type>`` (``varm``
+    when present, else ``var``), columns named by the cell types."""
     names = list(adata.uns["mod"]["factor_names"])
     columns = [f"means_per_cluster_mu_fg_{n}" for n in names]
     if "means_per_cluster_mu_fg" in adata.varm:
@@ -230,8 +257,7 @@ def estimate_signatures(
         sig = adata.var[columns].copy()
     sig.columns = [str(n) for n in names]
     sig.index = adata.var_names.astype(str)
-    sig = sig.astype(float)
-    return SignatureResult(sig, "regression", device, model=model, reference=adata, label_key=label_key)
+    return sig.astype(float)
 
 
 def plot_reconstruction(result: SignatureResult, reference: ad.AnnData, out_png: str | Path,
