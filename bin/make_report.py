@@ -1,5 +1,10 @@
 #!/usr/bin/env python3
-"""Turn the per-slide summaries and figures into MultiQC custom content."""
+"""Turn the per-slide summaries and figures into MultiQC custom content.
+
+Every mapping method is reported the same way from its QC JSONs (``<sample>.<method>_qc.json``,
+see :mod:`spatialmap.report.multiqc`): a QC table, a mean proportions heatmap, a mean abundance
+heatmap where it has one, and its headline numbers in the general statistics.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,9 @@ from spatialmap.report import multiqc as report
 
 log = logging.getLogger("spatialmap.make_report")
 
+#: MultiQC config with the order of the methods' sections (not custom content: no ``_mqc.`` in the name)
+SECTION_ORDER_CONFIG = "spatialmap_section_order_mqc_config.yml"
+
 
 def _files(paths: list[str] | None) -> list[Path]:
     return sorted(Path(p) for p in (paths or []))
@@ -29,11 +37,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--method-qc", nargs="*", default=[],
                         help="every mapping method's per-slide QC JSON, named <sample>.<method>_qc.json")
     parser.add_argument("--method-images", nargs="*", default=[], help="every mapping method's figures (PNG)")
-    parser.add_argument("--c2l", nargs="*", default=[], help="per-slide cell2location QC JSON files (also accepted in --method-qc)")
-    parser.add_argument("--c2l-images", nargs="*", default=[], help="cell2location and signature figures (PNG)")
-    parser.add_argument("--tangram", nargs="*", default=[], help="per-slide Tangram QC JSON files (also accepted in --method-qc)")
-    parser.add_argument("--tangram-genes", nargs="*", default=[], help="per-slide Tangram held-out gene tables")
-    parser.add_argument("--tangram-images", nargs="*", default=[], help="Tangram figures (PNG)")
     parser.add_argument("--agreement", nargs="*", default=[],
                         help="outputs of the method comparison: agreement tables (CSV/TSV), consensus summary, maps (PNG)")
     parser.add_argument("--versions-files", nargs="*", default=[], help="versions.yml files of every process")
@@ -64,50 +67,6 @@ def reference_sections(paths: list[Path]) -> dict:
     return sections
 
 
-def c2l_sections(c2l: list[dict]) -> dict:
-    """cell2location abundance heatmap and mapping QC table (training: epochs run, stop reason, final loss)."""
-    if not c2l:
-        return {}
-    matrix = report.c2l_abundance_matrix(c2l)
-    sections = {"spatialmap_c2l_abundance_mqc.yaml": report.heatmap(
-        "spatialmap_c2l_abundance", "cell2location: mean abundance",
-        "Mean cell abundance per spot (5% posterior quantile) for each slide and cell type.",
-        matrix, title="cell2location mean abundance per spot", zlab="cells per spot", zmin=0)}
-    sections["spatialmap_c2l_qc_mqc.yaml"] = report.c2l_qc_table(c2l)
-    return sections
-
-
-def tangram_sections(tangram: list[dict]) -> dict:
-    """Tangram held-out gene validation table."""
-    if not tangram:
-        return {}
-    tg = pd.DataFrame(tangram).set_index("sample")
-    keep = [c for c in ("mode", "device", "n_training_genes", "n_heldout_genes", "heldout_median",
-                        "heldout_p90", "training_score", "cells_used") if c in tg]
-    return {"spatialmap_tangram_qc_mqc.yaml": report.table_section(
-        "spatialmap_tangram_qc", "Tangram: held-out gene validation",
-        "Spatial correlation between measured and projected expression of genes Tangram never "
-        "saw in training: median and 90th percentile per slide.", tg[keep])}
-
-
-def other_method_sections(methods: dict[str, list[dict]]) -> dict:
-    """A mapping QC table (and a mean proportion heatmap where given) for every other method."""
-    sections = {}
-    for method, records in methods.items():
-        if method in ("cell2location", "tangram") or not records:
-            continue
-        sections[f"spatialmap_{method}_qc_mqc.yaml"] = report.method_qc_table(method, records)
-        means = {str(r["sample"]): r["mean_proportions"] for r in records if isinstance(r.get("mean_proportions"), dict)}
-        if means:
-            title = report.method_title(method)
-            sections[f"spatialmap_{method}_proportions_mqc.yaml"] = report.heatmap(
-                f"spatialmap_{method}_proportions", f"{title}: mean proportions",
-                f"Mean {title} cell-type proportion per spot for each slide and cell type.",
-                pd.DataFrame.from_dict(means, orient="index").sort_index(),
-                title=f"{title} mean proportion per spot", zlab="proportion", zmin=0, zmax=1)
-    return sections
-
-
 def main(argv: list[str] | None = None) -> None:
     """Write every MultiQC custom-content section, the figures and the collated versions."""
     args = parse_args(argv)
@@ -117,24 +76,21 @@ def main(argv: list[str] | None = None) -> None:
     if not qc:
         raise cli.InputError("no slide QC summary was given to the report")
     methods = report.read_method_json(_files(args.method_qc))
-    c2l = report.read_json(_files(args.c2l)) + methods.get("cell2location", [])
-    tangram = report.read_json(_files(args.tangram)) + methods.get("tangram", [])
     comparison = report.comparison_files(_files(args.agreement))
 
     sections = {"spatialmap_general_stats_mqc.yaml": report.general_stats(
-                    qc, c2l, tangram, methods={m: r for m, r in methods.items() if m not in ("cell2location", "tangram")},
-                    consensus=comparison.get("consensus_summary")),
+                    qc, methods, consensus=comparison.get("consensus_summary")),
                 "spatialmap_slide_qc_mqc.yaml": report.qc_table(qc)}
     sections.update(reference_sections(_files(args.reference_files)))
-    sections.update(c2l_sections(c2l))
-    sections.update(tangram_sections(tangram))
-    sections.update(other_method_sections(methods))
+    for method, records in methods.items():
+        sections.update(report.method_sections(method, records))
     sections.update(report.comparison_sections(comparison))
     for name, content in sections.items():
         report.write_yaml(outdir / name, content)
+    # where the methods' sections go in the report (MULTIQC passes this file as a second --config)
+    report.write_yaml(outdir / SECTION_ORDER_CONFIG, report.section_order(methods))
 
-    images = report.copy_images(_files(args.qc_images) + _files(args.method_images) + _files(args.c2l_images)
-                                + _files(args.tangram_images) + _files(args.agreement), outdir)
+    images = report.copy_images(_files(args.qc_images) + _files(args.method_images) + _files(args.agreement), outdir)
 
     versions = report.collate_versions(
         _files(args.versions_files),

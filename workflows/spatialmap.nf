@@ -31,7 +31,7 @@ workflow SPATIALMAP {
     versions = versions.mix(SLIDE_PREPROCESS.out.versions)
 
     reference_files = Channel.empty()
-    method_json = Channel.empty(); method_png = Channel.empty(); tangram_genes = Channel.empty()
+    method_json = Channel.empty(); method_png = Channel.empty()
     agreement = Channel.empty(); method_selection = Channel.empty()
 
     if (params.reference) {
@@ -64,7 +64,6 @@ workflow SPATIALMAP {
         method_json = MAPPING.out.method_json
         method_png = MAPPING.out.method_png.mix(REFERENCE_SIGNATURES.out.signature_png.flatten())
         method_selection = MAPPING.out.selection
-        tangram_genes = MAPPING.out.tangram_genes
         agreement = MAPPING.out.agreement
 
         // Visium HD / Xenium / SpatialData slides: new SpatialData store, labels, composition, maps
@@ -82,7 +81,6 @@ workflow SPATIALMAP {
         reference_files.collect(sort: true).ifEmpty([]),
         method_json.collect(sort: true).ifEmpty([]),
         method_png.collect(sort: true).ifEmpty([]),
-        tangram_genes.collect(sort: true).ifEmpty([]),
         agreement.collect(sort: true).ifEmpty([]),
         versions.unique().collect()
     )

@@ -4,6 +4,11 @@
 // QC (logged, and shown in the report). Where two or more methods ran: their agreement and a
 // consensus (COMPARE_METHODS).
 //
+// Every method's module emits the same per-slide outputs: json (<sample>.<method>_qc.json), maps
+// (figures), csv (proportions), h5ad (the mapped slide) and versions; extra figures for the report,
+// where a method has them, as figures. collectMethods gathers them the same way for every method,
+// so adding a method is its include and its call on runs('<name>'), its .out added to methodRuns.
+//
 include { CELL2LOCATION   } from '../../modules/local/cell2location/main'
 include { TANGRAM         } from '../../modules/local/tangram/main'
 include { RCTD_QMATRIX    } from '../../modules/local/rctd_qmatrix/main'
@@ -71,6 +76,32 @@ def tableMethod(name) {
     name.endsWith('.cell2location_q05.csv') ? 'cell2location' : (name - ~/_proportions\.csv$/).tokenize('.')[-1]
 }
 
+// The files of a process output channel, whether it emits [ meta, file(s) ] tuples or file(s)
+def filesOf(ch) {
+    ch.flatMap { item -> [item].flatten().findAll { !(it instanceof Map) } }
+}
+
+// One method's outputs (its process's .out), the same for every method
+def methodOutputs(out) {
+    [
+        json:     filesOf(out.json),
+        png:      'figures' in out.getNames() ? filesOf(out.maps).mix(filesOf(out.figures)) : filesOf(out.maps),
+        csv:      filesOf(out.csv),
+        // [ sample id, <sample>.<method>.h5ad ]
+        mapped:   filesOf(out.h5ad).map { f -> [f.name - ~/\.[^.]+\.h5ad$/, f] },
+        versions: out.versions,
+    ]
+}
+
+// Every method's outputs mixed per kind: [ json, png, csv, mapped, versions ] channels
+def collectMethods(List outs) {
+    def kinds = ['json', 'png', 'csv', 'mapped', 'versions']
+    outs.inject(kinds.collectEntries { [it, Channel.empty()] }) { all, out ->
+        def one = methodOutputs(out)
+        kinds.collectEntries { [it, all[it].mix(one[it])] }
+    }
+}
+
 workflow MAPPING {
     take:
     slides      // channel: [ meta, qc h5ad ]
@@ -80,19 +111,8 @@ workflow MAPPING {
     methods     // list: any of cell2location, tangram, rctd, flashdeconv, nnls; or ['auto']
 
     main:
-    versions      = Channel.empty()
-    c2l_json      = Channel.empty()
-    c2l_png       = Channel.empty()
-    c2l_csv       = Channel.empty()
-    tangram_json  = Channel.empty()
-    tangram_csv   = Channel.empty()
-    tangram_genes = Channel.empty()
-    tangram_png   = Channel.empty()
-    method_json   = Channel.empty()  // every method's <sample>.<method>_qc.json
-    method_png    = Channel.empty()  // every method's maps and figures
-    proportions   = Channel.empty()  // every method's per-slide proportion table
-    agreement     = Channel.empty()
-    mapped        = Channel.empty()  // [ sample id, mapped h5ad ], one per method (for SPATIAL_RESULTS)
+    versions  = Channel.empty()
+    def methodRuns = []  // the .out of every method that may run
 
     // [ meta + [locations, methods, selection], h5ad ]: the methods chosen for each slide
     chosen = slides.map { meta, h5ad -> [meta.id, meta, h5ad] }
@@ -117,27 +137,12 @@ workflow MAPPING {
                 [[id: group], samples, files]
             }
         CELL2LOCATION(groups, signatures)
-        versions = versions.mix(CELL2LOCATION.out.versions)
-        c2l_json = CELL2LOCATION.out.json.flatten()
-        c2l_png  = CELL2LOCATION.out.maps.flatten().mix(CELL2LOCATION.out.group_png.flatten())
-        mapped   = mapped.mix(CELL2LOCATION.out.h5ad.flatten().map { f -> [f.name - '.cell2location.h5ad', f] })
-        c2l_csv  = CELL2LOCATION.out.csv.flatten()
-            .map { csv -> [csv.name - '.cell2location_q05.csv', csv] }
+        methodRuns << CELL2LOCATION.out
     }
-
     if (may('tangram')) {
         TANGRAM(runs('tangram'), reference)
-        versions      = versions.mix(TANGRAM.out.versions)
-        tangram_json  = TANGRAM.out.json.map { meta, f -> f }
-        tangram_genes = TANGRAM.out.heldout.map { meta, f -> f }
-        tangram_png   = TANGRAM.out.maps.map { meta, f -> f }
-        tangram_csv   = TANGRAM.out.csv.map { meta, f -> [meta.id, f] }
-        mapped        = mapped.mix(TANGRAM.out.h5ad.map { meta, f -> [meta.id, f] })
+        methodRuns << TANGRAM.out
     }
-    method_json = method_json.mix(c2l_json, tangram_json)
-    method_png  = method_png.mix(c2l_png, tangram_png)
-    proportions = proportions.mix(c2l_csv.map { sample, csv -> csv }, tangram_csv.map { sample, csv -> csv })
-
     if (may('rctd')) {
         // the likelihood table: once per run (and kept across runs in --rctd_q_cache), never per slide
         if (params.rctd_q_matrix) {
@@ -150,28 +155,22 @@ workflow MAPPING {
             versions = versions.mix(RCTD_QMATRIX.out.versions)
         }
         RCTD(runs('rctd'), reference, q_matrix)
-        versions    = versions.mix(RCTD.out.versions)
-        method_json = method_json.mix(RCTD.out.json.map { meta, f -> f })
-        method_png  = method_png.mix(RCTD.out.maps.map { meta, f -> f })
-        proportions = proportions.mix(RCTD.out.csv.map { meta, f -> f })
-        mapped      = mapped.mix(RCTD.out.h5ad.map { meta, f -> [meta.id, f] })
+        methodRuns << RCTD.out
     }
     if (may('flashdeconv')) {
         FLASHDECONV(runs('flashdeconv'), reference)
-        versions    = versions.mix(FLASHDECONV.out.versions)
-        method_json = method_json.mix(FLASHDECONV.out.json.map { meta, f -> f })
-        method_png  = method_png.mix(FLASHDECONV.out.maps.map { meta, f -> f })
-        proportions = proportions.mix(FLASHDECONV.out.csv.map { meta, f -> f })
-        mapped      = mapped.mix(FLASHDECONV.out.h5ad.map { meta, f -> [meta.id, f] })
+        methodRuns << FLASHDECONV.out
     }
     if (may('nnls')) {
         NNLS(runs('nnls'), reference)
-        versions    = versions.mix(NNLS.out.versions)
-        method_json = method_json.mix(NNLS.out.json.map { meta, f -> f })
-        method_png  = method_png.mix(NNLS.out.maps.map { meta, f -> f })
-        proportions = proportions.mix(NNLS.out.csv.map { meta, f -> f })
-        mapped      = mapped.mix(NNLS.out.h5ad.map { meta, f -> [meta.id, f] })
+        methodRuns << NNLS.out
     }
+    def all = collectMethods(methodRuns)
+    method_json = all.json      // every method's <sample>.<method>_qc.json
+    method_png  = all.png       // every method's maps and figures
+    proportions = all.csv       // every method's per-slide proportion table
+    mapped      = all.mapped    // [ sample id, mapped h5ad ], one per method (for SPATIAL_RESULTS)
+    versions    = versions.mix(all.versions)
 
     // agreement and consensus: only where two or more methods ran (counted from the tables' names)
     COMPARE_METHODS(
@@ -203,11 +202,6 @@ workflow MAPPING {
     method_png     // channel: every method's maps and figures
     proportions    // channel: every method's per-slide proportion table
     selection      // channel: spatialmap_method_selection_mqc.tsv (methods per slide, for MultiQC)
-    c2l_json       // channel: per-slide cell2location QC JSON
-    c2l_png        // channel: cell2location maps and group figures
-    tangram_json   // channel: per-slide Tangram QC JSON
-    tangram_genes  // channel: per-slide held-out gene tables
-    tangram_png    // channel: Tangram maps
     agreement      // channel: agreement tables
     mapped         // channel: [ sample id, mapped h5ad ], one per method and slide
     consensus      // channel: [ sample id, <sample>.consensus_proportions.csv, <sample>.consensus_disagreement.csv ]

@@ -33,28 +33,36 @@ def test_method_of_file_name_and_field(tmp_path):
     assert report.method_of(tmp_path / "my.slide.1.rctd_qc.json", {}) == "rctd"
     assert report.method_of(tmp_path / "a.cell2location_qc.json", {}) == "cell2location"
     assert report.method_of(tmp_path / "a.whatever_qc.json", {"method": "nnls"}) == "nnls"
-    with pytest.raises(ValueError, match="<sample>.<method>_qc.json"):
-        report.method_of(tmp_path / "a.json", {})
+    for bad in ("a.json", "rctd_qc.json"):
+        with pytest.raises(ValueError, match="<sample>.<method>_qc.json"):
+            report.method_of(tmp_path / bad, {})
     paths = [_write(tmp_path / "s.2.nnls_qc.json", {"n_spots_fitted": 3}),
              _write(tmp_path / "s1.tangram_qc.json", {"sample": "s1"})]
     by_method = report.read_method_json(paths)
-    assert list(by_method) == ["tangram", "nnls"]
+    assert list(by_method) == ["nnls", "tangram"]  # name order: no method is special
     assert by_method["nnls"][0]["sample"] == "s.2"  # sample names may hold dots
 
 
-def test_general_stats_has_every_method_and_extra_qc_fields():
+def _contract(sample, method, label, columns, headline, **qc):
+    """A QC JSON as every method writes it: its numbers and the report's contract fields."""
+    return {"method": method, "sample": sample, "label": label, **qc, "report_columns": columns,
+            "headline": headline, "mean_proportions": {"A": 0.6, "B": 0.4}}
+
+
+def test_general_stats_has_every_methods_headline_and_extra_qc_fields():
     qc = [{"sample": "s1", **QC, "cells_kept": 80, "median_transcripts": 150.0}, {"sample": "s2", **QC}]
-    methods = {"rctd": [{"sample": "s1", "n_spots_fitted": 88, "n_genes_used": 300, "seconds": 1.5}],
-               "nnls": [{"sample": "s2", "spots_fitted": 90, "genes_used": 310, "runtime_seconds": 0.2}]}
-    c2l = [{"sample": "s1", "reconstruction_r": 0.9, "most_abundant_type": "B"}]
-    stats = report.general_stats(qc, c2l, [], methods=methods,
-                                 consensus=[{"sample": "s1", "n_methods": 3, "mean_disagreement": 0.1}])
+    methods = {"rctd": [_contract("s1", "rctd", "RCTD", {"spots_fitted": "locations fitted", "seconds": "wall time"},
+                                  ["spots_fitted", "seconds"], spots_fitted=88, seconds=1.5)],
+               "nnls": [_contract("s2", "nnls", "NNLS", {"genes_shared": "genes"}, ["genes_shared"], genes_shared=310),
+                        {"sample": "s1", "method": "nnls", "genes_shared": 12}]}  # the method's headline holds for all its slides
+    stats = report.general_stats(qc, methods, consensus=[{"sample": "s1", "n_methods": 3, "mean_disagreement": 0.1}])
     data, headers = stats["data"], stats["headers"]
     assert data["s1"]["rctd_spots_fitted"] == 88 and data["s1"]["rctd_seconds"] == 1.5
-    assert data["s2"]["nnls_genes_used"] == 310 and data["s2"]["nnls_seconds"] == 0.2
+    assert data["s2"]["nnls_genes_shared"] == 310 and data["s1"]["nnls_genes_shared"] == 12
     assert data["s1"]["cells_kept"] == 80 and "cells_kept" not in data["s2"]
-    assert data["s1"]["reconstruction_r"] == 0.9 and data["s1"]["consensus_mean_disagreement"] == 0.1
-    assert headers["rctd_seconds"]["title"] == "RCTD seconds"
+    assert data["s1"]["consensus_mean_disagreement"] == 0.1
+    assert headers["rctd_seconds"]["title"] == "RCTD seconds" and headers["rctd_seconds"]["description"] == "RCTD: wall time"
+    assert headers["rctd_spots_fitted"]["format"] == "{:,.0f}"
     assert "bins_kept" not in headers  # no slide has it
     assert set(data) == {"s1", "s2"}
 
@@ -62,7 +70,7 @@ def test_general_stats_has_every_method_and_extra_qc_fields():
 def test_general_stats_has_the_segmentation_qc():
     seg = {"cells_found": 340, "median_cell_area_um2": 51.2, "median_bins_per_cell": 13.0,
            "pct_transcripts_in_cells": 81.5, "pct_bins_in_cells": 22.0, "segmentation": "stardist"}
-    stats = report.general_stats([{"sample": "hd", **QC, "cells_kept": 330, **seg}, {"sample": "v", **QC}], [], [])
+    stats = report.general_stats([{"sample": "hd", **QC, "cells_kept": 330, **seg}, {"sample": "v", **QC}])
     row, headers = stats["data"]["hd"], stats["headers"]
     assert {k: row[k] for k in seg if k != "segmentation"} == {k: v for k, v in seg.items() if k != "segmentation"}
     assert headers["cells_found"]["title"] == "Cells found" and headers["pct_transcripts_in_cells"]["max"] == 100
@@ -77,16 +85,30 @@ def test_qc_table_shows_new_scalar_fields():
     assert "filters" not in row and "mt_genes_removed" not in row
 
 
+def _make_report(tmp_path, files, *extra):
+    qc = [_write(tmp_path / f"{s}.qc.json", {"sample": s, **QC})
+          for s in sorted({json.loads(f.read_text()).get("sample") or f.name.split(".")[0] for f in files})]
+    out = tmp_path / "mqc"
+    _load_script("make_report.py").main(["--qc", *map(str, qc), "--method-qc", *map(str, files), *extra,
+                                         "--outdir", str(out), "--versions", str(tmp_path / "versions.yml")])
+    return out
+
+
+def _yaml(path):
+    return yaml.safe_load(path.read_text())
+
+
 def test_make_report_with_every_method(tmp_path):
-    qc = _write(tmp_path / "s.1.qc.json", {"sample": "s.1", **QC})
     files = [
-        _write(tmp_path / "s.1.cell2location_qc.json", {"sample": "s.1", "n_spots": 90, "reconstruction_r": 0.8,
-                                                        "mean_total_cells_per_spot": 7.0, "mean_abundance": {"A": 1.0}}),
-        _write(tmp_path / "s.1.tangram_qc.json", {"sample": "s.1", "heldout_median": 0.4, "mode": "cells"}),
-        _write(tmp_path / "s.1.rctd_qc.json", {"sample": "s.1", "method": "rctd", "n_spots_fitted": 85,
-                                               "n_genes_used": 200, "seconds": 3.0, "device": "cpu",
-                                               "mean_proportions": {"A": 0.6, "B": 0.4}}),
-        _write(tmp_path / "s.1.nnls_qc.json", {"sample": "s.1", "n_spots_fitted": 90, "seconds": 0.1}),
+        _write(tmp_path / "s.1.cell2location_qc.json", {
+            **_contract("s.1", "cell2location", "cell2location", {"n_spots": "spots mapped", "reconstruction_r": "r"},
+                        ["reconstruction_r"], n_spots=90, reconstruction_r=0.8),
+            "mean_abundance": {"A": 1.0}}),
+        _write(tmp_path / "s.1.tangram_qc.json", _contract("s.1", "tangram", "Tangram", {"heldout_median": "held-out r"},
+                                                           ["heldout_median"], heldout_median=0.4, mode="cells")),
+        _write(tmp_path / "s.1.rctd_qc.json", _contract("s.1", "rctd", "RCTD", {"device": "device", "spots_fitted": "fitted"},
+                                                        ["spots_fitted"], spots_fitted=85, device="cpu")),
+        _write(tmp_path / "s.1.nnls_qc.json", {"sample": "s.1", "n_spots_fitted": 90, "seconds": 0.1}),  # no contract
     ]
     matrix = pd.DataFrame({"A": [0.9, 0.5]}, index=pd.Index(["s.1: cell2location vs tangram", "s.1: rctd vs nnls"], name="slide_pair"))
     matrix.to_csv(tmp_path / "method_agreement_matrix.tsv", sep="\t")
@@ -94,52 +116,79 @@ def test_make_report_with_every_method(tmp_path):
         tmp_path / "method_agreement_pairs.tsv", sep="\t")
     pd.DataFrame({"sample": ["s.1"], "methods": ["cell2location,tangram"], "n_methods": [2], "mean_disagreement": [0.05]}
                  ).to_csv(tmp_path / "consensus_summary.tsv", sep="\t", index=False)
-    out = tmp_path / "mqc"
-    _load_script("make_report.py").main([
-        "--qc", str(qc), "--method-qc", *map(str, files),
-        "--agreement", str(tmp_path / "method_agreement_matrix.tsv"), str(tmp_path / "method_agreement_pairs.tsv"),
-        str(tmp_path / "consensus_summary.tsv"), "--outdir", str(out), "--versions", str(tmp_path / "versions.yml"),
-    ])
+    out = _make_report(tmp_path, files, "--agreement", str(tmp_path / "method_agreement_matrix.tsv"),
+                       str(tmp_path / "method_agreement_pairs.tsv"), str(tmp_path / "consensus_summary.tsv"))
     names = {p.name for p in out.iterdir()}
-    for section in ("general_stats", "slide_qc", "c2l_abundance", "c2l_qc", "tangram_qc", "rctd_qc", "rctd_proportions",
-                    "nnls_qc", "agreement", "agreement_pairs", "consensus"):
+    for section in ("general_stats", "slide_qc", "cell2location_abundance", "cell2location_qc", "cell2location_proportions",
+                    "tangram_qc", "tangram_proportions", "rctd_qc", "rctd_proportions", "nnls_qc",
+                    "agreement", "agreement_pairs", "consensus"):
         assert f"spatialmap_{section}_mqc.yaml" in names, section
-    stats = yaml.safe_load((out / "spatialmap_general_stats_mqc.yaml").read_text())["data"]["s.1"]
-    assert stats["rctd_spots_fitted"] == 85 and stats["nnls_seconds"] == 0.1 and stats["heldout_median"] == 0.4
+    assert "spatialmap_nnls_proportions_mqc.yaml" not in names  # its JSON has no mean_proportions
+    stats = _yaml(out / "spatialmap_general_stats_mqc.yaml")["data"]["s.1"]
+    assert stats["rctd_spots_fitted"] == 85 and stats["tangram_heldout_median"] == 0.4
+    assert stats["cell2location_reconstruction_r"] == 0.8 and not any(k.startswith("nnls") for k in stats)
     assert stats["consensus_mean_disagreement"] == 0.05
-    agreement = yaml.safe_load((out / "spatialmap_agreement_mqc.yaml").read_text())
+    agreement = _yaml(out / "spatialmap_agreement_mqc.yaml")
     assert agreement["ycats"] == ["s.1: cell2location vs tangram", "s.1: rctd vs nnls"]
-    rctd = yaml.safe_load((out / "spatialmap_rctd_qc_mqc.yaml").read_text())
-    assert rctd["data"]["s.1"]["device"] == "cpu" and "mean_proportions" not in rctd["data"]["s.1"]
+    rctd = _yaml(out / "spatialmap_rctd_qc_mqc.yaml")
+    assert rctd["section_name"] == "RCTD: mapping QC" and list(rctd["data"]["s.1"]) == ["device", "spots_fitted"]
+    nnls = _yaml(out / "spatialmap_nnls_qc_mqc.yaml")  # fallback: every scalar key, label = id
+    assert nnls["section_name"] == "nnls: mapping QC" and nnls["data"]["s.1"] == {"n_spots_fitted": 90, "seconds": 0.1}
+    order = _yaml(out / "spatialmap_section_order_mqc_config.yml")["report_section_order"]
+    assert order["spatialmap_cell2location_qc"]["order"] > order["spatialmap_tangram_abundance"]["order"] > 600
+
+
+def test_a_sixth_method_is_reported_without_a_report_edit(tmp_path):
+    """A method the report has never heard of ("foo") gets, from its QC JSON alone, a QC table with
+    its report columns, a mean proportions heatmap and its headline column in the general statistics."""
+    foo = {"method": "foo", "sample": "s1", "label": "Foo 2", "fit_score": 0.93, "iterations": 120, "ignored": "x",
+           "report_columns": {"iterations": "iterations of the fit", "fit_score": "how well it fits"},
+           "headline": ["fit_score"], "mean_proportions": {"T": 0.7, "B": 0.3}}
+    out = _make_report(tmp_path, [_write(tmp_path / "s1.foo_qc.json", foo)])
+    table = _yaml(out / "spatialmap_foo_qc_mqc.yaml")
+    assert table["plot_type"] == "table" and table["section_name"] == "Foo 2: mapping QC"
+    assert table["data"]["s1"] == {"iterations": 120, "fit_score": 0.93}  # report_columns, in their order
+    assert table["headers"]["iterations"]["description"] == "iterations of the fit"
+    heat = _yaml(out / "spatialmap_foo_proportions_mqc.yaml")
+    assert heat["plot_type"] == "heatmap" and heat["xcats"] == ["T", "B"] and heat["data"] == [[0.7, 0.3]]
+    stats = _yaml(out / "spatialmap_general_stats_mqc.yaml")
+    assert stats["data"]["s1"]["foo_fit_score"] == 0.93
+    assert stats["headers"]["foo_fit_score"]["title"] == "Foo 2 fit score"
+    order = _yaml(out / "spatialmap_section_order_mqc_config.yml")["report_section_order"]
+    assert set(order) == {"spatialmap_foo_qc", "spatialmap_foo_proportions", "spatialmap_foo_abundance"}
 
 
 def _c2l_record(sample, group, **training):
-    """A cell2location QC JSON as map_cell2location.py writes it: slide_qc + TrainResult.as_qc + group."""
-    record = {"sample": sample, "group": group, "device": "cpu", "n_spots": 243, "n_genes_used": 380,
+    """A cell2location QC JSON as map_cell2location.py writes it: slide_qc + TrainResult.as_qc + group
+    + the report's contract fields (its REPORT_COLUMNS: the training columns among them)."""
+    record = {"sample": sample, "method": "cell2location", "label": "cell2location", "group": group, "device": "cpu",
+              "n_spots": 243, "n_genes_used": 380,
               "mean_total_cells_per_spot": 8.4, "most_abundant_type": "T", "mean_abundance": {"T": 3.0, "B": 1.0},
               "detection_sensitivity": 0.91, "reconstruction_r": 0.88,
               "epochs_run": 4050, "stop_reason": "converged", "final_loss": 812345.678, "train_seconds": 93.2,
+              "lr_final": 0.002, "lr_dropped_at_epoch": 1500,
               "training_engine": "fast", "minibatch_size": None,
               "convergence": {"min_epochs": 1000, "window": 500, "tol": 0.0003},
-              "learning_rate": {"start": 0.02, "final": 0.002, "dropped_at_epoch": 1500}}
+              "learning_rate": {"start": 0.02, "final": 0.002, "dropped_at_epoch": 1500},
+              "headline": ["reconstruction_r"], "mean_proportions": {"T": 0.75, "B": 0.25}}
     record.update(training)
+    record["report_columns"] = {k: f"the {k}" for k in (
+        "group", "device", "n_spots", "n_genes_used", "epochs_run", "stop_reason", "final_loss", "lr_final",
+        "lr_dropped_at_epoch", "train_seconds", "mean_total_cells_per_spot", "most_abundant_type",
+        "detection_sensitivity", "reconstruction_r") if k in record}
     return record
 
 
 def test_c2l_table_shows_epochs_stop_reason_and_final_loss(tmp_path):
     """The report's cell2location table carries each run's epochs, stop reason and final loss from
-    the QC JSON (before, only the loss figure's title showed them)."""
+    the QC JSON, in its report_columns order."""
     files = [
         _write(tmp_path / "s1.cell2location_qc.json", _c2l_record("s1", "g1")),
         _write(tmp_path / "s2.cell2location_qc.json", _c2l_record("s2", "g2", epochs_run=30000, stop_reason="max_epochs",
-                                                                  final_loss=1.5e6, learning_rate={"start": 0.02, "final": 0.002,
-                                                                                                   "dropped_at_epoch": None})),
+                                                                  final_loss=1.5e6, lr_dropped_at_epoch=None)),
     ]
-    qc = [_write(tmp_path / f"{s}.qc.json", {"sample": s, **QC}) for s in ("s1", "s2")]
-    out = tmp_path / "mqc"
-    _load_script("make_report.py").main(["--qc", *map(str, qc), "--method-qc", *map(str, files), "--outdir", str(out),
-                                         "--versions", str(tmp_path / "versions.yml")])
-    table = yaml.safe_load((out / "spatialmap_c2l_qc_mqc.yaml").read_text())
+    out = _make_report(tmp_path, files)
+    table = _yaml(out / "spatialmap_cell2location_qc_mqc.yaml")
     assert table["plot_type"] == "table"
     columns = list(table["data"]["s1"])
     assert columns[:8] == ["group", "device", "n_spots", "n_genes_used", "epochs_run", "stop_reason", "final_loss", "lr_final"]
@@ -152,12 +201,14 @@ def test_c2l_table_shows_epochs_stop_reason_and_final_loss(tmp_path):
     assert (s1["group"], s2["group"]) == ("g1", "g2")
     headers = table["headers"]
     assert headers["epochs_run"]["title"] == "Epochs run" and headers["stop_reason"]["title"] == "Stop reason"
-    assert headers["final_loss"]["title"] == "Final loss"
+    assert headers["final_loss"]["title"] == "Final loss" and headers["epochs_run"]["format"] == "{:,.0f}"
     assert set(headers) == set(columns)
+    abundance = _yaml(out / "spatialmap_cell2location_abundance_mqc.yaml")
+    assert abundance["ycats"] == ["s1", "s2"] and abundance["xcats"] == ["T", "B"]
 
 
-def test_c2l_table_of_an_older_qc_json_leaves_the_training_columns_out():
-    frame = report.c2l_qc_frame([{"sample": "s1", "n_spots": 90, "reconstruction_r": 0.8}])
-    assert list(frame.columns) == ["n_spots", "reconstruction_r"]
-    table = report.c2l_qc_table([{"sample": "s1", "n_spots": 90, "reconstruction_r": 0.8}])
+def test_method_table_leaves_out_columns_no_slide_has():
+    table = report.method_qc_table("m", [{"sample": "s1", "n_spots": 90, "reconstruction_r": 0.8,
+                                          "report_columns": {"epochs_run": "e", "n_spots": "n", "reconstruction_r": "r"}}])
+    assert list(table["data"]["s1"]) == ["n_spots", "reconstruction_r"]
     assert set(table["headers"]) == {"n_spots", "reconstruction_r"}

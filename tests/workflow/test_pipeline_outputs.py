@@ -239,7 +239,7 @@ def test_rctd_table_computed_once_for_all_slides(workflow_dir):
 def test_report_c2l_table_shows_epochs_stop_reason_and_final_loss(workflow_dir):
     """The report's cell2location table: per slide, its group run's epochs, stop reason and final
     loss, the values of the slide's cell2location QC JSON."""
-    table = pd.read_csv(Path(workflow_dir, "results/multiqc/multiqc_data/multiqc_spatialmap_c2l_qc_table.txt"),
+    table = pd.read_csv(Path(workflow_dir, "results/multiqc/multiqc_data/multiqc_spatialmap_cell2location_qc_table.txt"),
                         sep="\t", index_col=0)
     assert {"epochs_run", "stop_reason", "final_loss", "lr_final"} <= set(table.columns), list(table.columns)
     assert sorted(table.index) == list(SLIDES)

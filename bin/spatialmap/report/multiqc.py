@@ -23,17 +23,6 @@ QC_COLUMNS = {
     "median_genes": dict(title="Median genes", description="Median detected genes per spot", format="{:,.0f}", scale="Oranges"),
     "pct_mt": dict(title="% MT", description="Share of counts in mitochondrial genes (removed from X)", suffix="%", max=100, min=0, format="{:,.1f}", scale="RdYlGn-rev"),
 }
-C2L_COLUMNS = {
-    "mean_total_cells_per_spot": dict(title="c2l cells/spot", description="cell2location: mean total cells per spot (posterior mean)", format="{:,.1f}", scale="YlGn"),
-    "most_abundant_type": dict(title="c2l top type", description="cell2location: most abundant cell type on the slide"),
-    "reconstruction_r": dict(title="c2l recon. r", description="cell2location: Pearson r of observed vs expected counts", format="{:,.2f}", min=0, max=1, scale="RdYlGn"),
-}
-TANGRAM_COLUMNS = {
-    "heldout_median": dict(title="Tangram held-out median", description="Tangram: median spatial correlation of held-out genes", format="{:,.2f}", min=0, max=1, scale="RdYlGn"),
-    "heldout_p90": dict(title="Tangram held-out p90", description="Tangram: 90th percentile of held-out gene correlation", format="{:,.2f}", min=0, max=1, scale="RdYlGn"),
-}
-
-
 def read_json(paths: Iterable[str | Path]) -> list[dict]:
     """Load JSON summaries, sorted by their ``sample`` (or file name)."""
     records = [json.loads(Path(p).read_text()) for p in paths]
@@ -52,19 +41,6 @@ def _headers(columns: dict, data: dict) -> dict:
     return {key: conf for key, conf in columns.items() if key in present}
 
 
-# Headline numbers of any mapping method beyond cell2location and Tangram: the general-statistics
-# column, and the QC JSON keys it is read from (first present wins).
-METHOD_HEADLINES = {
-    "spots_fitted": (("n_spots_fitted", "spots_fitted", "n_spots"),
-                     dict(title="spots fitted", description="spots the method fitted", format="{:,.0f}", scale="Greens")),
-    "genes_used": (("n_genes_used", "genes_used", "n_genes"),
-                   dict(title="genes used", description="genes the method used", format="{:,.0f}", scale="Blues", hidden=True)),
-    "seconds": (("seconds", "runtime_seconds", "wall_seconds", "elapsed_seconds"),
-                dict(title="seconds", description="wall time of the fit (seconds)", format="{:,.1f}", scale="Oranges")),
-}
-KNOWN_METHODS = ("cell2location", "tangram", "rctd", "flashdeconv", "nnls")
-METHOD_TITLES = {"cell2location": "cell2location", "tangram": "Tangram", "rctd": "RCTD",
-                 "flashdeconv": "FlashDeconv", "nnls": "NNLS"}
 # Slide QC fields beyond QC_COLUMNS that other slide readers (Visium HD, Xenium) may add; each shows
 # up as a general-statistics column when some slide has it. Any other scalar field of the QC JSON
 # still appears in the slide QC table.
@@ -86,89 +62,28 @@ CONSENSUS_COLUMNS = {
 QC_TABLE_FIRST = ["spots_in_tissue", "spots_kept", "median_umis", "median_genes", "pct_mt", "n_mt_genes_removed", "genes"]
 
 
-def method_title(method: str) -> str:
-    """Display name of a mapping method (``rctd`` -> ``RCTD``)."""
-    return METHOD_TITLES.get(method, method)
-
-
-def method_of(path: str | Path, record: dict) -> str:
-    """Mapping method of a QC JSON: its ``method`` field, else the ``.<method>_qc.json`` file suffix."""
-    if record.get("method"):
-        return str(record["method"])
-    name = Path(path).name
-    if not name.endswith("_qc.json"):
-        raise ValueError(f"{name}: a method QC file must be named <sample>.<method>_qc.json")
-    stem = name[: -len("_qc.json")]
-    for method in sorted(KNOWN_METHODS, key=len, reverse=True):
-        if stem.endswith("." + method):
-            return method
-    return stem.rsplit(".", 1)[-1]
-
-
-def read_method_json(paths: Iterable[str | Path]) -> dict[str, list[dict]]:
-    """``{method: [QC records sorted by sample]}`` from ``<sample>.<method>_qc.json`` files.
-
-    A record without a ``sample`` field gets the file name before ``.<method>_qc.json``.
-    Methods come in :data:`KNOWN_METHODS` order, then any other in name order.
-    """
-    by_method: dict[str, list[dict]] = defaultdict(list)
-    for path in paths:
-        record = json.loads(Path(path).read_text())
-        method = method_of(path, record)
-        if "sample" not in record:
-            record["sample"] = Path(path).name[: -len(f".{method}_qc.json")]
-        by_method[method].append(record)
-    order = [m for m in KNOWN_METHODS if m in by_method] + sorted(set(by_method) - set(KNOWN_METHODS))
-    return {m: sorted(by_method[m], key=lambda r: str(r["sample"])) for m in order}
-
-
-def _scalar(value) -> bool:
-    return value is None or isinstance(value, (str, int, float, bool))
-
-
-def _headline(record: dict, aliases: tuple[str, ...]):
-    for key in aliases:
-        if key in record and isinstance(record[key], (int, float)) and not isinstance(record[key], bool):
-            return record[key]
-    return None
-
-
-def general_stats(qc: list[dict], c2l: list[dict] | None = None, tangram: list[dict] | None = None,
-                  methods: dict[str, list[dict]] | None = None, consensus: list[dict] | None = None) -> dict:
-    """One general-statistics row per slide: QC, then each method's headline numbers.
+def general_stats(qc: list[dict], methods: dict[str, list[dict]] | None = None,
+                  consensus: list[dict] | None = None) -> dict:
+    """One general-statistics row per slide: QC, each method's headline numbers, the consensus.
 
     Parameters
     ----------
     qc
         Slide QC records (``QC_COLUMNS``, and ``QC_EXTRA_COLUMNS`` where present).
-    c2l, tangram
-        cell2location and Tangram QC records (their own columns); also taken from ``methods``.
     methods
-        ``{method: records}`` of every mapping method (:func:`read_method_json`); methods other
-        than cell2location and Tangram get ``<method>_spots_fitted``, ``_genes_used``, ``_seconds``.
+        ``{method: records}`` of every mapping method (:func:`read_method_json`): the keys each
+        record's ``headline`` names, as columns ``<method>_<key>`` (:func:`method_headlines`).
     consensus
         Per-slide consensus summaries (``sample``, ``n_methods``, ``mean_disagreement``).
     """
-    methods = dict(methods or {})
-    c2l = list(c2l or []) + methods.pop("cell2location", [])
-    tangram = list(tangram or []) + methods.pop("tangram", [])
     data: dict[str, dict] = defaultdict(dict)
-    headers = {**QC_COLUMNS, **QC_EXTRA_COLUMNS, **C2L_COLUMNS, **TANGRAM_COLUMNS}
+    headers = {**QC_COLUMNS, **QC_EXTRA_COLUMNS}
     for record in qc:
         data[record["sample"]].update({k: record[k] for k in {**QC_COLUMNS, **QC_EXTRA_COLUMNS} if k in record})
-    for record in c2l:
-        data[record["sample"]].update({k: record[k] for k in C2L_COLUMNS if k in record})
-    for record in tangram:
-        data[record["sample"]].update({k: record[k] for k in TANGRAM_COLUMNS if k in record})
-    for method, records in methods.items():
-        for key, (aliases, conf) in METHOD_HEADLINES.items():
-            column = f"{method}_{key}"
-            headers[column] = {**conf, "title": f"{method_title(method)} {conf['title']}",
-                               "description": f"{method_title(method)}: {conf['description']}"}
-            for record in records:
-                value = _headline(record, aliases)
-                if value is not None:
-                    data[record["sample"]][column] = value
+    method_headers, method_data = method_headlines(methods or {})
+    headers.update(method_headers)
+    for sample, row in method_data.items():
+        data[sample].update(row)
     for record in consensus or []:
         data[str(record["sample"])].update({f"consensus_{k}": record[k] for k in CONSENSUS_COLUMNS if k in record})
     headers.update({f"consensus_{k}": conf for k, conf in CONSENSUS_COLUMNS.items()})
@@ -197,18 +112,6 @@ def qc_table(qc: list[dict]) -> dict:
     }
 
 
-def method_qc_table(method: str, records: list[dict]) -> dict:
-    """Mapping QC table of one method: every scalar field of its QC JSON, one row per slide."""
-    columns = list(dict.fromkeys(k for r in records for k, v in r.items()
-                                 if k not in ("sample", "method") and _scalar(v)))
-    frame = pd.DataFrame([{c: r.get(c) for c in columns} for r in records],
-                         index=[str(r["sample"]) for r in records], columns=columns)
-    title = method_title(method)
-    return table_section(f"spatialmap_{method}_qc", f"{title}: mapping QC",
-                         f"Per slide: what {title} fitted (device, genes used, spots fitted, convergence, "
-                         "seconds), from its QC JSON.", frame)
-
-
 def heatmap(section_id: str, name: str, description: str, matrix: pd.DataFrame, *, title: str, zlab: str,
             zmin: float | None = None, zmax: float | None = None) -> dict:
     """A MultiQC heatmap of a samples x categories matrix."""
@@ -229,12 +132,6 @@ def heatmap(section_id: str, name: str, description: str, matrix: pd.DataFrame, 
         "ycats": [str(i) for i in values.index],
         "data": [[None if pd.isna(v) else float(v) for v in row] for row in values.to_numpy()],
     }
-
-
-def c2l_abundance_matrix(c2l: list[dict]) -> pd.DataFrame:
-    """Slides x cell types: mean abundance per spot (5% quantile)."""
-    rows = {r["sample"]: r.get("mean_abundance", {}) for r in c2l}
-    return pd.DataFrame.from_dict(rows, orient="index").sort_index()
 
 
 def reference_section(summary: dict) -> dict:
@@ -275,61 +172,6 @@ def table_section(section_id: str, name: str, description: str, frame: pd.DataFr
     return section
 
 
-# cell2location's mapping QC table: column -> MultiQC header, in table order. The training columns
-# (epochs run, why it stopped, final loss, learning rate) come from TrainResult.as_qc (c2l_train);
-# the learning rate, a nested object in the QC JSON, is flattened into lr_final / lr_dropped_at_epoch.
-C2L_QC_TABLE = {
-    "group": dict(title="Group", description="cell2location group the slide was mapped in (one training run per group)"),
-    "device": dict(title="Device", description="device cell2location trained on"),
-    "n_spots": dict(title="Spots", description="spots of the slide mapped", format="{:,.0f}"),
-    "n_genes_used": dict(title="Genes used", description="genes shared by the slide and the signatures", format="{:,.0f}"),
-    "epochs_run": dict(title="Epochs run", description="training epochs of the slide's group run", format="{:,.0f}"),
-    "stop_reason": dict(title="Stop reason", description="why training stopped: converged (the mean -ELBO of the last "
-                        "window improved by less than the tolerance) or max_epochs (the epoch cap was reached first)"),
-    "final_loss": dict(title="Final loss", description="-ELBO of the last training epoch", format="{:,.1f}"),
-    "lr_final": dict(title="Final lr", description="learning rate at the end of training", format="{:,.4g}"),
-    "lr_dropped_at_epoch": dict(title="lr drop epoch", description="epoch at which the learning rate dropped from "
-                                "its start value to the final one (empty: no drop)", format="{:,.0f}"),
-    "train_seconds": dict(title="Train s", description="training time of the group run (seconds)", format="{:,.1f}"),
-    "mean_total_cells_per_spot": dict(title="Cells/spot", description="mean total cells per spot (posterior mean)",
-                                      format="{:,.2f}"),
-    "most_abundant_type": dict(title="Top type", description="most abundant cell type on the slide"),
-    "detection_sensitivity": dict(title="Detection", description="mean detection sensitivity per spot", format="{:,.3f}"),
-    "reconstruction_r": dict(title="Recon. r", description="Pearson r of observed vs expected counts",
-                             format="{:,.3f}", min=0, max=1),
-}
-
-
-def c2l_qc_frame(records: list[dict]) -> pd.DataFrame:
-    """cell2location's mapping QC, one row per slide, in :data:`C2L_QC_TABLE` column order.
-
-    Every slide of a group shares the group's training numbers (epochs run, stop reason, final
-    loss, learning rate, seconds). Columns no record has are left out.
-    """
-    rows = {}
-    for record in records:
-        row = {k: v for k, v in record.items() if k in C2L_QC_TABLE}
-        rate = record.get("learning_rate")
-        if isinstance(rate, dict):
-            row["lr_final"] = rate.get("final")
-            row["lr_dropped_at_epoch"] = rate.get("dropped_at_epoch")
-        rows[str(record["sample"])] = row
-    frame = pd.DataFrame.from_dict(rows, orient="index")
-    present = [c for c in C2L_QC_TABLE if c in frame.columns and frame[c].notna().any()]
-    return frame.reindex(columns=present).sort_index()
-
-
-def c2l_qc_table(records: list[dict]) -> dict:
-    """cell2location's mapping QC table: training (epochs run, stop reason, final loss, learning
-    rate) and the mapping's headline numbers, one row per slide."""
-    return table_section(
-        "spatialmap_c2l_qc", "cell2location: mapping QC",
-        "Per slide: the group's training run (epochs run, why it stopped, the final -ELBO loss, the "
-        "learning rate), device, genes used, total cells per spot, detection sensitivity and "
-        "reconstruction accuracy. The loss curve is in the training loss figure.",
-        c2l_qc_frame(records), headers=C2L_QC_TABLE)
-
-
 def collate_versions(paths: Iterable[str | Path], extra: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
     """Merge nf-core style ``versions.yml`` files: ``{process: {tool: version}}``.
 
@@ -357,6 +199,159 @@ def copy_images(paths: Iterable[str | Path], outdir: Path) -> list[Path]:
         shutil.copyfile(path, target)
         copied.append(target)
     return copied
+
+
+# --------------------------------------------------------------------------- mapping methods
+#
+# Every method is reported the same way, from its per-slide QC JSON (``<sample>.<method>_qc.json``):
+# ``method`` (id), ``sample``, ``label`` (display name), ``report_columns`` ({qc key: description},
+# ordered: its QC table), ``headline`` (one or two of those keys: general-statistics columns),
+# ``mean_proportions`` ({type: value}: a heatmap) and, where the method estimates cells,
+# ``mean_abundance`` (another heatmap). A JSON without them still reports: method from the file
+# name, label = method id, columns = its scalar keys, no headline.
+
+#: keys of the QC JSON that describe it rather than the slide's mapping (never table columns)
+CONTRACT_KEYS = ("sample", "method", "label", "report_columns", "headline", "mean_proportions", "mean_abundance")
+#: MultiQC order of the first method's sections; each next method's come 10 lower (above the
+#: agreement sections, 600)
+METHOD_SECTION_ORDER = 800
+
+
+def method_of(path: str | Path, record: dict) -> str:
+    """Mapping method of a QC JSON: its ``method`` field, else the ``.<method>_qc.json`` file suffix."""
+    if record.get("method"):
+        return str(record["method"])
+    name = Path(path).name
+    if not name.endswith("_qc.json") or "." not in name[: -len("_qc.json")]:
+        raise ValueError(f"{name}: a method QC file must be named <sample>.<method>_qc.json")
+    return name[: -len("_qc.json")].rsplit(".", 1)[-1]
+
+
+def read_method_json(paths: Iterable[str | Path]) -> dict[str, list[dict]]:
+    """``{method: [QC records sorted by sample]}`` from ``<sample>.<method>_qc.json`` files, methods
+    in name order. A record without a ``sample`` field gets the file name before ``.<method>_qc.json``."""
+    by_method: dict[str, list[dict]] = defaultdict(list)
+    for path in paths:
+        record = json.loads(Path(path).read_text())
+        method = method_of(path, record)
+        if "sample" not in record:
+            record["sample"] = Path(path).name[: -len(f".{method}_qc.json")]
+        by_method[method].append(record)
+    return {m: sorted(by_method[m], key=lambda r: str(r["sample"])) for m in sorted(by_method)}
+
+
+def method_label(method: str, records: list[dict]) -> str:
+    """Display name of a method: the ``label`` of its QC JSON, else its id."""
+    return next((str(r["label"]) for r in records if r.get("label")), method)
+
+
+def _scalar(value) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def report_columns(records: list[dict]) -> dict[str, str]:
+    """``{qc key: description}`` of a method's QC table: the records' ``report_columns`` (in order,
+    merged), else every scalar key of the records (description: the key)."""
+    columns: dict[str, str] = {}
+    for record in records:
+        given = record.get("report_columns")
+        if isinstance(given, dict):
+            columns.update({str(k): str(v) for k, v in given.items() if k not in columns})
+    if columns:
+        return columns
+    return {k: k for r in records for k, v in r.items() if k not in CONTRACT_KEYS and _scalar(v)}
+
+
+def column_header(key: str, description: str, values: Iterable, label: str | None = None) -> dict:
+    """MultiQC header of a column: title from the key (``epochs_run`` -> ``Epochs run``), the
+    description, and a number format fitted to the values."""
+    title = key.replace("_", " ").strip().capitalize()
+    header = {"title": f"{label} {title[:1].lower()}{title[1:]}" if label else title,
+              "description": f"{label}: {description}" if label else description}
+    numbers = [v for v in values if v is not None]
+    if numbers and all(_number(v) for v in numbers):
+        if all(isinstance(v, int) or float(v).is_integer() for v in numbers) and max(map(abs, numbers)) >= 10:
+            header["format"] = "{:,.0f}"
+        elif max(map(abs, numbers)) >= 100:
+            header["format"] = "{:,.1f}"
+        else:
+            header["format"] = "{:,.3g}"
+    return header
+
+
+def method_qc_table(method: str, records: list[dict]) -> dict:
+    """Mapping QC table of one method: its :func:`report_columns` (those some slide has), one row per slide."""
+    described = report_columns(records)
+    columns = [c for c in described if any(_scalar(r.get(c)) and r.get(c) is not None for r in records)]
+    frame = pd.DataFrame([{c: (r.get(c) if _scalar(r.get(c)) else None) for c in columns} for r in records],
+                         index=[str(r["sample"]) for r in records], columns=columns)
+    headers = {c: column_header(c, described[c], frame[c].tolist()) for c in columns}
+    label = method_label(method, records)
+    return table_section(f"spatialmap_{method}_qc", f"{label}: mapping QC",
+                         f"Per slide: {label}'s mapping QC, from its QC JSON (<code>&lt;sample&gt;.{method}_qc.json</code>); "
+                         "hover over a column title for what it holds.", frame, headers=headers)
+
+
+def _means(records: list[dict], key: str) -> pd.DataFrame:
+    """Slides x cell types of a per-type mean field (``mean_proportions``, ``mean_abundance``)."""
+    rows = {str(r["sample"]): r[key] for r in records if isinstance(r.get(key), dict) and r[key]}
+    return pd.DataFrame.from_dict(rows, orient="index").sort_index()
+
+
+def method_sections(method: str, records: list[dict]) -> dict:
+    """``{file name: section}`` of one method: its QC table, its mean proportions heatmap and, where
+    its QC JSON has ``mean_abundance``, its mean abundance heatmap."""
+    if not records:
+        return {}
+    label = method_label(method, records)
+    sections = {f"spatialmap_{method}_qc_mqc.yaml": method_qc_table(method, records)}
+    proportions = _means(records, "mean_proportions")
+    if not proportions.empty:
+        sections[f"spatialmap_{method}_proportions_mqc.yaml"] = heatmap(
+            f"spatialmap_{method}_proportions", f"{label}: mean proportions",
+            f"Mean {label} cell-type proportion per spot for each slide and cell type.",
+            proportions, title=f"{label} mean proportion per spot", zlab="proportion", zmin=0, zmax=1)
+    abundance = _means(records, "mean_abundance")
+    if not abundance.empty:
+        sections[f"spatialmap_{method}_abundance_mqc.yaml"] = heatmap(
+            f"spatialmap_{method}_abundance", f"{label}: mean abundance",
+            f"Mean {label} cell abundance per spot for each slide and cell type.",
+            abundance, title=f"{label} mean abundance per spot", zlab="cells per spot", zmin=0)
+    return sections
+
+
+def section_order(methods: Iterable[str]) -> dict:
+    """MultiQC ``report_section_order`` of the methods' sections: after the reference, before the
+    agreement; per method its QC table, proportions, abundance."""
+    order = {}
+    for i, method in enumerate(methods):
+        base = METHOD_SECTION_ORDER - 10 * i
+        for j, kind in enumerate(("qc", "proportions", "abundance")):
+            order[f"spatialmap_{method}_{kind}"] = {"order": base - j}
+    return {"report_section_order": order}
+
+
+def method_headlines(methods: dict[str, list[dict]]) -> tuple[dict, dict]:
+    """General-statistics ``(headers, data)`` of the methods: per method, its QC JSON's ``headline``
+    keys as columns ``<method>_<key>``."""
+    headers: dict[str, dict] = {}
+    data: dict[str, dict] = defaultdict(dict)
+    for method, records in methods.items():
+        label = method_label(method, records)
+        described = report_columns(records)
+        keys = list(dict.fromkeys(str(k) for r in records for k in (r.get("headline") or [])))
+        for key in keys:
+            values = {str(r["sample"]): r[key] for r in records if _scalar(r.get(key)) and r.get(key) is not None}
+            if not values:
+                continue
+            headers[f"{method}_{key}"] = column_header(key, described.get(key, key), values.values(), label)
+            for sample, value in values.items():
+                data[sample][f"{method}_{key}"] = value
+    return headers, data
 
 
 # --------------------------------------------------------------------------- method comparison
@@ -398,7 +393,7 @@ def comparison_sections(found: dict) -> dict:
         sections["spatialmap_agreement_mqc.yaml"] = heatmap(
             "spatialmap_agreement", "Agreement between methods",
             "Pearson correlation across spots, per slide, pair of methods and cell type, between the two "
-            "methods' proportions (cell2location: 5% quantile abundance normalised per spot).",
+            "methods' proportions (abundances normalised per spot to proportions).",
             found["matrix"], title="Method agreement (Pearson r)", zlab="r", zmin=-1, zmax=1)
         sections["spatialmap_agreement_mqc.yaml"]["pconfig"]["ylab"] = "slide: method pair"
     if "pairs" in found:

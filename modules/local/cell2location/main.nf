@@ -13,7 +13,7 @@ process CELL2LOCATION {
     path '*.cell2location_maps.png'      , emit: maps
     path '*.cell2location_qc.json'       , emit: json
     path "${meta.id}.cell2location_model", emit: model
-    path "${meta.id}.cell2location_*.png", emit: group_png
+    path "${meta.id}.cell2location_*.png", emit: figures  // the group's figures (training loss, ...)
     path 'versions.yml'                  , emit: versions
 
     script:

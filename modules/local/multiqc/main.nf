@@ -13,8 +13,11 @@ process MULTIQC {
 
     script:
     def args = task.ext.args ?: ''
+    // the report's own config (make_report.py: where each mapping method's sections go), when given
     """
-    multiqc --force --config ${multiqc_config} ${args} data
+    extra=''
+    for c in data/*_mqc_config.yml; do [ -e "\$c" ] && extra="\$extra --config \$c"; done
+    multiqc --force --config ${multiqc_config} \$extra ${args} data
     printf '"%s":\\n    multiqc: "%s"\\n' '${task.process}' "\$(multiqc --version | sed 's/.*version //')" > versions.yml
     """
 

@@ -6,9 +6,8 @@ process REPORT_TABLES {
     path qc_json     , stageAs: 'qc/*'
     path qc_png      , stageAs: 'qc_png/*'
     path reference   , stageAs: 'reference/*'   // reference summary + gene overlap JSON; [] without --reference
-    path method_json , stageAs: 'methods/*'       // every method's <sample>.<method>_qc.json
+    path method_json , stageAs: 'methods/*'       // every method's <sample>.<method>_qc.json (all its report sections)
     path method_png  , stageAs: 'method_png/*'    // every method's maps and figures
-    path tangram_csv , stageAs: 'tangram_genes/*' // Tangram held-out gene tables
     path agreement   , stageAs: 'agreement/*'     // agreement tables, consensus summary and maps
     path versions    , stageAs: 'versions/?/*'
 
@@ -25,7 +24,6 @@ process REPORT_TABLES {
         --reference-files ${reference} \\
         --method-qc ${method_json} \\
         --method-images ${method_png} \\
-        --tangram-genes ${tangram_csv} \\
         --agreement ${agreement} \\
         --versions-files ${versions} \\
         --nextflow-version '${workflow.nextflow.version}' \\
