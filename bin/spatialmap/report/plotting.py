@@ -90,31 +90,44 @@ def plot_spatial_values(
     pathlib.Path
         The PNG written.
     """
-    import matplotlib as mpl
-    from matplotlib.collections import EllipseCollection
-    from matplotlib.colors import Normalize
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-
     coords, image, scalef, diameter = _geometry(adata_or_coords, library_id, show_image)
     values = _align_values(adata_or_coords, values, len(coords))
-    if max_points is not None and len(coords) > max_points:
-        pick = np.sort(np.random.default_rng(seed).choice(len(coords), max_points, replace=False))
-        title = f"{title or ''}{', ' if title else ''}{max_points:,} of {len(coords):,} drawn"
-        coords, values = coords[pick], values.iloc[pick]
+    coords, values, title = _subsample(coords, values, title, max_points, seed)
     if values.shape[1] == 0:
         raise ValueError("no column to plot")
     if ncols < 1:
         raise ValueError("ncols must be at least 1")
+    fig = _figure(coords * scalef, diameter * scalef * spot_scale, image, values, title, cmap=cmap, ncols=ncols,
+                  panel_size=panel_size, vmax_quantile=vmax_quantile, dpi=dpi, palette=palette)  # fmt: skip
+    out_png = Path(out_png)
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png")
+    return out_png
 
-    xy = coords * scalef
-    diam = diameter * scalef * spot_scale
+
+def _subsample(coords: np.ndarray, values: pd.DataFrame, title: str | None, max_points: int | None, seed: int):
+    """Above ``max_points`` spots, a seeded sample of that many (in slide order), the title saying so."""
+    if max_points is not None and len(coords) > max_points:
+        pick = np.sort(np.random.default_rng(seed).choice(len(coords), max_points, replace=False))
+        title = f"{title or ''}{', ' if title else ''}{max_points:,} of {len(coords):,} drawn"
+        coords, values = coords[pick], values.iloc[pick]
+    return coords, values, title
+
+
+def _extent(xy: np.ndarray, diam: float) -> tuple[float, float, float, float, float]:
+    """x0, x1, y0, y1 of the spots with a margin, and the panels' height / width (0.3 to 3)."""
     pad = diam * 1.5
     x0, x1 = xy[:, 0].min() - pad, xy[:, 0].max() + pad
     y0, y1 = xy[:, 1].min() - pad, xy[:, 1].max() + pad
     aspect = (y1 - y0) / max(x1 - x0, 1e-9)
-    aspect = min(max(aspect, 0.3), 3.0)
+    return x0, x1, y0, y1, min(max(aspect, 0.3), 3.0)
 
+
+def _figure(xy, diam, image, values: pd.DataFrame, title, *, cmap, ncols, panel_size, vmax_quantile, dpi, palette):
+    """The figure: one panel per column of ``values``, spots of diameter ``diam`` at ``xy`` (image pixels)."""
+    from matplotlib.figure import Figure
+
+    x0, x1, y0, y1, aspect = _extent(xy, diam)
     n = values.shape[1]
     ncols = min(ncols, n)
     nrows = math.ceil(n / ncols)
@@ -124,57 +137,75 @@ def plot_spatial_values(
     if title:
         fig.suptitle(title, fontsize=12)
     axes = fig.subplots(nrows, ncols, squeeze=False)
-
     for i, column in enumerate(values.columns):
         ax = axes[i // ncols][i % ncols]
         if image is not None:
             ax.imshow(image, cmap="gray" if image.ndim == 2 else None, interpolation="bilinear")
         series = values[column]
         if _is_categorical(series):
-            cats = series.astype("category")
-            categories = list(cats.cat.categories)
-            lookup = dict(zip(categories, _palette(len(categories))))
-            lookup.update({c: colour for c, colour in (palette or {}).items() if c in lookup})
-            colours = [lookup.get(v, _NAN_COLOUR) if not pd.isna(v) else _NAN_COLOUR for v in cats]
-            coll = EllipseCollection(
-                diam, diam, 0.0, units="xy", offsets=xy, offset_transform=ax.transData,
-                facecolors=colours, edgecolors="none",
-            )
-            ax.add_collection(coll)
-            handles = [Patch(facecolor=lookup[c], label=str(c)) for c in categories]
-            ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
+            _draw_categories(ax, series, xy, diam, palette)
         else:
-            data = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
-            finite = data[np.isfinite(data)]
-            vmin = float(finite.min()) if finite.size else 0.0
-            vmax = float(finite.max()) if finite.size else 1.0
-            if vmax_quantile is not None and finite.size:
-                vmax = float(np.quantile(finite, vmax_quantile))
-            if vmax <= vmin:
-                vmax = vmin + 1.0
-            colormap = mpl.colormaps[cmap].with_extremes(bad=_NAN_COLOUR)
-            coll = EllipseCollection(
-                diam, diam, 0.0, units="xy", offsets=xy, offset_transform=ax.transData,
-                cmap=colormap, norm=Normalize(vmin=vmin, vmax=vmax), edgecolors="none",
-            )
-            coll.set_array(np.ma.masked_invalid(data))
-            ax.add_collection(coll)
-            fig.colorbar(coll, ax=ax, shrink=0.75, pad=0.01)
-        ax.set_xlim(x0, x1)
-        ax.set_ylim(y1, y0)  # image convention: y grows downwards
-        ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_visible(False)
-        ax.set_title(str(column), fontsize=10)
+            _draw_numbers(fig, ax, series, xy, diam, cmap, vmax_quantile)
+        _frame(ax, (x0, x1, y0, y1), column)
     for j in range(n, nrows * ncols):
         axes[j // ncols][j % ncols].set_visible(False)
+    return fig
 
-    out_png = Path(out_png)
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, format="png")
-    return out_png
+
+def _draw_categories(ax, series: pd.Series, xy, diam, palette: dict | None) -> None:
+    """Spots coloured by category (``palette`` first, then the default colours; missing in grey), with a legend."""
+    from matplotlib.collections import EllipseCollection
+    from matplotlib.patches import Patch
+
+    cats = series.astype("category")
+    categories = list(cats.cat.categories)
+    lookup = dict(zip(categories, _palette(len(categories))))
+    lookup.update({c: colour for c, colour in (palette or {}).items() if c in lookup})
+    colours = [lookup.get(v, _NAN_COLOUR) if not pd.isna(v) else _NAN_COLOUR for v in cats]
+    coll = EllipseCollection(
+        diam, diam, 0.0, units="xy", offsets=xy, offset_transform=ax.transData,
+        facecolors=colours, edgecolors="none",
+    )
+    ax.add_collection(coll)
+    handles = [Patch(facecolor=lookup[c], label=str(c)) for c in categories]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
+
+
+def _draw_numbers(fig, ax, series: pd.Series, xy, diam, cmap: str, vmax_quantile: float | None) -> None:
+    """Spots coloured by value on ``cmap`` (capped at ``vmax_quantile``; missing in grey), with a colour bar."""
+    import matplotlib as mpl
+    from matplotlib.collections import EllipseCollection
+    from matplotlib.colors import Normalize
+
+    data = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
+    finite = data[np.isfinite(data)]
+    vmin = float(finite.min()) if finite.size else 0.0
+    vmax = float(finite.max()) if finite.size else 1.0
+    if vmax_quantile is not None and finite.size:
+        vmax = float(np.quantile(finite, vmax_quantile))
+    if vmax <= vmin:
+        vmax = vmin + 1.0
+    colormap = mpl.colormaps[cmap].with_extremes(bad=_NAN_COLOUR)
+    coll = EllipseCollection(
+        diam, diam, 0.0, units="xy", offsets=xy, offset_transform=ax.transData,
+        cmap=colormap, norm=Normalize(vmin=vmin, vmax=vmax), edgecolors="none",
+    )
+    coll.set_array(np.ma.masked_invalid(data))
+    ax.add_collection(coll)
+    fig.colorbar(coll, ax=ax, shrink=0.75, pad=0.01)
+
+
+def _frame(ax, extent: tuple, column) -> None:
+    """A panel's limits (y downwards, as in the image), equal axes, no ticks or spines, the column as title."""
+    x0, x1, y0, y1 = extent
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y1, y0)  # image convention: y grows downwards
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title(str(column), fontsize=10)
 
 
 def _is_categorical(series: pd.Series) -> bool:
