@@ -2,8 +2,8 @@
 """Compare every mapping method's cell-type maps, and combine them into a consensus map per slide.
 
 Method tables are recognised by name: ``<sample>.cell2location_q05.csv`` (abundances,
-normalised per spot here) and ``<sample>.<method>_proportions.csv`` for tangram, rctd,
-flashdeconv and nnls (sample names may contain dots). Outputs:
+normalised per spot here) and ``<sample>.<method>_proportions.csv`` for every other method,
+including one added later (sample names may contain dots). Outputs:
 
 - ``method_agreement.csv``: sample, cell_type, method_a, method_b, pearson_r, n_spots (every pair)
 - ``method_agreement_matrix.tsv``: ``<sample>: <a> vs <b>`` x cell types matrix of r (heatmap)

@@ -106,8 +106,24 @@ def test_table_names_give_sample_and_method():
     assert agreement.parse_table_name("a.b.cell2location_q05.csv") == ("a.b", "cell2location")
     assert agreement.parse_table_name("/x/slide_1.rctd_proportions.csv") == ("slide_1", "rctd")
     assert agreement.parse_table_name("s.flashdeconv_proportions.csv") == ("s", "flashdeconv")
-    with pytest.raises(ValueError, match="not a method table"):
-        agreement.parse_table_name("s.consensus_proportions.csv")
+    assert agreement.parse_table_name("s.1.foo_proportions.csv") == ("s.1", "foo")  # a method added later
+    for bad in ("s.consensus_proportions.csv", "rctd_proportions.csv", "s.rctd.csv", "s.a b_proportions.csv"):
+        with pytest.raises(ValueError, match="not a method table"):
+            agreement.parse_table_name(bad)
+
+
+def test_a_method_added_later_is_compared_after_the_known_ones():
+    """A sixth method needs no edit here: it is ordered after the known methods, in name order."""
+    assert agreement.method_order(["zeta", "nnls", "foo", "cell2location"]) == ["cell2location", "nnls", "foo", "zeta"]
+    rng = np.random.default_rng(3)
+    truth = pd.DataFrame(rng.dirichlet(np.ones(3), 30), index=[f"b{i}" for i in range(30)], columns=list("ABC"))
+    tables = {"foo": truth * 0.5, "rctd": truth, "tangram": truth.iloc[::-1]}
+    long = agreement.slide_agreement(tables, "S")
+    assert list(dict.fromkeys(zip(long["method_a"], long["method_b"]))) == [("tangram", "rctd"), ("tangram", "foo"),
+                                                                           ("rctd", "foo")]
+    np.testing.assert_allclose(long["pearson_r"], 1.0)
+    pairs = agreement.pair_matrix(long)
+    assert list(pairs.index) == ["tangram", "rctd", "foo"]
 
 
 def test_every_pair_of_n_methods():
@@ -150,9 +166,20 @@ def test_compare_methods_script(tmp_path):
     np.testing.assert_allclose(consensus.sum(axis=1), 1.0, atol=1e-5)
     assert (out / "S.1.consensus_disagreement.csv").is_file() and not (out / "S2.consensus_proportions.csv").exists()
     assert '"compare_methods.py":' in (tmp_path / "versions.yml").read_text()
-    (tmp_path / "S.1.unknown_proportions.csv").write_text("barcode,A\nx,1\n")
+    (tmp_path / "S.1.unknown.csv").write_text("barcode,A\nx,1\n")
     with pytest.raises(InputError, match="not a method table"):
-        script.main(["--proportions", str(tmp_path / "S.1.unknown_proportions.csv"), files[0], "--rule", "mean", "--outdir", str(out)])
+        script.main(["--proportions", str(tmp_path / "S.1.unknown.csv"), files[0], "--rule", "mean", "--outdir", str(out)])
+
+
+def test_compare_methods_script_takes_a_method_added_later(tmp_path):
+    tangram_table().to_csv(tmp_path / "S.1.nnls_proportions.csv", index_label="barcode")
+    (tangram_table() * 2).to_csv(tmp_path / "S.1.foo_proportions.csv", index_label="barcode")
+    out = tmp_path / "out"
+    _load_script("compare_methods.py").main(["--proportions", *map(str, sorted(tmp_path.glob("*.csv"))), "--rule", "mean",
+                                             "--outdir", str(out), "--versions", str(tmp_path / "versions.yml")])
+    long = pd.read_csv(out / "method_agreement.csv")
+    assert set(zip(long["method_a"], long["method_b"])) == {("nnls", "foo")}
+    assert pd.read_csv(out / "consensus_summary.tsv", sep="\t", index_col=0).loc["S.1", "n_methods"] == 2
 
 
 def test_compare_methods_weighted_rule_with_reference(tmp_path):

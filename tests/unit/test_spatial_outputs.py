@@ -46,6 +46,27 @@ def test_auto_methods_label_with_the_preferred_method_that_ran():
     assert so.label_methods(["nnls", "rctd"]) == ["nnls", "rctd"]
 
 
+def test_a_method_added_later_is_collected_and_labels_when_no_preferred_method_ran():
+    """A sixth method ("foo", not in LABEL_PREFERENCE) needs no edit: its proportions are found in
+    its mapped h5ad, and it labels the units when it is the only method that ran."""
+    slide = ad.AnnData(obs=pd.DataFrame(index=["u0", "u1", "u2"]))
+    props = _props([[0.2, 0.7, 0.1], [0.9, 0.05, 0.05], [0.5, 0.1, 0.4]])
+    foo, nnls = slide.copy(), slide.copy()
+    foo.obsm["foo_proportions"] = props
+    nnls.obsm["nnls_proportions"] = props.iloc[:, ::-1]
+    nnls.obsm["consensus_proportions"] = props  # not a method
+    assert so.methods_in(nnls) == ["nnls"] and so.methods_in(foo) == ["foo"]
+    methods = so.label_methods(["auto"])
+    results = so.collect_results(slide, [foo, nnls], methods)
+    assert list(results) == ["foo", "nnls"]  # in the order of the mapped files
+    _, label_method = so.annotate(slide, results, methods)
+    assert label_method == "nnls"
+    only = so.collect_results(slide, [foo], methods)
+    annotated, label_method = so.annotate(slide, only, methods)
+    assert label_method == "foo" and list(annotated.obs[so.PREDICTED_TYPE]) == ["B", "A", "A"]
+    assert "foo_proportions" in annotated.obsm
+
+
 def test_cell2location_abundance_is_normalised():
     adata = ad.AnnData(obs=pd.DataFrame(index=["a", "b"]))
     adata.obsm["c2l_abundance_q05"] = pd.DataFrame([[2.0, 6.0], [1.0, 1.0]], index=["a", "b"], columns=["X", "Y"])

@@ -7,15 +7,17 @@ as one long table (``sample, cell_type, method_a, method_b, pearson_r, n_spots``
 (``<sample>: <a> vs <b>`` rows x cell types) for a heatmap, and a methods x methods matrix of
 the median r over slides and cell types.
 
-Method tables are found by file name: ``<sample>.cell2location_q05.csv`` and
-``<sample>.<method>_proportions.csv`` for the other methods of :data:`KNOWN_METHODS`
-(sample names may contain dots).
+Method tables are found by file name: ``<sample>.<method>_proportions.csv`` for any method
+(sample names may contain dots, method ids may not), and cell2location's
+``<sample>.cell2location_q05.csv``. A method the package does not know is compared like the
+others; it comes after the methods of :data:`METHOD_ORDER`.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import re
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -24,11 +26,25 @@ import pandas as pd
 
 log = logging.getLogger("spatialmap.consensus.agreement")
 
-KNOWN_METHODS = ("cell2location", "tangram", "rctd", "flashdeconv", "nnls")
+#: order of the methods in the agreement tables; any other method comes after these, in name order
+METHOD_ORDER = ("cell2location", "tangram", "rctd", "flashdeconv", "nnls")
 LONG_COLUMNS = ["sample", "cell_type", "method_a", "method_b", "pearson_r", "n_spots"]
-# File name suffix of each method's per-slide table.
-TABLE_SUFFIXES = {m: ".cell2location_q05.csv" if m == "cell2location" else f".{m}_proportions.csv"
-                  for m in KNOWN_METHODS}
+#: per-slide table of cell2location (its 5% quantile abundances); every other method's:
+#: ``<sample>.<method>_proportions.csv``
+C2L_TABLE_SUFFIX = ".cell2location_q05.csv"
+PROPORTIONS_SUFFIX = "_proportions.csv"
+#: not a method: the consensus of the methods (compare_methods.py writes <sample>.consensus_proportions.csv)
+NOT_METHODS = ("consensus",)
+_METHOD_ID = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def table_suffix(method: str) -> str:
+    """File name suffix of a method's per-slide table."""
+    return C2L_TABLE_SUFFIX if method == "cell2location" else f".{method}{PROPORTIONS_SUFFIX}"
+
+
+#: file name suffix of each method of :data:`METHOD_ORDER`'s table
+TABLE_SUFFIXES = {m: table_suffix(m) for m in METHOD_ORDER}
 # Column prefixes cell2location's export_posterior puts before the cell-type names.
 C2L_PREFIXES = (
     "q05cell_abundance_w_sf_",
@@ -40,16 +56,20 @@ C2L_PREFIXES = (
 
 
 def parse_table_name(path: str | Path) -> tuple[str, str]:
-    """``(sample, method)`` of a method table named ``<sample><suffix>`` (see ``TABLE_SUFFIXES``).
+    """``(sample, method)`` of a method table named ``<sample>.<method>_proportions.csv`` (any
+    method id: letters, digits, ``_``, ``-``) or ``<sample>.cell2location_q05.csv``.
 
     Raises ``ValueError`` for any other name.
     """
     name = Path(path).name
-    for method, suffix in TABLE_SUFFIXES.items():
-        if name.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)], method
-    expected = ", ".join(f"<sample>{s}" for s in TABLE_SUFFIXES.values())
-    raise ValueError(f"{name}: not a method table; expected one of {expected}")
+    if name.endswith(C2L_TABLE_SUFFIX) and len(name) > len(C2L_TABLE_SUFFIX):
+        return name[: -len(C2L_TABLE_SUFFIX)], "cell2location"
+    if name.endswith(PROPORTIONS_SUFFIX) and "." in name[: -len(PROPORTIONS_SUFFIX)]:
+        sample, method = name[: -len(PROPORTIONS_SUFFIX)].rsplit(".", 1)
+        if sample and _METHOD_ID.fullmatch(method) and method not in NOT_METHODS:
+            return sample, method
+    raise ValueError(f"{name}: not a method table; expected <sample>.<method>{PROPORTIONS_SUFFIX} "
+                     f"or <sample>{C2L_TABLE_SUFFIX}")
 
 
 def strip_c2l_prefix(columns: Iterable[str]) -> list[str]:
@@ -139,9 +159,9 @@ def _constant(x: np.ndarray) -> bool:
 
 
 def method_order(methods: Iterable[str]) -> list[str]:
-    """Methods in :data:`KNOWN_METHODS` order, then any other in name order."""
+    """Methods in :data:`METHOD_ORDER` order, then any other (a method added later) in name order."""
     methods = list(dict.fromkeys(methods))
-    return [m for m in KNOWN_METHODS if m in methods] + sorted(m for m in methods if m not in KNOWN_METHODS)
+    return [m for m in METHOD_ORDER if m in methods] + sorted(m for m in methods if m not in METHOD_ORDER)
 
 
 def pair_agreement(a: pd.DataFrame, b: pd.DataFrame, sample: str, method_a: str, method_b: str) -> pd.DataFrame:

@@ -14,7 +14,8 @@
   consensus as the method ``consensus``, and how many units each type labels);
 - for every unit, **one label and its probability** (argmax of the proportions of the
   labelling method: the first of ``--methods`` that ran; with ``--methods auto``, the first
-  of ``LABEL_PREFERENCE`` that ran);
+  of ``LABEL_PREFERENCE`` that ran; where none of those ran, e.g. only a method added later,
+  the first method that ran, in name order);
 - a **map** of the predicted types over the tissue (cells coloured by type; subsampled
   above ``MAX_PLOTTED`` units).
 """
@@ -37,7 +38,8 @@ from spatialmap.io.sdata import write_new_store
 log = logging.getLogger(__name__)
 
 #: labelling method when the run chose its methods itself (``--methods auto``): the most
-#: accurate first, as measured on the silver standard (tools/BENCHMARKS.md)
+#: accurate first, as measured on the silver standard (tools/BENCHMARKS.md). A method not listed
+#: (one added later) still labels a slide when none of these ran on it (:func:`annotate`).
 LABEL_PREFERENCE = ["rctd", "cell2location", "tangram", "flashdeconv", "nnls"]
 
 
@@ -140,11 +142,23 @@ def method_proportions(adata: ad.AnnData, method: str) -> pd.DataFrame | None:
     return table.div(total.where(total > 0), axis=0)
 
 
+def methods_in(adata: ad.AnnData) -> list[str]:
+    """The mapping methods whose proportions ``adata`` holds (``obsm['<method>_proportions']``,
+    cell2location's abundances), in name order; the consensus is not a method."""
+    found = {"cell2location" if key == keys.C2L_Q05 else key[: -len("_proportions")]
+             for key in adata.obsm.keys()
+             if key == keys.C2L_Q05 or (key.endswith("_proportions") and key != CONSENSUS_PROPORTIONS)}
+    return sorted(m for m in found if m)
+
+
 def collect_results(slide: ad.AnnData, mapped: list[ad.AnnData], methods: list[str]) -> dict[str, pd.DataFrame]:
-    """``{method: proportions aligned to the slide's units}`` for the methods found in ``mapped``."""
+    """``{method: proportions aligned to the slide's units}`` for the methods found in ``mapped``:
+    per mapped file, those of ``methods`` in its order, then any other (a method added later)."""
+    found = [m for adata in mapped for m in methods_in(adata)]
+    order = list(methods) + sorted(set(found) - set(methods))
     results: dict[str, pd.DataFrame] = {}
     for adata in mapped:
-        for method in methods:
+        for method in order:
             if method in results:
                 continue
             props = method_proportions(adata, method)
@@ -199,7 +213,8 @@ def annotate(slide: ad.AnnData, results: dict[str, pd.DataFrame], methods: list[
         out.obsm[f"{method}_proportions" if method != "cell2location" else "cell2location_proportions"] = props
     if consensus is not None:
         add_consensus(out, consensus)
-    label_method = next((m for m in methods if m in results), None)
+    # the preferred method that ran; else (only methods not in the preference ran) the first that ran
+    label_method = next((m for m in methods if m in results), next(iter(results), None))
     if label_method is not None:
         labels = predict_labels(results[label_method])
         out.obs[PREDICTED_TYPE] = labels[PREDICTED_TYPE]
