@@ -20,7 +20,7 @@ PACKAGES = ["rctd-py", "numpy", "scipy"]
 
 def main(argv: list[str] | None = None) -> None:
     """Compute the table and write it (and a JSON of its settings beside it)."""
-    from spatialmap.methods import deconv
+    from spatialmap.methods import rctd
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="rctd_q_matrices.npz", help="table to write (default: rctd_q_matrices.npz)")
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--process-name", default="compute_rctd_q.py", help="process name in versions.yml")
     parser.add_argument("--versions", default="versions.yml", help="versions file to write (default: versions.yml)")
     args = parser.parse_args(argv)
-    deconv.compute_rctd_q_matrix(args.output, k_max=args.k_max, sigma_step=args.sigma_step, workers=args.workers)
+    rctd.compute_rctd_q_matrix(args.output, k_max=args.k_max, sigma_step=args.sigma_step, workers=args.workers)
     cli.write_versions(args.versions, args.process_name, PACKAGES)
 
 

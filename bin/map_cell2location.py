@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import anndata as ad
 
 from spatialmap import cli, device, keys
-from spatialmap.methods import c2l_train
+from spatialmap.methods import base, c2l_train
 from spatialmap.methods import cell2location as c2l
 from spatialmap.reference import prepare as reference
 from spatialmap.reference import signatures
@@ -120,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     sig = signatures.load_signatures_csv(args.signatures)
     originals = read_slides(args.slides, args.samples)
     renamed = {s: reference.use_gene_column(a, args.slide_gene_column, f"slide {s}") for s, a in originals.items()}
-    result = c2l.map_cell2location(
+    result = c2l.run(
         renamed,
         sig,
         n_cells_per_location=args.n_cells_per_location,
@@ -149,14 +148,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     c2l.plot_reconstruction(result, out / f"{args.group}.cell2location_reconstruction.png", seed=args.seed)
 
-    for sample, mapped in result.slides.items():
+    for sample, method_result in result.results.items():
+        mapped = method_result.extras["slide"]
         slide = originals[sample]  # keep the slide's own gene names
         for key in (keys.C2L_MEAN, keys.C2L_Q05, keys.C2L_Q95):
             slide.obsm[key] = mapped.obsm[key]
         for key in (keys.C2L_TOTAL_CELLS, keys.C2L_DETECTION):
             slide.obs[key] = mapped.obs[key].to_numpy()
         slide.uns[keys.UNS_C2L] = {**mapped.uns[keys.UNS_C2L], "group": args.group}
-        qc = {"sample": sample, "group": args.group, **{k: v for k, v in result.qc[sample].items() if k != "sample"}}
+        qc = {"sample": sample, "group": args.group, **{k: v for k, v in method_result.qc.items() if k != "sample"}}
         log.info(
             "sample %s: %.1f cells per spot on average; most abundant: %s; detection %.3f; reconstruction r %.3f; "
             "%d epochs (%s)",
@@ -170,8 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         with cli.atomic_path(out / f"{sample}.cell2location_q05.csv") as tmp:
             slide.obsm[keys.C2L_Q05].to_csv(tmp, index_label="barcode")
-        with cli.atomic_path(out / f"{sample}.cell2location_qc.json") as tmp:
-            tmp.write_text(json.dumps(qc, indent=2) + "\n")
+        base.write_qc_json(out / f"{sample}.cell2location_qc.json", base.contract_fields(c2l, method_result, qc))
         with cli.atomic_path(out / f"{sample}.cell2location.h5ad") as tmp:
             slide.write_h5ad(tmp, compression="gzip")
     cli.write_versions(

@@ -29,9 +29,9 @@ def lambda_value(text: str) -> float | str:
 
 def main(argv: list[str] | None = None) -> None:
     """Run FlashDeconv on one slide and write its outputs."""
-    from spatialmap.methods import deconv, deconv_cli
+    from spatialmap.methods import flashdeconv, script
 
-    parser = deconv_cli.common_parser(__doc__.splitlines()[0], "flashdeconv")
+    parser = script.common_parser(__doc__.splitlines()[0], "flashdeconv")
     parser.add_argument("--sketch-dim", type=int, default=512, help="FlashDeconv sketch dimension (default: 512)")
     parser.add_argument(
         "--lambda-spatial", type=lambda_value, default="auto",
@@ -40,12 +40,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--k-neighbors", type=int, default=6, help="neighbours per spot in the spatial graph (default: 6)")
     parser.add_argument("--min-cells", type=int, default=3, help="fewest reference cells per type (default: 3)")
     args = parser.parse_args(argv)
-    slide, reference = deconv_cli.read_inputs(args)
-    result = deconv.run_flashdeconv(
+    slide, reference = script.read_inputs(args)
+    result = flashdeconv.run(
         slide, reference, args.label_key, seed=args.seed, sample=args.sample, sketch_dim=args.sketch_dim,
         lambda_spatial=args.lambda_spatial, k_neighbors=args.k_neighbors, min_cells=args.min_cells,
     )
-    deconv_cli.finish(args, slide, result, "flashdeconv", PACKAGES)
+    script.finish(args, slide, result, flashdeconv, PACKAGES)
 
 
 if __name__ == "__main__":

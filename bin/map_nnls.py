@@ -19,14 +19,14 @@ PACKAGES = ["scipy", "numpy", "anndata"]
 
 def main(argv: list[str] | None = None) -> None:
     """Run NNLS on one slide and write its outputs."""
-    from spatialmap.methods import deconv, deconv_cli
+    from spatialmap.methods import nnls, script
 
-    parser = deconv_cli.common_parser(__doc__.splitlines()[0], "nnls")
+    parser = script.common_parser(__doc__.splitlines()[0], "nnls")
     parser.add_argument("--min-cells", type=int, default=3, help="fewest reference cells per type (default: 3)")
     args = parser.parse_args(argv)
-    slide, reference = deconv_cli.read_inputs(args)
-    result = deconv.run_nnls(slide, reference, args.label_key, seed=args.seed, sample=args.sample, min_cells=args.min_cells)
-    deconv_cli.finish(args, slide, result, "nnls", PACKAGES)
+    slide, reference = script.read_inputs(args)
+    result = nnls.run(slide, reference, args.label_key, seed=args.seed, sample=args.sample, min_cells=args.min_cells)
+    script.finish(args, slide, result, nnls, PACKAGES)
 
 
 if __name__ == "__main__":

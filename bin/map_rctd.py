@@ -22,11 +22,11 @@ PACKAGES = ["rctd-py", "torch", "scipy", "anndata"]
 def main(argv: list[str] | None = None) -> None:
     """Run RCTD on one slide and write its outputs."""
     from spatialmap.device import ACCELERATORS
-    from spatialmap.methods import deconv, deconv_cli
+    from spatialmap.methods import rctd, script
 
-    parser = deconv_cli.common_parser(__doc__.splitlines()[0], "rctd")
+    parser = script.common_parser(__doc__.splitlines()[0], "rctd")
     parser.add_argument("--q-matrix", required=True, help="RCTD likelihood table (.npz from compute_rctd_q.py)")
-    parser.add_argument("--mode", choices=deconv.RCTD_MODE_CHOICES, default="auto",
+    parser.add_argument("--mode", choices=rctd.MODE_CHOICES, default="auto",
                         help="auto (doublet for cells and bins up to 8 µm, full for spots and larger bins, as "
                              "rctd-py advises), full, doublet or multi (default: auto)")
     parser.add_argument("--umi-min", type=int, default=100, help="spots with fewer UMIs are left out (default: 100)")
@@ -46,15 +46,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compile", action="store_true",
                         help="use torch.compile (the first run compiles for 10-20 min; off by default)")
     args = parser.parse_args(argv)
-    slide, reference = deconv_cli.read_inputs(args)
-    result = deconv.run_rctd(
+    slide, reference = script.read_inputs(args)
+    result = rctd.run(
         slide, reference, args.label_key, mode=args.mode, q_matrix_path=args.q_matrix, seed=args.seed,
         accelerator=args.accelerator, sample=args.sample, umi_min=args.umi_min, umi_max=args.umi_max,
         counts_min=args.counts_min, umi_min_sigma=args.umi_min_sigma, cell_min=args.cell_min,
         n_max_cells=args.n_max_cells, ref_umi_min=args.ref_umi_min, threads=args.threads,
         compile=args.compile, dtype=args.dtype,
     )
-    deconv_cli.finish(args, slide, result, "rctd", PACKAGES)
+    script.finish(args, slide, result, rctd, PACKAGES)
 
 
 if __name__ == "__main__":

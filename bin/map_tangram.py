@@ -22,9 +22,7 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import math
 from pathlib import Path
 
 from spatialmap import cli
@@ -72,40 +70,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _json_safe(value):
-    """NaN and infinities become null (JSON has no NaN)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def main(argv: list[str] | None = None) -> None:
     """Run Tangram on one slide and write its outputs."""
     args = parse_args(argv)
-    import anndata as ad
-
-    from spatialmap import keys
+    from spatialmap.methods import base, script
     from spatialmap.methods import tangram as tangram_map
 
-    for path in (args.slide, args.reference):
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"no such file: {path}")
     if args.assignment and args.mode != "cells":
         raise cli.InputError("--assignment needs --mode cells")
-    slide = ad.read_h5ad(args.slide)
-    reference = ad.read_h5ad(args.reference)
-    if keys.SAMPLE in slide.obs and slide.n_obs:
-        names = set(slide.obs[keys.SAMPLE].astype(str))
-        if names != {args.sample}:
-            raise cli.InputError(
-                f"sample {args.sample}: the slide {args.slide} holds sample(s) {', '.join(sorted(names))}"
-            )
+    slide, reference = script.read_inputs(args)
 
-    result = tangram_map.run_tangram(
+    result = tangram_map.run(
         slide,
         reference,
         args.label_key,
@@ -128,14 +103,13 @@ def main(argv: list[str] | None = None) -> None:
     with cli.atomic_path(f"{prefix}.tangram_proportions.csv") as tmp:
         result.proportions.to_csv(tmp, float_format="%.6g")
     with cli.atomic_path(f"{prefix}.tangram_counts.csv") as tmp:
-        result.counts.to_csv(tmp, float_format="%.6g")
+        result.abundances.to_csv(tmp, float_format="%.6g")
     with cli.atomic_path(f"{prefix}.tangram_heldout_genes.csv") as tmp:
-        result.gene_scores.sort_values(["heldout", "pearson_r"], ascending=[False, False]).to_csv(tmp, float_format="%.6g")
-    if result.assignment is not None:
+        result.extras["gene_scores"].sort_values(["heldout", "pearson_r"], ascending=[False, False]).to_csv(tmp, float_format="%.6g")
+    if result.extras["assignment"] is not None:
         with cli.atomic_path(f"{prefix}.tangram_assignment.csv") as tmp:
-            result.assignment.to_csv(tmp, float_format="%.6g")
-    with cli.atomic_path(f"{prefix}.tangram_qc.json") as tmp:
-        tmp.write_text(json.dumps(_json_safe(result.qc), indent=2) + "\n")
+            result.extras["assignment"].to_csv(tmp, float_format="%.6g")
+    base.write_qc_json(f"{prefix}.tangram_qc.json", base.contract_fields(tangram_map, result))
     plot_maps(annotated, result, f"{prefix}.tangram_maps.png", prefix)
     with cli.atomic_path(f"{prefix}.tangram.h5ad") as tmp:
         annotated.write_h5ad(tmp)

@@ -2,7 +2,7 @@
 """Benchmark cell2location's package default against the pipeline's fast engine, side by side.
 
 Arms (each a fresh fit with the same data, signatures and seed, through
-``spatialmap.c2l.map_cell2location``):
+``spatialmap.methods.cell2location.run``):
 
 ``package``
     ``engine='package'``: ``Cell2location.train(max_epochs=--package-epochs)`` then
@@ -190,7 +190,7 @@ def run_arm(arm: str, slides, sig, args) -> None:
         if args.fast_curve:
             _patch_fast_snapshots(snaps, args.snapshot_every)
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    result = c2l.map_cell2location(slides, sig, **kwargs)
+    result = c2l.run(slides, sig, **kwargs)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     tr = result.training
     cols = [str(f) for f in result.model.factor_names_]

@@ -5,8 +5,7 @@
 Slides of N locations are tiles of the embedded test slide ``assets/test_data/slide1`` (243
 spots, 8 cell types, known proportions): copies side by side in space, each with its counts
 resampled (Poisson), so every size has the same composition and truth. Each method runs through
-the package function the pipeline's script calls (``spatialmap.methods.deconv.run_*``,
-``spatialmap.methods.tangram.run_tangram``) and is timed with ``time.perf_counter`` around that call
+the package function the pipeline's script calls (``spatialmap.methods.<method>.run``) and is timed with ``time.perf_counter`` around that call
 (an untimed run on the smallest slide first, so imports and numba/torch JIT are not counted).
 
 Example::
@@ -33,7 +32,7 @@ from scipy import sparse  # noqa: E402
 
 from spatialmap import keys  # noqa: E402
 from spatialmap.io import visium as io  # noqa: E402
-from spatialmap.methods import deconv  # noqa: E402
+from spatialmap.methods import flashdeconv, nnls, rctd  # noqa: E402
 from spatialmap.methods import tangram as tangram_map  # noqa: E402
 from spatialmap.qc import slide as qc  # noqa: E402
 
@@ -65,13 +64,13 @@ def tiled_slide(n_spots: int, seed: int = 0) -> tuple[ad.AnnData, pd.DataFrame]:
 
 def run_method(method: str, slide, reference, args) -> pd.DataFrame:
     if method == "rctd":
-        return deconv.run_rctd(slide, reference, "cell_type", q_matrix_path=args.rctd_q_matrix, accelerator="cpu",
-                               threads=args.threads).proportions
+        return rctd.run(slide, reference, "cell_type", q_matrix_path=args.rctd_q_matrix, accelerator="cpu",
+                        threads=args.threads).proportions
     if method in ("flashdeconv", "nnls"):
-        return getattr(deconv, f"run_{method}")(slide, reference, "cell_type").proportions
+        return {"flashdeconv": flashdeconv, "nnls": nnls}[method].run(slide, reference, "cell_type").proportions
     mode = method.split("_", 1)[1]  # tangram_cells, tangram_clusters
-    result = tangram_map.run_tangram(slide, reference, "cell_type", mode=mode, num_epochs=args.tangram_epochs,
-                                     accelerator="cpu", threads=args.threads)
+    result = tangram_map.run(slide, reference, "cell_type", mode=mode, num_epochs=args.tangram_epochs,
+                             accelerator="cpu", threads=args.threads)
     return result.proportions
 
 

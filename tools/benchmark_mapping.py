@@ -411,7 +411,7 @@ def run_c2l(slides, sig: pd.DataFrame, epochs: int, device: str, args: argparse.
     """One joint cell2location fit of all slides, timed, scored against the truth when given."""
     set_threads(args.threads)
     start = time.perf_counter()
-    result = c2l.map_cell2location(
+    result = c2l.run(
         slides, sig, n_cells_per_location=args.n_cells_per_location, detection_alpha=args.detection_alpha,
         max_epochs=epochs, batch_size=None, seed=args.seed, accelerator=device, num_samples=args.num_samples,
         threads=args.threads,
@@ -460,7 +460,7 @@ def run_tangram_all(slides, ref, epochs: int, device: str, args: argparse.Namesp
         set_threads(args.threads)
         start = time.perf_counter()
         with contextlib.redirect_stdout(sys.stderr):  # Tangram prints its scores; keep stdout for the report
-            results[sample] = tangram_map.run_tangram(
+            results[sample] = tangram_map.run(
                 slide, ref, LABEL_KEY, sample=sample, n_markers=args.tangram_n_markers, mode="cells",
                 num_epochs=epochs, max_cells_per_type=args.tangram_max_cells_per_type,
                 cells_per_spot=args.n_cells_per_location, seed=args.seed, accelerator=device,
@@ -483,8 +483,8 @@ def run_tangram_all(slides, ref, epochs: int, device: str, args: argparse.Namesp
     if truth is not None:
         r_abund, r_prop = {}, {}
         for sample, res in results.items():
-            t = truth[sample].loc[res.counts.index]
-            r_abund[sample] = per_type_r(res.counts, t)
+            t = truth[sample].loc[res.abundances.index]
+            r_abund[sample] = per_type_r(res.abundances, t)
             r_prop[sample] = per_type_r(res.proportions, proportions(t))
         row.update(summarise_r(r_abund))
         row["r_prop_median"] = float(pd.concat(r_prop.values()).median())
@@ -500,14 +500,14 @@ def warm_up(slides, ref, sig: pd.DataFrame | None, device: str, args: argparse.N
     first = dict(list(slides.items())[:1])
     set_threads(args.threads)
     if sig is not None:
-        c2l.map_cell2location(first, sig, n_cells_per_location=args.n_cells_per_location, max_epochs=1,
+        c2l.run(first, sig, n_cells_per_location=args.n_cells_per_location, max_epochs=1,
                               seed=args.seed, accelerator=device, num_samples=2, threads=args.threads)
     if "tangram" in args.methods:
         from spatialmap.methods import tangram as tangram_map
 
         sample, slide = next(iter(first.items()))
         with contextlib.redirect_stdout(sys.stderr):
-            tangram_map.run_tangram(slide, ref, LABEL_KEY, sample=sample, n_markers=args.tangram_n_markers,
+            tangram_map.run(slide, ref, LABEL_KEY, sample=sample, n_markers=args.tangram_n_markers,
                                     num_epochs=1, max_cells_per_type=args.tangram_max_cells_per_type,
                                     seed=args.seed, accelerator=device, threads=args.threads)
     log.info("warm-up on %s: %.1f s (not counted)", device, time.perf_counter() - start)

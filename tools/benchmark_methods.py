@@ -23,9 +23,9 @@ CD4+/CD45RA+/CD25- naive T, 8 cells), so that half of each type is at least RCTD
 
 Methods, through the package functions the pipeline's scripts call: cell2location
 (``signatures.estimate_signatures`` regression on the reference cells after
-``reference.permissive_gene_filter``, then ``c2l.map_cell2location``; 5% quantile abundance
-normalised per spot), Tangram (``tangram_map.run_tangram``, cells mode), and RCTD, FlashDeconv
-and NNLS (``deconv.run_rctd`` / ``run_flashdeconv`` / ``run_nnls``). Every consensus rule of
+``reference.permissive_gene_filter``, then ``c2l.run``; 5% quantile abundance
+normalised per spot), Tangram (``tangram_map.run``, cells mode), and RCTD, FlashDeconv
+and NNLS (``spatialmap.methods.rctd.run`` / ``flashdeconv.run`` / ``nnls.run``). Every consensus rule of
 :mod:`spatialmap.consensus.rules` is then formed from all methods that ran.
 
 Metrics per method and slide against the true proportions: mean over spots of the per-spot
@@ -101,7 +101,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ref-epochs", type=int, default=250, help="regression (signature) epochs")
     parser.add_argument("--tangram-epochs", type=int, default=1000, help="Tangram epochs")
     parser.add_argument("--rctd-q-matrix", type=Path, default=None,
-                        help="RCTD likelihood table (.npz from deconv.compute_rctd_q_matrix); computed small when absent")
+                        help="RCTD likelihood table (.npz from rctd.compute_rctd_q_matrix); computed small when absent")
     parser.add_argument("--rctd-cell-min", type=int, default=5, help="RCTD: fewest reference cells per type")
     parser.add_argument("--threads", type=int, default=1, help="torch / BLAS threads")
     parser.add_argument("--temperatures", type=lambda t: [float(v) for v in t.split(",")], default=[0.02, 0.01, 0.005],
@@ -188,7 +188,7 @@ def run_cell2location(slide, ref, args, seed: int) -> tuple[pd.DataFrame, dict]:
     sig = signatures.estimate_signatures(filtered, "regression", LABEL_KEY, max_epochs=args.ref_epochs,
                                          seed=seed, accelerator="cpu", threads=args.threads)
     mean_cells = (args.min_cells + args.max_cells) / 2
-    result = c2l.map_cell2location({"silver": slide}, sig.signatures, n_cells_per_location=mean_cells,
+    result = c2l.run({"silver": slide}, sig.signatures, n_cells_per_location=mean_cells,
                                    max_epochs=args.c2l_epochs, seed=seed, accelerator="cpu",
                                    threads=args.threads, num_samples=200)
     q05 = result.slides["silver"].obsm[keys.C2L_Q05]
@@ -202,20 +202,20 @@ def run_tangram(slide, ref, args, seed: int) -> tuple[pd.DataFrame, dict]:
     """Tangram, cells mode, the pipeline's defaults but the epochs."""
     from spatialmap.methods import tangram as tangram_map
 
-    result = tangram_map.run_tangram(slide, ref, LABEL_KEY, sample="silver", num_epochs=args.tangram_epochs,
+    result = tangram_map.run(slide, ref, LABEL_KEY, sample="silver", num_epochs=args.tangram_epochs,
                                      seed=seed, accelerator="cpu", threads=args.threads)
     return result.proportions, {"n_genes": result.qc.get("n_training_genes"), "notes": f"cells mode, {args.tangram_epochs} epochs"}
 
 
 def run_deconv(method: str, slide, ref, args, seed: int) -> tuple[pd.DataFrame, dict]:
-    """RCTD, FlashDeconv or NNLS through spatialmap.methods.deconv."""
-    from spatialmap.methods import deconv
+    """RCTD, FlashDeconv or NNLS through their spatialmap.methods module."""
+    import importlib
 
     kwargs = {"seed": seed, "sample": "silver"}
     if method == "rctd":
         kwargs.update(q_matrix_path=args.rctd_q_matrix, cell_min=args.rctd_cell_min, accelerator="cpu",
                       threads=args.threads)
-    result = getattr(deconv, f"run_{method}")(slide, ref, LABEL_KEY, **kwargs)
+    result = importlib.import_module(f"spatialmap.methods.{method}").run(slide, ref, LABEL_KEY, **kwargs)
     qc = result.qc
     n_genes = qc.get("n_genes_used", qc.get("genes_used"))
     notes = f"{qc.get('mode', '')} mode" if method == "rctd" else ""
@@ -508,11 +508,11 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"unknown methods: {', '.join(unknown)}")
     if "rctd" in methods and args.rctd_q_matrix is None and not args.from_tables:
-        from spatialmap.methods import deconv
+        from spatialmap.methods import rctd
 
         args.rctd_q_matrix = Path(f"{args.out}.rctd_q.npz")
         if not args.rctd_q_matrix.exists():
-            deconv.compute_rctd_q_matrix(args.rctd_q_matrix, k_max=200, sigma_step=8)
+            rctd.compute_rctd_q_matrix(args.rctd_q_matrix, k_max=200, sigma_step=8)
     if args.from_tables:
         sources = [s for s in (args.rows or f"{args.out}.tsv").split(",") if s]
         earlier = pd.concat([pd.read_csv(s, sep="\t") for s in sources], ignore_index=True)

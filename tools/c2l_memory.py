@@ -2,7 +2,7 @@
 """Peak memory of the fast cell2location engine: full batch vs minibatches (one process per setting).
 
 Builds a random Poisson slide of ``--spots`` x ``--genes`` with ``--types`` signatures, trains
-``--epochs`` epochs with ``spatialmap.c2l.map_cell2location`` (engine fast) and prints the
+``--epochs`` epochs with ``spatialmap.methods.cell2location.run`` (engine fast) and prints the
 peak resident memory of the process (``ru_maxrss``) before and after, in GiB. Run once per
 setting; the numbers go into tools/BENCHMARKS.md.
 
@@ -53,7 +53,7 @@ def main() -> None:
     del w
     before = rss_gib()
     start = time.perf_counter()
-    res = c2l.map_cell2location({"m": slide}, sig, max_epochs=args.epochs, batch_size=args.batch_size,
+    res = c2l.run({"m": slide}, sig, max_epochs=args.epochs, batch_size=args.batch_size,
                                 accelerator="cpu", threads=args.threads, minibatch_above=10**9)
     print(f"spots {args.spots} genes {args.genes} types {args.types} batch {args.batch_size}: "
           f"peak RSS {before:.2f} GiB before training, {rss_gib():.2f} GiB after; "

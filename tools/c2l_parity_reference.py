@@ -40,7 +40,7 @@ def main(argv=None) -> None:
 
     slides = {s: t.make_slide(s, seed=i + 1)[0] for i, s in enumerate(["S1", "S2"])}
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    res = c2l.map_cell2location(slides, t.true_signatures(), engine="package", num_samples=1000,
+    res = c2l.run(slides, t.true_signatures(), engine="package", num_samples=1000,
                                 max_epochs=args.epochs, **t.PARITY_COMMON)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     sm = res.summaries

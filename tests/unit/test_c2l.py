@@ -64,7 +64,7 @@ def mapped():
     slides, truth = {}, {}
     for i, sample in enumerate(["S1", "S2"]):
         slides[sample], truth[sample] = make_slide(sample, seed=i + 1)
-    result = c2l.map_cell2location(slides, true_signatures(), n_cells_per_location=9, detection_alpha=20, **FAST)
+    result = c2l.run(slides, true_signatures(), n_cells_per_location=9, detection_alpha=20, **FAST)
     return result, slides, truth
 
 
@@ -159,7 +159,7 @@ def test_convergence_rule():
 
 def test_fast_engine_stops_at_convergence_and_minibatches():
     slides = {s: make_slide(s, seed=i + 1)[0] for i, s in enumerate(["S1", "S2"])}
-    result = c2l.map_cell2location(slides, true_signatures(), n_cells_per_location=9,
+    result = c2l.run(slides, true_signatures(), n_cells_per_location=9,
                                    **{**FAST, "max_epochs": 3000}, min_epochs=200, convergence_window=100,
                                    convergence_tol=1e-2)
     assert result.training.stop_reason == "converged" and 200 <= result.training.epochs_run < 3000
@@ -169,13 +169,13 @@ def test_fast_engine_stops_at_convergence_and_minibatches():
     assert tr.lr_start == c2l_train.DEFAULT_LR_START and tr.lr == 0.002
     assert tr.lr_drop_epoch is not None and tr.epochs_run - tr.lr_drop_epoch >= 2 * 100
     assert result.qc["S1"]["learning_rate"] == {"start": 0.02, "final": 0.002, "dropped_at_epoch": tr.lr_drop_epoch}
-    constant = c2l.map_cell2location(slides, true_signatures(), n_cells_per_location=9,
+    constant = c2l.run(slides, true_signatures(), n_cells_per_location=9,
                                      **{**FAST, "max_epochs": 300}, lr_start=None)
     assert constant.training.lr_drop_epoch is None and constant.training.lr_start == 0.002
     assert c2l_train.choose_batch_size(40000, None, 30000) == c2l_train.DEFAULT_MINIBATCH_SIZE
     assert c2l_train.choose_batch_size(20000, None, 30000) is None
     assert c2l_train.choose_batch_size(40, 16, 30000) == 16 and c2l_train.choose_batch_size(40, 64, 30000) is None
-    small = c2l.map_cell2location(slides, true_signatures(), n_cells_per_location=9, **{**FAST, "batch_size": 16})
+    small = c2l.run(slides, true_signatures(), n_cells_per_location=9, **{**FAST, "batch_size": 16})
     assert small.training.batch_size == 16 and small.training.engine == "lean"
     assert small.qc["S1"]["minibatch_size"] == 16
     assert (small.slides["S1"].obsm[keys.C2L_Q05].to_numpy() >= 0).all()
@@ -185,16 +185,16 @@ def test_too_few_shared_genes_names_the_slide():
     slide, _ = make_slide("S1", 1)
     other = slide[:, ["g00", "g01", "extra1"]].copy()
     with pytest.raises(InputError, match=r"slide S2: only 2 of 40 signature genes"):
-        c2l.map_cell2location({"S1": slide, "S2": other}, true_signatures(), **FAST)
+        c2l.run({"S1": slide, "S2": other}, true_signatures(), **FAST)
 
 
 def test_bad_parameters_are_refused():
     slide, _ = make_slide("S1", 1)
     with pytest.raises(InputError, match="cells per spot must be positive"):
-        c2l.map_cell2location({"S1": slide}, true_signatures(), n_cells_per_location=0, **FAST)
+        c2l.run({"S1": slide}, true_signatures(), n_cells_per_location=0, **FAST)
     slide.X = slide.X * 0.5
     with pytest.raises(InputError, match="slide S1: X must hold raw integer counts"):
-        c2l.map_cell2location({"S1": slide}, true_signatures(), **FAST)
+        c2l.run({"S1": slide}, true_signatures(), **FAST)
 
 
 def test_map_cell2location_script(tmp_path):
@@ -224,6 +224,11 @@ def test_map_cell2location_script(tmp_path):
         assert qc["sample"] == sample and qc["group"] == "G" and qc["n_genes_used"] == N_GENES
         assert qc["epochs_run"] == 30 and qc["stop_reason"] == "max_epochs" and qc["final_loss"] > 0
         assert qc["train_seconds"] > 0
+        assert qc["method"] == "cell2location" and qc["label"] == "cell2location"
+        assert qc["headline"] == list(c2l.HEADLINE) and set(qc["report_columns"]) <= set(qc)
+        assert "group" in qc["report_columns"] and set(qc["mean_abundance"]) == set(TYPES)
+        props = q05.div(q05.sum(axis=1), axis=0)
+        assert qc["mean_proportions"] == pytest.approx(props.mean().to_dict(), rel=1e-4)
         assert (out / f"{sample}.cell2location_maps.png").stat().st_size > 1000
     assert (out / "G.cell2location_model" / "model.pt").is_file()
     assert (out / "G.cell2location_training_loss.png").is_file()
@@ -269,13 +274,13 @@ def parity_slides():
 
 @pytest.fixture(scope="module")
 def fast_default():
-    return c2l.map_cell2location(parity_slides(), true_signatures(), engine="fast", max_epochs=30000,
+    return c2l.run(parity_slides(), true_signatures(), engine="fast", max_epochs=30000,
                                  **PARITY_COMMON)
 
 
 @pytest.fixture(scope="module")
 def package_short():
-    return c2l.map_cell2location(parity_slides(), true_signatures(), engine="package", num_samples=1000,
+    return c2l.run(parity_slides(), true_signatures(), engine="package", num_samples=1000,
                                  max_epochs=EXPORT_EPOCHS, **PARITY_COMMON)
 
 

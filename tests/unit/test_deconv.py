@@ -20,7 +20,10 @@ from conftest import BIN
 from spatialmap import keys
 from spatialmap.cli import InputError
 from spatialmap.io import visium as io
-from spatialmap.methods import deconv
+from spatialmap.methods import base
+from spatialmap.methods import flashdeconv as flashdeconv_method
+from spatialmap.methods import nnls as nnls_method
+from spatialmap.methods import rctd as rctd_method
 from spatialmap.qc import slide as qc
 
 TEST_DATA = BIN.parent / "assets" / "test_data"
@@ -30,6 +33,8 @@ SLIDES = ("slide1", "slide2", "slide3")
 MIN_PEARSON = {"nnls": 0.8, "flashdeconv": 0.8, "rctd": 0.9}
 # A small likelihood table: counts up to 100, sigma 1.0 only (~15 s on one core).
 Q_SETTINGS = dict(k_max=100, sigma_step=0)
+METHOD_MODULES = {"rctd": rctd_method, "flashdeconv": flashdeconv_method, "nnls": nnls_method}
+METHODS = tuple(METHOD_MODULES)
 
 
 def _load_script(name):
@@ -55,7 +60,7 @@ def q_table(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     _no_network(mp)
     try:
-        path = deconv.compute_rctd_q_matrix(tmp_path_factory.mktemp("rctd_q") / "rctd_q_matrices.npz", **Q_SETTINGS)
+        path = rctd_method.compute_rctd_q_matrix(tmp_path_factory.mktemp("rctd_q") / "rctd_q_matrices.npz", **Q_SETTINGS)
     finally:
         mp.undo()
     return path
@@ -82,14 +87,14 @@ def pearson_per_type(estimate: pd.DataFrame, truth: pd.DataFrame) -> pd.Series:
 
 def run(method, slide, reference, q_table, **kw):
     if method == "rctd":
-        return deconv.run_rctd(slide, reference, "cell_type", q_matrix_path=q_table, accelerator="cpu", threads=1, **kw)
-    return getattr(deconv, f"run_{method}")(slide, reference, "cell_type", **kw)
+        return rctd_method.run(slide, reference, "cell_type", q_matrix_path=q_table, accelerator="cpu", threads=1, **kw)
+    return METHOD_MODULES[method].run(slide, reference, "cell_type", **kw)
 
 
 # --------------------------------------------------------------------------- accuracy
 
 
-@pytest.mark.parametrize("method", deconv.METHODS)
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("sample", SLIDES)
 def test_every_method_recovers_the_true_proportions(method, sample, reference, q_table):
     slide, truth = load_slide(sample)
@@ -113,21 +118,21 @@ def test_nnls_batch_gives_scipy_nnls_answer():
     profiles = rng.gamma(1.0, 2.0, size=(5, 60))
     counts = rng.poisson(rng.gamma(1.0, 1.0, size=(40, 5)) @ profiles).astype(float)
     counts[3] = 0
-    coef, resid = deconv.nnls_batch(profiles, sparse.csr_matrix(counts))
+    coef, resid = nnls_method.nnls_batch(profiles, sparse.csr_matrix(counts))
     for i, y in enumerate(counts):
         expected, rnorm = nnls(profiles.T, y)
         np.testing.assert_allclose(coef[i], expected, atol=1e-8)
         assert resid[i] == pytest.approx(rnorm, abs=1e-6)
     assert not coef[3].any()
     collinear = np.vstack([profiles, profiles[0]])  # singular Gram matrix: the full problem per spot
-    coef2, _ = deconv.nnls_batch(collinear, counts[:5])
+    coef2, _ = nnls_method.nnls_batch(collinear, counts[:5])
     np.testing.assert_allclose(coef2 @ collinear, coef[:5] @ profiles, rtol=1e-6, atol=1e-6)
 
 
 def test_flashdeconv_is_deterministic(reference):
     slide, _ = load_slide("slide2")
-    a = deconv.run_flashdeconv(slide, reference, "cell_type", seed=3)
-    b = deconv.run_flashdeconv(slide, reference, "cell_type", seed=3)
+    a = flashdeconv_method.run(slide, reference, "cell_type", seed=3)
+    b = flashdeconv_method.run(slide, reference, "cell_type", seed=3)
     pd.testing.assert_frame_equal(a.proportions, b.proportions)
     assert a.qc["settings"]["sketch_dim"] == 512 and a.qc["settings"]["lambda_spatial"] == "auto"
     assert a.qc["convergence"]["converged"]
@@ -137,7 +142,7 @@ def test_flashdeconv_is_deterministic(reference):
 
 
 def test_q_table_has_rctd_layout_and_is_read_locally(q_table, reference, tmp_path, monkeypatch):
-    info = deconv.read_q_table_info(q_table)
+    info = rctd_method.read_q_table_info(q_table)
     assert info["sigmas"] == [100] and info["k_max"] == 100
     with np.load(q_table) as z:
         assert set(z.files) == {"X_vals", "Q_100"} and z["Q_100"].shape == (103, len(z["X_vals"]))
@@ -150,11 +155,11 @@ def test_q_table_has_rctd_layout_and_is_read_locally(q_table, reference, tmp_pat
 
     _no_network(monkeypatch)
     monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.delenv(deconv.RCTD_Q_ENV, raising=False)
+    monkeypatch.delenv(rctd_method.Q_ENV, raising=False)
     loads, computed = [], []
     original = rctd._rctd.load_cached_q_matrices
     monkeypatch.setattr(rctd._rctd, "load_cached_q_matrices",
-                        lambda *a, **k: loads.append(__import__("os").environ.get(deconv.RCTD_Q_ENV)) or original(*a, **k))
+                        lambda *a, **k: loads.append(__import__("os").environ.get(rctd_method.Q_ENV)) or original(*a, **k))
     monkeypatch.setattr(rctd._likelihood, "compute_q_matrix", lambda *a, **k: computed.append(a))
     for sample in SLIDES:
         slide, _ = load_slide(sample)
@@ -164,7 +169,7 @@ def test_q_table_has_rctd_layout_and_is_read_locally(q_table, reference, tmp_pat
     assert loads == [str(Path(q_table).resolve())] * len(SLIDES)
     assert not computed
     assert not (tmp_path / ".cache" / "rctd").exists()
-    assert deconv.RCTD_Q_ENV not in __import__("os").environ  # restored after each run
+    assert rctd_method.Q_ENV not in __import__("os").environ  # restored after each run
 
 
 @pytest.mark.parametrize("mode", ["doublet", "multi"])
@@ -178,9 +183,9 @@ def test_rctd_doublet_and_multi_modes(mode, reference, q_table):
     per_spot = (props > 0).sum(axis=1)
     if mode == "doublet":
         assert per_spot.max() <= 2
-        assert set(result.extra_obs[keys.RCTD_SPOT_CLASS]) <= {"reject", "singlet", "doublet_certain", "doublet_uncertain"}
+        assert set(result.spot_qc[keys.RCTD_SPOT_CLASS]) <= {"reject", "singlet", "doublet_certain", "doublet_uncertain"}
     else:
-        assert per_spot.max() <= 4 and result.extra_obs[keys.RCTD_N_TYPES].between(1, 4).all()
+        assert per_spot.max() <= 4 and result.spot_qc[keys.RCTD_N_TYPES].between(1, 4).all()
     # the main type of a spot is mostly the true main type
     agree = (props.idxmax(axis=1) == truth.loc[props.index].idxmax(axis=1)).mean()
     assert agree > 0.6, agree
@@ -198,7 +203,7 @@ def test_rctd_auto_mode_follows_the_kind_of_location(platform, mode):
     slide = ad.AnnData(np.ones((2, 2), dtype=np.float32))
     if platform is not None:
         slide.uns[keys.UNS_PLATFORM] = platform
-    chosen, why = deconv.rctd_auto_mode(slide)
+    chosen, why = rctd_method.rctd_auto_mode(slide)
     assert chosen == mode and why.startswith("auto: ") and why.endswith(mode)
 
 
@@ -212,7 +217,7 @@ def test_rctd_auto_is_the_default_and_fits_8um_bins_in_doublet_mode(reference, q
     asked = run("rctd", slide, reference, q_table, mode="doublet")
     assert asked.qc["mode_reason"] == "asked for"
     pd.testing.assert_frame_equal(auto.proportions, asked.proportions)
-    pd.testing.assert_frame_equal(auto.extra_obs, asked.extra_obs)
+    pd.testing.assert_frame_equal(auto.spot_qc, asked.spot_qc)
     del slide.uns[keys.UNS_PLATFORM]  # the same spots as Visium spots: full mode
     assert run("rctd", slide, reference, q_table).qc["mode"] == "full"
 
@@ -240,17 +245,17 @@ def test_rctd_gets_only_its_gene_lists_and_gives_the_same_result(reference, q_ta
     monkeypatch.setattr(rctd.RCTD, "__init__", spy)
     lean = run("rctd", slide, reference, q_table, mode="doublet")
     handed = seen[-1]
-    assert handed.var_names[-1] == deconv.RCTD_OTHER_COUNTS
+    assert handed.var_names[-1] == rctd_method.RCTD_OTHER_COUNTS
     assert handed.n_vars - 1 < slide.n_vars  # only the listed genes are densified
     totals = np.asarray(slide.X.sum(axis=1)).ravel()
     np.testing.assert_array_equal(np.asarray(handed.X.sum(axis=1)).ravel(), totals)  # nUMI unchanged
     assert lean.qc["genes_common"] == len(set(slide.var_names) & set(reference.var_names))
 
-    monkeypatch.setattr(deconv, "rctd_slide_genes", lambda s, r, c: (deconv._light(s), 0))
+    monkeypatch.setattr(rctd_method, "rctd_slide_genes", lambda s, r, c: (rctd_method._light(s), 0))
     whole = run("rctd", slide, reference, q_table, mode="doublet")
     assert seen[-1].n_vars == slide.n_vars
     pd.testing.assert_frame_equal(lean.proportions, whole.proportions)
-    pd.testing.assert_frame_equal(lean.extra_obs, whole.extra_obs)
+    pd.testing.assert_frame_equal(lean.spot_qc, whole.spot_qc)
     assert lean.qc["sigma"] == whole.qc["sigma"] and lean.qc["genes_used"] == whole.qc["genes_used"]
 
 
@@ -261,11 +266,11 @@ def test_rctd_reports_the_spots_it_leaves_out(reference, q_table, tmp_path):
     result = run("rctd", slide, reference, q_table, umi_min=cutoff)
     low = set(slide.obs_names[totals < cutoff])
     assert len(low) > 5
-    assert set(result.filtered.index) == low and not low & set(result.proportions.index)
+    assert set(result.filtered().index) == low and not low & set(result.proportions.index)
     reason = f"fewer than {cutoff} UMIs (RCTD UMI_min)"
     assert result.qc["spots_filtered"] == len(low) and result.qc["spots_filtered_by_reason"] == {reason: len(low)}
     assert result.qc["spots_fitted"] == slide.n_obs - len(low)
-    paths = deconv.write_outputs(slide, result, "rctd", "slide1", outdir=tmp_path)
+    paths = base.write_outputs(slide, result, rctd_method, "slide1", outdir=tmp_path)
     out = ad.read_h5ad(paths["h5ad"])
     frame = out.obsm[keys.RCTD_PROPORTIONS]
     assert frame.loc[sorted(low)].isna().all().all() and frame.drop(index=sorted(low)).notna().all().all()
@@ -280,19 +285,19 @@ def test_rctd_never_downloads_without_a_table(reference, tmp_path, monkeypatch):
     _no_network(monkeypatch)
     slide, _ = load_slide("slide1")
     with pytest.raises(InputError, match="sample slide1: rctd: no likelihood table given"):
-        deconv.run_rctd(slide, reference, "cell_type", q_matrix_path=None)
+        rctd_method.run(slide, reference, "cell_type", q_matrix_path=None)
     with pytest.raises(InputError, match="RCTD likelihood table not found"):
-        deconv.run_rctd(slide, reference, "cell_type", q_matrix_path=tmp_path / "missing.npz")
+        rctd_method.run(slide, reference, "cell_type", q_matrix_path=tmp_path / "missing.npz")
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
     with pytest.raises(InputError, match="is not an RCTD likelihood table"):
-        deconv.run_rctd(slide, reference, "cell_type", q_matrix_path=bad)
+        rctd_method.run(slide, reference, "cell_type", q_matrix_path=bad)
 
 
 # --------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("method", deconv.METHODS)
+@pytest.mark.parametrize("method", METHODS)
 def test_no_shared_gene_names_the_sample(method, reference, q_table):
     slide, _ = load_slide("slide2")
     renamed = reference.copy()
@@ -316,7 +321,7 @@ def test_a_type_below_the_minimum_names_the_sample(method, minimum, reference, q
 def test_missing_label_column_names_the_sample(reference):
     slide, _ = load_slide("slide1")
     with pytest.raises(InputError, match="sample slide1: nnls: the reference has no label column 'celltype'"):
-        deconv.run_nnls(slide, reference, "celltype")
+        nnls_method.run(slide, reference, "celltype")
 
 
 # --------------------------------------------------------------------------- scripts and outputs
@@ -331,7 +336,7 @@ def test_scripts_write_every_output(reference, q_table, tmp_path, monkeypatch):
     _load_script("map_nnls.py").main(common)
     _load_script("map_flashdeconv.py").main(common + ["--sketch-dim", "256", "--lambda-spatial", "auto"])
     _load_script("map_rctd.py").main(common + ["--q-matrix", str(q_table), "--accelerator", "cpu"])
-    for method in deconv.METHODS:
+    for method in METHODS:
         props = pd.read_csv(f"slide1.{method}_proportions.csv", index_col=0)
         assert props.index.name == "barcode" and list(props.index) == list(slide.obs_names)
         np.testing.assert_allclose(props.sum(axis=1), 1.0, atol=1e-5)
@@ -341,6 +346,10 @@ def test_scripts_write_every_output(reference, q_table, tmp_path, monkeypatch):
                     "spots_filtered_by_reason", "convergence", "seconds", "settings", "selection"):
             assert key in record, (method, key)
         assert record["selection"] == "auto: test"
+        module = METHOD_MODULES[method]
+        assert record["label"] == module.LABEL and record["headline"] == list(module.HEADLINE)
+        assert "selection" in record["report_columns"] and set(record["report_columns"]) <= set(record)
+        assert record["mean_proportions"] == pytest.approx(props.mean().to_dict(), abs=1e-5)
         out = ad.read_h5ad(f"slide1.{method}.h5ad")
         np.testing.assert_allclose(out.obsm[keys.DECONV_PROPORTIONS[method]].to_numpy(), props.to_numpy(), atol=1e-5)
         assert out.uns[keys.UNS_DECONV[method]]["method"] == method
@@ -361,8 +370,8 @@ def test_script_refuses_a_slide_of_another_sample(reference, tmp_path):
 
 def test_maps_of_large_slides_draw_a_sample(reference, tmp_path):
     slide, _ = load_slide("slide2")
-    result = deconv.run_nnls(slide, reference, "cell_type")
-    png = deconv.plot_maps(slide, result, "nnls", tmp_path / "maps.png", max_spots=50)
+    result = nnls_method.run(slide, reference, "cell_type")
+    png = base.plot_maps(slide, result, nnls_method.LABEL, tmp_path / "maps.png", max_spots=50)
     assert png.stat().st_size > 1000
 
 
@@ -370,8 +379,8 @@ def test_compute_q_script(tmp_path, monkeypatch):
     _no_network(monkeypatch)
     monkeypatch.chdir(tmp_path)
     _load_script("compute_rctd_q.py").main(["--output", "q.npz", "--k-max", "12", "--sigma-step", "0"])
-    assert deconv.read_q_table_info(tmp_path / "q.npz") == {"path": str((tmp_path / "q.npz").resolve()), "sigmas": [100], "k_max": 12}
-    assert deconv.rctd_sigma_grid(1)[:3] == [10, 11, 12] and len(deconv.rctd_sigma_grid(1)) == 126
-    assert 100 in deconv.rctd_sigma_grid(8) and len(deconv.rctd_sigma_grid(8)) == 16
+    assert rctd_method.read_q_table_info(tmp_path / "q.npz") == {"path": str((tmp_path / "q.npz").resolve()), "sigmas": [100], "k_max": 12}
+    assert rctd_method.rctd_sigma_grid(1)[:3] == [10, 11, 12] and len(rctd_method.rctd_sigma_grid(1)) == 126
+    assert 100 in rctd_method.rctd_sigma_grid(8) and len(rctd_method.rctd_sigma_grid(8)) == 16
     with pytest.raises(InputError, match="sigma step"):
-        deconv.rctd_sigma_grid(9)
+        rctd_method.rctd_sigma_grid(9)

@@ -74,7 +74,7 @@ def make_slide(sample: str = "S1") -> tuple[ad.AnnData, pd.DataFrame]:
 def mapped():
     slide, truth = make_slide()
     reference = make_reference()
-    result = tangram_map.run_tangram(slide, reference, "cell_type", sample="S1", assignment=True, **FAST)
+    result = tangram_map.run(slide, reference, "cell_type", sample="S1", assignment=True, **FAST)
     return result, slide, reference, truth
 
 
@@ -96,7 +96,7 @@ def test_proportions_follow_the_truth(mapped):
 
 def test_counts_are_proportions_times_cells_per_spot(mapped):
     result, slide, _, _ = mapped
-    counts = result.counts
+    counts = result.abundances
     assert (counts.to_numpy() >= 0).all()
     # On average 8 cells per spot (the default), spread by the learned density.
     assert counts.to_numpy().sum() == pytest.approx(8.0 * slide.n_obs, rel=1e-6)
@@ -108,7 +108,7 @@ def test_counts_are_proportions_times_cells_per_spot(mapped):
 
 def test_training_and_heldout_genes_are_disjoint(mapped):
     result, _, _, _ = mapped
-    scores = result.gene_scores
+    scores = result.extras["gene_scores"]
     training = set(scores.index[~scores["heldout"]])
     heldout = set(scores.index[scores["heldout"]])
     assert not training & heldout
@@ -117,13 +117,13 @@ def test_training_and_heldout_genes_are_disjoint(mapped):
     assert training == {f"g{i:02d}" for i in range(N_MARKERS * len(TYPES))}
     assert result.qc["n_training_genes"] == 24 and result.qc["n_heldout_genes"] == 16
     assert not result.qc["heldout_from_markers"]
-    assert list(result.projected.columns) == sorted(heldout)
-    assert (result.projected.to_numpy() >= 0).all()
+    assert list(result.extras["projected"].columns) == sorted(heldout)
+    assert (result.extras["projected"].to_numpy() >= 0).all()
 
 
 def test_gene_scores_and_qc_numbers(mapped):
     result, _, reference, _ = mapped
-    scores = result.gene_scores
+    scores = result.extras["gene_scores"]
     assert set(scores.columns) == {"pearson_r", "cosine", "heldout"}
     marker_r = scores.loc[~scores["heldout"], "pearson_r"]
     assert marker_r.median() > 0.8  # the training markers are fitted
@@ -136,7 +136,7 @@ def test_gene_scores_and_qc_numbers(mapped):
 
 def test_assignment_puts_each_cell_on_one_spot(mapped):
     result, slide, reference, _ = mapped
-    table = result.assignment
+    table = result.extras["assignment"]
     assert list(table.index) == list(reference.obs_names)
     assert list(table["cell_type"]) == list(reference.obs["cell_type"])
     assert set(table["barcode"]) <= set(slide.obs_names)
@@ -149,22 +149,22 @@ def test_assignment_puts_each_cell_on_one_spot(mapped):
 
 def test_seeded_runs_are_identical(mapped):
     result, slide, reference, _ = mapped
-    again = tangram_map.run_tangram(slide, reference, "cell_type", sample="S1", **FAST)
+    again = tangram_map.run(slide, reference, "cell_type", sample="S1", **FAST)
     pd.testing.assert_frame_equal(again.proportions, result.proportions)
-    pd.testing.assert_frame_equal(again.gene_scores, result.gene_scores)
-    other = tangram_map.run_tangram(slide, reference, "cell_type", sample="S1", **{**FAST, "seed": 1})
+    pd.testing.assert_frame_equal(again.extras["gene_scores"], result.extras["gene_scores"])
+    other = tangram_map.run(slide, reference, "cell_type", sample="S1", **{**FAST, "seed": 1})
     assert not np.allclose(other.proportions.to_numpy(), result.proportions.to_numpy())
 
 
 def test_clusters_mode():
     slide, truth = make_slide()
-    result = tangram_map.run_tangram(slide, make_reference(), "cell_type", mode="clusters", **FAST)
+    result = tangram_map.run(slide, make_reference(), "cell_type", mode="clusters", **FAST)
     np.testing.assert_allclose(result.proportions.sum(axis=1), 1.0, rtol=1e-6)
     for cell_type in TYPES:
         assert np.corrcoef(result.proportions[cell_type], truth[cell_type])[0, 1] > 0.9
-    assert result.qc["mode"] == "clusters" and result.assignment is None
+    assert result.qc["mode"] == "clusters" and result.extras["assignment"] is None
     with pytest.raises(ValueError, match="needs --mode cells"):
-        tangram_map.run_tangram(slide, make_reference(), "cell_type", mode="clusters", assignment=True, **FAST)
+        tangram_map.run(slide, make_reference(), "cell_type", mode="clusters", assignment=True, **FAST)
 
 
 def test_cap_cells_per_type_is_seeded_and_bounded():
@@ -201,17 +201,17 @@ def test_bad_inputs_are_refused():
     slide, _ = make_slide()
     reference = make_reference()
     with pytest.raises(ValueError, match="no label column 'celltype'"):
-        tangram_map.run_tangram(slide, reference, "celltype", **FAST)
+        tangram_map.run(slide, reference, "celltype", **FAST)
     renamed = reference.copy()
     renamed.var_names = [f"other{i}" for i in range(N_GENES)]
     with pytest.raises(ValueError, match="sample S1: only 0 genes are shared"):
-        tangram_map.run_tangram(slide, renamed, "cell_type", sample="S1", **FAST)
+        tangram_map.run(slide, renamed, "cell_type", sample="S1", **FAST)
     with pytest.raises(ValueError, match="mode must be one of"):
-        tangram_map.run_tangram(slide, reference, "cell_type", **{**FAST, "seed": 0}, mode="constrained")
+        tangram_map.run(slide, reference, "cell_type", **{**FAST, "seed": 0}, mode="constrained")
     single = reference.copy()
     single.obs["cell_type"] = ["A"] * (reference.n_obs - 1) + ["lonely"]
-    with pytest.raises(ValueError, match="lonely have fewer than 2 cells"):
-        tangram_map.run_tangram(slide, single, "cell_type", **FAST)
+    with pytest.raises(ValueError, match=r"needs at least 2 reference cells per cell type; too few: lonely \(1\)"):
+        tangram_map.run(slide, single, "cell_type", **FAST)
 
 
 def test_map_tangram_script(tmp_path, monkeypatch):
@@ -237,6 +237,9 @@ def test_map_tangram_script(tmp_path, monkeypatch):
                 "heldout_p90", "training_score", "cells_used"):
         assert key in qc, key
     assert qc["sample"] == "S1" and qc["n_training_genes"] == 24 and qc["cells_used"] == 75
+    assert qc["method"] == "tangram" and qc["label"] == "Tangram" and qc["headline"] == ["heldout_median", "heldout_p90"]
+    assert list(qc["report_columns"]) == list(tangram_map.REPORT_COLUMNS)
+    assert qc["mean_proportions"] == pytest.approx(props.mean().to_dict(), abs=1e-5)
     assert len(pd.read_csv("S1.tangram_assignment.csv")) == 75
     out = ad.read_h5ad("S1.tangram.h5ad")
     np.testing.assert_allclose(out.obsm[keys.TANGRAM_PROPORTIONS].to_numpy(), props.to_numpy(), rtol=1e-5)

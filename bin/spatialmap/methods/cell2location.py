@@ -25,11 +25,29 @@ from scipy import sparse
 from spatialmap import keys
 from spatialmap.cli import InputError, atomic_path
 from spatialmap.device import resolve_accelerator, seed_everything
-from spatialmap.methods import c2l_train
+from spatialmap.methods import base, c2l_train
 from spatialmap.methods.c2l_train import ConvergenceRule, TrainResult
 from spatialmap.reference.genes import METHOD_MIN_GENES
 from spatialmap.reference.signatures import hist2d_observed_expected, quiet_trainer_kwargs, save_model_dir
 
+NAME = "cell2location"
+LABEL = "cell2location"
+REPORT_COLUMNS = {
+    "group": "cell2location group the slide was mapped in (one training run per group)",
+    "device": "device cell2location trained on",
+    "n_spots": "spots of the slide mapped",
+    "n_genes_used": "genes shared by the slide and the signatures",
+    "epochs_run": "training epochs of the slide's group run",
+    "stop_reason": "why training stopped: converged (the mean -ELBO of the last window improved by less than "
+                   "the tolerance) or max_epochs (the epoch cap was reached first)",
+    "final_loss": "-ELBO of the last training epoch",
+    "train_seconds": "training time of the group run (seconds)",
+    "mean_total_cells_per_spot": "mean total cells per spot (posterior mean)",
+    "most_abundant_type": "most abundant cell type on the slide",
+    "detection_sensitivity": "mean detection sensitivity per spot",
+    "reconstruction_r": "Pearson r of observed vs expected counts",
+}
+HEADLINE = ("mean_total_cells_per_spot", "reconstruction_r")
 ENGINES = ("fast", "package")
 
 log = logging.getLogger("spatialmap.c2l")
@@ -40,16 +58,17 @@ _SEP = "::"  # joins sample and barcode in the combined object's obs names
 
 @dataclass
 class MappingResult:
-    """Output of :func:`map_cell2location`.
+    """Output of :func:`run`: one training run of a group of slides.
 
-    ``slides``: ``{sample: AnnData}``, the input slides (all fields kept) with obsm
-    ``C2L_MEAN``/``C2L_Q05``/``C2L_Q95`` (spots x cell types, columns = cell type names) and obs
-    ``C2L_TOTAL_CELLS``/``C2L_DETECTION``. ``qc``: per-slide numbers (see :func:`slide_qc`).
-    ``combined``: the concatenated object the model was trained on (genes used only).
+    ``results``: ``{sample: MethodResult}``: ``abundances`` = the 5% quantile abundances (cells
+    per spot), ``proportions`` = those normalised per spot (spots with any abundance),
+    ``qc`` = the slide's QC (:func:`slide_qc` and the training's), ``extras['slide']`` = the
+    input slide (all fields kept) with obsm ``C2L_MEAN``/``C2L_Q05``/``C2L_Q95`` (spots x cell
+    types) and obs ``C2L_TOTAL_CELLS``/``C2L_DETECTION``. ``combined``: the concatenated object
+    the model was trained on (genes used only).
     """
 
-    slides: dict[str, ad.AnnData]
-    qc: dict[str, dict[str, Any]]
+    results: dict[str, base.MethodResult]
     model: Any
     combined: ad.AnnData
     device: str
@@ -57,6 +76,16 @@ class MappingResult:
     settings: dict[str, Any] = field(default_factory=dict)
     training: TrainResult | None = None
     summaries: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+
+    @property
+    def slides(self) -> dict[str, ad.AnnData]:
+        """``{sample: the slide with the abundance tables}``."""
+        return {sample: result.extras["slide"] for sample, result in self.results.items()}
+
+    @property
+    def qc(self) -> dict[str, dict[str, Any]]:
+        """``{sample: QC}``."""
+        return {sample: result.qc for sample, result in self.results.items()}
 
     @property
     def history(self) -> pd.DataFrame:
@@ -120,7 +149,8 @@ def _check_inputs(slides: Mapping[str, ad.AnnData], signatures: pd.DataFrame, n_
             raise InputError(f"slide {sample}: X must hold raw integer counts")
 
 
-def map_cell2location(
+# Over 80 lines only by its docstring, which documents every setting; the code is 41 lines.
+def run(
     slides: Mapping[str, ad.AnnData],
     signatures: pd.DataFrame,
     n_cells_per_location: float = 8,
@@ -192,27 +222,10 @@ def map_cell2location(
     signatures.index = signatures.index.astype(str)
     signatures.columns = signatures.columns.astype(str)
     genes = shared_genes(slides, signatures, min_shared_genes)
-    combined = combine_slides(slides, genes)
-    totals = np.asarray(combined.X.sum(axis=1)).ravel()
-    empty = int((totals == 0).sum())
-    if empty:
-        log.warning("%d spots have no counts on the %d genes used; they will get low abundances", empty, len(genes))
-    log.info(
-        "cell2location: %d slides (%s), %d spots, %d genes, %d cell types",
-        len(slides), ", ".join(slides), combined.n_obs, len(genes), signatures.shape[1],
-    )
-
-    from cell2location.models import Cell2location
-
+    combined = _combined(slides, genes, signatures.shape[1])
     device = resolve_accelerator(accelerator, threads)
     seed_everything(seed)
-    Cell2location.setup_anndata(combined, batch_key=keys.SAMPLE)
-    model = Cell2location(
-        combined,
-        cell_state_df=signatures.loc[genes],
-        N_cells_per_location=n_cells_per_location,
-        detection_alpha=detection_alpha,
-    )
+    model = _build_model(combined, signatures.loc[genes], n_cells_per_location, detection_alpha)
     if engine == "fast":
         asked = batch_size
         batch_size = c2l_train.choose_batch_size(combined.n_obs, batch_size, minibatch_above)
@@ -223,19 +236,13 @@ def map_cell2location(
     else:
         training, summaries = _fit_package(model, combined, max_epochs, batch_size, lr, device, num_samples)
     c2l_train.set_model_samples(model, summaries)
-    out, qc = _split_results(slides, combined, model, summaries, device, genes, training)
-    for sample, result in out.items():
-        result.uns[keys.UNS_C2L] = {
-            "genes_used": len(genes),
-            "n_cells_per_location": float(n_cells_per_location),
-            "detection_alpha": float(detection_alpha),
-            "max_epochs": int(max_epochs),
-            "epochs_run": int(training.epochs_run),
-            "stop_reason": training.stop_reason,
-            "engine": engine,
-            "device": device,
-            "samples_in_model": list(slides),
-        }
+    uns = {
+        "genes_used": len(genes), "n_cells_per_location": float(n_cells_per_location),
+        "detection_alpha": float(detection_alpha), "max_epochs": int(max_epochs),
+        "epochs_run": int(training.epochs_run), "stop_reason": training.stop_reason, "engine": engine,
+        "device": device, "samples_in_model": list(slides),
+    }
+    results = _split_results(slides, combined, model, summaries, device, genes, training, uns)
     settings = {
         "n_cells_per_location": n_cells_per_location, "detection_alpha": detection_alpha,
         "max_epochs": max_epochs, "batch_size": batch_size, "lr": lr, "lr_start": lr_start, "seed": seed,
@@ -243,7 +250,35 @@ def map_cell2location(
         "convergence_window": convergence_window, "convergence_tol": convergence_tol,
         "minibatch_above": minibatch_above,
     }
-    return MappingResult(out, qc, model, combined, device, genes, settings, training, summaries)
+    return MappingResult(results, model, combined, device, genes, settings, training, summaries)
+
+
+def _combined(slides: dict[str, ad.AnnData], genes: list[str], n_types: int) -> ad.AnnData:
+    """The slides stacked on ``genes`` (:func:`combine_slides`); warns of spots without counts."""
+    combined = combine_slides(slides, genes)
+    totals = np.asarray(combined.X.sum(axis=1)).ravel()
+    empty = int((totals == 0).sum())
+    if empty:
+        log.warning("%d spots have no counts on the %d genes used; they will get low abundances", empty, len(genes))
+    log.info(
+        "cell2location: %d slides (%s), %d spots, %d genes, %d cell types",
+        len(slides), ", ".join(slides), combined.n_obs, len(genes), n_types,
+    )
+    return combined
+
+
+def _build_model(combined: ad.AnnData, signatures: pd.DataFrame, n_cells_per_location: float,
+                 detection_alpha: float):
+    """cell2location's model on the combined slides, the sample as batch."""
+    from cell2location.models import Cell2location
+
+    Cell2location.setup_anndata(combined, batch_key=keys.SAMPLE)
+    return Cell2location(
+        combined,
+        cell_state_df=signatures,
+        N_cells_per_location=n_cells_per_location,
+        detection_alpha=detection_alpha,
+    )
 
 
 def _fit_fast(model, rule: ConvergenceRule, max_epochs: int, batch_size: int | None, lr: float, device: str,
@@ -282,15 +317,15 @@ def _fit_package(model, combined: ad.AnnData, max_epochs: int, batch_size: int |
     return training, summaries
 
 
-def _split_results(slides, combined, model, summaries, device, genes, training):
-    """Per-slide AnnData with the obsm tables, and per-slide QC."""
+def _split_results(slides, combined, model, summaries, device, genes, training, uns) -> dict[str, base.MethodResult]:
+    """Per slide: the slide with the obsm tables (its ``uns`` the run's ``uns``), proportions, QC."""
     frames = {}
     for summary, key in (("means", keys.C2L_MEAN), ("q05", keys.C2L_Q05), ("q95", keys.C2L_Q95)):
         frames[key] = c2l_train.site_frame(model, summaries, summary).clip(lower=0)
     detection = np.asarray(summaries["means"]["detection_y_s"]).ravel()
     samples_of = combined.obs[keys.SAMPLE].astype(str).to_numpy()
     recon = c2l_train.reconstruction_r_by_group(model, summaries["means"], samples_of)
-    out, qc = {}, {}
+    out = {}
     for sample, slide in slides.items():
         rows = samples_of == sample
         result = slide.copy()
@@ -300,9 +335,21 @@ def _split_results(slides, combined, model, summaries, device, genes, training):
             result.obsm[key] = part
         result.obs[keys.C2L_TOTAL_CELLS] = result.obsm[keys.C2L_MEAN].sum(axis=1).to_numpy()
         result.obs[keys.C2L_DETECTION] = detection[rows]
-        qc[sample] = {**slide_qc(result, recon.get(sample), sample, device, len(genes)), **training.as_qc()}
-        out[sample] = result
-    return out, qc
+        result.uns[keys.UNS_C2L] = dict(uns)
+        qc = {**slide_qc(result, recon.get(sample), sample, device, len(genes)), **training.as_qc()}
+        out[sample] = slide_result(result, sample, qc)
+    return out
+
+
+def slide_result(slide: ad.AnnData, sample: str, qc: dict) -> base.MethodResult:
+    """One slide's :class:`~spatialmap.methods.base.MethodResult`: the 5% quantile abundances and
+    their per-spot proportions (spots whose abundances are all zero are left out)."""
+    q05 = slide.obsm[keys.C2L_Q05]
+    values = q05.to_numpy(dtype=np.float64)
+    fitted = values.sum(axis=1) > 0
+    proportions = base.proportions_frame(base.normalise_rows(values[fitted]), q05.index[fitted], q05.columns)
+    spot_qc = base.spot_status(q05.index, {"all-zero abundance (5% quantile)": ~fitted})
+    return base.MethodResult(NAME, sample, proportions, qc, abundances=q05, spot_qc=spot_qc, extras={"slide": slide})
 
 
 def slide_qc(slide: ad.AnnData, reconstruction_r: float | None, sample: str, device: str,

@@ -1,18 +1,19 @@
-"""What the ``map_rctd.py``, ``map_flashdeconv.py`` and ``map_nnls.py`` scripts share:
-their common options, reading and checking the inputs, writing the outputs."""
+"""What the per-slide ``map_<method>.py`` scripts share (RCTD, FlashDeconv, NNLS; Tangram reads
+its inputs here too): their common options, reading and checking the inputs, writing the outputs."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 from pathlib import Path
+from types import ModuleType
 
 import anndata as ad
 
 from spatialmap import cli, keys
-from spatialmap.methods import deconv
+from spatialmap.methods import base
 
-log = logging.getLogger("spatialmap.methods.deconv_cli")
+log = logging.getLogger("spatialmap.methods.script")
 
 
 def common_parser(description: str, method: str) -> argparse.ArgumentParser:
@@ -52,20 +53,20 @@ def read_inputs(args: argparse.Namespace) -> tuple[ad.AnnData, ad.AnnData]:
         names = set(slide.obs[keys.SAMPLE].astype(str))
         if names != {args.sample}:
             raise cli.InputError(f"sample {args.sample}: the slide {args.slide} holds sample(s) {', '.join(sorted(names))}")
-    slide = use_gene_column(slide, args.slide_gene_column, f"slide {args.sample}")
+    slide = use_gene_column(slide, getattr(args, "slide_gene_column", None), f"slide {args.sample}")
     return slide, ad.read_h5ad(args.reference)
 
 
-def finish(args: argparse.Namespace, slide: ad.AnnData, result: deconv.DeconvResult, method: str,
+def finish(args: argparse.Namespace, slide: ad.AnnData, result: base.MethodResult, method: ModuleType,
            packages: list[str]) -> None:
-    """Write the method's outputs and versions.yml; log a one-line summary."""
+    """Write the method's outputs (:func:`base.write_outputs`) and versions.yml; log a one-line summary."""
     if args.selection:
         result.qc["selection"] = args.selection
-    deconv.write_outputs(slide, result, method, args.sample, max_plot_spots=args.max_plot_spots, seed=args.seed)
+    base.write_outputs(slide, result, method, args.sample, max_plot_spots=args.max_plot_spots, seed=args.seed)
     cli.write_versions(args.versions, args.process_name, packages)
     qc = result.qc
     log.info(
         "sample %s: %s fitted %d of %d spots on %d genes in %.1f s (%s); wrote %s.%s.* files",
-        args.sample, method, qc["spots_fitted"], qc["spots_total"], qc["genes_used"], qc["seconds"],
-        qc["device"], args.sample, method,
+        args.sample, method.NAME, qc["spots_fitted"], qc["spots_total"], qc["genes_used"], qc["seconds"],
+        qc["device"], args.sample, method.NAME,
     )

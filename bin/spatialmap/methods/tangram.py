@@ -47,9 +47,24 @@ import pandas as pd
 import scipy.sparse as sp
 
 from spatialmap.device import resolve_accelerator, seed_everything
+from spatialmap.methods import base
 from spatialmap.reference.genes import METHOD_MIN_GENES, expressed, shared_expressed_genes
 
 log = logging.getLogger("spatialmap.tangram")
+
+NAME = "tangram"
+LABEL = "Tangram"
+REPORT_COLUMNS = {
+    "mode": "cells (single cells mapped) or clusters (per-type averages)",
+    "device": "device Tangram trained on",
+    "n_training_genes": "marker genes Tangram trained on",
+    "n_heldout_genes": "shared genes held out of training to validate the map",
+    "heldout_median": "median Pearson r of measured and projected expression over the held-out genes",
+    "heldout_p90": "90th percentile of the held-out genes' Pearson r",
+    "training_score": "mean cosine similarity over the training genes (Tangram's own score)",
+    "cells_used": "reference cells mapped",
+}
+HEADLINE = ("heldout_median", "heldout_p90")
 
 #: fewest genes shared with the reference and expressed in both (genes.METHOD_MIN_GENES)
 MIN_SHARED_GENES = METHOD_MIN_GENES["tangram"]
@@ -68,25 +83,6 @@ class GeneSplit:
     heldout_from_markers: bool  # too few non-marker genes: part of the markers held out
 
 
-@dataclass
-class TangramResult:
-    """Everything one Tangram run produces for a slide.
-
-    ``proportions`` and ``counts`` are spots x cell types (index = slide barcodes);
-    ``projected`` is spots x held-out genes; ``gene_scores`` has one row per shared
-    gene (``pearson_r``, ``cosine``, ``heldout``); ``assignment`` (``cells`` mode, on
-    request) has one row per reference cell; ``mapping`` is Tangram's map.
-    """
-
-    proportions: pd.DataFrame
-    counts: pd.DataFrame
-    projected: pd.DataFrame
-    gene_scores: pd.DataFrame
-    qc: dict
-    assignment: pd.DataFrame | None
-    mapping: ad.AnnData
-
-
 # --------------------------------------------------------------------------- inputs
 
 
@@ -102,36 +98,11 @@ def _normalise_rows(x: sp.csr_matrix, target: float = 1e4) -> sp.csr_matrix:
     return sp.csr_matrix(sp.diags(scale.astype(np.float32)) @ x, dtype=np.float32)
 
 
-def check_reference(reference: ad.AnnData, label_key: str) -> pd.Series:
-    """Return the reference labels as strings; raise ``ValueError`` on unusable labels."""
-    if label_key not in reference.obs.columns:
-        raise ValueError(
-            f"reference: no label column '{label_key}' in obs "
-            f"(columns: {', '.join(map(str, reference.obs.columns)) or 'none'})"
-        )
-    labels = reference.obs[label_key]
-    if labels.isna().any():
-        raise ValueError(
-            f"reference: {int(labels.isna().sum())} cells have no '{label_key}' label"
-        )
-    labels = labels.astype(str)
-    sizes = labels.value_counts()
-    if len(sizes) < 2:
-        raise ValueError(f"reference: '{label_key}' has {len(sizes)} cell type; Tangram needs at least 2")
-    small = sizes[sizes < 2]
-    if len(small):
-        raise ValueError(
-            f"reference: cell type(s) {', '.join(small.index)} have fewer than 2 cells; "
-            "remove them or merge them into another type"
-        )
-    return labels
-
-
 shared_genes = shared_expressed_genes  # genes expressed in both (one definition, in genes)
 
 
 def find_markers(
-    reference: ad.AnnData, label_key: str, genes: list[str], n_markers: int = 100
+    reference: ad.AnnData, label_key: str, genes: list[str], n_markers: int = 100, *, sample: str = "slide"
 ) -> dict[str, list[str]]:
     """Top ``n_markers`` genes of each cell type among ``genes``.
 
@@ -142,7 +113,7 @@ def find_markers(
 
     if n_markers < 1:
         raise ValueError(f"--n-markers must be at least 1, not {n_markers}")
-    labels = check_reference(reference, label_key)
+    labels = base.check_labels(reference, label_key, sample, NAME, 2)
     norm = ad.AnnData(
         X=_csr(reference.X),
         obs=pd.DataFrame({label_key: pd.Categorical(labels)}, index=reference.obs_names),
@@ -219,20 +190,14 @@ def cap_cells_per_type(labels: pd.Series, max_cells: int, seed: int = 0) -> np.n
 # --------------------------------------------------------------------------- scores
 
 
-def _per_spot_fraction(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to sum 1 (all-zero rows stay zero)."""
-    total = x.sum(axis=1, keepdims=True)
-    return np.divide(x, total, out=np.zeros_like(x, dtype=np.float64), where=total > 0)
-
-
 def gene_scores(measured: np.ndarray, projected: np.ndarray, genes: list[str]) -> pd.DataFrame:
     """Per gene: Pearson r and cosine similarity across spots.
 
     Both matrices (spots x ``genes``) are first normalised per spot to fractions of the
     spot's total over ``genes``. A gene constant over spots in either matrix gets NaN.
     """
-    a = _per_spot_fraction(np.asarray(measured, dtype=np.float64))
-    b = _per_spot_fraction(np.asarray(projected, dtype=np.float64))
+    a = base.normalise_rows(np.asarray(measured, dtype=np.float64))
+    b = base.normalise_rows(np.asarray(projected, dtype=np.float64))
     with np.errstate(invalid="ignore", divide="ignore"):
         cosine = (a * b).sum(0) / (np.linalg.norm(a, axis=0) * np.linalg.norm(b, axis=0))
         ac = a - a.mean(0)
@@ -245,7 +210,8 @@ def gene_scores(measured: np.ndarray, projected: np.ndarray, genes: list[str]) -
 # --------------------------------------------------------------------------- mapping
 
 
-def run_tangram(
+# Over 80 lines only by its docstring, which documents every setting; the code is 43 lines.
+def run(
     slide: ad.AnnData,
     reference: ad.AnnData,
     label_key: str,
@@ -264,8 +230,8 @@ def run_tangram(
     accelerator: str = "auto",
     threads: int | None = None,
     assignment: bool = False,
-) -> TangramResult:
-    """Map the reference cell types onto ``slide`` with Tangram.
+) -> base.MethodResult:
+    """Map the reference cell types onto ``slide`` with Tangram (the steps: module docstring).
 
     Parameters
     ----------
@@ -302,11 +268,59 @@ def run_tangram(
 
     Returns
     -------
-    TangramResult
+    :class:`~spatialmap.methods.base.MethodResult`: ``proportions`` (every spot),
+    ``abundances`` (expected cells per spot), ``extras``: ``projected`` (spots x held-out genes),
+    ``gene_scores`` (one row per shared gene: ``pearson_r``, ``cosine``, ``heldout``),
+    ``assignment`` (``cells`` mode on request: one row per reference cell, else None) and
+    ``mapping`` (Tangram's map).
     """
-    import tangram as tg
-
     name = sample or "slide"
+    _check_settings(slide, mode, density_prior, num_epochs, learning_rate, cells_per_spot, name)
+    labels = pd.Series(base.check_labels(reference, label_key, name, NAME, 2), index=reference.obs_names)
+    device = "cuda" if resolve_accelerator(accelerator, threads) == "gpu" else "cpu"
+    genes = _checked_shared_genes(slide, reference, name)
+    keep = _reference_cells(labels, mode, max_cells_per_type, seed, reference.n_obs)
+    # Each reference cell scaled to 10,000 counts: capture depth differences between cells are
+    # noise here. The slide keeps raw counts; the density prior carries its spot depth.
+    ref_x = _normalise_rows(_csr(reference.X)[keep])
+    genes, ref_gene_pos = _genes_in_kept_cells(ref_x, reference, genes)
+    markers = find_markers(reference, label_key, genes, n_markers, sample=name)
+    split = split_genes(markers, genes, min_heldout=min_heldout, heldout_fraction=heldout_fraction, seed=seed)
+    log.info(
+        "training genes: %d (union of the top %d markers of %d cell types); held-out genes: %d%s",
+        len(split.training), n_markers, len(markers), len(split.heldout),
+        " (including markers)" if split.heldout_from_markers else "",
+    )
+    sc_ad = ad.AnnData(
+        X=ref_x[:, ref_gene_pos],
+        obs=pd.DataFrame({label_key: labels.iloc[keep].values}, index=reference.obs_names[keep].astype(str)),
+        var=pd.DataFrame(index=pd.Index(genes)),
+    )
+    sp_ad = _tangram_inputs(slide, sc_ad, genes, split, name)
+    mapping, training_score = _map(sc_ad, sp_ad, label_key, mode, density_prior, num_epochs, learning_rate,
+                                   device, seed, threads)
+    m, row_labels, weights, source = _map_matrix(mapping, sc_ad, label_key, mode)
+    result = _results(slide, m, row_labels, weights, source, sp_ad, genes, split, cells_per_spot)
+    if assignment and mode != "cells":
+        raise ValueError("a cell-to-spot assignment needs --mode cells")
+    result.extras["assignment"] = _assignment(m, row_labels, result.proportions.index, mapping) if assignment else None
+    result.extras["mapping"] = mapping
+    result.sample = name
+    result.qc = {
+        "sample": name, "mode": mode, "device": device, "density_prior": density_prior,
+        "num_epochs": int(num_epochs), "learning_rate": float(learning_rate), "seed": int(seed),
+        "n_markers": int(n_markers), "n_shared_genes": len(genes), "n_training_genes": len(split.training),
+        "n_heldout_genes": len(split.heldout), "heldout_from_markers": bool(split.heldout_from_markers),
+        "training_score": training_score, **result.qc, "cells_used": int(len(keep)),
+        "max_cells_per_type": int(max_cells_per_type) if mode == "cells" else None,
+        "cells_per_spot": float(cells_per_spot), "n_spots": int(slide.n_obs),
+        "cell_types": list(result.proportions.columns),
+    }
+    return result
+
+
+def _check_settings(slide, mode, density_prior, num_epochs, learning_rate, cells_per_spot, name) -> None:
+    """ValueError on a setting out of range or a slide without spots."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, not '{mode}'")
     if density_prior not in DENSITY_PRIORS:
@@ -319,9 +333,10 @@ def run_tangram(
         raise ValueError(f"cells per spot must be positive, not {cells_per_spot}")
     if slide.n_obs == 0:
         raise ValueError(f"sample {name}: the slide has no spots")
-    labels = check_reference(reference, label_key)
-    device = "cuda" if resolve_accelerator(accelerator, threads) == "gpu" else "cpu"
 
+
+def _checked_shared_genes(slide: ad.AnnData, reference: ad.AnnData, name: str) -> list[str]:
+    """Genes expressed in both; ValueError below :data:`MIN_SHARED_GENES`."""
     genes = shared_genes(slide, reference)
     log.info(
         "sample %s: %d genes are expressed in both the slide (%d genes) and the reference (%d genes)",
@@ -332,48 +347,41 @@ def run_tangram(
             f"sample {name}: only {len(genes)} genes are shared with the reference and expressed "
             f"in both (minimum {MIN_SHARED_GENES}); check that both use the same gene naming"
         )
+    return genes
 
-    # Reference cells for the map.
+
+def _reference_cells(labels: pd.Series, mode: str, max_cells_per_type: int, seed: int, n_cells: int) -> np.ndarray:
+    """Positions of the reference cells mapped: capped per type in ``cells`` mode, all in ``clusters``."""
     if mode == "cells":
         keep = cap_cells_per_type(labels, max_cells_per_type, seed)
         log.info(
             "cells mode: at most %d reference cells per type (seed %d): %d of %d cells kept (%s)",
-            max_cells_per_type, seed, len(keep), reference.n_obs,
+            max_cells_per_type, seed, len(keep), n_cells,
             ", ".join(f"{k} {v}" for k, v in labels.iloc[keep].value_counts().sort_index().items()),
         )
-    else:
-        keep = np.arange(reference.n_obs)
-        log.info("clusters mode: all %d reference cells, averaged per type", reference.n_obs)
-    # Each reference cell scaled to 10,000 counts: capture depth differences between cells are
-    # noise here. The slide keeps raw counts; the density prior carries its spot depth.
-    ref_x = _normalise_rows(_csr(reference.X)[keep])
-    ref_labels = labels.iloc[keep]
-    # Genes with no count among the kept cells cannot train or be projected.
+        return keep
+    log.info("clusters mode: all %d reference cells, averaged per type", n_cells)
+    return np.arange(n_cells)
+
+
+def _genes_in_kept_cells(ref_x: sp.csr_matrix, reference: ad.AnnData, genes: list[str]) -> tuple[list[str], np.ndarray]:
+    """Genes with no count among the kept cells cannot train or be projected: dropped."""
     ref_gene_pos = pd.Index(reference.var_names).get_indexer(genes)
     expressed_kept = expressed(ref_x[:, ref_gene_pos])
     if not expressed_kept.all():
         log.info("%d shared genes have no count in the kept reference cells: dropped", int((~expressed_kept).sum()))
         genes = [g for g, e in zip(genes, expressed_kept) if e]
         ref_gene_pos = ref_gene_pos[expressed_kept]
+    return genes, ref_gene_pos
 
-    markers = find_markers(reference, label_key, genes, n_markers)
-    split = split_genes(markers, genes, min_heldout=min_heldout, heldout_fraction=heldout_fraction, seed=seed)
-    log.info(
-        "training genes: %d (union of the top %d markers of %d cell types); held-out genes: %d%s",
-        len(split.training), n_markers, len(markers), len(split.heldout),
-        " (including markers)" if split.heldout_from_markers else "",
-    )
 
-    # AnnData copies on the shared genes, in the layout Tangram expects.
-    sc_ad = ad.AnnData(
-        X=ref_x[:, ref_gene_pos],
-        obs=pd.DataFrame({label_key: ref_labels.values}, index=reference.obs_names[keep].astype(str)),
-        var=pd.DataFrame(index=pd.Index(genes)),
-    )
-    slide_gene_pos = pd.Index(slide.var_names).get_indexer(genes)
+def _tangram_inputs(slide: ad.AnnData, sc_ad: ad.AnnData, genes: list[str], split: GeneSplit, name: str) -> ad.AnnData:
+    """The slide on the shared genes as Tangram expects it; both prepared by ``tangram.pp_adatas``."""
+    import tangram as tg
+
     slide_x = _csr(slide.X)
     sp_ad = ad.AnnData(
-        X=slide_x[:, slide_gene_pos],
+        X=slide_x[:, pd.Index(slide.var_names).get_indexer(genes)],
         obs=pd.DataFrame(index=slide.obs_names.astype(str)),
         var=pd.DataFrame(index=pd.Index(genes)),
     )
@@ -387,59 +395,71 @@ def run_tangram(
     if totals.sum() <= 0:
         raise ValueError(f"sample {name}: the slide has no counts")
     sp_ad.obs["rna_count_based_density"] = totals / totals.sum()
+    return sp_ad
+
+
+def _map(sc_ad, sp_ad, label_key, mode, density_prior, num_epochs, learning_rate, device, seed, threads):
+    """``tangram.map_cells_to_space``, seeded; the map and its training score."""
+    import tangram as tg
 
     seed_everything(seed)
     if threads is not None:
         import torch
 
-        torch.set_num_threads(int(threads))  # the marker ranking above may have reset it
+        torch.set_num_threads(int(threads))  # the marker ranking may have reset it
     log.info(
         "Tangram: mode %s, density prior %s, %d epochs, learning rate %g, device %s, seed %d",
         mode, density_prior, num_epochs, learning_rate, device, seed,
     )
     mapping = tg.map_cells_to_space(
-        sc_ad,
-        sp_ad,
-        mode=mode,
-        cluster_label=label_key if mode == "clusters" else None,
-        density_prior=density_prior,
-        num_epochs=num_epochs,
-        learning_rate=learning_rate,
-        device=device,
-        random_state=seed,
-        verbose=True,
+        sc_ad, sp_ad, mode=mode, cluster_label=label_key if mode == "clusters" else None,
+        density_prior=density_prior, num_epochs=num_epochs, learning_rate=learning_rate, device=device,
+        random_state=seed, verbose=True,
     )
-    train_df = mapping.uns["train_genes_df"]
-    training_score = float(np.nanmean(train_df["train_score"]))
+    training_score = float(np.nanmean(mapping.uns["train_genes_df"]["train_score"]))
     log.info("training score (mean cosine over the training genes): %.3f", training_score)
+    return mapping, training_score
 
-    m = np.asarray(mapping.X, dtype=np.float64)  # rows: cells or types; columns: spots
+
+def _map_matrix(mapping: ad.AnnData, sc_ad: ad.AnnData, label_key: str, mode: str):
+    """The map (rows: cells or types; columns: spots), row labels, row weights, row expression."""
+    import tangram as tg
+
+    m = np.asarray(mapping.X, dtype=np.float64)
     row_labels = mapping.obs[label_key].astype(str).to_numpy()
     if mode == "cells":
-        weights = np.full(m.shape[0], 1.0 / m.shape[0])
-        source = sc_ad.X
-    else:
-        weights = mapping.obs["cluster_density"].to_numpy(dtype=np.float64)
-        # Per-type summed expression, as Tangram built it for training.
-        clusters = tg.mapping_utils.adata_to_cluster_expression(sc_ad, label_key, scale=True, add_density=True)
-        if list(clusters.obs[label_key].astype(str)) != list(row_labels):
-            raise RuntimeError("Tangram's cluster order changed between mapping and projection")
-        source = clusters.X
+        return m, row_labels, np.full(m.shape[0], 1.0 / m.shape[0]), sc_ad.X
+    weights = mapping.obs["cluster_density"].to_numpy(dtype=np.float64)
+    # Per-type summed expression, as Tangram built it for training.
+    clusters = tg.mapping_utils.adata_to_cluster_expression(sc_ad, label_key, scale=True, add_density=True)
+    if list(clusters.obs[label_key].astype(str)) != list(row_labels):
+        raise RuntimeError("Tangram's cluster order changed between mapping and projection")
+    return m, row_labels, weights, clusters.X
 
-    # Cell-type mass per spot, proportions and counts.
+
+def _results(slide, m, row_labels, weights, source, sp_ad, genes, split, cells_per_spot) -> base.MethodResult:
+    """Proportions, expected counts, projected expression and gene scores (QC: the score summary)."""
     cell_types = sorted(pd.unique(row_labels))
     onehot = pd.get_dummies(pd.Categorical(row_labels, categories=cell_types)).to_numpy(dtype=np.float64)
     mass = m.T @ (onehot * weights[:, None])  # spots x types; sums to 1 overall
     index = pd.Index(slide.obs_names.astype(str), name="barcode")
-    proportions = pd.DataFrame(_per_spot_fraction(mass), index=index, columns=cell_types)
+    proportions = pd.DataFrame(base.normalise_rows(mass), index=index, columns=cell_types)
     counts = pd.DataFrame(mass * cells_per_spot * slide.n_obs, index=index, columns=cell_types)
-
-    # Projected expression of every shared gene, scored against the measured one.
     source = source.toarray() if sp.issparse(source) else np.asarray(source)
     projected_all = m.T @ np.asarray(source, dtype=np.float64)  # spots x genes
     measured = sp_ad.X.toarray() if sp.issparse(sp_ad.X) else np.asarray(sp_ad.X)
     scores = gene_scores(measured, projected_all, genes)
     scores["heldout"] = ~scores.index.isin(split.training)
+    summary = _score_summary(scores)
+    heldout_pos = [genes.index(g) for g in split.heldout]
+    projected = pd.DataFrame(projected_all[:, heldout_pos], index=index, columns=pd.Index(split.heldout, name="gene"))
+    spot_qc = base.spot_status(index, {})
+    return base.MethodResult(NAME, "", proportions, summary, abundances=counts, spot_qc=spot_qc,
+                             extras={"projected": projected, "gene_scores": scores})
+
+
+def _score_summary(scores: pd.DataFrame) -> dict:
+    """Median / 90th percentile of the held-out genes' r and cosine, median r of the training genes."""
     heldout_scores = scores.loc[scores["heldout"]]
     n_nan = int(heldout_scores["pearson_r"].isna().sum())
     if n_nan:
@@ -455,52 +475,15 @@ def run_tangram(
         "held-out genes (%d): Pearson r median %.3f, 90th percentile %.3f; cosine median %.3f",
         len(heldout_scores), summary["heldout_median"], summary["heldout_p90"], summary["heldout_cosine_median"],
     )
-    heldout_pos = [genes.index(g) for g in split.heldout]
-    projected = pd.DataFrame(projected_all[:, heldout_pos], index=index, columns=pd.Index(split.heldout, name="gene"))
+    return summary
 
-    table = None
-    if assignment:
-        if mode != "cells":
-            raise ValueError("a cell-to-spot assignment needs --mode cells")
-        best = m.argmax(axis=1)
-        table = pd.DataFrame(
-            {
-                "cell_type": row_labels,
-                "barcode": index.to_numpy()[best],
-                "probability": m[np.arange(m.shape[0]), best],
-            },
-            index=pd.Index(mapping.obs_names, name="cell"),
-        )
 
-    qc = {
-        "sample": name,
-        "mode": mode,
-        "device": device,
-        "density_prior": density_prior,
-        "num_epochs": int(num_epochs),
-        "learning_rate": float(learning_rate),
-        "seed": int(seed),
-        "n_markers": int(n_markers),
-        "n_shared_genes": len(genes),
-        "n_training_genes": len(split.training),
-        "n_heldout_genes": len(split.heldout),
-        "heldout_from_markers": bool(split.heldout_from_markers),
-        "training_score": training_score,
-        **summary,
-        "cells_used": int(len(keep)),
-        "max_cells_per_type": int(max_cells_per_type) if mode == "cells" else None,
-        "cells_per_spot": float(cells_per_spot),
-        "n_spots": int(slide.n_obs),
-        "cell_types": cell_types,
-    }
-    return TangramResult(
-        proportions=proportions,
-        counts=counts,
-        projected=projected,
-        gene_scores=scores,
-        qc=qc,
-        assignment=table,
-        mapping=mapping,
+def _assignment(m: np.ndarray, row_labels: np.ndarray, index: pd.Index, mapping: ad.AnnData) -> pd.DataFrame:
+    """Each reference cell's most likely spot and its probability (``cells`` mode)."""
+    best = m.argmax(axis=1)
+    return pd.DataFrame(
+        {"cell_type": row_labels, "barcode": index.to_numpy()[best], "probability": m[np.arange(m.shape[0]), best]},
+        index=pd.Index(mapping.obs_names, name="cell"),
     )
 
 
@@ -509,7 +492,7 @@ def _nan_stat(values: pd.Series, q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
-def annotate_slide(slide: ad.AnnData, result: TangramResult) -> ad.AnnData:
+def annotate_slide(slide: ad.AnnData, result: base.MethodResult) -> ad.AnnData:
     """A copy of ``slide`` with the Tangram results in ``obsm`` and a summary in ``uns``."""
     from spatialmap import keys
 
@@ -518,8 +501,8 @@ def annotate_slide(slide: ad.AnnData, result: TangramResult) -> ad.AnnData:
         raise ValueError("the Tangram results do not match the slide's spots")
     for key, frame in (
         (keys.TANGRAM_PROPORTIONS, result.proportions),
-        (keys.TANGRAM_COUNTS, result.counts),
-        (keys.TANGRAM_PROJECTED, result.projected),
+        (keys.TANGRAM_COUNTS, result.abundances),
+        (keys.TANGRAM_PROJECTED, result.extras["projected"]),
     ):
         frame = frame.copy()
         frame.index = out.obs_names
