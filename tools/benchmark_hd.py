@@ -18,7 +18,10 @@ task from the trace, the outputs' sizes and whether the MultiQC report has the s
     ~/.cache/spatialmap/env/bin/python tools/benchmark_hd.py --workdir /tmp/hdbench --nextflow \
         --methods flashdeconv,nnls,cell2location
 
-``--from-trace TRACE --results DIR`` prints the same tables from a run already made.
+``--from-trace TRACE --results DIR`` prints the same tables from a run already made. Both also print
+the whole run's span and largest peak RSS from the trace, and the accuracy of every method's (and the
+consensus's) bin proportions against the generator's truth (per-type Pearson r, median and minimum;
+``--truth``, default ``<workdir>/data/truth/hdbig_bins_008um_proportions.csv``).
 """
 
 from __future__ import annotations
@@ -81,17 +84,69 @@ def trace_table(trace: Path) -> list[dict]:
     return rows
 
 
+def trace_span(trace: Path) -> tuple[float, float]:
+    """Seconds from the first task's submission to the last task's end, and the largest peak RSS (GB), of a trace."""
+    import csv
+    from datetime import datetime
+
+    starts, ends, rss = [], [], []
+    with open(trace) as handle:
+        for rec in csv.DictReader(handle, delimiter="\t"):
+            if rec.get("submit", "-") in ("-", ""):
+                continue
+            start = datetime.strptime(rec["submit"], "%Y-%m-%d %H:%M:%S.%f").timestamp()
+            starts.append(start)
+            ends.append(start + (_seconds(rec.get("duration", "")) or 0.0))
+            rss.append(_gigabytes(rec.get("peak_rss", "")) or 0.0)
+    return (max(ends) - min(starts), max(rss)) if starts else (0.0, 0.0)
+
+
+def accuracy_table(results: Path, truth_csv: Path, sample: str = "hdbig") -> str:
+    """Markdown: every method's and the consensus's bin proportions against the true share of the bins' counts.
+
+    Per cell type, Pearson r over the bins the method fitted (rows without NaN); median and minimum over the
+    types, as in the earlier full-slide sections of tools/BENCHMARKS.md.
+    """
+    import numpy as np
+    import pandas as pd
+
+    truth = pd.read_csv(truth_csv, index_col=0)
+    truth.index = truth.index.astype(str)
+    tables = sorted(results.glob(f"*/{sample}/{sample}.*_proportions.csv"))
+    tables += sorted(results.glob(f"*/{sample}/{sample}.cell2location_q05.csv"))
+    lines = ["| method | bins fitted | per-type r median | per-type r min | RMSE |", "|---|---|---|---|---|"]
+    for table in tables:
+        method = table.name[len(sample) + 1 :].replace("_proportions.csv", "").replace(".csv", "")
+        props = pd.read_csv(table, index_col=0).dropna()
+        props.index = props.index.astype(str)
+        types = [c for c in props.columns if c in truth.columns]
+        props = props[types].div(props[types].sum(axis=1), axis=0)  # cell2location abundances -> shares
+        t = truth.loc[props.index, types]
+        r = [float(np.corrcoef(props[c], t[c])[0, 1]) for c in types]
+        rmse = float(np.sqrt(((props.to_numpy() - t.to_numpy()) ** 2).mean()))
+        lines.append(f"| {method} | {len(props):,} | {np.median(r):.3f} | {np.min(r):.3f} | {rmse:.4f} |")
+    return "\n".join(lines)
+
+
 def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
 
-def report_run(trace: Path, results: Path, sample: str = "hdbig") -> str:
-    """Markdown: per-task wall time and peak RSS, outputs' sizes, the MultiQC report's row for the slide."""
+def report_run(trace: Path, results: Path, sample: str = "hdbig", truth: Path | None = None) -> str:
+    """Markdown: per-task wall time and peak RSS, the run's span, outputs' sizes, the MultiQC report's row for
+    the slide, and (with ``truth``) every method's accuracy against it."""
     lines = ["| task | status | wall (s) | peak RSS (GB) | %CPU |", "|---|---|---|---|---|"]
     for row in trace_table(trace):
         wall = f"{row['wall_s']:.1f}" if row["wall_s"] is not None else ""
         rss = f"{row['peak_rss_gb']:.2f}" if row["peak_rss_gb"] is not None else ""
         lines.append(f"| {row['task']} | {row['status']} | {wall} | {rss} | {row['cpu']} |")
+    span, peak = trace_span(trace)
+    lines.append(f"| **tasks, first submitted to last done** | | **{span:.0f}** | max {peak:.2f} | |")
+    selection = results / "multiqc" / "multiqc_data" / "multiqc_spatialmap_method_selection.txt"
+    if selection.is_file():
+        lines += ["", "Method selection: " + "; ".join(selection.read_text().strip().splitlines()[1:])]
+    if truth is not None and truth.is_file():
+        lines += ["", accuracy_table(results, truth, sample)]
     lines += ["", "| output | size (MB) |", "|---|---|"]
     spatial = results / "spatial" / sample
     for path in sorted(spatial.iterdir()) if spatial.is_dir() else []:
@@ -143,9 +198,12 @@ def main() -> None:
     parser.add_argument("--nextflow-args", default="", help="more arguments for the nextflow run (one string)")
     parser.add_argument("--from-trace", type=Path, default=None, help="only print the tables of a run already made")
     parser.add_argument("--results", type=Path, default=None, help="with --from-trace: the run's --outdir")
+    parser.add_argument("--truth", type=Path, default=None,
+                        help="true bin proportions (default: <workdir>/data/truth/hdbig_bins_008um_proportions.csv)")
     args = parser.parse_args()
+    truth = args.truth or args.workdir.resolve() / "data" / "truth" / "hdbig_bins_008um_proportions.csv"
     if args.from_trace:
-        print(report_run(args.from_trace, args.results or args.from_trace.parents[1]))
+        print(report_run(args.from_trace, args.results or args.from_trace.parents[1], truth=truth))
         return
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -156,7 +214,7 @@ def main() -> None:
                 run_step("generate", [py, str(REPO / "tools" / "make_hd_test_data.py"), "--outdir", str(work / "data"),
                                       "--big-hd-side", str(args.side), "--n-genes", str(args.n_genes)], work, log)  # fmt: skip
         trace, results = run_nextflow(work, args.methods, args.nextflow_args.split())
-        print(report_run(trace, results))
+        print(report_run(trace, results, truth=truth))
         return
     rows = []
     with open(work / "benchmark_hd.log", "a") as log:
