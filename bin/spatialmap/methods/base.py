@@ -251,16 +251,17 @@ def annotate_slide(slide: ad.AnnData, result: MethodResult) -> ad.AnnData:
     out = slide.copy()
     frame = full_proportions(slide, result)
     frame.columns = frame.columns.astype(str)
-    out.obsm[keys.DECONV_PROPORTIONS[method]] = frame.set_axis(out.obs_names)
+    # the methods keys.py names; a method added later gets the same pattern without an entry there
+    out.obsm[keys.DECONV_PROPORTIONS.get(method, f"{method}_proportions")] = frame.set_axis(out.obs_names)
     spot_qc = result.spot_qc if result.spot_qc is not None else spot_status(out.obs_names, {})
     spot_qc = spot_qc.reindex(out.obs_names)
-    out.obs[keys.DECONV_STATUS[method]] = pd.Categorical(spot_qc["status"].astype(str).to_numpy())
+    out.obs[keys.DECONV_STATUS.get(method, f"{method}_status")] = pd.Categorical(spot_qc["status"].astype(str).to_numpy())
     for column in spot_qc.columns.drop("status"):
         values = spot_qc[column]
         if values.dtype == object or values.isna().any():
             values = pd.Categorical(values.astype(object).where(values.notna(), "filtered").astype(str))
         out.obs[column] = values
-    out.uns[keys.UNS_DECONV[method]] = uns_safe(result.qc)
+    out.uns[keys.UNS_DECONV.get(method, method)] = uns_safe(result.qc)
     return out
 
 
