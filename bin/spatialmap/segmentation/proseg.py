@@ -144,12 +144,10 @@ def segment_visium_hd(
     """
     import sopa
     import spatialdata
-    from spatialdata.models import ShapesModel
     from spatialdata.transformations import get_transformation
 
     outs = Path(outs_dir)
-    _, version = find_proseg(sample)
-    suffix = f"--nthreads {int(threads)} {split_args(extra_args, sample)}".strip()
+    version, suffix = _proseg_command(sample, extra_args, threads)
     sdata = read_sopa("visium_hd", outs, sample, bin_size=2, load_segmentations_only=False)
     bins_key = sdata.attrs.get("bins_table", "square_002um")
     if bins_key not in sdata.tables:
@@ -157,31 +155,13 @@ def segment_visium_hd(
     bins_shapes_key = sdata.tables[bins_key].uns["spatialdata_attrs"]["region"]
     bins_shapes_key = bins_shapes_key[0] if isinstance(bins_shapes_key, list) else bins_shapes_key
     pixel_cs = _identity_system(get_transformation(sdata[bins_shapes_key], get_all=True), sample)
-    if prior is not None:
-        prior_df = gpd.read_parquet(prior)
-        if prior_df.empty:
-            raise InputError(f"sample {sample}: the prior segmentation {prior} holds no cell")
-        prior_df = gpd.GeoDataFrame(geometry=prior_df.geometry.to_numpy(), crs=None)
-        transformations = get_transformation(sdata[bins_shapes_key], get_all=True)
-        sdata.shapes[PRIOR_KEY] = ShapesModel.parse(prior_df, transformations=transformations)
-        prior_key, prior_source = PRIOR_KEY, Path(prior).name
-    else:
-        prior_key = next((k for k in sdata.shapes if k.endswith("_cell_segmentations")), None)
-        if prior_key is None:
-            raise InputError(
-                f"sample {sample}: ProSeg on Visium HD refines a prior segmentation, and {outs} has none "
-                "(no segmented_outputs/cell_segmentations.geojson, Space Ranger 4): give a prior cells file"
-            )
-        prior_source = "segmented_outputs/cell_segmentations.geojson"
+    prior_key, prior_source = _hd_prior(sdata, bins_shapes_key, prior, outs, sample)
     n_prior = int(len(sdata[prior_key]))
     bins = sdata.tables[bins_key]
     bins.X = bins.X.tocsr()
     total = float(bins.X.sum())
-    with sopa_cache(Path(workdir)):
-        try:
-            sopa.segmentation.proseg(sdata, prior_shapes_key=prior_key, command_line_suffix=suffix)
-        except subprocess.CalledProcessError as err:
-            raise InputError(f"sample {sample}: proseg failed (exit {err.returncode}): {err.cmd}") from err
+    with _running_proseg(workdir, sample):
+        sopa.segmentation.proseg(sdata, prior_shapes_key=prior_key, command_line_suffix=suffix)
     shapes_px = spatialdata.transform(sdata[PROSEG_KEY], to_coordinate_system=pixel_cs)
     cells = _valid_cells(shapes_px, sample)
     mpp = _microns_per_pixel(sdata[bins_shapes_key], sample)
@@ -197,6 +177,46 @@ def segment_visium_hd(
     return cells, qc
 
 
+def _proseg_command(sample: str, extra_args: str, threads: int) -> tuple[str, str]:
+    """ProSeg's version (the binary must be on ``PATH``) and the options appended to sopa's command line."""
+    _, version = find_proseg(sample)
+    suffix = f"--nthreads {int(threads)} {split_args(extra_args, sample)}".strip()
+    return version, suffix
+
+
+@contextlib.contextmanager
+def _running_proseg(workdir: str | Path, sample: str) -> Iterator[None]:
+    """Run ProSeg (through sopa) with sopa's cache in ``workdir``; a failed run is an :class:`InputError`."""
+    with sopa_cache(Path(workdir)):
+        try:
+            yield
+        except subprocess.CalledProcessError as err:
+            raise InputError(f"sample {sample}: proseg failed (exit {err.returncode}): {err.cmd}") from err
+
+
+def _hd_prior(sdata, bins_shapes_key: str, prior: str | Path | None, outs: Path, sample: str) -> tuple[str, str]:
+    """The prior segmentation's key in ``sdata.shapes`` and its source: the ``prior`` cells file (added as
+    ``spatialmap_prior`` in the bins' coordinate systems) or Space Ranger 4's boundaries."""
+    from spatialdata.models import ShapesModel
+    from spatialdata.transformations import get_transformation
+
+    if prior is not None:
+        prior_df = gpd.read_parquet(prior)
+        if prior_df.empty:
+            raise InputError(f"sample {sample}: the prior segmentation {prior} holds no cell")
+        prior_df = gpd.GeoDataFrame(geometry=prior_df.geometry.to_numpy(), crs=None)
+        transformations = get_transformation(sdata[bins_shapes_key], get_all=True)
+        sdata.shapes[PRIOR_KEY] = ShapesModel.parse(prior_df, transformations=transformations)
+        return PRIOR_KEY, Path(prior).name
+    prior_key = next((k for k in sdata.shapes if k.endswith("_cell_segmentations")), None)
+    if prior_key is None:
+        raise InputError(
+            f"sample {sample}: ProSeg on Visium HD refines a prior segmentation, and {outs} has none "
+            "(no segmented_outputs/cell_segmentations.geojson, Space Ranger 4): give a prior cells file"
+        )
+    return prior_key, "segmented_outputs/cell_segmentations.geojson"
+
+
 def segment_xenium(
     path: str | Path, sample: str, workdir: str | Path, extra_args: str = "", threads: int = 1
 ) -> tuple[gpd.GeoDataFrame, dict]:
@@ -209,8 +229,7 @@ def segment_xenium(
     import sopa
 
     path = Path(path)
-    _, version = find_proseg(sample)
-    suffix = f"--nthreads {int(threads)} {split_args(extra_args, sample)}".strip()
+    version, suffix = _proseg_command(sample, extra_args, threads)
     sdata = read_sopa("xenium", path, sample)
     if not sdata.points:
         raise InputError(f"sample {sample}: no transcripts read from {path}")
@@ -218,12 +237,9 @@ def segment_xenium(
     points_key = sdata.attrs.get("transcripts_dataframe", next(iter(sdata.points)))
     cell_ids = sdata[points_key][prior_column]
     n_prior = int(cell_ids[cell_ids != unassigned].nunique().compute())
-    with sopa_cache(Path(workdir)):
-        try:
-            sopa.make_transcript_patches(sdata, patch_width=None, prior_shapes_key="auto")
-            sopa.segmentation.proseg(sdata, command_line_suffix=suffix)
-        except subprocess.CalledProcessError as err:
-            raise InputError(f"sample {sample}: proseg failed (exit {err.returncode}): {err.cmd}") from err
+    with _running_proseg(workdir, sample):
+        sopa.make_transcript_patches(sdata, patch_width=None, prior_shapes_key="auto")
+        sopa.segmentation.proseg(sdata, command_line_suffix=suffix)
     cells = _valid_cells(sdata[PROSEG_KEY], sample)  # intrinsic coordinates = the transcripts' (µm)
     qc = {
         "sample": sample, "platform": "xenium", "segmentation": "proseg", "proseg_version": version,
