@@ -13,25 +13,10 @@ import ast
 import re
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / "bin"
 MAX_LINES = 80
 LONG_REASON = re.compile(r"#\s*long:\s*\S")
-
-# TODO(issue 18): the functions of bin/spatialmap/methods/ below are being split into named steps
-# by another change. Until then they are allowed here only: test_known_long_functions_in_methods
-# is an expected failure (not strict) for them, every other function in bin/ is checked strictly.
-# Remove each entry when its function is under MAX_LINES (or says why with `# long: <reason>`),
-# and the allowance with the last one.
-KNOWN_OFFENDERS: dict[str, set[str]] = {
-    "bin/spatialmap/methods/c2l_train.py": {"train_lean"},
-    "bin/spatialmap/methods/cell2location.py": {"run"},
-    "bin/spatialmap/methods/rctd.py": {"run"},
-    "bin/spatialmap/methods/tangram.py": {"run"},
-}
-
 
 def _python_files() -> list[Path]:
     return sorted(p for p in BIN.rglob("*.py") if "__pycache__" not in p.parts)
@@ -99,26 +84,8 @@ def test_the_checker_counts_and_reads_the_reasons():
     assert names == ["plain", "empty_reason", "K.method"]
 
 
-def test_known_offenders_are_in_methods_only():
-    assert all(path.startswith("bin/spatialmap/methods/") for path in KNOWN_OFFENDERS)
-
-
 def test_functions_are_short_or_say_why():
-    offenders = {
-        path: [f for f in found if f[0] not in KNOWN_OFFENDERS.get(path, set())]
-        for path, found in _offenders().items()
-    }
-    offenders = {path: found for path, found in offenders.items() if found}
-    assert not offenders, _report(offenders)
-
-
-@pytest.mark.xfail(strict=False, reason="TODO(issue 18): bin/spatialmap/methods/ is being split (KNOWN_OFFENDERS)")
-def test_known_long_functions_in_methods():
-    offenders = {
-        path: [f for f in found if f[0] in KNOWN_OFFENDERS.get(path, set())]
-        for path, found in _offenders().items()
-    }
-    offenders = {path: found for path, found in offenders.items() if found}
+    offenders = {path: found for path, found in _offenders().items() if found}
     assert not offenders, _report(offenders)
 
 

@@ -41,6 +41,8 @@ REPORT_COLUMNS = {
     "stop_reason": "why training stopped: converged (the mean -ELBO of the last window improved by less than "
                    "the tolerance) or max_epochs (the epoch cap was reached first)",
     "final_loss": "-ELBO of the last training epoch",
+    "lr_final": "learning rate at the end of training",
+    "lr_dropped_at_epoch": "epoch at which the learning rate was lowered (empty: never)",
     "train_seconds": "training time of the group run (seconds)",
     "mean_total_cells_per_spot": "mean total cells per spot (posterior mean)",
     "most_abundant_type": "most abundant cell type on the slide",
@@ -149,7 +151,7 @@ def _check_inputs(slides: Mapping[str, ad.AnnData], signatures: pd.DataFrame, n_
             raise InputError(f"slide {sample}: X must hold raw integer counts")
 
 
-# Over 80 lines only by its docstring, which documents every setting; the code is 41 lines.
+# long: over 80 lines only by its docstring, which documents every setting; the code is 41 lines.
 def run(
     slides: Mapping[str, ad.AnnData],
     signatures: pd.DataFrame,

@@ -325,7 +325,7 @@ def _rctd_fit(model, mode: str, batch_size):
 
 
 
-# Over 80 lines only by its docstring, which documents every setting; the code is 29 lines.
+# long: over 80 lines only by its docstring, which documents every setting; the code is 29 lines.
 def run(
     slide: ad.AnnData,
     reference: ad.AnnData,

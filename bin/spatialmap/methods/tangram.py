@@ -210,7 +210,7 @@ def gene_scores(measured: np.ndarray, projected: np.ndarray, genes: list[str]) -
 # --------------------------------------------------------------------------- mapping
 
 
-# Over 80 lines only by its docstring, which documents every setting; the code is 43 lines.
+# long: over 80 lines only by its docstring, which documents every setting; the code is 43 lines.
 def run(
     slide: ad.AnnData,
     reference: ad.AnnData,
