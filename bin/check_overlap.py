@@ -43,7 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="match on this var column of the slides (e.g. gene_ids, or 'var_names'); default: the naming sharing the most genes",
     )
     parser.add_argument("--label-key", required=True, help="obs column of the reference with the cell types")
-    parser.add_argument("--n-markers", type=int, default=50, help="top markers per cell type to look for (default: %(default)s)")
+    parser.add_argument(
+        "--n-markers", type=int, default=50, help="top markers per cell type to look for (default: %(default)s)"
+    )
     parser.add_argument(
         "--min-shared-genes",
         type=int,
@@ -62,11 +64,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the reference as the user named it, for the messages (default: the --reference file name)",
     )
     parser.add_argument(
-        "--output-reference", required=True, type=Path,
+        "--output-reference",
+        required=True,
+        type=Path,
         help="reference .h5ad to write, genes named as on the slides",
     )
     parser.add_argument("--output-tsv", required=True, type=Path, help="overlap table to write, one row per slide")
-    parser.add_argument("--output-json", required=True, type=Path, help="overlap details (markers, missing ones) to write")
+    parser.add_argument(
+        "--output-json", required=True, type=Path, help="overlap details (markers, missing ones) to write"
+    )
     parser.add_argument("--process-name", default="check_overlap.py", help="process name written to the versions file")
     parser.add_argument("--versions", default="versions.yml", type=Path, help="versions file to write")
     return parser.parse_args(argv)
@@ -128,10 +134,15 @@ def main(argv: list[str] | None = None) -> None:
     result.table.insert(0, "genes_matched_by", match.description)
     result.table.insert(1, "duplicate_names_made_unique", match.duplicates["reference"] + match.duplicates["slides"])
     for sample, row in result.table.iterrows():
-        worst = min(result.markers, key=lambda label: len(result.markers[label]) - len(result.missing_markers[sample][label]))
+        worst = min(
+            result.markers, key=lambda label: len(result.markers[label]) - len(result.missing_markers[sample][label])
+        )
         log.info(
             "slide %s: %d shared genes; fewest shared markers: %s %s",
-            sample, row["shared_genes"], worst, row[f"markers:{worst}"],
+            sample,
+            row["shared_genes"],
+            worst,
+            row[f"markers:{worst}"],
         )
     with cli.atomic_path(args.output_tsv) as tmp:
         result.table.to_csv(tmp, sep="\t")

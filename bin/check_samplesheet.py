@@ -19,15 +19,22 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--base-dir", help="folder that relative paths are taken from (default: the samplesheet's)")
     parser.add_argument(
-        "--hd-bin-size", type=int, default=8, choices=(8, 16),
+        "--hd-bin-size",
+        type=int,
+        default=8,
+        choices=(8, 16),
         help="bin size (µm) Visium HD slides are read at; its binned_outputs folder must exist (default: 8)",
     )
     parser.add_argument(
-        "--hd-mode", default="bins", choices=("bins", "cells"),
+        "--hd-mode",
+        default="bins",
+        choices=("bins", "cells"),
         help="Visium HD units; cells need the 2 µm bins (default: bins)",
     )
     parser.add_argument(
-        "--segmentation", default="auto", choices=SEGMENTATIONS,
+        "--segmentation",
+        default="auto",
+        choices=SEGMENTATIONS,
         help="cell boundaries of Visium HD cells mode and Xenium: auto = the platform's own when present, "
         "else StarDist on the H&E (default: auto)",
     )
@@ -36,8 +43,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--versions", default="versions.yml", help="versions file to write")
     args = parser.parse_args(argv)
 
-    slides = read_samplesheet(args.samplesheet, base_dir=args.base_dir, hd_bin_size=args.hd_bin_size, hd_mode=args.hd_mode,
-                              segmentation=args.segmentation)
+    slides = read_samplesheet(
+        args.samplesheet,
+        base_dir=args.base_dir,
+        hd_bin_size=args.hd_bin_size,
+        hd_mode=args.hd_mode,
+        segmentation=args.segmentation,
+    )
     with cli.atomic_path(args.output) as tmp:
         write_checked(slides, tmp)
     groups = sorted({s.group for s in slides})
@@ -45,7 +57,9 @@ def main(argv: list[str] | None = None) -> None:
         f"{s.sample}: {s.input_type}" + (f" (segmentation {s.segmentation})" if s.segmentation != "none" else "")
         for s in slides
     )
-    log.info("samplesheet OK: %d slide(s) in %d group(s): %s (%s)", len(slides), len(groups), ", ".join(groups), platforms)
+    log.info(
+        "samplesheet OK: %d slide(s) in %d group(s): %s (%s)", len(slides), len(groups), ", ".join(groups), platforms
+    )
     cli.write_versions(args.versions, args.process_name, [])
 
 

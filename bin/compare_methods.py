@@ -37,21 +37,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from spatialmap.consensus.rules import DEFAULT_RULE, RULES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--proportions", nargs="+", required=True,
-                        help="every method's per-slide table (index: barcode; columns: cell types)")
-    parser.add_argument("--slides", nargs="*", default=[],
-                        help="slide h5ad files <sample>[.qc].h5ad: spot positions for the maps, counts for the "
-                             "reconstruction-based rules")
-    parser.add_argument("--signatures", default=None,
-                        help="genes x cell types expected counts per cell (CSV), for the drop_worst and weighted rules")
-    parser.add_argument("--reference", default=None,
-                        help="labelled reference h5ad (raw counts): per-type mean counts as the signatures, instead of --signatures")
+    parser.add_argument(
+        "--proportions",
+        nargs="+",
+        required=True,
+        help="every method's per-slide table (index: barcode; columns: cell types)",
+    )
+    parser.add_argument(
+        "--slides",
+        nargs="*",
+        default=[],
+        help="slide h5ad files <sample>[.qc].h5ad: spot positions for the maps, counts for the "
+        "reconstruction-based rules",
+    )
+    parser.add_argument(
+        "--signatures",
+        default=None,
+        help="genes x cell types expected counts per cell (CSV), for the drop_worst and weighted rules",
+    )
+    parser.add_argument(
+        "--reference",
+        default=None,
+        help="labelled reference h5ad (raw counts): per-type mean counts as the signatures, instead of --signatures",
+    )
     parser.add_argument("--label-key", default="cell_type", help="obs column of --reference with the cell types")
     parser.add_argument("--rule", choices=RULES, default=DEFAULT_RULE, help=f"consensus rule (default: {DEFAULT_RULE})")
-    parser.add_argument("--temperature", type=float, default=0.0025,
-                        help="reconstruction-based rules: weights exp((score - best) / temperature) (default: 0.0025)")
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=0.0025,
+        help="reconstruction-based rules: weights exp((score - best) / temperature) (default: 0.0025)",
+    )
     parser.add_argument("--outdir", default=".", help="output folder (default: .)")
-    parser.add_argument("--process-name", default=Path(__file__).name, help="process name in versions.yml (default: script name)")
+    parser.add_argument(
+        "--process-name", default=Path(__file__).name, help="process name in versions.yml (default: script name)"
+    )
     parser.add_argument("--versions", default="versions.yml", help="versions file to write (default: versions.yml)")
     return parser.parse_args(argv)
 
@@ -105,14 +125,23 @@ def write_slide(outdir: Path, sample: str, result, slide_h5ad: Path | None) -> N
     slide = ad.read_h5ad(slide_h5ad, backed="r")
     names = slide.obs_names
     methods = ", ".join(result.weights)
-    plot_spatial_values(slide, result.proportions.reindex(names), outdir / f"{sample}.consensus_maps.png",
-                        f"{sample}: consensus cell-type proportions ({result.rule} of {methods})")
+    plot_spatial_values(
+        slide,
+        result.proportions.reindex(names),
+        outdir / f"{sample}.consensus_maps.png",
+        f"{sample}: consensus cell-type proportions ({result.rule} of {methods})",
+    )
     scores = result.disagreement
     if scores["n_methods"].nunique() == 1:  # every method reported every spot: nothing to show
         scores = scores.drop(columns="n_methods")
-    plot_spatial_values(slide, scores.reindex(names), outdir / f"{sample}.consensus_disagreement.png",
-                        f"{sample}: where methods disagree (Jensen-Shannon divergence to the consensus)",
-                        cmap="magma", vmax_quantile=0.99)
+    plot_spatial_values(
+        slide,
+        scores.reindex(names),
+        outdir / f"{sample}.consensus_disagreement.png",
+        f"{sample}: where methods disagree (Jensen-Shannon divergence to the consensus)",
+        cmap="magma",
+        vmax_quantile=0.99,
+    )
     slide.file.close()
 
 
@@ -131,8 +160,9 @@ def slide_consensus(by_method: dict, sample: str, args: argparse.Namespace, slid
     from spatialmap.consensus import rules as consensus
 
     try:
-        return consensus.slide_consensus(by_method, sample, args.rule, slide=slide, signatures=signatures,
-                                         temperature=args.temperature)
+        return consensus.slide_consensus(
+            by_method, sample, args.rule, slide=slide, signatures=signatures, temperature=args.temperature
+        )
     except ValueError as err:
         if args.rule not in consensus.NEEDS_COUNTS or "at least 2 methods" in str(err):
             raise cli.InputError(str(err)) from None
@@ -181,10 +211,12 @@ def main(argv: list[str] | None = None) -> None:
         result = slide_consensus(by_method, sample, args, slide, signatures)
         write_slide(outdir, sample, result, slides.get(sample))
         rows.append(consensus.summary(sample, result))
-    for name, frame, kwargs in (("method_agreement.csv", long, dict(index=False)),
-                                ("method_agreement_matrix.tsv", matrix, dict(sep="\t")),
-                                ("method_agreement_pairs.tsv", pairs, dict(sep="\t")),
-                                ("consensus_summary.tsv", pd.DataFrame(rows).set_index("sample"), dict(sep="\t"))):
+    for name, frame, kwargs in (
+        ("method_agreement.csv", long, dict(index=False)),
+        ("method_agreement_matrix.tsv", matrix, dict(sep="\t")),
+        ("method_agreement_pairs.tsv", pairs, dict(sep="\t")),
+        ("consensus_summary.tsv", pd.DataFrame(rows).set_index("sample"), dict(sep="\t")),
+    ):
         with cli.atomic_path(outdir / name) as tmp:
             frame.to_csv(tmp, float_format="%.6g", na_rep="NA", **kwargs)
     cli.write_versions(args.versions, args.process_name, PACKAGES)

@@ -24,10 +24,18 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="rctd_q_matrices.npz", help="table to write (default: rctd_q_matrices.npz)")
-    parser.add_argument("--k-max", type=int, default=1000,
-                        help="largest count the table covers; larger counts are clamped, as in RCTD (default: 1000)")
-    parser.add_argument("--sigma-step", type=int, default=1,
-                        help="every n-th sigma of rctd-py's grid of 126, from 100; 0: sigma 100 only (default: 1)")
+    parser.add_argument(
+        "--k-max",
+        type=int,
+        default=1000,
+        help="largest count the table covers; larger counts are clamped, as in RCTD (default: 1000)",
+    )
+    parser.add_argument(
+        "--sigma-step",
+        type=int,
+        default=1,
+        help="every n-th sigma of rctd-py's grid of 126, from 100; 0: sigma 100 only (default: 1)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="processes sharing the sigmas (default: 1)")
     parser.add_argument("--process-name", default="compute_rctd_q.py", help="process name in versions.yml")
     parser.add_argument("--versions", default="versions.yml", help="versions file to write (default: versions.yml)")

@@ -36,40 +36,57 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--covariate-keys", default="", help="comma-separated obs columns of technical covariates (regression only)"
     )
     parser.add_argument(
-        "--cell-count-cutoff", type=float, default=5,
+        "--cell-count-cutoff",
+        type=float,
+        default=5,
         help="gene filter: drop genes detected in this many cells or fewer (default: %(default)s)",
     )
     parser.add_argument(
-        "--cell-percentage-cutoff2", type=float, default=0.03,
+        "--cell-percentage-cutoff2",
+        type=float,
+        default=0.03,
         help="gene filter: keep every gene detected in more than this fraction of cells (default: %(default)s)",
     )
     parser.add_argument(
-        "--nonz-mean-cutoff", type=float, default=1.12,
+        "--nonz-mean-cutoff",
+        type=float,
+        default=1.12,
         help="gene filter: between the two cutoffs, keep genes whose mean non-zero count exceeds this (default: %(default)s)",
     )
     parser.add_argument("--max-epochs", type=int, default=250, help="regression training epochs (default: %(default)s)")
     parser.add_argument(
-        "--batch-size", type=optional_int, default=2500,
+        "--batch-size",
+        type=optional_int,
+        default=2500,
         help="regression minibatch size in cells; '' = all cells at once (default: %(default)s)",
     )
     parser.add_argument("--lr", type=float, default=0.002, help="regression learning rate (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument(
-        "--accelerator", choices=device.ACCELERATORS, default="auto",
+        "--accelerator",
+        choices=device.ACCELERATORS,
+        default="auto",
         help="auto: GPU when one is visible, else CPU (default: %(default)s)",
     )
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch; give the task's CPUs (default: %(default)s)")
     parser.add_argument(
-        "--num-samples", type=int, default=1000,
+        "--threads", type=int, default=1, help="CPU threads for torch; give the task's CPUs (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--num-samples",
+        type=int,
+        default=1000,
         help="posterior samples drawn to summarise the regression (default: %(default)s)",
     )
     parser.add_argument("--output-csv", required=True, type=Path, help="signatures CSV to write (genes x cell types)")
     parser.add_argument("--output-model-dir", required=True, type=Path, help="folder to save the trained model into")
     parser.add_argument(
-        "--output-prefix", required=True,
+        "--output-prefix",
+        required=True,
         help="prefix of the figures: PREFIX.gene_filter.png, PREFIX.training_loss.png, PREFIX.reconstruction.png",
     )
-    parser.add_argument("--process-name", default="estimate_signatures.py", help="process name written to the versions file")
+    parser.add_argument(
+        "--process-name", default="estimate_signatures.py", help="process name written to the versions file"
+    )
     parser.add_argument("--versions", default="versions.yml", type=Path, help="versions file to write")
     return parser.parse_args(argv)
 
@@ -105,8 +122,11 @@ def main(argv: list[str] | None = None) -> None:
     sig = result.signatures
     log.info("signatures: %d genes x %d cell types (%s)", sig.shape[0], sig.shape[1], args.method)
     if result.model is not None:
-        signatures.plot_training_loss(result.history, f"{args.output_prefix}.training_loss.png",
-                                      f"reference regression ({args.max_epochs} epochs)")
+        signatures.plot_training_loss(
+            result.history,
+            f"{args.output_prefix}.training_loss.png",
+            f"reference regression ({args.max_epochs} epochs)",
+        )
         signatures.save_model_dir(result.model, args.output_model_dir)
     else:
         log.info("method 'means' trains no model: no training loss figure; the model folder holds a note")

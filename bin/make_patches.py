@@ -19,8 +19,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--visium-hd-dir", required=True, type=Path, help="Visium HD Space Ranger outs/ (read only)")
     parser.add_argument("--store", required=True, type=Path, help="new SpatialData store to write (S.patches.zarr)")
     parser.add_argument("--patch-dir", required=True, type=Path, help="folder for one patch_<i>.json per patch")
-    parser.add_argument("--patch-width", type=int, default=2000, help="patch side, full-resolution pixels (default: %(default)s)")
-    parser.add_argument("--patch-overlap", type=int, default=50, help="overlap of neighbouring patches, pixels (default: %(default)s)")
+    parser.add_argument(
+        "--patch-width", type=int, default=2000, help="patch side, full-resolution pixels (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--patch-overlap", type=int, default=50, help="overlap of neighbouring patches, pixels (default: %(default)s)"
+    )
     parser.add_argument("--process-name", default="make_patches.py", help="process name written to the versions file")
     parser.add_argument("--versions", default="versions.yml", type=Path, help="versions file to write")
     return parser.parse_args(argv)

@@ -34,11 +34,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--qc", nargs="*", default=[], help="per-slide QC JSON files")
     parser.add_argument("--qc-images", nargs="*", default=[], help="QC figures (PNG)")
     parser.add_argument("--reference-files", nargs="*", default=[], help="reference summary and gene-overlap JSON")
-    parser.add_argument("--method-qc", nargs="*", default=[],
-                        help="every mapping method's per-slide QC JSON, named <sample>.<method>_qc.json")
+    parser.add_argument(
+        "--method-qc",
+        nargs="*",
+        default=[],
+        help="every mapping method's per-slide QC JSON, named <sample>.<method>_qc.json",
+    )
     parser.add_argument("--method-images", nargs="*", default=[], help="every mapping method's figures (PNG)")
-    parser.add_argument("--agreement", nargs="*", default=[],
-                        help="outputs of the method comparison: agreement tables (CSV/TSV), consensus summary, maps (PNG)")
+    parser.add_argument(
+        "--agreement",
+        nargs="*",
+        default=[],
+        help="outputs of the method comparison: agreement tables (CSV/TSV), consensus summary, maps (PNG)",
+    )
     parser.add_argument("--versions-files", nargs="*", default=[], help="versions.yml files of every process")
     parser.add_argument("--nextflow-version", default="unknown", help="Nextflow version of the run")
     parser.add_argument("--pipeline-version", default="unknown", help="spatialmap version of the run")
@@ -55,9 +63,12 @@ def reference_sections(paths: list[Path]) -> dict:
         if path.name.startswith("gene_overlap") and path.suffix == ".tsv":
             frame = pd.read_csv(path, sep="\t", index_col=0)
             sections["spatialmap_gene_overlap_mqc.yaml"] = report.table_section(
-                "spatialmap_gene_overlap", "Reference gene overlap",
+                "spatialmap_gene_overlap",
+                "Reference gene overlap",
                 "Genes shared between the single-cell reference and each slide, and for each cell type "
-                "how many of its top markers are shared (markers: shared/checked).", frame)
+                "how many of its top markers are shared (markers: shared/checked).",
+                frame,
+            )
         elif path.suffix == ".json":
             summary = json.loads(path.read_text())
             if "cells_per_label" in summary:
@@ -78,9 +89,12 @@ def main(argv: list[str] | None = None) -> None:
     methods = report.read_method_json(_files(args.method_qc))
     comparison = report.comparison_files(_files(args.agreement))
 
-    sections = {"spatialmap_general_stats_mqc.yaml": report.general_stats(
-                    qc, methods, consensus=comparison.get("consensus_summary")),
-                "spatialmap_slide_qc_mqc.yaml": report.qc_table(qc)}
+    sections = {
+        "spatialmap_general_stats_mqc.yaml": report.general_stats(
+            qc, methods, consensus=comparison.get("consensus_summary")
+        ),
+        "spatialmap_slide_qc_mqc.yaml": report.qc_table(qc),
+    }
     sections.update(reference_sections(_files(args.reference_files)))
     for method, records in methods.items():
         sections.update(report.method_sections(method, records))

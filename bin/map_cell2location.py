@@ -30,64 +30,115 @@ def optional_float(text: str) -> float | None:
     return None if text.strip().lower() in ("", "none", "null") else float(text)
 
 
+# long: one add_argument per option of the cell2location step (a flat list, formatted one per line)
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--signatures", required=True, type=Path, help="signatures CSV: genes x cell types (expected counts per cell)")
-    parser.add_argument("--slides", required=True, nargs="+", type=Path, help="QC'd slide .h5ad files of the group (raw counts)")
+    parser.add_argument(
+        "--signatures", required=True, type=Path, help="signatures CSV: genes x cell types (expected counts per cell)"
+    )
+    parser.add_argument(
+        "--slides", required=True, nargs="+", type=Path, help="QC'd slide .h5ad files of the group (raw counts)"
+    )
     parser.add_argument("--samples", required=True, nargs="+", help="sample names of the slides, in the same order")
     parser.add_argument("--group", required=True, help="group name; names the model and the group figures")
     parser.add_argument(
-        "--slide-gene-column", default=None,
+        "--slide-gene-column",
+        default=None,
         help="var column of the slides to name genes by, to match the signatures (e.g. gene_ids); default: var_names",
     )
     parser.add_argument(
-        "--n-cells-per-location", type=float, default=8,
+        "--n-cells-per-location",
+        type=float,
+        default=8,
         help="expected cells per spot, a prior from histology (default: %(default)s)",
     )
     parser.add_argument(
-        "--detection-alpha", type=float, default=20,
+        "--detection-alpha",
+        type=float,
+        default=20,
         help="regularisation of per-spot RNA detection: 20 for variable, 200 for even detection (default: %(default)s)",
     )
-    parser.add_argument("--max-epochs", type=int, default=30000,
-                        help="cap on the training epochs; training stops earlier at convergence (default: %(default)s)")
-    parser.add_argument("--engine", choices=c2l.ENGINES, default="fast",
-                        help="fast: lean training loop that stops at convergence, closed-form posterior export; "
-                        "package: cell2location's own train for --max-epochs and export_posterior (default: %(default)s)")
-    parser.add_argument("--min-epochs", type=int, default=c2l_train.DEFAULT_MIN_EPOCHS,
-                        help="never stop before this many epochs (default: %(default)s)")
-    parser.add_argument("--convergence-window", type=int, default=c2l_train.DEFAULT_WINDOW,
-                        help="epochs per window of the convergence check (default: %(default)s)")
-    parser.add_argument("--convergence-tol", type=float, default=c2l_train.DEFAULT_TOL,
-                        help="stop when the mean -ELBO of the last window improved on the window before by less "
-                        "than this fraction; 0 = always train to --max-epochs (default: %(default)s)")
-    parser.add_argument("--minibatch-above", type=int, default=c2l_train.DEFAULT_MINIBATCH_ABOVE,
-                        help="groups with more spots train in minibatches of "
-                        f"{c2l_train.DEFAULT_MINIBATCH_SIZE} spots unless --batch-size is given (default: %(default)s)")
     parser.add_argument(
-        "--batch-size", type=optional_int, default=None,
+        "--max-epochs",
+        type=int,
+        default=30000,
+        help="cap on the training epochs; training stops earlier at convergence (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=c2l.ENGINES,
+        default="fast",
+        help="fast: lean training loop that stops at convergence, closed-form posterior export; "
+        "package: cell2location's own train for --max-epochs and export_posterior (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--min-epochs",
+        type=int,
+        default=c2l_train.DEFAULT_MIN_EPOCHS,
+        help="never stop before this many epochs (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--convergence-window",
+        type=int,
+        default=c2l_train.DEFAULT_WINDOW,
+        help="epochs per window of the convergence check (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--convergence-tol",
+        type=float,
+        default=c2l_train.DEFAULT_TOL,
+        help="stop when the mean -ELBO of the last window improved on the window before by less "
+        "than this fraction; 0 = always train to --max-epochs (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--minibatch-above",
+        type=int,
+        default=c2l_train.DEFAULT_MINIBATCH_ABOVE,
+        help="groups with more spots train in minibatches of "
+        f"{c2l_train.DEFAULT_MINIBATCH_SIZE} spots unless --batch-size is given (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=optional_int,
+        default=None,
         help="minibatch size in spots; '' = all spots every step, recommended (default: all)",
     )
-    parser.add_argument("--lr", type=float, default=0.002,
-                        help="learning rate; training ends at this rate (default: %(default)s)")
-    parser.add_argument("--lr-start", type=optional_float, default=c2l_train.DEFAULT_LR_START,
-                        help="fast engine: start at this rate and drop to --lr when the -ELBO stops improving; "
-                        "'' = --lr throughout (default: %(default)s)")
+    parser.add_argument(
+        "--lr", type=float, default=0.002, help="learning rate; training ends at this rate (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--lr-start",
+        type=optional_float,
+        default=c2l_train.DEFAULT_LR_START,
+        help="fast engine: start at this rate and drop to --lr when the -ELBO stops improving; "
+        "'' = --lr throughout (default: %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument(
-        "--accelerator", choices=device.ACCELERATORS, default="auto",
+        "--accelerator",
+        choices=device.ACCELERATORS,
+        default="auto",
         help="auto: GPU when one is visible, else CPU (default: %(default)s)",
     )
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch; give the task's CPUs (default: %(default)s)")
     parser.add_argument(
-        "--num-samples", type=int, default=1000,
+        "--threads", type=int, default=1, help="CPU threads for torch; give the task's CPUs (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--num-samples",
+        type=int,
+        default=1000,
         help="posterior samples drawn for the mean and 5%%/95%% quantiles (default: %(default)s)",
     )
     parser.add_argument(
-        "--min-shared-genes", type=int, default=c2l.DEFAULT_MIN_SHARED_GENES,
+        "--min-shared-genes",
+        type=int,
+        default=c2l.DEFAULT_MIN_SHARED_GENES,
         help="stop when fewer signature genes are on every slide (default: %(default)s)",
     )
     parser.add_argument("--outdir", type=Path, default=Path("."), help="folder to write into (default: current folder)")
-    parser.add_argument("--process-name", default="map_cell2location.py", help="process name written to the versions file")
+    parser.add_argument(
+        "--process-name", default="map_cell2location.py", help="process name written to the versions file"
+    )
     parser.add_argument("--versions", default="versions.yml", type=Path, help="versions file to write")
     return parser.parse_args(argv)
 
@@ -143,7 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     c2l.save_model(result, out / f"{args.group}.cell2location_model")
     c2l.plot_training_loss(
-        result, out / f"{args.group}.cell2location_training_loss.png",
+        result,
+        out / f"{args.group}.cell2location_training_loss.png",
         f"cell2location, group {args.group} (cap {args.max_epochs} epochs)",
     )
     c2l.plot_reconstruction(result, out / f"{args.group}.cell2location_reconstruction.png", seed=args.seed)
@@ -160,13 +212,20 @@ def main(argv: list[str] | None = None) -> None:
         log.info(
             "sample %s: %.1f cells per spot on average; most abundant: %s; detection %.3f; reconstruction r %.3f; "
             "%d epochs (%s)",
-            sample, qc["mean_total_cells_per_spot"], qc["most_abundant_type"], qc["detection_sensitivity"],
-            qc["reconstruction_r"] if qc["reconstruction_r"] is not None else float("nan"), qc["epochs_run"],
+            sample,
+            qc["mean_total_cells_per_spot"],
+            qc["most_abundant_type"],
+            qc["detection_sensitivity"],
+            qc["reconstruction_r"] if qc["reconstruction_r"] is not None else float("nan"),
+            qc["epochs_run"],
             qc["stop_reason"],
         )
         plotting.plot_spatial_values(
-            slide, slide.obsm[keys.C2L_Q05], out / f"{sample}.cell2location_maps.png",
-            f"{sample}: cell2location abundance (cells per spot, 5% quantile)", vmax_quantile=0.992,
+            slide,
+            slide.obsm[keys.C2L_Q05],
+            out / f"{sample}.cell2location_maps.png",
+            f"{sample}: cell2location abundance (cells per spot, 5% quantile)",
+            vmax_quantile=0.992,
         )
         with cli.atomic_path(out / f"{sample}.cell2location_q05.csv") as tmp:
             slide.obsm[keys.C2L_Q05].to_csv(tmp, index_label="barcode")

@@ -34,16 +34,27 @@ def main(argv: list[str] | None = None) -> None:
     parser = script.common_parser(__doc__.splitlines()[0], "flashdeconv")
     parser.add_argument("--sketch-dim", type=int, default=512, help="FlashDeconv sketch dimension (default: 512)")
     parser.add_argument(
-        "--lambda-spatial", type=lambda_value, default="auto",
+        "--lambda-spatial",
+        type=lambda_value,
+        default="auto",
         help="spatial regularisation: 'auto' (FlashDeconv tunes it) or a number (default: auto)",
     )
-    parser.add_argument("--k-neighbors", type=int, default=6, help="neighbours per spot in the spatial graph (default: 6)")
+    parser.add_argument(
+        "--k-neighbors", type=int, default=6, help="neighbours per spot in the spatial graph (default: 6)"
+    )
     parser.add_argument("--min-cells", type=int, default=3, help="fewest reference cells per type (default: 3)")
     args = parser.parse_args(argv)
     slide, reference = script.read_inputs(args)
     result = flashdeconv.run(
-        slide, reference, args.label_key, seed=args.seed, sample=args.sample, sketch_dim=args.sketch_dim,
-        lambda_spatial=args.lambda_spatial, k_neighbors=args.k_neighbors, min_cells=args.min_cells,
+        slide,
+        reference,
+        args.label_key,
+        seed=args.seed,
+        sample=args.sample,
+        sketch_dim=args.sketch_dim,
+        lambda_spatial=args.lambda_spatial,
+        k_neighbors=args.k_neighbors,
+        min_cells=args.min_cells,
     )
     script.finish(args, slide, result, flashdeconv, PACKAGES)
 

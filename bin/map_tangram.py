@@ -41,31 +41,53 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--slide", required=True, help="slide after QC (.h5ad, raw counts in X)")
     parser.add_argument("--sample", required=True, help="sample name; prefix of every output file")
     parser.add_argument("--reference", required=True, help="prepared single-cell reference (.h5ad, raw counts in X)")
-    parser.add_argument("--label-key", default="cell_type", help="reference obs column with the cell types (default: cell_type)")
-    parser.add_argument("--n-markers", type=int, default=100, help="marker genes per cell type used for training (default: 100)")
-    parser.add_argument("--mode", choices=MODES, default="cells", help="map single cells or per-type averages (default: cells)")
     parser.add_argument(
-        "--density-prior", choices=DENSITY_PRIORS, default="rna_count_based",
+        "--label-key", default="cell_type", help="reference obs column with the cell types (default: cell_type)"
+    )
+    parser.add_argument(
+        "--n-markers", type=int, default=100, help="marker genes per cell type used for training (default: 100)"
+    )
+    parser.add_argument(
+        "--mode", choices=MODES, default="cells", help="map single cells or per-type averages (default: cells)"
+    )
+    parser.add_argument(
+        "--density-prior",
+        choices=DENSITY_PRIORS,
+        default="rna_count_based",
         help="cells per spot follow the spot's UMI count, or are uniform (default: rna_count_based)",
     )
     parser.add_argument("--max-epochs", type=int, default=1000, help="training epochs (default: 1000)")
     parser.add_argument("--learning-rate", type=float, default=0.1, help="Adam learning rate (default: 0.1)")
     parser.add_argument(
-        "--max-cells-per-type", type=int, default=500,
+        "--max-cells-per-type",
+        type=int,
+        default=500,
         help="cells mode: at most this many reference cells per type, drawn with --seed (default: 500)",
     )
     parser.add_argument(
-        "--cells-per-spot", type=float, default=8.0,
+        "--cells-per-spot",
+        type=float,
+        default=8.0,
         help="mean number of cells per spot, to turn proportions into expected counts (default: 8)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw and of the optimiser (default: 0)")
     parser.add_argument(
-        "--accelerator", choices=ACCELERATORS, default="auto",
+        "--seed", type=int, default=0, help="seed of every random draw and of the optimiser (default: 0)"
+    )
+    parser.add_argument(
+        "--accelerator",
+        choices=ACCELERATORS,
+        default="auto",
         help="auto: the GPU when torch sees one, else the CPU; gpu: fail without one (default: auto)",
     )
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch; give the task's CPUs (default: 1)")
-    parser.add_argument("--assignment", action="store_true", help="cells mode: also write each reference cell's most likely spot")
-    parser.add_argument("--process-name", default=Path(__file__).name, help="process name in versions.yml (default: script name)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="CPU threads for torch; give the task's CPUs (default: 1)"
+    )
+    parser.add_argument(
+        "--assignment", action="store_true", help="cells mode: also write each reference cell's most likely spot"
+    )
+    parser.add_argument(
+        "--process-name", default=Path(__file__).name, help="process name in versions.yml (default: script name)"
+    )
     parser.add_argument("--versions", default="versions.yml", help="versions file to write (default: versions.yml)")
     return parser.parse_args(argv)
 
@@ -105,7 +127,9 @@ def main(argv: list[str] | None = None) -> None:
     with cli.atomic_path(f"{prefix}.tangram_counts.csv") as tmp:
         result.abundances.to_csv(tmp, float_format="%.6g")
     with cli.atomic_path(f"{prefix}.tangram_heldout_genes.csv") as tmp:
-        result.extras["gene_scores"].sort_values(["heldout", "pearson_r"], ascending=[False, False]).to_csv(tmp, float_format="%.6g")
+        result.extras["gene_scores"].sort_values(["heldout", "pearson_r"], ascending=[False, False]).to_csv(
+            tmp, float_format="%.6g"
+        )
     if result.extras["assignment"] is not None:
         with cli.atomic_path(f"{prefix}.tangram_assignment.csv") as tmp:
             result.extras["assignment"].to_csv(tmp, float_format="%.6g")

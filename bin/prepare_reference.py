@@ -26,7 +26,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--label-key", required=True, help="obs column with the cell type of every cell")
     parser.add_argument("--batch-key", default=None, help="obs column with the batch (e.g. donor or run) of every cell")
     parser.add_argument(
-        "--covariate-keys", default="", help="comma-separated obs columns of other technical covariates (e.g. chemistry)"
+        "--covariate-keys",
+        default="",
+        help="comma-separated obs columns of other technical covariates (e.g. chemistry)",
     )
     parser.add_argument(
         "--mt-prefix",
@@ -44,7 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--output", required=True, type=Path, help="prepared reference .h5ad to write")
     parser.add_argument("--output-json", required=True, type=Path, help="reference summary JSON to write")
-    parser.add_argument("--process-name", default="prepare_reference.py", help="process name written to the versions file")
+    parser.add_argument(
+        "--process-name", default="prepare_reference.py", help="process name written to the versions file"
+    )
     parser.add_argument("--versions", default="versions.yml", type=Path, help="versions file to write")
     return parser.parse_args(argv)
 
@@ -68,7 +72,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     log.info(
         "reference: %d cells x %d genes, %d labels; %d MT genes removed",
-        summary["n_cells"], summary["n_genes"], summary["n_labels"], len(removed),
+        summary["n_cells"],
+        summary["n_genes"],
+        summary["n_labels"],
+        len(removed),
     )
     with cli.atomic_path(args.output_json) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")

@@ -24,27 +24,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         help="Space Ranger 'outs' folder (filtered_feature_bc_matrix.h5 or filtered_feature_bc_matrix/, spatial/)",
     )
-    source.add_argument("--h5ad", type=Path, help="AnnData slide with raw counts in X and spot coordinates in obsm['spatial']")
-    source.add_argument("--visium-hd-dir", type=Path, help="Visium HD Space Ranger 'outs' folder (binned_outputs/, feature_slice.h5)")
-    source.add_argument("--xenium-dir", type=Path, help="Xenium output bundle (read with sopa.io.xenium; the platform's cells)")
+    source.add_argument(
+        "--h5ad", type=Path, help="AnnData slide with raw counts in X and spot coordinates in obsm['spatial']"
+    )
+    source.add_argument(
+        "--visium-hd-dir", type=Path, help="Visium HD Space Ranger 'outs' folder (binned_outputs/, feature_slice.h5)"
+    )
+    source.add_argument(
+        "--xenium-dir", type=Path, help="Xenium output bundle (read with sopa.io.xenium; the platform's cells)"
+    )
     source.add_argument("--zarr", type=Path, help="SpatialData store (read with spatialdata.read_zarr; not modified)")
     parser.add_argument(
-        "--hd-mode", default="bins", choices=("bins", "cells"),
+        "--hd-mode",
+        default="bins",
+        choices=("bins", "cells"),
         help="Visium HD units: bins of --hd-bin-size, or cells (Space Ranger 4 boundaries, 2 µm bins aggregated "
         "with sopa.aggregate) (default: %(default)s)",
     )
     parser.add_argument(
-        "--segmentation", default=None, choices=("spaceranger", "xenium", *PIPELINE_SEGMENTATIONS),
+        "--segmentation",
+        default=None,
+        choices=("spaceranger", "xenium", *PIPELINE_SEGMENTATIONS),
         help="the slide's cell boundaries (Visium HD cells mode, Xenium): the platform's own (spaceranger, xenium) "
         "or the pipeline's (stardist, proseg: given with --cells) (default: the platform's)",
     )
     parser.add_argument(
-        "--cells", type=Path, default=None,
+        "--cells",
+        type=Path,
+        default=None,
         help="<sample>.cells.parquet: cell polygons of the pipeline's segmentation (GeoParquet; Visium HD: "
         "full-resolution image pixels)",
     )
     parser.add_argument(
-        "--nucleus-expand-ratio", type=float, default=1.0,
+        "--nucleus-expand-ratio",
+        type=float,
+        default=1.0,
         help="StarDist nuclei are grown by this x their mean radius before 2 µm bins join them (sopa.aggregate's "
         "expand_radius_ratio); platform boundaries are not grown (default: %(default)s)",
     )
@@ -64,9 +78,14 @@ def main(argv: list[str] | None = None) -> None:
         adata = io.read_spaceranger(args.spaceranger_dir, args.sample)
     elif args.visium_hd_dir is not None and args.hd_mode == "cells":
         if args.segmentation in PIPELINE_SEGMENTATIONS and args.cells is None:
-            raise cli.InputError(f"sample {args.sample}: --segmentation {args.segmentation} needs --cells (the polygons)")
+            raise cli.InputError(
+                f"sample {args.sample}: --segmentation {args.segmentation} needs --cells (the polygons)"
+            )
         adata = io_hd.read_visium_hd_cells(
-            args.visium_hd_dir, args.sample, cells=args.cells, method=args.segmentation or "spaceranger",
+            args.visium_hd_dir,
+            args.sample,
+            cells=args.cells,
+            method=args.segmentation or "spaceranger",
             expand_radius_ratio=args.nucleus_expand_ratio if args.segmentation == "stardist" else 0.0,
         )
     elif args.visium_hd_dir is not None:

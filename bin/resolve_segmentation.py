@@ -16,12 +16,18 @@ log = logging.getLogger("spatialmap.resolve_segmentation")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("patches", nargs="+", type=Path, help="the patches' polygons (GeoParquet, from segment_patch.py)")
+    parser.add_argument(
+        "patches", nargs="+", type=Path, help="the patches' polygons (GeoParquet, from segment_patch.py)"
+    )
     parser.add_argument("--sample", required=True, help="sample name")
     parser.add_argument("--method", default="stardist", help="segmentation name for the summary (default: %(default)s)")
-    parser.add_argument("--output", required=True, type=Path, help="S.cells.parquet to write (cell polygons, full-res pixels)")
+    parser.add_argument(
+        "--output", required=True, type=Path, help="S.cells.parquet to write (cell polygons, full-res pixels)"
+    )
     parser.add_argument("--summary", required=True, type=Path, help="S.segmentation.json to write (cells, patches)")
-    parser.add_argument("--process-name", default="resolve_segmentation.py", help="process name written to the versions file")
+    parser.add_argument(
+        "--process-name", default="resolve_segmentation.py", help="process name written to the versions file"
+    )
     parser.add_argument("--versions", default="versions.yml", type=Path, help="versions file to write")
     return parser.parse_args(argv)
 

@@ -17,14 +17,22 @@ log = logging.getLogger("spatialmap.segment_patch")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sample", required=True, help="sample name")
-    parser.add_argument("--store", required=True, type=Path, help="S.patches.zarr written by make_patches.py (read only)")
+    parser.add_argument(
+        "--store", required=True, type=Path, help="S.patches.zarr written by make_patches.py (read only)"
+    )
     parser.add_argument("--patch", required=True, type=Path, help="patch_<i>.json written by make_patches.py")
     parser.add_argument(
-        "--model", type=Path, default=None,
+        "--model",
+        type=Path,
+        default=None,
         help="local StarDist2D model folder; without it StarDist's pretrained 2D_versatile_he (downloaded on first use)",
     )
-    parser.add_argument("--prob-thresh", type=float, default=0.2, help="StarDist probability threshold (default: %(default)s)")
-    parser.add_argument("--nms-thresh", type=float, default=0.6, help="StarDist NMS overlap threshold (default: %(default)s)")
+    parser.add_argument(
+        "--prob-thresh", type=float, default=0.2, help="StarDist probability threshold (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--nms-thresh", type=float, default=0.6, help="StarDist NMS overlap threshold (default: %(default)s)"
+    )
     parser.add_argument("--min-area", type=float, default=0, help="smallest cell kept, µm² (default: %(default)s)")
     parser.add_argument("--output", required=True, type=Path, help="GeoParquet of the patch's polygons to write")
     parser.add_argument("--process-name", default="segment_patch.py", help="process name written to the versions file")

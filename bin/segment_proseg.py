@@ -18,18 +18,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sample", required=True, help="sample name")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--visium-hd-dir", type=Path, help="Visium HD Space Ranger 'outs' folder (binned_outputs/square_002um)")
-    source.add_argument("--xenium-dir", type=Path, help="Xenium output bundle (transcripts.parquet; its cells are the prior)")
+    source.add_argument(
+        "--visium-hd-dir", type=Path, help="Visium HD Space Ranger 'outs' folder (binned_outputs/square_002um)"
+    )
+    source.add_argument(
+        "--xenium-dir", type=Path, help="Xenium output bundle (transcripts.parquet; its cells are the prior)"
+    )
     parser.add_argument(
         "--prior", type=Path, default=None,
         help="Visium HD: cells file (GeoParquet, full-resolution pixels) of the prior segmentation; default: Space "
         "Ranger 4's segmented_outputs/cell_segmentations.geojson",
     )  # fmt: skip
-    parser.add_argument("--proseg-args", default="", help="extra ProSeg options, appended to sopa's command line (quoted)")
+    parser.add_argument(
+        "--proseg-args", default="", help="extra ProSeg options, appended to sopa's command line (quoted)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="ProSeg threads (default: %(default)s)")
     parser.add_argument("--output", required=True, type=Path, help="cells file to write (<sample>.cells.parquet)")
-    parser.add_argument("--qc", type=Path, default=None, help="segmentation QC JSON to write (default: <sample>.proseg_qc.json)")
-    parser.add_argument("--workdir", type=Path, default=Path("proseg_work"), help="scratch folder for sopa's cache (removed)")
+    parser.add_argument(
+        "--qc", type=Path, default=None, help="segmentation QC JSON to write (default: <sample>.proseg_qc.json)"
+    )
+    parser.add_argument(
+        "--workdir", type=Path, default=Path("proseg_work"), help="scratch folder for sopa's cache (removed)"
+    )
     parser.add_argument("--process-name", default="segment_proseg.py", help="process name written to the versions file")
     parser.add_argument("--versions", default="versions.yml", type=Path, help="versions file to write")
     return parser.parse_args(argv)

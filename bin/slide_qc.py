@@ -36,10 +36,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         help="file of mitochondrial genes, one symbol or ID per line; replaces --mt-prefix",
     )
-    parser.add_argument("--min-counts", type=float, default=0, help="minimum UMIs per spot, MT included; 0: off (default: %(default)s)")
-    parser.add_argument("--min-genes", type=int, default=0, help="minimum detected genes per spot; 0: off (default: %(default)s)")
     parser.add_argument(
-        "--max-pct-mt", type=float, default=100, help="maximum %% of a spot's counts in MT genes; 100: off (default: %(default)s)"
+        "--min-counts", type=float, default=0, help="minimum UMIs per spot, MT included; 0: off (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--min-genes", type=int, default=0, help="minimum detected genes per spot; 0: off (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--max-pct-mt",
+        type=float,
+        default=100,
+        help="maximum %% of a spot's counts in MT genes; 100: off (default: %(default)s)",
     )
     parser.add_argument("--process-name", default="slide_qc.py", help="process name written to the versions file")
     parser.add_argument("--versions", default="versions.yml", type=Path, help="versions file to write")
@@ -67,8 +74,11 @@ def main(argv: list[str] | None = None) -> None:
         prefix=args.mt_prefix,
     )
     if not mask.any():
-        log.warning("sample %s: no mitochondrial gene found (%s)", args.sample,
-                    f"list {args.mt_genes}" if mt_list else f"prefix '{args.mt_prefix}'")
+        log.warning(
+            "sample %s: no mitochondrial gene found (%s)",
+            args.sample,
+            f"list {args.mt_genes}" if mt_list else f"prefix '{args.mt_prefix}'",
+        )
     before = qc.compute_qc(adata, mask)
     filters = {"min_counts": args.min_counts, "min_genes": args.min_genes, "max_pct_mt": args.max_pct_mt}
     kept = qc.spots_passing(before, **filters)
@@ -79,8 +89,15 @@ def main(argv: list[str] | None = None) -> None:
     log.info(
         "sample %s: %d of %d spots kept; median %.0f UMIs and %.0f genes per spot; %.1f%% of counts in %d MT genes "
         "(moved to obsm['%s']); %d genes left",
-        args.sample, summary["spots_kept"], summary["spots_in_tissue"], summary["median_umis"],
-        summary["median_genes"], summary["pct_mt"], summary["n_mt_genes_removed"], keys.MT, summary["genes"],
+        args.sample,
+        summary["spots_kept"],
+        summary["spots_in_tissue"],
+        summary["median_umis"],
+        summary["median_genes"],
+        summary["pct_mt"],
+        summary["n_mt_genes_removed"],
+        keys.MT,
+        summary["genes"],
     )
 
     qc.plot_qc_maps(before, args.output_png, kept=kept)

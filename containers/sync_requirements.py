@@ -96,18 +96,17 @@ def closure(top_level: list[str], lock: dict[str, tuple[str, str]]) -> dict[str,
         seen.setdefault(key, set()).update(extras)
         dist = metadata.distribution(name)
         if dist.version != version:
-            raise ValueError(f"the local environment has {name} {dist.version}, the lock {version}: "
-                             "run tools/setup.sh")
+            raise ValueError(f"the local environment has {name} {dist.version}, the lock {version}: run tools/setup.sh")
         for dep in dist.requires or []:
             dep_req = Requirement(dep)
-            if dep_req.marker is None or any(dep_req.marker.evaluate({**base_env, "extra": extra})
-                                             for extra in extras):
+            if dep_req.marker is None or any(dep_req.marker.evaluate({**base_env, "extra": extra}) for extra in extras):
                 todo.append((dep_req, f"{name}=={version}"))
     return pins
 
 
-def render(pins: dict[str, tuple[str, str]], lock: dict[str, tuple[str, str]], source: str,
-           on_top_of: str | None = None) -> str:
+def render(
+    pins: dict[str, tuple[str, str]], lock: dict[str, tuple[str, str]], source: str, on_top_of: str | None = None
+) -> str:
     """The requirements file text: pins in the lock's order, then any the lock omits."""
     order = {key: index for index, key in enumerate(lock)}
     lines = [HEADER.format(source=source)]
@@ -140,15 +139,17 @@ def expected() -> dict[Path, str]:
         layered = "torch" in pins
         if layered:
             pins = {key: pin for key, pin in pins.items() if key not in torch}
-        texts[src.with_suffix(".txt")] = render(pins, lock, str(src.relative_to(CONTAINERS.parent)),
-                                                "containers/torch.txt" if layered else None)
+        texts[src.with_suffix(".txt")] = render(
+            pins, lock, str(src.relative_to(CONTAINERS.parent)), "containers/torch.txt" if layered else None
+        )
     return texts
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true",
-                        help="only compare; exit 1 naming the files that are out of date")
+    parser.add_argument(
+        "--check", action="store_true", help="only compare; exit 1 naming the files that are out of date"
+    )
     args = parser.parse_args(argv)
     try:
         wanted = expected()

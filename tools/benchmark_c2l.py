@@ -62,8 +62,9 @@ DEFAULT_EPOCHS = 30000
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--scenario", choices=SCENARIOS, required=True)
     p.add_argument("--outdir", type=Path, required=True, help="folder of the per-arm results")
     p.add_argument("--arms", default="package,fast", help="comma-separated: package, fast")
@@ -83,11 +84,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--window", type=int, default=c2l_train.DEFAULT_WINDOW)
     p.add_argument("--tol", type=float, default=c2l_train.DEFAULT_TOL)
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr-start", type=float, default=c2l_train.DEFAULT_LR_START,
-                   help="fast arm: first learning rate (0: the package's 0.002 throughout)")
-    p.add_argument("--tag", default="", help="suffix of the fast arm's result files (several fast settings side by side)")
-    p.add_argument("--rules", default="500:1e-3,500:3e-4,500:1e-4,1000:3e-4,1000:1e-4,1000:3e-5,2000:1e-4,2000:3e-5",
-                   help="window:tol pairs scored on a --fast-curve run (min epochs = --min-epochs)")
+    p.add_argument(
+        "--lr-start",
+        type=float,
+        default=c2l_train.DEFAULT_LR_START,
+        help="fast arm: first learning rate (0: the package's 0.002 throughout)",
+    )
+    p.add_argument(
+        "--tag", default="", help="suffix of the fast arm's result files (several fast settings side by side)"
+    )
+    p.add_argument(
+        "--rules",
+        default="500:1e-3,500:3e-4,500:1e-4,1000:3e-4,1000:1e-4,1000:3e-5,2000:1e-4,2000:3e-5",
+        help="window:tol pairs scored on a --fast-curve run (min epochs = --min-epochs)",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
@@ -107,18 +117,30 @@ def load(args) -> tuple[dict, pd.DataFrame, dict | None]:
     if args.scenario == "test_data":
         root = REPO / "assets" / "test_data"
         sheet = pd.read_csv(root / "samplesheet.csv")
-        slides = {s: bm.qc_slide(io.read_spaceranger(root / d, s), s)
-                  for s, d in zip(sheet["sample"], sheet["spaceranger_dir"])}
+        slides = {
+            s: bm.qc_slide(io.read_spaceranger(root / d, s), s)
+            for s, d in zip(sheet["sample"], sheet["spaceranger_dir"])
+        }
         truth = {s: pd.read_csv(root / "truth" / f"{s}_abundance.csv", index_col=0) for s in slides}
         ref_path, batch_key = root / "reference.h5ad", "batch"
     elif args.scenario == "lymph_node":
-        slides = {bm.LYMPH_SAMPLE: bm.qc_slide(io.read_h5ad_slide(args.data_dir / "spatial.h5ad", bm.LYMPH_SAMPLE),
-                                              bm.LYMPH_SAMPLE)}
+        slides = {
+            bm.LYMPH_SAMPLE: bm.qc_slide(
+                io.read_h5ad_slide(args.data_dir / "spatial.h5ad", bm.LYMPH_SAMPLE), bm.LYMPH_SAMPLE
+            )
+        }
         ref_path, batch_key = args.data_dir / "reference.h5ad", None
     else:
         work = args.outdir / f"generated_{args.grid}_{args.n_genes}_{args.n_cell_types}_{args.n_slides}"
-        paths = synth.generate(work, seed=args.seed, n_slides=args.n_slides, grid=args.grid, n_genes=args.n_genes,
-                               n_cell_types=args.n_cell_types, cells_per_type=args.cells_per_type)
+        paths = synth.generate(
+            work,
+            seed=args.seed,
+            n_slides=args.n_slides,
+            grid=args.grid,
+            n_genes=args.n_genes,
+            n_cell_types=args.n_cell_types,
+            cells_per_type=args.cells_per_type,
+        )
         slides = {s: bm.qc_slide(io.read_spaceranger(f["outs"], s), s) for s, f in paths["slides"].items()}
         truth = {s: pd.read_csv(paths["truth"][s]["abundance"], index_col=0) for s in slides}
         ref_path, batch_key = paths["reference"], "batch"
@@ -136,9 +158,17 @@ def load(args) -> tuple[dict, pd.DataFrame, dict | None]:
             sig = signatures.cluster_means(ref, bm.LABEL_KEY)
         else:
             filtered = reference.permissive_gene_filter(ref)
-            sig = signatures.estimate_signatures(filtered, method="regression", label_key=bm.LABEL_KEY,
-                                                 batch_key=batch_key, max_epochs=250, batch_size=2500,
-                                                 seed=args.seed, accelerator="cpu", threads=args.threads).signatures
+            sig = signatures.estimate_signatures(
+                filtered,
+                method="regression",
+                label_key=bm.LABEL_KEY,
+                batch_key=batch_key,
+                max_epochs=250,
+                batch_size=2500,
+                seed=args.seed,
+                accelerator="cpu",
+                threads=args.threads,
+            ).signatures
         sig.to_csv(sig_path)
     return slides, sig, truth
 
@@ -163,8 +193,14 @@ def run_arm(arm: str, slides, sig, args) -> None:
 
     torch.set_num_threads(args.threads)
     snaps: dict[int, tuple] = {}
-    kwargs = dict(n_cells_per_location=CELLS_PER_SPOT[args.scenario], seed=args.seed, accelerator="cpu",
-                  threads=args.threads, num_samples=args.num_samples, batch_size=args.batch_size)
+    kwargs = dict(
+        n_cells_per_location=CELLS_PER_SPOT[args.scenario],
+        seed=args.seed,
+        accelerator="cpu",
+        threads=args.threads,
+        num_samples=args.num_samples,
+        batch_size=args.batch_size,
+    )
     if arm == "package":
         kwargs.update(engine="package", max_epochs=args.package_epochs)
         from lightning.pytorch.callbacks import Callback
@@ -185,8 +221,14 @@ def run_arm(arm: str, slides, sig, args) -> None:
         c2l.quiet_trainer_kwargs = with_snap
     else:
         tol = 0.0 if args.fast_curve else args.tol
-        kwargs.update(engine="fast", max_epochs=args.fast_max_epochs, min_epochs=args.min_epochs,
-                      convergence_window=args.window, convergence_tol=tol, lr_start=args.lr_start or None)
+        kwargs.update(
+            engine="fast",
+            max_epochs=args.fast_max_epochs,
+            min_epochs=args.min_epochs,
+            convergence_window=args.window,
+            convergence_tol=tol,
+            lr_start=args.lr_start or None,
+        )
         if args.fast_curve:
             _patch_fast_snapshots(snaps, args.snapshot_every)
     cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -198,17 +240,35 @@ def run_arm(arm: str, slides, sig, args) -> None:
     sm = result.summaries
     name = f"{args.scenario}.{arm}{'_curve' if (arm == 'fast' and args.fast_curve) else ''}{args.tag if arm == 'fast' else ''}"
     np.savez_compressed(
-        args.outdir / f"{name}.npz", mean=sm["means"]["w_sf"], q05=sm["q05"]["w_sf"], sd=sm["stds"]["w_sf"],
-        history=tr.history, obs=np.asarray(obs, dtype=str), types=np.asarray(cols, dtype=str),
+        args.outdir / f"{name}.npz",
+        mean=sm["means"]["w_sf"],
+        q05=sm["q05"]["w_sf"],
+        sd=sm["stds"]["w_sf"],
+        history=tr.history,
+        obs=np.asarray(obs, dtype=str),
+        types=np.asarray(cols, dtype=str),
         snap_epochs=np.asarray(sorted(snaps), dtype=int),
         snap_mean=np.asarray([snaps[e][0] for e in sorted(snaps)]) if snaps else np.zeros(0),
         snap_q05=np.asarray([snaps[e][1] for e in sorted(snaps)]) if snaps else np.zeros(0),
     )
-    info = {"arm": arm, "scenario": args.scenario, "wall_s": wall, "cpu_s": cpu, "train_s": tr.train_seconds,
-            "epochs_run": tr.epochs_run, "stop_reason": tr.stop_reason, "final_loss": tr.final_loss,
-            "engine": tr.engine, "n_spots": int(result.combined.n_obs), "n_genes": len(result.genes_used),
-            "n_types": len(cols), "n_slides": len(slides), "threads": args.threads,
-            "load_average": os.getloadavg(), "settings": {k: v for k, v in result.settings.items()}}
+    info = {
+        "arm": arm,
+        "scenario": args.scenario,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "train_s": tr.train_seconds,
+        "epochs_run": tr.epochs_run,
+        "stop_reason": tr.stop_reason,
+        "final_loss": tr.final_loss,
+        "engine": tr.engine,
+        "n_spots": int(result.combined.n_obs),
+        "n_genes": len(result.genes_used),
+        "n_types": len(cols),
+        "n_slides": len(slides),
+        "threads": args.threads,
+        "load_average": os.getloadavg(),
+        "settings": {k: v for k, v in result.settings.items()},
+    }
     (args.outdir / f"{name}.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
     log.info("%s: %.1f s wall, %.1f s CPU, %d epochs (%s)", arm, wall, cpu, tr.epochs_run, tr.stop_reason)
 
@@ -273,9 +333,12 @@ def parity(fast: dict, ref: dict) -> dict:
     r_mean = per_type_r(fast["mean"], ref["mean"])
     r_q05 = per_type_r(fast["q05"], ref["q05"])
     sd = float(np.mean(ref["sd"]))
-    return {"r_mean_min": float(np.nanmin(r_mean)), "r_q05_min": float(np.nanmin(r_q05)),
-            "mad_mean_sd": float(np.mean(np.abs(fast["mean"] - ref["mean"])) / sd),
-            "mad_q05_sd": float(np.mean(np.abs(fast["q05"] - ref["q05"])) / sd)}
+    return {
+        "r_mean_min": float(np.nanmin(r_mean)),
+        "r_q05_min": float(np.nanmin(r_q05)),
+        "mad_mean_sd": float(np.mean(np.abs(fast["mean"] - ref["mean"])) / sd),
+        "mad_q05_sd": float(np.mean(np.abs(fast["q05"] - ref["q05"])) / sd),
+    }
 
 
 def score_rules(fast: dict, ref: dict | None, true, obs, rules: str, min_epochs: int) -> list[str]:
@@ -283,8 +346,11 @@ def score_rules(fast: dict, ref: dict | None, true, obs, rules: str, min_epochs:
     epochs = list(fast["snap_epochs"])
     if not epochs:
         return []
-    lines = ["| window | tol | stop epoch | r vs truth (median, q05) | min r vs last snapshot (q05) | "
-             "min r vs package (q05) | mean abs diff vs package (mean) / SD |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| window | tol | stop epoch | r vs truth (median, q05) | min r vs last snapshot (q05) | "
+        "min r vs package (q05) | mean abs diff vs package (mean) / SD |",
+        "|---|---|---|---|---|---|---|",
+    ]
     last_q05 = fast["snap_q05"][-1]
     for item in rules.split(","):
         w, tol = item.split(":")
@@ -300,8 +366,10 @@ def score_rules(fast: dict, ref: dict | None, true, obs, rules: str, min_epochs:
         if ref is not None:
             vs_pkg = f"{np.nanmin(per_type_r(q05, ref['q05'])):.4f}"
             mad = f"{np.mean(np.abs(mean - ref['mean'])) / np.mean(ref['sd']):.3f}"
-        lines.append(f"| {w} | {tol} | {stop if stop else 'none (' + str(epochs[-1]) + ')'} (snapshot {epochs[k]}) | "
-                     f"{'' if acc is None else f'{acc:.4f}'} | {vs_last:.4f} | {vs_pkg} | {mad} |")
+        lines.append(
+            f"| {w} | {tol} | {stop if stop else 'none (' + str(epochs[-1]) + ')'} (snapshot {epochs[k]}) | "
+            f"{'' if acc is None else f'{acc:.4f}'} | {vs_last:.4f} | {vs_pkg} | {mad} |"
+        )
     return lines
 
 
@@ -318,8 +386,11 @@ def report(args) -> str:
     _, _, truth = (None, None, None)
     if args.scenario != "lymph_node":
         truth = load(args)[2]
-    fast_names = sorted(f.name[len(args.scenario) + 1:-len(".npz")] for f in args.outdir.glob(f"{args.scenario}.fast*.npz")
-                        if not f.name.startswith(f"{args.scenario}.fast_curve"))
+    fast_names = sorted(
+        f.name[len(args.scenario) + 1 : -len(".npz")]
+        for f in args.outdir.glob(f"{args.scenario}.fast*.npz")
+        if not f.name.startswith(f"{args.scenario}.fast_curve")
+    )
     arms = {a: load_arm(args, a) for a in ["package", *fast_names]}
     curve = load_arm(args, "fast_curve")
     ref, fast = arms["package"], arms.get("fast") or next((arms[a] for a in fast_names), None)
@@ -328,11 +399,14 @@ def report(args) -> str:
         return "(no saved arm)"
     obs, types = any_arm["obs"], any_arm["types"]
     true = truth_matrix(truth, obs, types)
-    lines = [f"### {args.scenario}: {any_arm['n_slides']} slide(s), {any_arm['n_spots']} spots, "
-             f"{any_arm['n_genes']} genes, {any_arm['n_types']} types", "",
-             "| arm | epochs | stop | train s | wall s (to final posterior) | CPU s | r vs truth (median, q05) | "
-             "min r mean vs package | min r q05 vs package | mean abs diff mean / SD | mean abs diff q05 / SD |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"### {args.scenario}: {any_arm['n_slides']} slide(s), {any_arm['n_spots']} spots, "
+        f"{any_arm['n_genes']} genes, {any_arm['n_types']} types",
+        "",
+        "| arm | epochs | stop | train s | wall s (to final posterior) | CPU s | r vs truth (median, q05) | "
+        "min r mean vs package | min r q05 vs package | mean abs diff mean / SD | mean abs diff q05 / SD |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for arm, d in arms.items():
         if d is None:
             continue
@@ -341,31 +415,49 @@ def report(args) -> str:
         lines.append(
             f"| {arm} | {d['epochs_run']} | {d['stop_reason']} | {d['train_s']:.1f} | {d['wall_s']:.1f} | "
             f"{d['cpu_s']:.1f} | {'' if acc is None else f'{acc:.4f}'} | "
-            + " | ".join(f"{par[k]:.4f}" if k in par else "" for k in
-                         ("r_mean_min", "r_q05_min", "mad_mean_sd", "mad_q05_sd")) + " |")
+            + " | ".join(
+                f"{par[k]:.4f}" if k in par else "" for k in ("r_mean_min", "r_q05_min", "mad_mean_sd", "mad_q05_sd")
+            )
+            + " |"
+        )
     if ref is not None and fast is not None:
         for arm in fast_names:
             d = arms[arm]
-            lines += ["", f"Speed-up of {arm} (wall, to the final posterior): **{ref['wall_s'] / d['wall_s']:.1f}x**; "
-                      f"CPU: {ref['cpu_s'] / d['cpu_s']:.1f}x"]
+            lines += [
+                "",
+                f"Speed-up of {arm} (wall, to the final posterior): **{ref['wall_s'] / d['wall_s']:.1f}x**; "
+                f"CPU: {ref['cpu_s'] / d['cpu_s']:.1f}x",
+            ]
         if ref["epochs_run"] < DEFAULT_EPOCHS:
             per_epoch = ref["train_s"] / ref["epochs_run"]
             extra = ref["wall_s"] - ref["train_s"]
             est = extra + per_epoch * DEFAULT_EPOCHS
-            lines.append(f"Package run measured over {ref['epochs_run']} epochs ({per_epoch * 1000:.0f} ms/epoch "
-                         f"training, {extra:.1f} s set-up + export); EXTRAPOLATED to 30,000 epochs: {est:.0f} s, "
-                         f"{est / fast['wall_s']:.1f}x the fast arm.")
+            lines.append(
+                f"Package run measured over {ref['epochs_run']} epochs ({per_epoch * 1000:.0f} ms/epoch "
+                f"training, {extra:.1f} s set-up + export); EXTRAPOLATED to 30,000 epochs: {est:.0f} s, "
+                f"{est / fast['wall_s']:.1f}x the fast arm."
+            )
     if curve is not None and len(curve["snap_epochs"]):
-        lines += ["", f"Stopping rules scored on a fast run without early stop ({curve['epochs_run']} epochs, "
-                  f"min epochs {args.min_epochs}):", ""]
+        lines += [
+            "",
+            f"Stopping rules scored on a fast run without early stop ({curve['epochs_run']} epochs, "
+            f"min epochs {args.min_epochs}):",
+            "",
+        ]
         lines += score_rules(curve, ref, true, obs, args.rules, args.min_epochs)
     if ref is not None and len(ref["snap_epochs"]):
-        lines += ["", "Package arm, guide read during training (closed-form, same run):", "",
-                  "| epoch | r vs truth (median, q05) | min r q05 vs package final |", "|---|---|---|"]
+        lines += [
+            "",
+            "Package arm, guide read during training (closed-form, same run):",
+            "",
+            "| epoch | r vs truth (median, q05) | min r q05 vs package final |",
+            "|---|---|---|",
+        ]
         for e, q in zip(ref["snap_epochs"], ref["snap_q05"]):
             acc = accuracy(q, true, obs)
-            lines.append(f"| {e} | {'' if acc is None else f'{acc:.4f}'} | "
-                         f"{np.nanmin(per_type_r(q, ref['q05'])):.4f} |")
+            lines.append(
+                f"| {e} | {'' if acc is None else f'{acc:.4f}'} | {np.nanmin(per_type_r(q, ref['q05'])):.4f} |"
+            )
     return "\n".join(lines)
 
 

@@ -55,22 +55,35 @@ def tiled_slide(n_spots: int, seed: int = 0) -> tuple[ad.AnnData, pd.DataFrame]:
         blocks.append(sparse.csr_matrix(rng.poisson(x).astype(np.float32)))
         xy.append(coords + span * np.array([r % side, r // side]))
         names.extend(f"t{r}_{b}" for b in base.obs_names)
-    slide = ad.AnnData(X=sparse.vstack(blocks).tocsr()[:n_spots], var=base.var.copy(),
-                       obs=pd.DataFrame({keys.SAMPLE: "tiled"}, index=names[:n_spots]))
+    slide = ad.AnnData(
+        X=sparse.vstack(blocks).tocsr()[:n_spots],
+        var=base.var.copy(),
+        obs=pd.DataFrame({keys.SAMPLE: "tiled"}, index=names[:n_spots]),
+    )
     slide.obsm[keys.SPATIAL] = np.vstack(xy)[:n_spots]
-    full_truth = pd.DataFrame(np.tile(truth.to_numpy(), (reps, 1))[:n_spots], index=names[:n_spots], columns=truth.columns)
+    full_truth = pd.DataFrame(
+        np.tile(truth.to_numpy(), (reps, 1))[:n_spots], index=names[:n_spots], columns=truth.columns
+    )
     return slide, full_truth
 
 
 def run_method(method: str, slide, reference, args) -> pd.DataFrame:
     if method == "rctd":
-        return rctd.run(slide, reference, "cell_type", q_matrix_path=args.rctd_q_matrix, accelerator="cpu",
-                        threads=args.threads).proportions
+        return rctd.run(
+            slide, reference, "cell_type", q_matrix_path=args.rctd_q_matrix, accelerator="cpu", threads=args.threads
+        ).proportions
     if method in ("flashdeconv", "nnls"):
         return {"flashdeconv": flashdeconv, "nnls": nnls}[method].run(slide, reference, "cell_type").proportions
     mode = method.split("_", 1)[1]  # tangram_cells, tangram_clusters
-    result = tangram_map.run(slide, reference, "cell_type", mode=mode, num_epochs=args.tangram_epochs,
-                             accelerator="cpu", threads=args.threads)
+    result = tangram_map.run(
+        slide,
+        reference,
+        "cell_type",
+        mode=mode,
+        num_epochs=args.tangram_epochs,
+        accelerator="cpu",
+        threads=args.threads,
+    )
     return result.proportions
 
 
@@ -82,8 +95,11 @@ def median_r(estimate: pd.DataFrame, truth: pd.DataFrame) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="243,2500,10000", help="comma-separated numbers of locations")
-    parser.add_argument("--methods", default="nnls,flashdeconv,rctd",
-                        help="any of nnls, flashdeconv, rctd, tangram_cells, tangram_clusters")
+    parser.add_argument(
+        "--methods",
+        default="nnls,flashdeconv,rctd",
+        help="any of nnls, flashdeconv, rctd, tangram_cells, tangram_clusters",
+    )
     parser.add_argument("--rctd-q-matrix", default=None, help="RCTD likelihood table (compute_rctd_q.py)")
     parser.add_argument("--tangram-epochs", type=int, default=100, help="Tangram epochs (default: 100)")
     parser.add_argument("--max-size", default="", help="method=N pairs: skip a method above N locations")
@@ -105,8 +121,14 @@ def main(argv: list[str] | None = None) -> None:
             t0 = time.perf_counter()
             props = run_method(method, slide, reference, args)
             seconds = time.perf_counter() - t0
-            rows.append({"method": method, "locations": n, "wall_s": round(seconds, 2),
-                         "median_r": round(median_r(props, truth), 3)})
+            rows.append(
+                {
+                    "method": method,
+                    "locations": n,
+                    "wall_s": round(seconds, 2),
+                    "median_r": round(median_r(props, truth), 3),
+                }
+            )
             print(rows[-1], flush=True)
     pd.DataFrame(rows).to_csv(args.out, sep="\t", index=False)
 

@@ -192,14 +192,23 @@ def main() -> None:
     parser.add_argument("--n-genes", type=int, default=5000, help="genes (default: 5000)")
     parser.add_argument("--out", type=Path, default=None, help="TSV to write (default: <workdir>/benchmark_hd.tsv)")
     parser.add_argument("--skip-generate", action="store_true", help="reuse the data already in --workdir")
-    parser.add_argument("--nextflow", action="store_true",
-                        help="run the slide through `nextflow run` (bins mode, 8 µm) instead of each script alone")
-    parser.add_argument("--methods", default="flashdeconv,nnls", help="--methods of the nextflow run (default: %(default)s)")
+    parser.add_argument(
+        "--nextflow",
+        action="store_true",
+        help="run the slide through `nextflow run` (bins mode, 8 µm) instead of each script alone",
+    )
+    parser.add_argument(
+        "--methods", default="flashdeconv,nnls", help="--methods of the nextflow run (default: %(default)s)"
+    )
     parser.add_argument("--nextflow-args", default="", help="more arguments for the nextflow run (one string)")
     parser.add_argument("--from-trace", type=Path, default=None, help="only print the tables of a run already made")
     parser.add_argument("--results", type=Path, default=None, help="with --from-trace: the run's --outdir")
-    parser.add_argument("--truth", type=Path, default=None,
-                        help="true bin proportions (default: <workdir>/data/truth/hdbig_bins_008um_proportions.csv)")
+    parser.add_argument(
+        "--truth",
+        type=Path,
+        default=None,
+        help="true bin proportions (default: <workdir>/data/truth/hdbig_bins_008um_proportions.csv)",
+    )
     args = parser.parse_args()
     truth = args.truth or args.workdir.resolve() / "data" / "truth" / "hdbig_bins_008um_proportions.csv"
     if args.from_trace:

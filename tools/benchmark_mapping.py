@@ -76,9 +76,28 @@ LYMPH_EXPECTED_SHARED = 558  # the data's README: only 558 genes are shared
 DEFAULT_CELLS_PER_SPOT = {"generated": synth.MEAN_CELLS_PER_SPOT, "lymph_node": 30.0}
 
 COLUMNS = [
-    "scenario", "method", "epochs", "device", "threads", "wall_s", "n_slides", "n_spots", "n_genes",
-    "n_types", "r_min", "r_median", "r_mean", "r_prop_median", "rmse", "cells_per_spot",
-    "true_cells_per_spot", "recon_r", "heldout_r_median", "heldout_r_p90", "training_score", "notes",
+    "scenario",
+    "method",
+    "epochs",
+    "device",
+    "threads",
+    "wall_s",
+    "n_slides",
+    "n_spots",
+    "n_genes",
+    "n_types",
+    "r_min",
+    "r_median",
+    "r_mean",
+    "r_prop_median",
+    "rmse",
+    "cells_per_spot",
+    "true_cells_per_spot",
+    "recon_r",
+    "heldout_r_median",
+    "heldout_r_p90",
+    "training_score",
+    "notes",
 ]
 
 
@@ -122,16 +141,36 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=_HelpFormatter)
-    parser.add_argument("--scenario", choices=SCENARIOS, default="generated",
-                        help="generated: synthetic data with known truth; lymph_node: the real pair in --data-dir")
-    parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data" / "lymph_node",
-                        help="lymph_node scenario: folder holding reference.h5ad and spatial.h5ad")
-    parser.add_argument("--out", type=Path, default=Path("benchmark_results.tsv"),
-                        help="TSV of the results, one row per run; per-type correlations go to <out>.per_type.tsv")
-    parser.add_argument("--markdown", type=Path, default=None,
-                        help="also write the markdown report (printed to stdout anyway) to this file")
-    parser.add_argument("--methods", type=method_list, default=",".join(METHODS),
-                        help="comma-separated methods to run: cell2location (or c2l), tangram")
+    parser.add_argument(
+        "--scenario",
+        choices=SCENARIOS,
+        default="generated",
+        help="generated: synthetic data with known truth; lymph_node: the real pair in --data-dir",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=REPO.parent / "shared" / "data" / "lymph_node",
+        help="lymph_node scenario: folder holding reference.h5ad and spatial.h5ad",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("benchmark_results.tsv"),
+        help="TSV of the results, one row per run; per-type correlations go to <out>.per_type.tsv",
+    )
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        default=None,
+        help="also write the markdown report (printed to stdout anyway) to this file",
+    )
+    parser.add_argument(
+        "--methods",
+        type=method_list,
+        default=",".join(METHODS),
+        help="comma-separated methods to run: cell2location (or c2l), tangram",
+    )
 
     gen = parser.add_argument_group("generated data (synth.generate)")
     gen.add_argument("--grid", type=int, default=30, help="spots per side of each slide's grid (~75%% under tissue)")
@@ -139,8 +178,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     gen.add_argument("--n-cell-types", type=int, default=12, help="cell types")
     gen.add_argument("--cells-per-type", type=int, default=150, help="reference cells per type")
     gen.add_argument("--n-slides", type=int, default=2, help="slides, mapped jointly by cell2location")
-    gen.add_argument("--workdir", type=Path, default=None,
-                     help="folder for the generated files (default: a temporary folder, removed at the end)")
+    gen.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="folder for the generated files (default: a temporary folder, removed at the end)",
+    )
     gen.add_argument("--keep-workdir", action="store_true", help="keep the temporary folder of generated files")
 
     sig = parser.add_argument_group("reference signatures (regression, estimated once)")
@@ -148,38 +191,73 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sig.add_argument("--ref-batch-size", type=int, default=2500, help="RegressionModel minibatch size in cells")
 
     cl = parser.add_argument_group("cell2location")
-    cl.add_argument("--c2l-epochs", type=int_list, default="250,500,1000,2000,4000",
-                    help="comma-separated epoch counts; each is a fresh fit with the same seed")
-    cl.add_argument("--n-cells-per-location", type=float, default=None,
-                    help="prior expected cells per spot (default: 8 for generated data, as generated; "
-                    "30 for lymph_node, as in the cell2location tutorial)")
+    cl.add_argument(
+        "--c2l-epochs",
+        type=int_list,
+        default="250,500,1000,2000,4000",
+        help="comma-separated epoch counts; each is a fresh fit with the same seed",
+    )
+    cl.add_argument(
+        "--n-cells-per-location",
+        type=float,
+        default=None,
+        help="prior expected cells per spot (default: 8 for generated data, as generated; "
+        "30 for lymph_node, as in the cell2location tutorial)",
+    )
     cl.add_argument("--detection-alpha", type=float, default=20, help="regularisation of per-spot detection")
-    cl.add_argument("--num-samples", type=int, default=1000,
-                    help="posterior samples drawn for the mean and quantiles, by cell2location and by the "
-                    "signature regression (part of the timed export)")
+    cl.add_argument(
+        "--num-samples",
+        type=int,
+        default=1000,
+        help="posterior samples drawn for the mean and quantiles, by cell2location and by the "
+        "signature regression (part of the timed export)",
+    )
 
     tg = parser.add_argument_group("Tangram (cells mode)")
-    tg.add_argument("--tangram-epochs", type=int_list, default="300,1000",
-                    help="comma-separated epoch counts; each slide is mapped separately, times are summed")
-    tg.add_argument("--tangram-max-cells-per-type", type=int, default=500,
-                    help="at most this many reference cells per type (seeded draw)")
+    tg.add_argument(
+        "--tangram-epochs",
+        type=int_list,
+        default="300,1000",
+        help="comma-separated epoch counts; each slide is mapped separately, times are summed",
+    )
+    tg.add_argument(
+        "--tangram-max-cells-per-type",
+        type=int,
+        default=500,
+        help="at most this many reference cells per type (seeded draw)",
+    )
     tg.add_argument("--tangram-n-markers", type=int, default=100, help="training marker genes per cell type")
 
     run = parser.add_argument_group("devices and randomness")
-    run.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
-                     help="auto: the GPU when torch sees one, else the CPU")
-    run.add_argument("--compare-cpu", action="store_true",
-                     help="when the runs use a GPU, run every configuration on the CPU as well and report both times")
-    run.add_argument("--threads", type=int, default=None,
-                     help="torch CPU threads (default: torch's default, all visible cores)")
-    run.add_argument("--numba-threads", type=int, default=None,
-                     help="numba threads (scanpy's marker ranking in Tangram runs numba code); numba's OpenMP "
-                     "layer sets torch's thread count to this, so give --threads here too to keep Tangram's "
-                     "training at --threads (default: numba's own, all cores)")
+    run.add_argument(
+        "--device",
+        choices=("auto", "cpu", "gpu"),
+        default="auto",
+        help="auto: the GPU when torch sees one, else the CPU",
+    )
+    run.add_argument(
+        "--compare-cpu",
+        action="store_true",
+        help="when the runs use a GPU, run every configuration on the CPU as well and report both times",
+    )
+    run.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's default, all visible cores)"
+    )
+    run.add_argument(
+        "--numba-threads",
+        type=int,
+        default=None,
+        help="numba threads (scanpy's marker ranking in Tangram runs numba code); numba's OpenMP "
+        "layer sets torch's thread count to this, so give --threads here too to keep Tangram's "
+        "training at --threads (default: numba's own, all cores)",
+    )
     run.add_argument("--seed", type=int, default=0, help="seed of the generated data and of every fit")
-    run.add_argument("--no-warmup", action="store_true",
-                     help="skip the untimed 1-epoch warm-up of each method and device (imports, JIT compilation "
-                     "and first-call set-up then land in the first timed run)")
+    run.add_argument(
+        "--no-warmup",
+        action="store_true",
+        help="skip the untimed 1-epoch warm-up of each method and device (imports, JIT compilation "
+        "and first-call set-up then land in the first timed run)",
+    )
     args = parser.parse_args(argv)
 
     if args.threads is not None and args.threads < 1:
@@ -300,9 +378,17 @@ def summarise_r(per_slide: dict[str, pd.Series]) -> dict[str, float]:
 def per_type_rows(run: dict, per_slide: dict[str, pd.Series], measure: str) -> list[dict]:
     """Long rows ``(method, epochs, device, measure, sample, cell_type, pearson_r)``."""
     return [
-        {"method": run["method"], "epochs": run["epochs"], "device": run["device"], "measure": measure,
-         "sample": sample, "cell_type": cell_type, "pearson_r": float(r)}
-        for sample, series in per_slide.items() for cell_type, r in series.items()
+        {
+            "method": run["method"],
+            "epochs": run["epochs"],
+            "device": run["device"],
+            "measure": measure,
+            "sample": sample,
+            "cell_type": cell_type,
+            "pearson_r": float(r),
+        }
+        for sample, series in per_slide.items()
+        for cell_type, r in series.items()
     ]
 
 
@@ -321,8 +407,13 @@ def qc_slide(slide, sample: str):
     )
     before = qc.compute_qc(slide, mask)
     after = qc.filter_spots(qc.remove_mt_genes(before, mask))
-    log.info("sample %s: %d spots, %d genes after QC (%d MT genes removed)", sample, after.n_obs, after.n_vars,
-             int(mask.sum()))
+    log.info(
+        "sample %s: %d spots, %d genes after QC (%d MT genes removed)",
+        sample,
+        after.n_obs,
+        after.n_vars,
+        int(mask.sum()),
+    )
     return after
 
 
@@ -337,8 +428,13 @@ def load_generated(args: argparse.Namespace, workdir: Path):
     """Generate the data set; return (slides after QC, prepared reference, truth per slide)."""
     start = time.perf_counter()
     paths = synth.generate(
-        workdir, seed=args.seed, n_slides=args.n_slides, grid=args.grid, n_genes=args.n_genes,
-        n_cell_types=args.n_cell_types, cells_per_type=args.cells_per_type,
+        workdir,
+        seed=args.seed,
+        n_slides=args.n_slides,
+        grid=args.grid,
+        n_genes=args.n_genes,
+        n_cell_types=args.n_cell_types,
+        cells_per_type=args.cells_per_type,
     )
     log.info("generated the data in %.1f s under %s", time.perf_counter() - start, workdir)
     slides, truth = {}, {}
@@ -392,40 +488,63 @@ def run_signatures(ref, args: argparse.Namespace, device: str, batch_key: str | 
     set_threads(args.threads)
     start = time.perf_counter()
     result = signatures.estimate_signatures(
-        filtered, method="regression", label_key=LABEL_KEY, batch_key=batch_key, max_epochs=args.ref_epochs,
-        batch_size=args.ref_batch_size, seed=args.seed, accelerator=device, num_samples=args.num_samples,
+        filtered,
+        method="regression",
+        label_key=LABEL_KEY,
+        batch_key=batch_key,
+        max_epochs=args.ref_epochs,
+        batch_size=args.ref_batch_size,
+        seed=args.seed,
+        accelerator=device,
+        num_samples=args.num_samples,
         threads=args.threads,
     )
     wall = time.perf_counter() - start
     row = {
-        "method": "signatures", "epochs": args.ref_epochs, "device": device, "wall_s": wall,
-        "n_genes": result.signatures.shape[0], "n_types": result.signatures.shape[1],
+        "method": "signatures",
+        "epochs": args.ref_epochs,
+        "device": device,
+        "wall_s": wall,
+        "n_genes": result.signatures.shape[0],
+        "n_types": result.signatures.shape[1],
         "notes": f"RegressionModel, {filtered.n_obs} cells, batch key {batch_key or 'none'}",
     }
     log.info("signatures (%s, %d epochs): %.1f s", device, args.ref_epochs, wall)
     return result.signatures, row
 
 
-def run_c2l(slides, sig: pd.DataFrame, epochs: int, device: str, args: argparse.Namespace,
-            truth: dict[str, pd.DataFrame] | None) -> tuple[dict, list[dict]]:
+def run_c2l(
+    slides, sig: pd.DataFrame, epochs: int, device: str, args: argparse.Namespace, truth: dict[str, pd.DataFrame] | None
+) -> tuple[dict, list[dict]]:
     """One joint cell2location fit of all slides, timed, scored against the truth when given."""
     set_threads(args.threads)
     start = time.perf_counter()
     result = c2l.run(
-        slides, sig, n_cells_per_location=args.n_cells_per_location, detection_alpha=args.detection_alpha,
-        max_epochs=epochs, batch_size=None, seed=args.seed, accelerator=device, num_samples=args.num_samples,
+        slides,
+        sig,
+        n_cells_per_location=args.n_cells_per_location,
+        detection_alpha=args.detection_alpha,
+        max_epochs=epochs,
+        batch_size=None,
+        seed=args.seed,
+        accelerator=device,
+        num_samples=args.num_samples,
         threads=args.threads,
     )
     wall = time.perf_counter() - start
     qcs = result.qc.values()
     row = {
-        "method": "cell2location", "epochs": epochs, "device": device, "wall_s": wall,
-        "n_spots": sum(s.n_obs for s in result.slides.values()), "n_genes": len(result.genes_used),
+        "method": "cell2location",
+        "epochs": epochs,
+        "device": device,
+        "wall_s": wall,
+        "n_spots": sum(s.n_obs for s in result.slides.values()),
+        "n_genes": len(result.genes_used),
         "n_types": sig.shape[1],
         "cells_per_spot": float(np.mean([q["mean_total_cells_per_spot"] for q in qcs])),
         "recon_r": float(np.mean([q["reconstruction_r"] for q in qcs if q["reconstruction_r"] is not None])),
         "notes": f"joint fit, N_cells_per_location {args.n_cells_per_location:g}, final -ELBO "
-                 f"{float(np.asarray(result.history).ravel()[-1]):.4g}",
+        f"{float(np.asarray(result.history).ravel()[-1]):.4g}",
     }
     detail: list[dict] = []
     if truth is not None:
@@ -445,13 +564,19 @@ def run_c2l(slides, sig: pd.DataFrame, epochs: int, device: str, args: argparse.
         row["rmse"] = math.sqrt(sq / n)
         row["true_cells_per_spot"] = float(np.mean([truth[s].sum(axis=1).mean() for s in result.slides]))
         detail = per_type_rows(row, r_abund, "abundance_q05") + per_type_rows(row, r_prop, "proportions")
-    log.info("cell2location (%s, %d epochs): %.1f s; r median %s", device, epochs, wall,
-             f"{row['r_median']:.3f}" if "r_median" in row else "n/a")
+    log.info(
+        "cell2location (%s, %d epochs): %.1f s; r median %s",
+        device,
+        epochs,
+        wall,
+        f"{row['r_median']:.3f}" if "r_median" in row else "n/a",
+    )
     return row, detail
 
 
-def run_tangram_all(slides, ref, epochs: int, device: str, args: argparse.Namespace,
-                    truth: dict[str, pd.DataFrame] | None) -> tuple[dict, list[dict]]:
+def run_tangram_all(
+    slides, ref, epochs: int, device: str, args: argparse.Namespace, truth: dict[str, pd.DataFrame] | None
+) -> tuple[dict, list[dict]]:
     """Tangram on every slide (one after another), times summed, scored against the truth when given."""
     from spatialmap.methods import tangram as tangram_map
 
@@ -461,23 +586,34 @@ def run_tangram_all(slides, ref, epochs: int, device: str, args: argparse.Namesp
         start = time.perf_counter()
         with contextlib.redirect_stdout(sys.stderr):  # Tangram prints its scores; keep stdout for the report
             results[sample] = tangram_map.run(
-                slide, ref, LABEL_KEY, sample=sample, n_markers=args.tangram_n_markers, mode="cells",
-                num_epochs=epochs, max_cells_per_type=args.tangram_max_cells_per_type,
-                cells_per_spot=args.n_cells_per_location, seed=args.seed, accelerator=device,
+                slide,
+                ref,
+                LABEL_KEY,
+                sample=sample,
+                n_markers=args.tangram_n_markers,
+                mode="cells",
+                num_epochs=epochs,
+                max_cells_per_type=args.tangram_max_cells_per_type,
+                cells_per_spot=args.n_cells_per_location,
+                seed=args.seed,
+                accelerator=device,
                 threads=args.threads,
             )
         wall += time.perf_counter() - start
     qcs = [r.qc for r in results.values()]
     row = {
-        "method": "tangram", "epochs": epochs, "device": device, "wall_s": wall,
-        "n_spots": sum(q["n_spots"] for q in qcs), "n_genes": int(np.mean([q["n_shared_genes"] for q in qcs])),
+        "method": "tangram",
+        "epochs": epochs,
+        "device": device,
+        "wall_s": wall,
+        "n_spots": sum(q["n_spots"] for q in qcs),
+        "n_genes": int(np.mean([q["n_shared_genes"] for q in qcs])),
         "n_types": len(qcs[0]["cell_types"]),
         "heldout_r_median": float(np.nanmean([q["heldout_median"] for q in qcs])),
         "heldout_r_p90": float(np.nanmean([q["heldout_p90"] for q in qcs])),
         "training_score": float(np.nanmean([q["training_score"] for q in qcs])),
         "notes": f"cells mode, {qcs[0]['cells_used']} cells, {int(np.mean([q['n_training_genes'] for q in qcs]))} "
-                 "training genes" + (" (held-out genes include markers)" if any(q["heldout_from_markers"] for q in qcs)
-                                     else ""),
+        "training genes" + (" (held-out genes include markers)" if any(q["heldout_from_markers"] for q in qcs) else ""),
     }
     detail: list[dict] = []
     if truth is not None:
@@ -489,8 +625,7 @@ def run_tangram_all(slides, ref, epochs: int, device: str, args: argparse.Namesp
         row.update(summarise_r(r_abund))
         row["r_prop_median"] = float(pd.concat(r_prop.values()).median())
         detail = per_type_rows(row, r_abund, "expected_counts") + per_type_rows(row, r_prop, "proportions")
-    log.info("tangram (%s, %d epochs): %.1f s; held-out median r %.3f", device, epochs, wall,
-             row["heldout_r_median"])
+    log.info("tangram (%s, %d epochs): %.1f s; held-out median r %.3f", device, epochs, wall, row["heldout_r_median"])
     return row, detail
 
 
@@ -500,16 +635,33 @@ def warm_up(slides, ref, sig: pd.DataFrame | None, device: str, args: argparse.N
     first = dict(list(slides.items())[:1])
     set_threads(args.threads)
     if sig is not None:
-        c2l.run(first, sig, n_cells_per_location=args.n_cells_per_location, max_epochs=1,
-                              seed=args.seed, accelerator=device, num_samples=2, threads=args.threads)
+        c2l.run(
+            first,
+            sig,
+            n_cells_per_location=args.n_cells_per_location,
+            max_epochs=1,
+            seed=args.seed,
+            accelerator=device,
+            num_samples=2,
+            threads=args.threads,
+        )
     if "tangram" in args.methods:
         from spatialmap.methods import tangram as tangram_map
 
         sample, slide = next(iter(first.items()))
         with contextlib.redirect_stdout(sys.stderr):
-            tangram_map.run(slide, ref, LABEL_KEY, sample=sample, n_markers=args.tangram_n_markers,
-                                    num_epochs=1, max_cells_per_type=args.tangram_max_cells_per_type,
-                                    seed=args.seed, accelerator=device, threads=args.threads)
+            tangram_map.run(
+                slide,
+                ref,
+                LABEL_KEY,
+                sample=sample,
+                n_markers=args.tangram_n_markers,
+                num_epochs=1,
+                max_cells_per_type=args.tangram_max_cells_per_type,
+                seed=args.seed,
+                accelerator=device,
+                threads=args.threads,
+            )
     log.info("warm-up on %s: %.1f s (not counted)", device, time.perf_counter() - start)
 
 
@@ -530,17 +682,34 @@ def fmt(value, digits: int = 3) -> str:
 def markdown_table(results: pd.DataFrame, scenario: str) -> list[str]:
     """Markdown lines of the result table; columns chosen by scenario."""
     if scenario == "generated":
-        cols = [("method", "method", 0), ("epochs", "epochs", 0), ("device", "device", 0),
-                ("wall_s", "wall s", 1), ("r_min", "r min", 3), ("r_median", "r median", 3),
-                ("r_mean", "r mean", 3), ("r_prop_median", "r median (proportions)", 3),
-                ("rmse", "RMSE cells/spot", 3), ("cells_per_spot", "cells/spot", 2),
-                ("recon_r", "recon. r", 3), ("heldout_r_median", "held-out r median", 3),
-                ("heldout_r_p90", "held-out r p90", 3)]
+        cols = [
+            ("method", "method", 0),
+            ("epochs", "epochs", 0),
+            ("device", "device", 0),
+            ("wall_s", "wall s", 1),
+            ("r_min", "r min", 3),
+            ("r_median", "r median", 3),
+            ("r_mean", "r mean", 3),
+            ("r_prop_median", "r median (proportions)", 3),
+            ("rmse", "RMSE cells/spot", 3),
+            ("cells_per_spot", "cells/spot", 2),
+            ("recon_r", "recon. r", 3),
+            ("heldout_r_median", "held-out r median", 3),
+            ("heldout_r_p90", "held-out r p90", 3),
+        ]
     else:
-        cols = [("method", "method", 0), ("epochs", "epochs", 0), ("device", "device", 0),
-                ("wall_s", "wall s", 1), ("n_genes", "genes used", 0), ("cells_per_spot", "cells/spot", 2),
-                ("recon_r", "recon. r", 3), ("heldout_r_median", "held-out r median", 3),
-                ("heldout_r_p90", "held-out r p90", 3), ("training_score", "training score", 3)]
+        cols = [
+            ("method", "method", 0),
+            ("epochs", "epochs", 0),
+            ("device", "device", 0),
+            ("wall_s", "wall s", 1),
+            ("n_genes", "genes used", 0),
+            ("cells_per_spot", "cells/spot", 2),
+            ("recon_r", "recon. r", 3),
+            ("heldout_r_median", "held-out r median", 3),
+            ("heldout_r_p90", "held-out r p90", 3),
+            ("training_score", "training score", 3),
+        ]
     lines = ["| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
     for _, row in results.iterrows():
         cells = []
@@ -553,8 +722,7 @@ def markdown_table(results: pd.DataFrame, scenario: str) -> list[str]:
     return lines
 
 
-def report(args: argparse.Namespace, info: dict, overlap_lines: list[str], results: pd.DataFrame,
-           command: str) -> str:
+def report(args: argparse.Namespace, info: dict, overlap_lines: list[str], results: pd.DataFrame, command: str) -> str:
     lines = [f"# Mapping benchmark: {args.scenario}", "", f"Command: `{command}`", ""]
     lines += [f"- {k}: {v}" for k, v in info.items()]
     lines.append("")

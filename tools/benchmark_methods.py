@@ -73,49 +73,102 @@ log = logging.getLogger("spatialmap.benchmark_methods")
 SCENARIOS = ("lymph_node", "generated", "pbmc68k")
 METHODS = ("cell2location", "tangram", "rctd", "flashdeconv", "nnls")
 LABEL_KEY = "cell_type"
-COLUMNS = ["scenario", "seed", "method", "n_spots", "n_genes", "n_types", "spot_r", "rmse", "jsd", "type_r",
-           "wall_s", "notes"]
+COLUMNS = [
+    "scenario",
+    "seed",
+    "method",
+    "n_spots",
+    "n_genes",
+    "n_types",
+    "spot_r",
+    "rmse",
+    "jsd",
+    "type_r",
+    "wall_s",
+    "notes",
+]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--scenario", default="lymph_node,generated", help="comma-separated: " + ", ".join(SCENARIOS))
-    parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data" / "lymph_node",
-                        help="folder holding the lymph node reference.h5ad")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=REPO.parent / "shared" / "data" / "lymph_node",
+        help="folder holding the lymph node reference.h5ad",
+    )
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods to run")
     parser.add_argument("--seeds", default="0,1", help="comma-separated seeds: one silver slide (and fit) per seed")
     parser.add_argument("--grid", type=int, default=20, help="pseudo-spots per side of the grid")
     parser.add_argument("--regions", type=int, default=5, help="regions of the silver slide")
     parser.add_argument("--min-cells", type=int, default=2, help="fewest cells per pseudo-spot")
     parser.add_argument("--max-cells", type=int, default=15, help="most cells per pseudo-spot")
-    parser.add_argument("--spot-fraction", type=float, default=0.5, help="share of each type's cells held out for the spots")
-    parser.add_argument("--min-type-cells", type=int, default=15,
-                        help="drop cell types with fewer cells (half of each type goes to the spots)")
-    parser.add_argument("--top-genes", type=int, default=2000,
-                        help="keep the reference's most-counted genes (a panel of the size of a typical Visium subset); 0: all")
-    parser.add_argument("--capture", type=float, default=0.2,
-                        help="binomial thinning of summed counts (spot capture relative to single cells)")
+    parser.add_argument(
+        "--spot-fraction", type=float, default=0.5, help="share of each type's cells held out for the spots"
+    )
+    parser.add_argument(
+        "--min-type-cells",
+        type=int,
+        default=15,
+        help="drop cell types with fewer cells (half of each type goes to the spots)",
+    )
+    parser.add_argument(
+        "--top-genes",
+        type=int,
+        default=2000,
+        help="keep the reference's most-counted genes (a panel of the size of a typical Visium subset); 0: all",
+    )
+    parser.add_argument(
+        "--capture",
+        type=float,
+        default=0.2,
+        help="binomial thinning of summed counts (spot capture relative to single cells)",
+    )
     parser.add_argument("--c2l-epochs", type=int, default=3000, help="cell2location training epochs")
     parser.add_argument("--ref-epochs", type=int, default=250, help="regression (signature) epochs")
     parser.add_argument("--tangram-epochs", type=int, default=1000, help="Tangram epochs")
-    parser.add_argument("--rctd-q-matrix", type=Path, default=None,
-                        help="RCTD likelihood table (.npz from rctd.compute_rctd_q_matrix); computed small when absent")
+    parser.add_argument(
+        "--rctd-q-matrix",
+        type=Path,
+        default=None,
+        help="RCTD likelihood table (.npz from rctd.compute_rctd_q_matrix); computed small when absent",
+    )
     parser.add_argument("--rctd-cell-min", type=int, default=5, help="RCTD: fewest reference cells per type")
     parser.add_argument("--threads", type=int, default=1, help="torch / BLAS threads")
-    parser.add_argument("--temperatures", type=lambda t: [float(v) for v in t.split(",")], default=[0.02, 0.01, 0.005],
-                        help="temperatures of the reconstruction-weighted rules to compare")
-    parser.add_argument("--from-tables", action="store_true",
-                        help="do not run the methods: reuse the tables and rows of an earlier run with the same --out "
-                             "(<out>.tables/, <out>.tsv) and recompute only the consensus rules")
-    parser.add_argument("--rows", default=None,
-                        help="--from-tables: comma-separated TSVs of earlier runs whose single-method rows are kept "
-                             "(default <out>.tsv); e.g. runs of different methods whose tables were copied into <out>.tables/")
-    parser.add_argument("--choose", type=Path, default=None,
-                        help="out of sample: rows (<out>.tsv of a run) on which the consensus rule is chosen; needs --report")
-    parser.add_argument("--report", type=Path, default=None,
-                        help="out of sample: rows of other seeds / references on which the choice is reported")
+    parser.add_argument(
+        "--temperatures",
+        type=lambda t: [float(v) for v in t.split(",")],
+        default=[0.02, 0.01, 0.005],
+        help="temperatures of the reconstruction-weighted rules to compare",
+    )
+    parser.add_argument(
+        "--from-tables",
+        action="store_true",
+        help="do not run the methods: reuse the tables and rows of an earlier run with the same --out "
+        "(<out>.tables/, <out>.tsv) and recompute only the consensus rules",
+    )
+    parser.add_argument(
+        "--rows",
+        default=None,
+        help="--from-tables: comma-separated TSVs of earlier runs whose single-method rows are kept "
+        "(default <out>.tsv); e.g. runs of different methods whose tables were copied into <out>.tables/",
+    )
+    parser.add_argument(
+        "--choose",
+        type=Path,
+        default=None,
+        help="out of sample: rows (<out>.tsv of a run) on which the consensus rule is chosen; needs --report",
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        help="out of sample: rows of other seeds / references on which the choice is reported",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmark_methods"), help="output prefix (.tsv, .md)")
     return parser.parse_args(argv)
 
@@ -144,14 +197,22 @@ def load_reference(scenario: str, data_dir: Path, top_genes: int = 0, min_type_c
     if scenario == "pbmc68k":
         ref, path = load_pbmc68k()
     else:
-        path = data_dir / "reference.h5ad" if scenario == "lymph_node" else REPO / "assets" / "test_data" / "reference.h5ad"
+        path = (
+            data_dir / "reference.h5ad"
+            if scenario == "lymph_node"
+            else REPO / "assets" / "test_data" / "reference.h5ad"
+        )
         ref = ad.read_h5ad(path)
     ref, removed = reference.remove_mt_genes(ref)
     sizes = ref.obs[LABEL_KEY].astype(str).value_counts()
     small = sorted(sizes.index[sizes < min_type_cells])
     if small:
-        log.info("%s: dropping cell types with fewer than %d cells: %s", scenario, min_type_cells,
-                 ", ".join(f"{t} ({sizes[t]})" for t in small))
+        log.info(
+            "%s: dropping cell types with fewer than %d cells: %s",
+            scenario,
+            min_type_cells,
+            ", ".join(f"{t} ({sizes[t]})" for t in small),
+        )
         ref = ref[~ref.obs[LABEL_KEY].astype(str).isin(small)].copy()
     # labels as the pipeline's reference preparation leaves them (string categories, sorted): the
     # regression signatures mislabel types when the categories are not in sorted order
@@ -159,7 +220,14 @@ def load_reference(scenario: str, data_dir: Path, top_genes: int = 0, min_type_c
     if 0 < top_genes < ref.n_vars:
         totals = np.asarray(ref.X.sum(axis=0)).ravel()
         ref = ref[:, np.sort(np.argsort(-totals, kind="stable")[:top_genes])].copy()
-    log.info("%s: reference %s, %d cells x %d genes (%d MT genes removed)", scenario, path, ref.n_obs, ref.n_vars, len(removed))
+    log.info(
+        "%s: reference %s, %d cells x %d genes (%d MT genes removed)",
+        scenario,
+        path,
+        ref.n_obs,
+        ref.n_vars,
+        len(removed),
+    )
     return ref
 
 
@@ -170,9 +238,14 @@ def metrics(estimate: pd.DataFrame, truth: pd.DataFrame) -> dict:
     values = est.to_numpy()
     spot_r = [agreement.pearson(a, b) for a, b in zip(values, tru)]
     type_r = [agreement.pearson(values[:, k], tru[:, k]) for k in range(values.shape[1])]
-    return {"n_spots": len(est), "n_types": est.shape[1], "spot_r": float(np.nanmean(spot_r)),
-            "rmse": float(np.sqrt(((values - tru) ** 2).mean())),
-            "jsd": float(consensus.jsd(values, tru).mean()), "type_r": float(np.nanmedian(type_r))}
+    return {
+        "n_spots": len(est),
+        "n_types": est.shape[1],
+        "spot_r": float(np.nanmean(spot_r)),
+        "rmse": float(np.sqrt(((values - tru) ** 2).mean())),
+        "jsd": float(consensus.jsd(values, tru).mean()),
+        "type_r": float(np.nanmedian(type_r)),
+    }
 
 
 # --------------------------------------------------------------------------- methods
@@ -185,26 +258,52 @@ def run_cell2location(slide, ref, args, seed: int) -> tuple[pd.DataFrame, dict]:
     from spatialmap.reference import signatures
 
     filtered = reference.permissive_gene_filter(ref)
-    sig = signatures.estimate_signatures(filtered, "regression", LABEL_KEY, max_epochs=args.ref_epochs,
-                                         seed=seed, accelerator="cpu", threads=args.threads)
+    sig = signatures.estimate_signatures(
+        filtered,
+        "regression",
+        LABEL_KEY,
+        max_epochs=args.ref_epochs,
+        seed=seed,
+        accelerator="cpu",
+        threads=args.threads,
+    )
     mean_cells = (args.min_cells + args.max_cells) / 2
-    result = c2l.run({"silver": slide}, sig.signatures, n_cells_per_location=mean_cells,
-                                   max_epochs=args.c2l_epochs, seed=seed, accelerator="cpu",
-                                   threads=args.threads, num_samples=200)
+    result = c2l.run(
+        {"silver": slide},
+        sig.signatures,
+        n_cells_per_location=mean_cells,
+        max_epochs=args.c2l_epochs,
+        seed=seed,
+        accelerator="cpu",
+        threads=args.threads,
+        num_samples=200,
+    )
     q05 = result.slides["silver"].obsm[keys.C2L_Q05]
-    q05 = pd.DataFrame(np.asarray(q05), index=slide.obs_names,
-                       columns=getattr(q05, "columns", sig.signatures.columns))
-    return q05, {"n_genes": len(result.genes_used),
-                 "notes": f"regression {args.ref_epochs} epochs; c2l {args.c2l_epochs} epochs, N_cells {mean_cells}"}
+    q05 = pd.DataFrame(np.asarray(q05), index=slide.obs_names, columns=getattr(q05, "columns", sig.signatures.columns))
+    return q05, {
+        "n_genes": len(result.genes_used),
+        "notes": f"regression {args.ref_epochs} epochs; c2l {args.c2l_epochs} epochs, N_cells {mean_cells}",
+    }
 
 
 def run_tangram(slide, ref, args, seed: int) -> tuple[pd.DataFrame, dict]:
     """Tangram, cells mode, the pipeline's defaults but the epochs."""
     from spatialmap.methods import tangram as tangram_map
 
-    result = tangram_map.run(slide, ref, LABEL_KEY, sample="silver", num_epochs=args.tangram_epochs,
-                                     seed=seed, accelerator="cpu", threads=args.threads)
-    return result.proportions, {"n_genes": result.qc.get("n_training_genes"), "notes": f"cells mode, {args.tangram_epochs} epochs"}
+    result = tangram_map.run(
+        slide,
+        ref,
+        LABEL_KEY,
+        sample="silver",
+        num_epochs=args.tangram_epochs,
+        seed=seed,
+        accelerator="cpu",
+        threads=args.threads,
+    )
+    return result.proportions, {
+        "n_genes": result.qc.get("n_training_genes"),
+        "notes": f"cells mode, {args.tangram_epochs} epochs",
+    }
 
 
 def run_deconv(method: str, slide, ref, args, seed: int) -> tuple[pd.DataFrame, dict]:
@@ -213,8 +312,9 @@ def run_deconv(method: str, slide, ref, args, seed: int) -> tuple[pd.DataFrame, 
 
     kwargs = {"seed": seed, "sample": "silver"}
     if method == "rctd":
-        kwargs.update(q_matrix_path=args.rctd_q_matrix, cell_min=args.rctd_cell_min, accelerator="cpu",
-                      threads=args.threads)
+        kwargs.update(
+            q_matrix_path=args.rctd_q_matrix, cell_min=args.rctd_cell_min, accelerator="cpu", threads=args.threads
+        )
     result = importlib.import_module(f"spatialmap.methods.{method}").run(slide, ref, LABEL_KEY, **kwargs)
     qc = result.qc
     n_genes = qc.get("n_genes_used", qc.get("genes_used"))
@@ -249,20 +349,42 @@ def consensus_rows(tables: dict, sil, scenario: str, seed: int, args) -> list[di
     sig = signatures.cluster_means(sil.reference, LABEL_KEY)
     rows = []
     for rule in consensus.RULES:
-        for temperature in (args.temperatures if rule in consensus.NEEDS_COUNTS and rule != "drop_worst" else [None]):
+        for temperature in args.temperatures if rule in consensus.NEEDS_COUNTS and rule != "drop_worst" else [None]:
             t0 = time.perf_counter()
-            result = consensus.slide_consensus(tables, "silver", rule, slide=sil.slide, signatures=sig,
-                                               temperature=temperature or consensus.DEFAULT_TEMPERATURE)
+            result = consensus.slide_consensus(
+                tables,
+                "silver",
+                rule,
+                slide=sil.slide,
+                signatures=sig,
+                temperature=temperature or consensus.DEFAULT_TEMPERATURE,
+            )
             weights = ", ".join(f"{m} {w:.2f}" for m, w in result.weights.items())
             name = f"consensus: {rule}" + (f" (T {temperature:g})" if temperature else "")
-            rows.append({"scenario": scenario, "seed": seed, "method": name, **metrics(result.proportions, sil.proportions),
-                         "wall_s": time.perf_counter() - t0, "notes": f"weights {weights}"})
+            rows.append(
+                {
+                    "scenario": scenario,
+                    "seed": seed,
+                    "method": name,
+                    **metrics(result.proportions, sil.proportions),
+                    "wall_s": time.perf_counter() - t0,
+                    "notes": f"weights {weights}",
+                }
+            )
     if len(tables) >= 3:
         for left_out in tables:
             subset = {m: t for m, t in tables.items() if m != left_out}
             result = consensus.slide_consensus(subset, "silver", "mean")
-            rows.append({"scenario": scenario, "seed": seed, "method": f"consensus: mean without {left_out}",
-                         **metrics(result.proportions, sil.proportions), "wall_s": 0.0, "notes": ""})
+            rows.append(
+                {
+                    "scenario": scenario,
+                    "seed": seed,
+                    "method": f"consensus: mean without {left_out}",
+                    **metrics(result.proportions, sil.proportions),
+                    "wall_s": 0.0,
+                    "notes": "",
+                }
+            )
     return rows
 
 
@@ -272,11 +394,27 @@ def consensus_rows(tables: dict, sil, scenario: str, seed: int, args) -> list[di
 def run_scenario(scenario: str, seed: int, methods: list[str], args) -> list[dict]:
     """One silver slide: every method, then the consensus rules."""
     ref_all = load_reference(scenario, args.data_dir, args.top_genes, args.min_type_cells)
-    sil = silver.make_silver(ref_all, LABEL_KEY, rows=args.grid, cols=args.grid, n_regions=args.regions,
-                             min_cells=args.min_cells, max_cells=args.max_cells, spot_fraction=args.spot_fraction,
-                             capture=args.capture, seed=seed)
+    sil = silver.make_silver(
+        ref_all,
+        LABEL_KEY,
+        rows=args.grid,
+        cols=args.grid,
+        n_regions=args.regions,
+        min_cells=args.min_cells,
+        max_cells=args.max_cells,
+        spot_fraction=args.spot_fraction,
+        capture=args.capture,
+        seed=seed,
+    )
     umis = float(np.median(np.asarray(sil.slide.X.sum(axis=1)).ravel()))
-    log.info("%s seed %d: %d pseudo-spots, median %.0f UMIs; reference %d cells", scenario, seed, sil.slide.n_obs, umis, sil.reference.n_obs)
+    log.info(
+        "%s seed %d: %d pseudo-spots, median %.0f UMIs; reference %d cells",
+        scenario,
+        seed,
+        sil.slide.n_obs,
+        umis,
+        sil.reference.n_obs,
+    )
     rows, tables = [], {}
     keep = Path(f"{args.out}.tables") / f"{scenario}_seed{seed}"
     keep.mkdir(parents=True, exist_ok=True)
@@ -291,7 +429,9 @@ def run_scenario(scenario: str, seed: int, methods: list[str], args) -> list[dic
             table.to_csv(keep / (agreement.TABLE_SUFFIXES[method].lstrip(".") + ".gz"))
             row.update(metrics(table, sil.proportions))
         rows.append(row)
-        log.info("%s seed %d: %s", scenario, seed, {k: row.get(k) for k in ("method", "spot_r", "rmse", "jsd", "wall_s")})
+        log.info(
+            "%s seed %d: %s", scenario, seed, {k: row.get(k) for k in ("method", "spot_r", "rmse", "jsd", "wall_s")}
+        )
     if len(tables) >= 2:
         rows.extend(consensus_rows(tables, sil, scenario, seed, args))
     for row in rows:
@@ -359,8 +499,12 @@ def choose_rule(choose: pd.DataFrame) -> pd.DataFrame:
                 value = cand.at[c, metric]
                 rows[c]["beats"] += int(value >= best if higher else value <= best)
     means = choose[choose["method"].isin(candidates)].groupby("method")[list(METRICS)].mean()
-    table = pd.DataFrame({"mean_rank": {c: float(np.mean(r["ranks"])) for c, r in rows.items()},
-                          "beats_best_single": {c: f"{r['beats']}/{r['cells']}" for c, r in rows.items()}})
+    table = pd.DataFrame(
+        {
+            "mean_rank": {c: float(np.mean(r["ranks"])) for c, r in rows.items()},
+            "beats_best_single": {c: f"{r['beats']}/{r['cells']}" for c, r in rows.items()},
+        }
+    )
     table = table.join(means)
     table = table.sort_values(["mean_rank", "spot_r"], ascending=[True, False])
     table.index.name = "method"
@@ -389,10 +533,21 @@ def compare(report: pd.DataFrame, rule: str) -> pd.DataFrame:
                 diff = by.at[rule, metric] - by.at[method, metric]
                 diff = diff if higher else -diff
                 outcome = "tie" if round(abs(diff), 4) == 0 else ("win" if diff > 0 else "loss")
-                out.append({"scenario": scenario, "seed": seed, "metric": metric, "rule": rule, "method": method,
-                            "rule_value": by.at[rule, metric], "method_value": by.at[method, metric],
-                            "difference": diff, "outcome": outcome, "rule_rank": rank,
-                            "n_ranked": len(present) + 1})
+                out.append(
+                    {
+                        "scenario": scenario,
+                        "seed": seed,
+                        "metric": metric,
+                        "rule": rule,
+                        "method": method,
+                        "rule_value": by.at[rule, metric],
+                        "method_value": by.at[method, metric],
+                        "difference": diff,
+                        "outcome": outcome,
+                        "rule_rank": rank,
+                        "n_ranked": len(present) + 1,
+                    }
+                )
     return pd.DataFrame(out)
 
 
@@ -404,19 +559,32 @@ def out_of_sample(choose: pd.DataFrame, report: pd.DataFrame, default: str) -> t
     rules = list(dict.fromkeys([chosen, default]))
     comparison = pd.concat([compare(report, r) for r in rules], ignore_index=True)
     slides = sorted({(s, int(d)) for s, d in zip(choose["scenario"], choose["seed"])})
-    lines = ["### Choice on the choose set", "",
-             f"Choose slides: {', '.join(f'{s} seed {d}' for s, d in slides)}. Candidates ranked on every slide and "
-             "metric (1 = best); the lowest mean rank is chosen.", "",
-             "| candidate | mean rank | per-spot r | RMSE | JSD | per-type r | >= best single (slide x metric) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "### Choice on the choose set",
+        "",
+        f"Choose slides: {', '.join(f'{s} seed {d}' for s, d in slides)}. Candidates ranked on every slide and "
+        "metric (1 = best); the lowest mean rank is chosen.",
+        "",
+        "| candidate | mean rank | per-spot r | RMSE | JSD | per-type r | >= best single (slide x metric) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, r in selection.iterrows():
-        lines.append(f"| {name} | {r.mean_rank:.2f} | {r.spot_r:.3f} | {r.rmse:.4f} | {r.jsd:.4f} | {r.type_r:.3f} "
-                     f"| {r.beats_best_single} |")
-    lines += ["", f"**Chosen: {chosen}.** Pipeline default: {default} (rank "
-              f"{list(selection.index).index(default) + 1 if default in selection.index else 'n/a'} of {len(selection)}).", ""]
-    lines += ["### Report set, means over seeds: the best single method against the rules", "",
-              "| reference | metric | best single method | " + " | ".join(rules) + " |",
-              "|---|---|---|" + "---|" * len(rules)]
+        lines.append(
+            f"| {name} | {r.mean_rank:.2f} | {r.spot_r:.3f} | {r.rmse:.4f} | {r.jsd:.4f} | {r.type_r:.3f} "
+            f"| {r.beats_best_single} |"
+        )
+    lines += [
+        "",
+        f"**Chosen: {chosen}.** Pipeline default: {default} (rank "
+        f"{list(selection.index).index(default) + 1 if default in selection.index else 'n/a'} of {len(selection)}).",
+        "",
+    ]
+    lines += [
+        "### Report set, means over seeds: the best single method against the rules",
+        "",
+        "| reference | metric | best single method | " + " | ".join(rules) + " |",
+        "|---|---|---|" + "---|" * len(rules),
+    ]
     means = report.groupby(["scenario", "method"], sort=False)[list(METRICS)].mean()
     singles = single_methods(report)
     for scenario in report["scenario"].drop_duplicates():
@@ -429,28 +597,52 @@ def out_of_sample(choose: pd.DataFrame, report: pd.DataFrame, default: str) -> t
                 value, ref = round(part.at[rule, metric], 4), round(part.at[best, metric], 4)
                 worse = value < ref if higher else value > ref
                 cells.append(f"{value:.4f}" + (" (worse)" if worse else ""))
-            lines.append(f"| {scenario} | {METRIC_NAMES[metric]} | {best} {part.at[best, metric]:.4f} | " + " | ".join(cells) + " |")
+            lines.append(
+                f"| {scenario} | {METRIC_NAMES[metric]} | {best} {part.at[best, metric]:.4f} | "
+                + " | ".join(cells)
+                + " |"
+            )
     lines += ["", "### Report set: the choice against every single method", ""]
     for rule in rules:
         part = comparison[comparison["rule"] == rule]
-        lines += [f"#### {rule}", "", "| reference | seed | metric | rank (of methods + rule) | wins | ties | losses | lost to |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"#### {rule}",
+            "",
+            "| reference | seed | metric | rank (of methods + rule) | wins | ties | losses | lost to |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for (scenario, seed, metric), g in part.groupby(["scenario", "seed", "metric"], sort=False):
             lost = g[g["outcome"] == "loss"]
-            lost_to = ", ".join(f"{m} ({a:.4g} vs {b:.4g})" for m, a, b in
-                                zip(lost["method"], lost["rule_value"], lost["method_value"])) or "-"
-            lines.append(f"| {scenario} | {seed} | {METRIC_NAMES[metric]} | {g['rule_rank'].iloc[0]} of "
-                         f"{g['n_ranked'].iloc[0]} | {(g['outcome'] == 'win').sum()} | {(g['outcome'] == 'tie').sum()} "
-                         f"| {len(lost)} | {lost_to} |")
+            lost_to = (
+                ", ".join(
+                    f"{m} ({a:.4g} vs {b:.4g})"
+                    for m, a, b in zip(lost["method"], lost["rule_value"], lost["method_value"])
+                )
+                or "-"
+            )
+            lines.append(
+                f"| {scenario} | {seed} | {METRIC_NAMES[metric]} | {g['rule_rank'].iloc[0]} of "
+                f"{g['n_ranked'].iloc[0]} | {(g['outcome'] == 'win').sum()} | {(g['outcome'] == 'tie').sum()} "
+                f"| {len(lost)} | {lost_to} |"
+            )
         n = part.groupby(["scenario", "seed", "metric"])["rule_rank"].first()
-        lines += ["", f"{rule}: best of the methods on {(n == 1).sum()} of {len(n)} slide x metric cells; "
-                  f"{(part['outcome'] == 'loss').sum()} losses in {len(part)} pairwise comparisons.", ""]
-    lines += ["### Report set: the same ranking as on the choose set (what would have been chosen here)", "",
-              "| candidate | mean rank | per-spot r | RMSE | JSD | per-type r | >= best single (slide x metric) |",
-              "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"{rule}: best of the methods on {(n == 1).sum()} of {len(n)} slide x metric cells; "
+            f"{(part['outcome'] == 'loss').sum()} losses in {len(part)} pairwise comparisons.",
+            "",
+        ]
+    lines += [
+        "### Report set: the same ranking as on the choose set (what would have been chosen here)",
+        "",
+        "| candidate | mean rank | per-spot r | RMSE | JSD | per-type r | >= best single (slide x metric) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, r in report_selection.iterrows():
-        lines.append(f"| {name} | {r.mean_rank:.2f} | {r.spot_r:.3f} | {r.rmse:.4f} | {r.jsd:.4f} | {r.type_r:.3f} "
-                     f"| {r.beats_best_single} |")
+        lines.append(
+            f"| {name} | {r.mean_rank:.2f} | {r.spot_r:.3f} | {r.rmse:.4f} | {r.jsd:.4f} | {r.type_r:.3f} "
+            f"| {r.beats_best_single} |"
+        )
     selection = selection.reset_index().assign(set="choose")
     selection = pd.concat([selection, report_selection.reset_index().assign(set="report")], ignore_index=True)
     return selection, comparison, "\n".join(lines) + "\n"
@@ -460,10 +652,16 @@ def per_seed_markdown(frame: pd.DataFrame) -> str:
     """Every row of every slide, one table per scenario and seed."""
     lines = []
     for (scenario, seed), part in frame.groupby(["scenario", "seed"], sort=False):
-        lines += [f"#### {scenario}, seed {seed}", "", "| method | per-spot r | RMSE | JSD | per-type r (median) | wall s |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            f"#### {scenario}, seed {seed}",
+            "",
+            "| method | per-spot r | RMSE | JSD | per-type r (median) | wall s |",
+            "|---|---|---|---|---|---|",
+        ]
         for _, r in part.iterrows():
-            lines.append(f"| {r.method} | {r.spot_r:.3f} | {r.rmse:.4f} | {r.jsd:.4f} | {r.type_r:.3f} | {r.wall_s:.1f} |")
+            lines.append(
+                f"| {r.method} | {r.spot_r:.3f} | {r.rmse:.4f} | {r.jsd:.4f} | {r.type_r:.3f} | {r.wall_s:.1f} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -475,10 +673,16 @@ def markdown(frame: pd.DataFrame) -> str:
         grouped = part.groupby("method", sort=False)
         table = grouped[["spot_r", "rmse", "jsd", "type_r", "wall_s"]].mean()
         table["seeds"] = grouped["seed"].nunique()
-        lines += [f"### {scenario}", "", "| method | per-spot r | RMSE | JSD | per-type r (median) | wall s | seeds |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"### {scenario}",
+            "",
+            "| method | per-spot r | RMSE | JSD | per-type r (median) | wall s | seeds |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for method, r in table.iterrows():
-            lines.append(f"| {method} | {r.spot_r:.3f} | {r.rmse:.4f} | {r.jsd:.4f} | {r.type_r:.3f} | {r.wall_s:.1f} | {int(r.seeds)} |")
+            lines.append(
+                f"| {method} | {r.spot_r:.3f} | {r.rmse:.4f} | {r.jsd:.4f} | {r.type_r:.3f} | {r.wall_s:.1f} | {int(r.seeds)} |"
+            )
         lines.append("")
     return "\n".join(lines)
 

@@ -44,21 +44,34 @@ def main() -> None:
     from spatialmap.methods import cell2location as c2l
 
     rng = np.random.default_rng(0)
-    sig = pd.DataFrame(rng.gamma(0.5, 2.0, size=(args.genes, args.types)),
-                       index=[f"g{i}" for i in range(args.genes)], columns=[f"t{k}" for k in range(args.types)])
+    sig = pd.DataFrame(
+        rng.gamma(0.5, 2.0, size=(args.genes, args.types)),
+        index=[f"g{i}" for i in range(args.genes)],
+        columns=[f"t{k}" for k in range(args.types)],
+    )
     w = rng.gamma(1.0, 8.0 / args.types, size=(args.spots, args.types))
     X = sparse.csr_matrix(rng.poisson(0.05 * w @ sig.to_numpy().T).astype(np.float32))
-    slide = ad.AnnData(X=X, obs=pd.DataFrame(index=[f"s{i}" for i in range(args.spots)]),
-                       var=pd.DataFrame(index=sig.index))
+    slide = ad.AnnData(
+        X=X, obs=pd.DataFrame(index=[f"s{i}" for i in range(args.spots)]), var=pd.DataFrame(index=sig.index)
+    )
     del w
     before = rss_gib()
     start = time.perf_counter()
-    res = c2l.run({"m": slide}, sig, max_epochs=args.epochs, batch_size=args.batch_size,
-                                accelerator="cpu", threads=args.threads, minibatch_above=10**9)
-    print(f"spots {args.spots} genes {args.genes} types {args.types} batch {args.batch_size}: "
-          f"peak RSS {before:.2f} GiB before training, {rss_gib():.2f} GiB after; "
-          f"{(time.perf_counter() - start) / args.epochs:.2f} s per epoch incl. set-up/export; density "
-          f"{X.nnz / (args.spots * args.genes):.2f}; engine {res.training.engine}")
+    res = c2l.run(
+        {"m": slide},
+        sig,
+        max_epochs=args.epochs,
+        batch_size=args.batch_size,
+        accelerator="cpu",
+        threads=args.threads,
+        minibatch_above=10**9,
+    )
+    print(
+        f"spots {args.spots} genes {args.genes} types {args.types} batch {args.batch_size}: "
+        f"peak RSS {before:.2f} GiB before training, {rss_gib():.2f} GiB after; "
+        f"{(time.perf_counter() - start) / args.epochs:.2f} s per epoch incl. set-up/export; density "
+        f"{X.nnz / (args.spots * args.genes):.2f}; engine {res.training.engine}"
+    )
 
 
 if __name__ == "__main__":

@@ -40,19 +40,35 @@ def main(argv=None) -> None:
 
     slides = {s: t.make_slide(s, seed=i + 1)[0] for i, s in enumerate(["S1", "S2"])}
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    res = c2l.run(slides, t.true_signatures(), engine="package", num_samples=1000,
-                                max_epochs=args.epochs, **t.PARITY_COMMON)
+    res = c2l.run(
+        slides, t.true_signatures(), engine="package", num_samples=1000, max_epochs=args.epochs, **t.PARITY_COMMON
+    )
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     sm = res.summaries
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(args.out.stem + ".tmp.npz")
-    np.savez_compressed(tmp, mean=sm["means"]["w_sf"], q05=sm["q05"]["w_sf"], sd=sm["stds"]["w_sf"],
-                        obs=np.asarray(res.combined.obs_names.astype(str), dtype=str),
-                        types=np.asarray([str(f) for f in res.model.factor_names_], dtype=str),
-                        epochs=args.epochs, final_loss=res.training.final_loss)
+    np.savez_compressed(
+        tmp,
+        mean=sm["means"]["w_sf"],
+        q05=sm["q05"]["w_sf"],
+        sd=sm["stds"]["w_sf"],
+        obs=np.asarray(res.combined.obs_names.astype(str), dtype=str),
+        types=np.asarray([str(f) for f in res.model.factor_names_], dtype=str),
+        epochs=args.epochs,
+        final_loss=res.training.final_loss,
+    )
     tmp.replace(args.out)
-    print(json.dumps({"out": str(args.out), "epochs": args.epochs, "wall_s": round(wall, 1),
-                      "cpu_s": round(cpu, 1), "final_loss": res.training.final_loss}))
+    print(
+        json.dumps(
+            {
+                "out": str(args.out),
+                "epochs": args.epochs,
+                "wall_s": round(wall, 1),
+                "cpu_s": round(cpu, 1),
+                "final_loss": res.training.final_loss,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

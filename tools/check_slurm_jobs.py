@@ -82,13 +82,17 @@ def check_run(repo: Path, results: Path, work: Path, max_cpus: int, max_memory_g
         if found_cpus != cpus:
             problems.append(f"{row['name']} ({label}): {found_cpus} CPUs requested, expected {cpus}")
         if not found_mem or int(found_mem.group(1)) != memory * 1024:
-            problems.append(f"{row['name']} ({label}): memory {found_mem and found_mem.group(0)}, expected {memory * 1024}M")
+            problems.append(
+                f"{row['name']} ({label}): memory {found_mem and found_mem.group(0)}, expected {memory * 1024}M"
+            )
         wants_gpu = bool(GPU_REQUEST.search(script))
         if wants_gpu != (gpu and label == "process_gpu"):
             problems.append(f"{row['name']} ({label}): GPU request {'present' if wants_gpu else 'absent'}")
         seen_gpu += label == "process_gpu"
-        print(f"{'gpu ' if gpu else ''}job {row['native_id']:>5} {row['name']:<60} {label:<15} "
-              f"cpus {found_cpus} mem {found_mem.group(1) if found_mem else '?'}M gpu {wants_gpu}")
+        print(
+            f"{'gpu ' if gpu else ''}job {row['native_id']:>5} {row['name']:<60} {label:<15} "
+            f"cpus {found_cpus} mem {found_mem.group(1) if found_mem else '?'}M gpu {wants_gpu}"
+        )
     if not seen_gpu:
         problems.append("no process_gpu task ran")
     return problems
@@ -140,8 +144,12 @@ def main() -> None:
     parser.add_argument("--gpu-run", default=None, help="RESULTS:WORK of the run with the gpu profile")
     parser.add_argument("--max-cpus", type=int, required=True)
     parser.add_argument("--max-memory-gb", type=int, required=True)
-    parser.add_argument("--test-data", type=Path, default=None,
-                        help="assets/test_data: the --run is the full test profile; check its results")
+    parser.add_argument(
+        "--test-data",
+        type=Path,
+        default=None,
+        help="assets/test_data: the --run is the full test profile; check its results",
+    )
     args = parser.parse_args()
     problems = []
     if args.test_data:

@@ -29,17 +29,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: 0)")
     parser.add_argument("--n-genes", type=int, default=400, help="nuclear genes, as the reference (default: 400)")
     parser.add_argument("--n-cell-types", type=int, default=8, help="cell types, as the reference (default: 8)")
-    parser.add_argument("--hd-side-um", type=int, default=240, help="side of the HD slide in µm, multiple of 16 (default: 240)")
+    parser.add_argument(
+        "--hd-side-um", type=int, default=240, help="side of the HD slide in µm, multiple of 16 (default: 240)"
+    )
     parser.add_argument("--hd-cells", type=int, default=350, help="cells on the HD slide, at most (default: 350)")
-    parser.add_argument("--xenium-side-um", type=int, default=200, help="side of the Xenium region in µm (default: 200)")
-    parser.add_argument("--xenium-cells", type=int, default=260, help="cells in the Xenium region, at most (default: 260)")
+    parser.add_argument(
+        "--xenium-side-um", type=int, default=200, help="side of the Xenium region in µm (default: 200)"
+    )
+    parser.add_argument(
+        "--xenium-cells", type=int, default=260, help="cells in the Xenium region, at most (default: 260)"
+    )
     parser.add_argument(
         "--visium-dir",
         default="../test_data/slide1/outs",
         help="standard Visium outs/ put first in the samplesheet, relative to --outdir ('' for none)",
     )
     parser.add_argument(
-        "--big-hd-side", type=int, default=0,
+        "--big-hd-side",
+        type=int,
+        default=0,
         help="instead: write a full-size Visium HD slide of N x N 8 µm bins (550: 302,500 bins) with --n-genes genes, "
         "its reference and truth, for the scale benchmark (default: 0, off)",
     )
@@ -53,14 +61,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     wrong.add_argument("--perturbed-name", default="hd1_perturbed", help="sample name (default: hd1_perturbed)")
     wrong.add_argument("--perturb-seed", type=int, default=0, help="seed of the perturbations (default: 0)")
-    wrong.add_argument("--merge-fraction", type=float, default=synth_hd.PERTURB_MERGE_FRACTION,
-                       help=f"share of the cells merged with a neighbour (default: {synth_hd.PERTURB_MERGE_FRACTION})")
-    wrong.add_argument("--split-fraction", type=float, default=synth_hd.PERTURB_SPLIT_FRACTION,
-                       help=f"share of the cells split in two (default: {synth_hd.PERTURB_SPLIT_FRACTION})")
-    wrong.add_argument("--shift-fraction", type=float, default=synth_hd.PERTURB_SHIFT_FRACTION,
-                       help=f"share of the cells shifted (default: {synth_hd.PERTURB_SHIFT_FRACTION})")
-    wrong.add_argument("--shift-um", type=float, default=synth_hd.PERTURB_SHIFT_UM,
-                       help=f"shift distance in µm (default: {synth_hd.PERTURB_SHIFT_UM})")
+    wrong.add_argument(
+        "--merge-fraction",
+        type=float,
+        default=synth_hd.PERTURB_MERGE_FRACTION,
+        help=f"share of the cells merged with a neighbour (default: {synth_hd.PERTURB_MERGE_FRACTION})",
+    )
+    wrong.add_argument(
+        "--split-fraction",
+        type=float,
+        default=synth_hd.PERTURB_SPLIT_FRACTION,
+        help=f"share of the cells split in two (default: {synth_hd.PERTURB_SPLIT_FRACTION})",
+    )
+    wrong.add_argument(
+        "--shift-fraction",
+        type=float,
+        default=synth_hd.PERTURB_SHIFT_FRACTION,
+        help=f"share of the cells shifted (default: {synth_hd.PERTURB_SHIFT_FRACTION})",
+    )
+    wrong.add_argument(
+        "--shift-um",
+        type=float,
+        default=synth_hd.PERTURB_SHIFT_UM,
+        help=f"shift distance in µm (default: {synth_hd.PERTURB_SHIFT_UM})",
+    )
     return parser.parse_args(argv)
 
 

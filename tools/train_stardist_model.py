@@ -34,7 +34,9 @@ log = logging.getLogger("spatialmap.train_stardist")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, type=Path, help="model folder to write (replaced when it exists)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the images and of the training (default: %(default)s)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the images and of the training (default: %(default)s)"
+    )
     parser.add_argument("--train-images", type=int, default=4, help="generated training images (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=25, help="training epochs (default: %(default)s)")
     parser.add_argument("--steps-per-epoch", type=int, default=20, help="steps per epoch (default: %(default)s)")

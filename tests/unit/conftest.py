@@ -182,9 +182,11 @@ def positions_table() -> pd.DataFrame:
 
 def _small_slide(sample: str = "S1", mouse: bool = False) -> ad.AnnData:
     rng = np.random.default_rng(11)
-    genes = ["Actb", "mt-Co1", "Myh4", "mt-Nd1", "Mtor", "Ckm"] if mouse else [
-        "ACTB", "MT-CO1", "MYH4", "MT-ND1", "MTOR", "CKM"
-    ]
+    genes = (
+        ["Actb", "mt-Co1", "Myh4", "mt-Nd1", "Mtor", "Ckm"]
+        if mouse
+        else ["ACTB", "MT-CO1", "MYH4", "MT-ND1", "MTOR", "CKM"]
+    )
     n = 12
     counts = rng.poisson(4.0, size=(n, len(genes))).astype(np.float32)
     counts[0] = 0  # an empty spot

@@ -51,7 +51,9 @@ def test_identical_maps_agree_perfectly():
 
 def test_known_correlations_and_constant_column(caplog):
     with caplog.at_level(logging.WARNING, logger="spatialmap.consensus.agreement"):
-        table = agreement.pair_agreement(c2l_table(), tangram_table(), "S1", "cell2location", "tangram").set_index("cell_type")
+        table = agreement.pair_agreement(c2l_table(), tangram_table(), "S1", "cell2location", "tangram").set_index(
+            "cell_type"
+        )
     assert table.loc["A", "pearson_r"] == pytest.approx(0.8)
     assert table.loc["B", "pearson_r"] == pytest.approx(0.8)
     assert np.isnan(table.loc["C", "pearson_r"])  # C is constant in both maps
@@ -93,7 +95,9 @@ def test_bad_tables_are_refused():
         other.index = ["x", "y", "z", "w"]
         agreement.pair_agreement(c2l_table(), other, "S1", "cell2location", "tangram")
     with pytest.raises(ValueError, match="share no cell type name"):
-        agreement.pair_agreement(c2l_table(), tangram_table().rename(columns=str.lower), "S1", "cell2location", "tangram")
+        agreement.pair_agreement(
+            c2l_table(), tangram_table().rename(columns=str.lower), "S1", "cell2location", "tangram"
+        )
     negative = c2l_table()
     negative.iloc[0, 0] = -1.0
     with pytest.raises(ValueError, match="negative"):
@@ -119,8 +123,11 @@ def test_a_method_added_later_is_compared_after_the_known_ones():
     truth = pd.DataFrame(rng.dirichlet(np.ones(3), 30), index=[f"b{i}" for i in range(30)], columns=list("ABC"))
     tables = {"foo": truth * 0.5, "rctd": truth, "tangram": truth.iloc[::-1]}
     long = agreement.slide_agreement(tables, "S")
-    assert list(dict.fromkeys(zip(long["method_a"], long["method_b"]))) == [("tangram", "rctd"), ("tangram", "foo"),
-                                                                           ("rctd", "foo")]
+    assert list(dict.fromkeys(zip(long["method_a"], long["method_b"]))) == [
+        ("tangram", "rctd"),
+        ("tangram", "foo"),
+        ("rctd", "foo"),
+    ]
     np.testing.assert_allclose(long["pearson_r"], 1.0)
     pairs = agreement.pair_matrix(long)
     assert list(pairs.index) == ["tangram", "rctd", "foo"]
@@ -133,8 +140,14 @@ def test_every_pair_of_n_methods():
     long, matrix, pairs = agreement.compare_slides({"S.1": methods, "S2": {"nnls": truth}})
     assert list(long["sample"].unique()) == ["S.1"]  # S2 has one method only
     got = list(dict.fromkeys(zip(long["method_a"], long["method_b"])))
-    assert got == [("cell2location", "tangram"), ("cell2location", "rctd"), ("cell2location", "nnls"),
-                   ("tangram", "rctd"), ("tangram", "nnls"), ("rctd", "nnls")]
+    assert got == [
+        ("cell2location", "tangram"),
+        ("cell2location", "rctd"),
+        ("cell2location", "nnls"),
+        ("tangram", "rctd"),
+        ("tangram", "nnls"),
+        ("rctd", "nnls"),
+    ]
     assert len(long) == 6 * 3 and (long["pearson_r"] > 0.9).all()
     assert matrix.shape == (6, 3) and matrix.index[0] == "S.1: cell2location vs tangram"
     assert list(pairs.index) == ["cell2location", "tangram", "rctd", "nnls"]
@@ -151,7 +164,18 @@ def test_compare_methods_script(tmp_path):
     tangram_table().to_csv(tmp_path / "S.1.nnls_proportions.csv", index_label="barcode")
     script = _load_script("compare_methods.py")
     files = [str(p) for p in sorted(tmp_path.glob("*.csv"))]
-    script.main(["--proportions", *files, "--rule", "mean", "--outdir", str(tmp_path / "out"), "--versions", str(tmp_path / "versions.yml")])
+    script.main(
+        [
+            "--proportions",
+            *files,
+            "--rule",
+            "mean",
+            "--outdir",
+            str(tmp_path / "out"),
+            "--versions",
+            str(tmp_path / "versions.yml"),
+        ]
+    )
     out = tmp_path / "out"
     long = pd.read_csv(out / "method_agreement.csv")
     assert list(long.columns) == ["sample", "cell_type", "method_a", "method_b", "pearson_r", "n_spots"]
@@ -168,15 +192,27 @@ def test_compare_methods_script(tmp_path):
     assert '"compare_methods.py":' in (tmp_path / "versions.yml").read_text()
     (tmp_path / "S.1.unknown.csv").write_text("barcode,A\nx,1\n")
     with pytest.raises(InputError, match="not a method table"):
-        script.main(["--proportions", str(tmp_path / "S.1.unknown.csv"), files[0], "--rule", "mean", "--outdir", str(out)])
+        script.main(
+            ["--proportions", str(tmp_path / "S.1.unknown.csv"), files[0], "--rule", "mean", "--outdir", str(out)]
+        )
 
 
 def test_compare_methods_script_takes_a_method_added_later(tmp_path):
     tangram_table().to_csv(tmp_path / "S.1.nnls_proportions.csv", index_label="barcode")
     (tangram_table() * 2).to_csv(tmp_path / "S.1.foo_proportions.csv", index_label="barcode")
     out = tmp_path / "out"
-    _load_script("compare_methods.py").main(["--proportions", *map(str, sorted(tmp_path.glob("*.csv"))), "--rule", "mean",
-                                             "--outdir", str(out), "--versions", str(tmp_path / "versions.yml")])
+    _load_script("compare_methods.py").main(
+        [
+            "--proportions",
+            *map(str, sorted(tmp_path.glob("*.csv"))),
+            "--rule",
+            "mean",
+            "--outdir",
+            str(out),
+            "--versions",
+            str(tmp_path / "versions.yml"),
+        ]
+    )
     long = pd.read_csv(out / "method_agreement.csv")
     assert set(zip(long["method_a"], long["method_b"])) == {("nnls", "foo")}
     assert pd.read_csv(out / "consensus_summary.tsv", sep="\t", index_col=0).loc["S.1", "n_methods"] == 2
@@ -191,13 +227,19 @@ def test_compare_methods_weighted_rule_with_reference(tmp_path):
     profiles = rng.gamma(0.5, 10.0, (3, 40))
     labels = np.repeat(types, 10)
     cells = rng.poisson(profiles[np.repeat(np.arange(3), 10)])
-    reference = ad.AnnData(X=sp.csr_matrix(cells.astype(np.float32)), obs=pd.DataFrame({"cell_type": labels}, index=[f"c{i}" for i in range(30)]),
-                           var=pd.DataFrame(index=genes))
+    reference = ad.AnnData(
+        X=sp.csr_matrix(cells.astype(np.float32)),
+        obs=pd.DataFrame({"cell_type": labels}, index=[f"c{i}" for i in range(30)]),
+        var=pd.DataFrame(index=genes),
+    )
     reference.write_h5ad(tmp_path / "reference.h5ad")
     spots = [f"s{i}" for i in range(60)]
     truth = pd.DataFrame(rng.dirichlet(np.ones(3), 60), index=spots, columns=types)
-    slide = ad.AnnData(X=sp.csr_matrix(rng.poisson(20 * truth.to_numpy() @ profiles).astype(np.float32)),
-                       obs=pd.DataFrame(index=spots), var=pd.DataFrame(index=genes))
+    slide = ad.AnnData(
+        X=sp.csr_matrix(rng.poisson(20 * truth.to_numpy() @ profiles).astype(np.float32)),
+        obs=pd.DataFrame(index=spots),
+        var=pd.DataFrame(index=genes),
+    )
     slide.obsm["spatial"] = rng.uniform(0, 1000, (60, 2))
     slide.write_h5ad(tmp_path / "S1.qc.h5ad")
     truth.to_csv(tmp_path / "S1.rctd_proportions.csv")
@@ -205,14 +247,37 @@ def test_compare_methods_weighted_rule_with_reference(tmp_path):
     shuffled.to_csv(tmp_path / "S1.nnls_proportions.csv")
     script = _load_script("compare_methods.py")
     out = tmp_path / "out"
-    script.main(["--proportions", str(tmp_path / "S1.rctd_proportions.csv"), str(tmp_path / "S1.nnls_proportions.csv"),
-                 "--slides", str(tmp_path / "S1.qc.h5ad"), "--reference", str(tmp_path / "reference.h5ad"),
-                 "--outdir", str(out), "--versions", str(tmp_path / "versions.yml")])
+    script.main(
+        [
+            "--proportions",
+            str(tmp_path / "S1.rctd_proportions.csv"),
+            str(tmp_path / "S1.nnls_proportions.csv"),
+            "--slides",
+            str(tmp_path / "S1.qc.h5ad"),
+            "--reference",
+            str(tmp_path / "reference.h5ad"),
+            "--outdir",
+            str(out),
+            "--versions",
+            str(tmp_path / "versions.yml"),
+        ]
+    )
     consensus = pd.read_csv(out / "S1.consensus_proportions.csv", index_col=0)
     assert np.abs(consensus - truth).to_numpy().mean() < 0.5 * np.abs(shuffled - truth).to_numpy().mean()
     assert (out / "S1.consensus_maps.png").stat().st_size > 0 and (out / "S1.consensus_disagreement.png").is_file()
     summary = pd.read_csv(out / "consensus_summary.tsv", sep="\t", index_col=0)
     assert summary.loc["S1", "rule"] == "spot_geometric"  # the default
     with pytest.raises(InputError, match="needs --signatures or --reference"):
-        script.main(["--proportions", str(tmp_path / "S1.rctd_proportions.csv"), str(tmp_path / "S1.nnls_proportions.csv"),
-                     "--slides", str(tmp_path / "S1.qc.h5ad"), "--rule", "weighted", "--outdir", str(out)])
+        script.main(
+            [
+                "--proportions",
+                str(tmp_path / "S1.rctd_proportions.csv"),
+                str(tmp_path / "S1.nnls_proportions.csv"),
+                "--slides",
+                str(tmp_path / "S1.qc.h5ad"),
+                "--rule",
+                "weighted",
+                "--outdir",
+                str(out),
+            ]
+        )

@@ -25,7 +25,7 @@ TMP = re.compile(r"^(str\()?\w*tmp\w*\)?$")
 # writers that open the path they are given (samplesheet.write_checked: every caller passes it
 # atomic_path's tmp, checked below)
 EXEMPT = {"make_test_data.py", "make_hd_test_data.py", "synth.py", "synth_hd.py"}
-KNOWN = {("samplesheet.py", "open(path, \"w\", newline=\"\")")}
+KNOWN = {("samplesheet.py", 'open(path, "w", newline="")')}
 
 
 def _writes(path: Path) -> list[tuple[int, str]]:
@@ -36,7 +36,9 @@ def _writes(path: Path) -> list[tuple[int, str]]:
         for match in WRITE.finditer(code):
             obj, method, arg, opened = match.groups()
             target = obj if method == "write_text" else (arg if method else opened)
-            if not TMP.match((target or "").strip().split(".")[-1] if method == "write_text" else (target or "").strip()):
+            if not TMP.match(
+                (target or "").strip().split(".")[-1] if method == "write_text" else (target or "").strip()
+            ):
                 found.append((number, code.strip()))
     return found
 
@@ -89,7 +91,11 @@ def test_check_samplesheet_leaves_no_half_written_csv(tmp_path, monkeypatch):
 
     sheet = tmp_path / "samplesheet.csv"
     sheet.write_text("sample,h5ad\ns1,s1.h5ad\n")
-    slides = [SimpleNamespace(sample="s1", input_type="h5ad", path=str(tmp_path / "s1.h5ad"), group="all", segmentation="none")]
+    slides = [
+        SimpleNamespace(
+            sample="s1", input_type="h5ad", path=str(tmp_path / "s1.h5ad"), group="all", segmentation="none"
+        )
+    ]
     monkeypatch.setattr(check_samplesheet, "read_samplesheet", lambda *a, **k: slides)
 
     def half_then_fail(found, path):
@@ -100,15 +106,20 @@ def test_check_samplesheet_leaves_no_half_written_csv(tmp_path, monkeypatch):
     out.mkdir()
     monkeypatch.setattr(check_samplesheet, "write_checked", half_then_fail)
     with pytest.raises(OSError, match="disk full"):
-        check_samplesheet.main([str(sheet), "--output", str(out / "samplesheet.valid.csv"),
-                                "--versions", str(out / "versions.yml")])
+        check_samplesheet.main(
+            [str(sheet), "--output", str(out / "samplesheet.valid.csv"), "--versions", str(out / "versions.yml")]
+        )
     assert sorted(p.name for p in out.iterdir()) == [], "a failed write left files behind"
 
     def whole(found, path):
-        Path(path).write_text("sample,input_type,path,group\n" + "".join(f"{s.sample},{s.input_type},{s.path},{s.group}\n" for s in found))
+        Path(path).write_text(
+            "sample,input_type,path,group\n" + "".join(f"{s.sample},{s.input_type},{s.path},{s.group}\n" for s in found)
+        )
 
     monkeypatch.setattr(check_samplesheet, "write_checked", whole)
-    check_samplesheet.main([str(sheet), "--output", str(out / "samplesheet.valid.csv"), "--versions", str(out / "versions.yml")])
+    check_samplesheet.main(
+        [str(sheet), "--output", str(out / "samplesheet.valid.csv"), "--versions", str(out / "versions.yml")]
+    )
     assert sorted(p.name for p in out.iterdir()) == ["samplesheet.valid.csv", "versions.yml"]
     assert (out / "samplesheet.valid.csv").read_text().splitlines()[1].startswith("s1,h5ad,")
 
@@ -119,8 +130,11 @@ def _tiny_table():
     import pandas as pd
     from scipy import sparse
 
-    return ad.AnnData(X=sparse.csr_matrix(np.eye(3, dtype=np.float32)), obs=pd.DataFrame(index=["a", "b", "c"]),
-                      var=pd.DataFrame(index=["g1", "g2", "g3"]))
+    return ad.AnnData(
+        X=sparse.csr_matrix(np.eye(3, dtype=np.float32)),
+        obs=pd.DataFrame(index=["a", "b", "c"]),
+        var=pd.DataFrame(index=["g1", "g2", "g3"]),
+    )
 
 
 def test_a_failed_store_write_leaves_no_store(tmp_path, monkeypatch):

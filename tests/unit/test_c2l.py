@@ -36,7 +36,7 @@ def true_signatures() -> pd.DataFrame:
     rng = np.random.default_rng(0)
     sig = rng.uniform(1, 3, size=(N_GENES, len(TYPES)))
     for k in range(len(TYPES)):
-        sig[8 * k: 8 * k + 8, k] = 40.0
+        sig[8 * k : 8 * k + 8, k] = 40.0
     return pd.DataFrame(sig, index=[f"g{i:02d}" for i in range(N_GENES)], columns=TYPES)
 
 
@@ -51,8 +51,11 @@ def make_slide(sample: str, seed: int) -> tuple[ad.AnnData, pd.DataFrame]:
     abundance.index = barcodes
     genes = list(sig.index) + ["extra1", "extra2"]  # two genes not in the signatures
     counts = np.hstack([counts, rng.poisson(2, size=(N_SPOTS, 2)).astype(np.float32)])
-    slide = ad.AnnData(X=sparse.csr_matrix(counts), obs=pd.DataFrame({"sample": sample}, index=barcodes),
-                       var=pd.DataFrame({"gene_ids": [f"ENS{g}" for g in genes]}, index=genes))
+    slide = ad.AnnData(
+        X=sparse.csr_matrix(counts),
+        obs=pd.DataFrame({"sample": sample}, index=barcodes),
+        var=pd.DataFrame({"gene_ids": [f"ENS{g}" for g in genes]}, index=genes),
+    )
     yy, xx = np.divmod(np.arange(N_SPOTS), 5)
     slide.obsm["spatial"] = np.column_stack([100.0 * xx, 100.0 * yy])
     slide.uns["note"] = "kept"
@@ -134,8 +137,9 @@ def test_reconstruction_r_in_blocks_equals_the_dense_r(mapped):
     rows = (result.combined.obs[keys.SAMPLE] == "S2").to_numpy()
     dense = model.module.model.compute_expected(means, model.adata_manager)["mu"][rows]
     r = np.corrcoef(result.combined.X[rows].toarray().ravel(), dense.ravel())[0, 1]
-    blocks = c2l_train.reconstruction_r_by_group(model, means, result.combined.obs[keys.SAMPLE].to_numpy(),
-                                                 block_size=7)
+    blocks = c2l_train.reconstruction_r_by_group(
+        model, means, result.combined.obs[keys.SAMPLE].to_numpy(), block_size=7
+    )
     assert blocks["S2"] == pytest.approx(r, rel=1e-9)
     assert result.qc["S2"]["reconstruction_r"] == pytest.approx(r, rel=1e-9)
 
@@ -147,11 +151,11 @@ def test_convergence_rule():
     assert not rule.converged(flat[:250])  # before min epochs
     assert rule.converged(flat[:400])
     first = rule.first_stop(flat)  # once both windows lie on the plateau
-    assert 300 < first <= 400 and rule.converged(flat[:first]) and not rule.converged(flat[:first - 1])
+    assert 300 < first <= 400 and rule.converged(flat[:first]) and not rule.converged(flat[: first - 1])
     stop = rule.first_stop(falling)
     assert stop is not None and stop > 300
     rel = rule.improvement(falling[:stop])
-    assert rel < 1e-3 and rule.improvement(falling[:stop - 1]) >= 1e-3
+    assert rel < 1e-3 and rule.improvement(falling[: stop - 1]) >= 1e-3
     assert c2l_train.ConvergenceRule(0, 10, 0.0).first_stop(flat) is None  # tol 0: never
     with pytest.raises(ValueError, match="window"):
         c2l_train.ConvergenceRule(0, 0, 1e-3)
@@ -159,9 +163,15 @@ def test_convergence_rule():
 
 def test_fast_engine_stops_at_convergence_and_minibatches():
     slides = {s: make_slide(s, seed=i + 1)[0] for i, s in enumerate(["S1", "S2"])}
-    result = c2l.run(slides, true_signatures(), n_cells_per_location=9,
-                                   **{**FAST, "max_epochs": 3000}, min_epochs=200, convergence_window=100,
-                                   convergence_tol=1e-2)
+    result = c2l.run(
+        slides,
+        true_signatures(),
+        n_cells_per_location=9,
+        **{**FAST, "max_epochs": 3000},
+        min_epochs=200,
+        convergence_window=100,
+        convergence_tol=1e-2,
+    )
     assert result.training.stop_reason == "converged" and 200 <= result.training.epochs_run < 3000
     # the default first rate (0.02) dropped to the package's 0.002 at the first plateau, then at
     # least two windows at 0.002 before the stop
@@ -169,8 +179,7 @@ def test_fast_engine_stops_at_convergence_and_minibatches():
     assert tr.lr_start == c2l_train.DEFAULT_LR_START and tr.lr == 0.002
     assert tr.lr_drop_epoch is not None and tr.epochs_run - tr.lr_drop_epoch >= 2 * 100
     assert result.qc["S1"]["learning_rate"] == {"start": 0.02, "final": 0.002, "dropped_at_epoch": tr.lr_drop_epoch}
-    constant = c2l.run(slides, true_signatures(), n_cells_per_location=9,
-                                     **{**FAST, "max_epochs": 300}, lr_start=None)
+    constant = c2l.run(slides, true_signatures(), n_cells_per_location=9, **{**FAST, "max_epochs": 300}, lr_start=None)
     assert constant.training.lr_drop_epoch is None and constant.training.lr_start == 0.002
     assert c2l_train.choose_batch_size(40000, None, 30000) == c2l_train.DEFAULT_MINIBATCH_SIZE
     assert c2l_train.choose_batch_size(20000, None, 30000) is None
@@ -208,11 +217,33 @@ def test_map_cell2location_script(tmp_path):
     true_signatures().to_csv(tmp_path / "sig.csv", index_label="gene")
     out = tmp_path / "out"
     script = _load_script("map_cell2location.py")
-    script.main([
-        "--signatures", str(tmp_path / "sig.csv"), "--slides", *map(str, paths), "--samples", "S1", "S2",
-        "--group", "G", "--slide-gene-column", "symbol", "--max-epochs", "30", "--num-samples", "10",
-        "--accelerator", "cpu", "--min-shared-genes", "10", "--outdir", str(out), "--versions", str(tmp_path / "versions.yml"),
-    ])
+    script.main(
+        [
+            "--signatures",
+            str(tmp_path / "sig.csv"),
+            "--slides",
+            *map(str, paths),
+            "--samples",
+            "S1",
+            "S2",
+            "--group",
+            "G",
+            "--slide-gene-column",
+            "symbol",
+            "--max-epochs",
+            "30",
+            "--num-samples",
+            "10",
+            "--accelerator",
+            "cpu",
+            "--min-shared-genes",
+            "10",
+            "--outdir",
+            str(out),
+            "--versions",
+            str(tmp_path / "versions.yml"),
+        ]
+    )
     for sample in ("S1", "S2"):
         adata = ad.read_h5ad(out / f"{sample}.cell2location.h5ad")
         assert adata.var_names[0] == "ENSg00"  # original gene names kept
@@ -241,8 +272,20 @@ def test_map_cell2location_script_sample_mismatch(tmp_path):
     true_signatures().to_csv(tmp_path / "sig.csv")
     script = _load_script("map_cell2location.py")
     with pytest.raises(InputError, match="sample X: .* holds sample\\(s\\) S1"):
-        script.main(["--signatures", str(tmp_path / "sig.csv"), "--slides", str(tmp_path / "S1.h5ad"),
-                     "--samples", "X", "--group", "G", "--outdir", str(tmp_path)])
+        script.main(
+            [
+                "--signatures",
+                str(tmp_path / "sig.csv"),
+                "--slides",
+                str(tmp_path / "S1.h5ad"),
+                "--samples",
+                "X",
+                "--group",
+                "G",
+                "--outdir",
+                str(tmp_path),
+            ]
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,8 +304,9 @@ def test_map_cell2location_script_sample_mismatch(tmp_path):
 # run that stops at convergence of the ELBO lands at a slightly different point of that drift.
 # Measured here: 1.86 SD (8.6% of the mean abundance).
 PARITY_REFERENCE = Path(__file__).parent / "data" / "c2l_parity_package30000.npz"
-PARITY_COMMON = dict(n_cells_per_location=9, detection_alpha=20, seed=0, accelerator="cpu", threads=1,
-                     min_shared_genes=10)
+PARITY_COMMON = dict(
+    n_cells_per_location=9, detection_alpha=20, seed=0, accelerator="cpu", threads=1, min_shared_genes=10
+)
 PARITY_MIN_R = 0.99  # Pearson r per cell type, posterior mean and 5% quantile
 PARITY_MAD_SD = 2.5  # mean |fast - package| of the abundances, in mean posterior SDs: see the note below
 EXPORT_EPOCHS = 300  # a short package training for the export comparison (same guide, two exports)
@@ -274,14 +318,19 @@ def parity_slides():
 
 @pytest.fixture(scope="module")
 def fast_default():
-    return c2l.run(parity_slides(), true_signatures(), engine="fast", max_epochs=30000,
-                                 **PARITY_COMMON)
+    return c2l.run(parity_slides(), true_signatures(), engine="fast", max_epochs=30000, **PARITY_COMMON)
 
 
 @pytest.fixture(scope="module")
 def package_short():
-    return c2l.run(parity_slides(), true_signatures(), engine="package", num_samples=1000,
-                                 max_epochs=EXPORT_EPOCHS, **PARITY_COMMON)
+    return c2l.run(
+        parity_slides(),
+        true_signatures(),
+        engine="package",
+        num_samples=1000,
+        max_epochs=EXPORT_EPOCHS,
+        **PARITY_COMMON,
+    )
 
 
 def test_fast_engine_matches_the_package_default(fast_default):

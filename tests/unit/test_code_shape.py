@@ -18,6 +18,7 @@ BIN = REPO / "bin"
 MAX_LINES = 80
 LONG_REASON = re.compile(r"#\s*long:\s*\S")
 
+
 def _python_files() -> list[Path]:
     return sorted(p for p in BIN.rglob("*.py") if "__pycache__" not in p.parts)
 
@@ -61,7 +62,9 @@ def _offenders() -> dict[str, list[tuple[str, int, int]]]:
 
 
 def _report(offenders: dict[str, list[tuple[str, int, int]]]) -> str:
-    rows = [f"{path}:{line} {name} ({length} lines)" for path, found in offenders.items() for name, line, length in found]
+    rows = [
+        f"{path}:{line} {name} ({length} lines)" for path, found in offenders.items() for name, line, length in found
+    ]
     text = f"functions over {MAX_LINES} lines without a '# long: <reason>' comment:\n  " + "\n  ".join(rows)
     print(text)
     return text

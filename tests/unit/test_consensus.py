@@ -13,8 +13,9 @@ TYPES = ["A", "B", "C", "D", "E"]
 
 def truth_table(n_spots: int = 200, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame(rng.dirichlet(np.full(len(TYPES), 0.7), n_spots),
-                        index=[f"s{i}" for i in range(n_spots)], columns=TYPES)
+    return pd.DataFrame(
+        rng.dirichlet(np.full(len(TYPES), 0.7), n_spots), index=[f"s{i}" for i in range(n_spots)], columns=TYPES
+    )
 
 
 def noisy(truth: pd.DataFrame, scale: float, seed: int) -> pd.DataFrame:
@@ -110,9 +111,13 @@ def test_geometric_pooling_keeps_absent_types_absent():
     sparse_truth = truth.where(truth > 0.15, 0.0)
     sparse_truth = sparse_truth.div(sparse_truth.sum(axis=1), axis=0)
     slide, signatures = _slide_with_counts(sparse_truth, seed=9)
-    smeared = {m: (0.8 * sparse_truth + 0.2 * noisy(truth, 1.0, i)) for i, m in enumerate(["rctd", "nnls", "flashdeconv"])}
+    smeared = {
+        m: (0.8 * sparse_truth + 0.2 * noisy(truth, 1.0, i)) for i, m in enumerate(["rctd", "nnls", "flashdeconv"])
+    }
     mean = consensus.slide_consensus(smeared, "S1").proportions
-    geo = consensus.slide_consensus(smeared, "S1", "geometric", slide=slide, signatures=signatures, temperature=1.0).proportions
+    geo = consensus.slide_consensus(
+        smeared, "S1", "geometric", slide=slide, signatures=signatures, temperature=1.0
+    ).proportions
     absent = sparse_truth.to_numpy() == 0
     assert geo.to_numpy()[absent].mean() < mean.to_numpy()[absent].mean()
 
@@ -133,7 +138,9 @@ def test_spots_one_method_left_out_get_the_others_consensus():
         assert len(result.proportions) == 30
         np.testing.assert_allclose(result.proportions.sum(axis=1), 1.0)
         table = result.disagreement
-        assert table.loc[truth.index[:5], "n_methods"].eq(2).all() and table.loc[truth.index[5:], "n_methods"].eq(3).all()
+        assert (
+            table.loc[truth.index[:5], "n_methods"].eq(2).all() and table.loc[truth.index[5:], "n_methods"].eq(3).all()
+        )
         assert table.loc[truth.index[:5], "jsd_rctd"].isna().all()
     mean = consensus.slide_consensus({"rctd": a.iloc[5:], "nnls": b, "tangram": c}, "S1").proportions
     np.testing.assert_allclose(mean.loc[truth.index[:5]], ((b + c) / 2).loc[truth.index[:5]])

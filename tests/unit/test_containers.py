@@ -89,8 +89,11 @@ def requirement_pins(path: Path) -> dict[str, tuple[str, str]]:
 
 def copied_files(family: str) -> list[str]:
     """Files a family's stage copies from containers/ (a COPY --from=<stage> copies from another stage)."""
-    return [args.split()[0] for keyword, args in instructions(family)
-            if keyword == "COPY" and not args.startswith("--from=")]
+    return [
+        args.split()[0]
+        for keyword, args in instructions(family)
+        if keyword == "COPY" and not args.startswith("--from=")
+    ]
 
 
 def test_every_family_has_its_stage():
@@ -98,8 +101,11 @@ def test_every_family_has_its_stage():
     assert set(FAMILIES) <= set(stages()), "containers/Dockerfile lacks a stage per family"
 
 
-@pytest.mark.parametrize("path", [CONTAINERS / "torch.txt"] + [CONTAINERS / f / "requirements.txt" for f in FAMILIES],
-                         ids=lambda p: str(p.relative_to(CONTAINERS)))
+@pytest.mark.parametrize(
+    "path",
+    [CONTAINERS / "torch.txt"] + [CONTAINERS / f / "requirements.txt" for f in FAMILIES],
+    ids=lambda p: str(p.relative_to(CONTAINERS)),
+)
 def test_every_pin_is_the_locked_version(path):
     lock = sync.read_lock()
     pins = requirement_pins(path)
@@ -113,8 +119,11 @@ def test_every_pin_is_the_locked_version(path):
 
 def test_requirement_files_are_the_closure_of_the_lock():
     """Each file is what sync_requirements.py writes now: every dependency, nothing else."""
-    stale = [str(path.relative_to(REPO)) for path, text in sync.expected().items()
-             if not path.exists() or path.read_text() != text]
+    stale = [
+        str(path.relative_to(REPO))
+        for path, text in sync.expected().items()
+        if not path.exists() or path.read_text() != text
+    ]
     assert not stale, f"out of date (run containers/sync_requirements.py): {stale}"
 
 
@@ -142,14 +151,19 @@ def test_dockerfile_installs_exactly_the_pinned_files(family):
     for source in copies:
         assert (CONTAINERS / source).is_file(), f"{family}: COPY {source}: no such file in containers/"
     needs_torch = "torch" in sync.family_pins(family)
-    assert ("torch.txt" in copies) == needs_torch, f"{family}: the torch layer is {'missing' if needs_torch else 'unneeded'}"
+    assert ("torch.txt" in copies) == needs_torch, (
+        f"{family}: the torch layer is {'missing' if needs_torch else 'unneeded'}"
+    )
     assert f"{family}/requirements.txt" in copies
-    installs = [args for keyword, args in instructions(family) if keyword == "RUN" and "install_requirements.sh" in args]
+    installs = [
+        args for keyword, args in instructions(family) if keyword == "RUN" and "install_requirements.sh" in args
+    ]
     assert installs and all(re.search(r"install_requirements\.sh /opt/spatialmap/\S+\.txt", run) for run in installs)
     script = (CONTAINERS / "install_requirements.sh").read_text()
     pip_installs = [line for line in script.splitlines() if line.strip().startswith("pip install")]
-    assert pip_installs and all("--no-deps" in line and '-r "$file"' in line for line in pip_installs), \
+    assert pip_installs and all("--no-deps" in line and '-r "$file"' in line for line in pip_installs), (
         "install_requirements.sh: every pip install takes exact pins only"
+    )
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -163,8 +177,9 @@ def test_dockerfile_runs_as_any_user(family):
     for var in ("HOME", "MPLCONFIGDIR", "NUMBA_CACHE_DIR"):
         assert env[var] in writable, f"{family}: {var}={env[var]} is not created world-writable (mkdir -m 1777)"
     assert env["PATH"].startswith("/opt/venv/bin:"), f"{family}: the venv must come first on PATH"
-    assert not any(keyword == "USER" for keyword, _ in instructions(family)), \
+    assert not any(keyword == "USER" for keyword, _ in instructions(family)), (
         f"{family}: no USER: the engine's -u / --userns chooses the user"
+    )
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -177,7 +192,9 @@ def test_dockerfile_installs_procps_for_nextflow_metrics(family):
 def test_dockerfile_bakes_in_no_certificate(family):
     for keyword, args in instructions(family):
         if keyword in ("COPY", "ADD"):
-            assert not re.search(r"\.(crt|pem|cer)\b", args), f"{family}: {keyword} {args}: mount CA bundles, never copy"
+            assert not re.search(r"\.(crt|pem|cer)\b", args), (
+                f"{family}: {keyword} {args}: mount CA bundles, never copy"
+            )
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -206,8 +223,9 @@ def test_images_share_one_base_stage_and_one_torch_layer():
         assert ("torch" in chain) == needs_torch, f"{family}: torch stage {'missing' if needs_torch else 'unneeded'}"
     torch_steps = stages()["torch"][1]
     assert any(k == "COPY" and a.startswith("torch.txt ") for k, a in torch_steps)
-    assert sum(k == "COPY" and a.startswith("torch.txt ") for k, a in all_instructions()) == 1, \
+    assert sum(k == "COPY" and a.startswith("torch.txt ") for k, a in all_instructions()) == 1, (
         "the torch layer is written once, in the torch stage"
+    )
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda p: p.parent.name)
@@ -221,10 +239,13 @@ def test_module_names_an_image_family_with_a_stage(module):
     families = re.findall(r"'([a-z0-9]+)'", choice) if choice.startswith("${") else [choice]
     if choice.startswith("${"):
         families = families[-2:]  # the two branches of `cond ? 'a' : 'b'`
-        assert re.fullmatch(r"\$\{[^}]*\?\s*'[a-z0-9]+'\s*:\s*'[a-z0-9]+'\s*\}", choice), \
+        assert re.fullmatch(r"\$\{[^}]*\?\s*'[a-z0-9]+'\s*:\s*'[a-z0-9]+'\s*\}", choice), (
             f"{module.parent.name}: a per-task family is `cond ? 'a' : 'b'`, got {choice}"
+        )
     for family in families:
-        assert family in FAMILIES, f"{module.parent.name}: no image family {family} (containers/<family>/requirements.in)"
+        assert family in FAMILIES, (
+            f"{module.parent.name}: no image family {family} (containers/<family>/requirements.in)"
+        )
 
 
 def test_default_image_tag_is_the_pipeline_version():
@@ -233,8 +254,9 @@ def test_default_image_tag_is_the_pipeline_version():
     tag = re.search(r"^\s*container_tag\s*=\s*'([^']+)'", config, flags=re.M)
     manifest = re.search(r"^manifest\s*\{[^}]*?^\s*version\s*=\s*'([^']+)'", config, flags=re.M | re.S)
     assert tag and manifest, "nextflow.config: params.container_tag or manifest.version not found"
-    assert tag.group(1) == manifest.group(1), \
+    assert tag.group(1) == manifest.group(1), (
         f"params.container_tag {tag.group(1)} is not manifest.version {manifest.group(1)}"
+    )
 
 
 def test_every_engine_and_cloud_profile_is_defined():

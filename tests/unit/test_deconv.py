@@ -46,8 +46,10 @@ def _load_script(name):
 
 def _no_network(monkeypatch):
     """Make every connection attempt and urllib download fail loudly."""
+
     def refuse(*args, **kwargs):
         raise AssertionError(f"network access attempted: {args[1:] if len(args) > 1 else kwargs}")
+
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(urllib.request, "urlretrieve", refuse)
@@ -60,7 +62,9 @@ def q_table(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     _no_network(mp)
     try:
-        path = rctd_method.compute_rctd_q_matrix(tmp_path_factory.mktemp("rctd_q") / "rctd_q_matrices.npz", **Q_SETTINGS)
+        path = rctd_method.compute_rctd_q_matrix(
+            tmp_path_factory.mktemp("rctd_q") / "rctd_q_matrices.npz", **Q_SETTINGS
+        )
     finally:
         mp.undo()
     return path
@@ -158,8 +162,11 @@ def test_q_table_has_rctd_layout_and_is_read_locally(q_table, reference, tmp_pat
     monkeypatch.delenv(rctd_method.Q_ENV, raising=False)
     loads, computed = [], []
     original = rctd._rctd.load_cached_q_matrices
-    monkeypatch.setattr(rctd._rctd, "load_cached_q_matrices",
-                        lambda *a, **k: loads.append(__import__("os").environ.get(rctd_method.Q_ENV)) or original(*a, **k))
+    monkeypatch.setattr(
+        rctd._rctd,
+        "load_cached_q_matrices",
+        lambda *a, **k: loads.append(__import__("os").environ.get(rctd_method.Q_ENV)) or original(*a, **k),
+    )
     monkeypatch.setattr(rctd._likelihood, "compute_q_matrix", lambda *a, **k: computed.append(a))
     for sample in SLIDES:
         slide, _ = load_slide(sample)
@@ -183,7 +190,12 @@ def test_rctd_doublet_and_multi_modes(mode, reference, q_table):
     per_spot = (props > 0).sum(axis=1)
     if mode == "doublet":
         assert per_spot.max() <= 2
-        assert set(result.spot_qc[keys.RCTD_SPOT_CLASS]) <= {"reject", "singlet", "doublet_certain", "doublet_uncertain"}
+        assert set(result.spot_qc[keys.RCTD_SPOT_CLASS]) <= {
+            "reject",
+            "singlet",
+            "doublet_certain",
+            "doublet_uncertain",
+        }
     else:
         assert per_spot.max() <= 4 and result.spot_qc[keys.RCTD_N_TYPES].between(1, 4).all()
     # the main type of a spot is mostly the true main type
@@ -191,14 +203,17 @@ def test_rctd_doublet_and_multi_modes(mode, reference, q_table):
     assert agree > 0.6, agree
 
 
-@pytest.mark.parametrize("platform, mode", [
-    (None, "full"),  # standard Visium: the readers record no platform; 55 µm spots
-    ({"platform": "visium_hd", "unit": "bin", "bin_size_um": 8}, "doublet"),
-    ({"platform": "visium_hd", "unit": "bin", "bin_size_um": 16}, "full"),
-    ({"platform": "visium_hd", "unit": "cell", "segmentation": "spaceranger"}, "doublet"),
-    ({"platform": "xenium", "unit": "cell", "segmentation": "xenium"}, "doublet"),
-    ({"platform": "spatialdata", "unit": "bin", "table": "square_008um"}, "doublet"),  # size unknown: as 8 µm
-])
+@pytest.mark.parametrize(
+    "platform, mode",
+    [
+        (None, "full"),  # standard Visium: the readers record no platform; 55 µm spots
+        ({"platform": "visium_hd", "unit": "bin", "bin_size_um": 8}, "doublet"),
+        ({"platform": "visium_hd", "unit": "bin", "bin_size_um": 16}, "full"),
+        ({"platform": "visium_hd", "unit": "cell", "segmentation": "spaceranger"}, "doublet"),
+        ({"platform": "xenium", "unit": "cell", "segmentation": "xenium"}, "doublet"),
+        ({"platform": "spatialdata", "unit": "bin", "table": "square_008um"}, "doublet"),  # size unknown: as 8 µm
+    ],
+)
 def test_rctd_auto_mode_follows_the_kind_of_location(platform, mode):
     slide = ad.AnnData(np.ones((2, 2), dtype=np.float32))
     if platform is not None:
@@ -311,10 +326,13 @@ def test_a_type_below_the_minimum_names_the_sample(method, minimum, reference, q
     slide, _ = load_slide("slide3")
     labels = reference.obs["cell_type"].astype(str)
     plasma = np.flatnonzero(labels == "Plasma")
-    keep = np.setdiff1d(np.arange(reference.n_obs), plasma[minimum - 1:])
+    keep = np.setdiff1d(np.arange(reference.n_obs), plasma[minimum - 1 :])
     small = reference[keep].copy()
-    with pytest.raises(InputError, match=rf"sample slide3: {method} needs at least {minimum} reference cells "
-                                         rf"per cell type; too few: Plasma \({minimum - 1}\)"):
+    with pytest.raises(
+        InputError,
+        match=rf"sample slide3: {method} needs at least {minimum} reference cells "
+        rf"per cell type; too few: Plasma \({minimum - 1}\)",
+    ):
         run(method, slide, small, q_table)
 
 
@@ -342,8 +360,19 @@ def test_scripts_write_every_output(reference, q_table, tmp_path, monkeypatch):
         np.testing.assert_allclose(props.sum(axis=1), 1.0, atol=1e-5)
         assert (pearson_per_type(props, truth) >= MIN_PEARSON[method]).all()
         record = json.loads(Path(f"slide1.{method}_qc.json").read_text())
-        for key in ("sample", "method", "device", "genes_used", "spots_fitted", "spots_filtered",
-                    "spots_filtered_by_reason", "convergence", "seconds", "settings", "selection"):
+        for key in (
+            "sample",
+            "method",
+            "device",
+            "genes_used",
+            "spots_fitted",
+            "spots_filtered",
+            "spots_filtered_by_reason",
+            "convergence",
+            "seconds",
+            "settings",
+            "selection",
+        ):
             assert key in record, (method, key)
         assert record["selection"] == "auto: test"
         module = METHOD_MODULES[method]
@@ -364,8 +393,9 @@ def test_script_refuses_a_slide_of_another_sample(reference, tmp_path):
     slide.write_h5ad(tmp_path / "s.h5ad")
     reference.write_h5ad(tmp_path / "ref.h5ad")
     with pytest.raises(InputError, match=r"sample X: .* holds sample\(s\) slide1"):
-        _load_script("map_nnls.py").main(["--slide", str(tmp_path / "s.h5ad"), "--sample", "X",
-                                          "--reference", str(tmp_path / "ref.h5ad")])
+        _load_script("map_nnls.py").main(
+            ["--slide", str(tmp_path / "s.h5ad"), "--sample", "X", "--reference", str(tmp_path / "ref.h5ad")]
+        )
 
 
 def test_maps_of_large_slides_draw_a_sample(reference, tmp_path):
@@ -379,7 +409,11 @@ def test_compute_q_script(tmp_path, monkeypatch):
     _no_network(monkeypatch)
     monkeypatch.chdir(tmp_path)
     _load_script("compute_rctd_q.py").main(["--output", "q.npz", "--k-max", "12", "--sigma-step", "0"])
-    assert rctd_method.read_q_table_info(tmp_path / "q.npz") == {"path": str((tmp_path / "q.npz").resolve()), "sigmas": [100], "k_max": 12}
+    assert rctd_method.read_q_table_info(tmp_path / "q.npz") == {
+        "path": str((tmp_path / "q.npz").resolve()),
+        "sigmas": [100],
+        "k_max": 12,
+    }
     assert rctd_method.rctd_sigma_grid(1)[:3] == [10, 11, 12] and len(rctd_method.rctd_sigma_grid(1)) == 126
     assert 100 in rctd_method.rctd_sigma_grid(8) and len(rctd_method.rctd_sigma_grid(8)) == 16
     with pytest.raises(InputError, match="sigma step"):

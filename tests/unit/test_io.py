@@ -22,9 +22,7 @@ def _tree(path):
     return sorted((p.relative_to(path), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*"))
 
 
-@pytest.mark.parametrize(
-    "positions, label", [("1.x", "1.x csv"), ("2.x", "2.x csv"), ("parquet", "parquet")]
-)
+@pytest.mark.parametrize("positions, label", [("1.x", "1.x csv"), ("2.x", "2.x csv"), ("parquet", "parquet")])
 def test_positions_formats_give_the_same_slide(make_outs, positions_table, positions, label):
     adata = io.read_spaceranger(make_outs(positions=positions), "S1")
     assert list(adata.obs_names) == IN_TISSUE
@@ -208,7 +206,9 @@ def test_negative_and_dense_and_csc_values_are_refused(small_slide):
     dense = small_slide.X.toarray()
     dense[4, 5] = -2
     small_slide.X = dense
-    with pytest.raises(InputError, match="sample S3: the count matrix holds negative values .* gene CKM in spot SPOT04-1"):
+    with pytest.raises(
+        InputError, match="sample S3: the count matrix holds negative values .* gene CKM in spot SPOT04-1"
+    ):
         io.check_raw_counts(small_slide, "S3")
     dense[4, 5] = 1.5
     small_slide.X = sparse.csc_matrix(dense)

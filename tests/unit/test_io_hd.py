@@ -129,6 +129,8 @@ def test_qc_maps_of_a_huge_slide_draw_a_sample(hd, tmp_path, monkeypatch):
 
     drawn = {}
     monkeypatch.setattr(qc, "MAX_PLOTTED_SPOTS", 100)
-    monkeypatch.setattr(plotting, "plot_spatial_values", lambda view, values, *a, **k: drawn.update(n=view.n_obs, v=len(values)))
+    monkeypatch.setattr(
+        plotting, "plot_spatial_values", lambda view, values, *a, **k: drawn.update(n=view.n_obs, v=len(values))
+    )
     qc.plot_qc_maps(qc.compute_qc(hd), tmp_path / "maps.png")
     assert drawn == {"n": 100, "v": 100}

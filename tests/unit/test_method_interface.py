@@ -26,8 +26,9 @@ def method_modules():
     found = []
     for info in pkgutil.iter_modules(spatialmap.methods.__path__):
         tree = ast.parse((PACKAGE / "methods" / f"{info.name}.py").read_text())
-        names = {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets
-                 if isinstance(t, ast.Name)}
+        names = {
+            t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)
+        }
         if "NAME" in names:
             found.append(f"spatialmap.methods.{info.name}")
     return found
@@ -35,7 +36,12 @@ def method_modules():
 
 def test_the_five_methods_are_found():
     assert sorted(m.rsplit(".", 1)[1] for m in method_modules()) == [
-        "cell2location", "flashdeconv", "nnls", "rctd", "tangram"]
+        "cell2location",
+        "flashdeconv",
+        "nnls",
+        "rctd",
+        "tangram",
+    ]
 
 
 @pytest.mark.parametrize("module_name", method_modules())
@@ -121,7 +127,7 @@ def test_the_package_has_no_import_cycle():
         state[node] = 1
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(nxt):] + [nxt]))
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(nxt) :] + [nxt]))
             if nxt not in state:
                 visit(nxt, stack + [nxt])
         state[node] = 2

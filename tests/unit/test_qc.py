@@ -187,16 +187,39 @@ def test_scripts_read_and_qc_a_spaceranger_slide(make_outs, tmp_path):
     slide_qc = _load_script("slide_qc.py")
     raw = tmp_path / "S1.raw.h5ad"
     read_slide.main(
-        ["--sample", "S1", "--spaceranger-dir", str(make_outs()), "--output", str(raw),
-         "--versions", str(tmp_path / "v1.yml")]
+        [
+            "--sample",
+            "S1",
+            "--spaceranger-dir",
+            str(make_outs()),
+            "--output",
+            str(raw),
+            "--versions",
+            str(tmp_path / "v1.yml"),
+        ]
     )
     assert ad.read_h5ad(raw).n_obs == len(MATRIX_BARCODES) - 1
     assert '"read_slide.py":' in (tmp_path / "v1.yml").read_text()
 
     slide_qc.main(
-        ["--input", str(raw), "--sample", "S1", "--output-h5ad", str(tmp_path / "S1.qc.h5ad"),
-         "--output-json", str(tmp_path / "S1.qc.json"), "--output-png", str(tmp_path / "S1.qc_maps.png"),
-         "--min-genes", "2", "--versions", str(tmp_path / "v2.yml"), "--process-name", "SLIDE_QC"]
+        [
+            "--input",
+            str(raw),
+            "--sample",
+            "S1",
+            "--output-h5ad",
+            str(tmp_path / "S1.qc.h5ad"),
+            "--output-json",
+            str(tmp_path / "S1.qc.json"),
+            "--output-png",
+            str(tmp_path / "S1.qc_maps.png"),
+            "--min-genes",
+            "2",
+            "--versions",
+            str(tmp_path / "v2.yml"),
+            "--process-name",
+            "SLIDE_QC",
+        ]
     )
     summary = json.loads((tmp_path / "S1.qc.json").read_text())
     out = ad.read_h5ad(tmp_path / "S1.qc.h5ad")
@@ -216,9 +239,22 @@ def test_scripts_exit_1_with_one_line_when_nothing_passes(small_slide, tmp_path,
     slide_qc = _load_script("slide_qc.py")
     path = tmp_path / "S1.raw.h5ad"
     small_slide.write_h5ad(path)
-    args = ["--input", str(path), "--sample", "S1", "--output-h5ad", str(tmp_path / "o.h5ad"),
-            "--output-json", str(tmp_path / "o.json"), "--output-png", str(tmp_path / "o.png"),
-            "--min-counts", "100000", "--versions", str(tmp_path / "v.yml")]
+    args = [
+        "--input",
+        str(path),
+        "--sample",
+        "S1",
+        "--output-h5ad",
+        str(tmp_path / "o.h5ad"),
+        "--output-json",
+        str(tmp_path / "o.json"),
+        "--output-png",
+        str(tmp_path / "o.png"),
+        "--min-counts",
+        "100000",
+        "--versions",
+        str(tmp_path / "v.yml"),
+    ]
     with pytest.raises(SystemExit) as exit_info:
         cli.run(slide_qc.main, args)
     assert exit_info.value.code == 1

@@ -60,8 +60,11 @@ def ref_file(tmp_path, ref):
 
 
 def _slide(genes, n=5) -> ad.AnnData:
-    return ad.AnnData(X=sparse.csr_matrix(np.ones((n, len(genes)), dtype=np.float32)),
-                      var=pd.DataFrame(index=genes), obs=pd.DataFrame(index=[f"s{i}" for i in range(n)]))
+    return ad.AnnData(
+        X=sparse.csr_matrix(np.ones((n, len(genes)), dtype=np.float32)),
+        var=pd.DataFrame(index=genes),
+        obs=pd.DataFrame(index=[f"s{i}" for i in range(n)]),
+    )
 
 
 # --- loading and checks ------------------------------------------------------------------
@@ -198,7 +201,9 @@ def test_gene_overlap_stops_below_minimum_naming_the_slide(ref):
 def test_gene_overlap_with_no_shared_gene_shows_names_of_both_sides(ref):
     slide = _slide([f"ENSG{i:011d}" for i in range(12)])
     with pytest.raises(InputError) as err:
-        reference.gene_overlap(ref, {"S1": slide}, "cell_type", n_markers=5, min_shared_genes=1, reference_name="r.h5ad")
+        reference.gene_overlap(
+            ref, {"S1": slide}, "cell_type", n_markers=5, min_shared_genes=1, reference_name="r.h5ad"
+        )
     message = str(err.value)
     assert "reference r.h5ad and slide S1 share 0 genes (minimum 1" in message
     assert "reference genes not on the slide: G00, G01, G02 and 30 more" in message
@@ -209,13 +214,17 @@ def test_gene_overlap_stops_below_a_methods_minimum(ref):
     """40 genes pass --min_shared_genes 20 and the deconvolution methods' 10, not cell2location's 50."""
     big = ad.AnnData(
         X=sparse.csr_matrix(np.ones((ref.n_obs, 60), dtype=np.float32)),
-        obs=ref.obs.copy(), var=pd.DataFrame(index=[f"H{i:02d}" for i in range(60)]),
+        obs=ref.obs.copy(),
+        var=pd.DataFrame(index=[f"H{i:02d}" for i in range(60)]),
     )
     slide = _slide([f"H{i:02d}" for i in range(40)])
     result = reference.gene_overlap(big, {"S1": slide}, "cell_type", 5, 20, methods=["nnls", "rctd"])
     assert result.table.loc["S1", "shared_genes"] == 40
-    with pytest.raises(InputError, match=r"share 40 genes, 40 of them expressed in both: too few for "
-                                         r"cell2location \(cell2location needs 50\)"):
+    with pytest.raises(
+        InputError,
+        match=r"share 40 genes, 40 of them expressed in both: too few for "
+        r"cell2location \(cell2location needs 50\)",
+    ):
         reference.gene_overlap(big, {"S1": slide}, "cell_type", 5, 20, methods=["nnls", "cell2location"])
 
 
@@ -266,9 +275,24 @@ def test_gene_filter_too_strict_is_reported(ref):
 def test_prepare_reference_script(tmp_path, ref_file):
     script = _load_script("prepare_reference.py")
     out, js = tmp_path / "prep.h5ad", tmp_path / "prep.json"
-    script.main(["--reference", str(ref_file), "--label-key", "cell_type", "--batch-key", "batch",
-                 "--min-cells-per-label", "10", "--output", str(out), "--output-json", str(js),
-                 "--versions", str(tmp_path / "versions.yml")])
+    script.main(
+        [
+            "--reference",
+            str(ref_file),
+            "--label-key",
+            "cell_type",
+            "--batch-key",
+            "batch",
+            "--min-cells-per-label",
+            "10",
+            "--output",
+            str(out),
+            "--output-json",
+            str(js),
+            "--versions",
+            str(tmp_path / "versions.yml"),
+        ]
+    )
     summary = json.loads(js.read_text())
     assert summary["n_genes"] == len(GENES) - 2
     assert summary["mt_genes_removed"] == ["MT-CO1", "mt-Nd1"]
@@ -283,9 +307,24 @@ def test_check_overlap_script_writes_table_and_fails_below_minimum(tmp_path, ref
     slide.obs["sample"] = "S1"
     slide.write_h5ad(tmp_path / "S1.h5ad")
     tsv, js = tmp_path / "o.tsv", tmp_path / "o.json"
-    common = ["--reference", str(ref_file), "--slides", str(tmp_path / "S1.h5ad"), "--label-key", "cell_type",
-              "--n-markers", "5", "--output-tsv", str(tsv), "--output-json", str(js),
-              "--output-reference", str(tmp_path / "matched.h5ad"), "--versions", str(tmp_path / "v.yml")]
+    common = [
+        "--reference",
+        str(ref_file),
+        "--slides",
+        str(tmp_path / "S1.h5ad"),
+        "--label-key",
+        "cell_type",
+        "--n-markers",
+        "5",
+        "--output-tsv",
+        str(tsv),
+        "--output-json",
+        str(js),
+        "--output-reference",
+        str(tmp_path / "matched.h5ad"),
+        "--versions",
+        str(tmp_path / "v.yml"),
+    ]
     script.main(common + ["--min-shared-genes", "20"])
     table = pd.read_csv(tsv, sep="\t", index_col=0)
     assert table.loc["S1", "shared_genes"] == 20 and table.loc["S1", "markers:Tcell"] == "5/5"
@@ -296,8 +335,11 @@ def test_check_overlap_script_writes_table_and_fails_below_minimum(tmp_path, ref
     with pytest.raises(InputError, match=r"reference .*ref.* and slide S1 share 20 genes \(minimum 21"):
         script.main(common + ["--min-shared-genes", "21"])
     assert not tsv.exists()
-    with pytest.raises(InputError, match=r"reference my_atlas.h5ad and slide S1 share 20 genes, 20 of them expressed "
-                                         r"in both: too few for cell2location"):
+    with pytest.raises(
+        InputError,
+        match=r"reference my_atlas.h5ad and slide S1 share 20 genes, 20 of them expressed "
+        r"in both: too few for cell2location",
+    ):
         script.main(common + ["--min-shared-genes", "20", "--methods", "auto", "--reference-name", "my_atlas.h5ad"])
     assert not tsv.exists() and not (tmp_path / "matched.h5ad").exists()
     with pytest.raises(InputError, match="unknown method"):
@@ -310,5 +352,8 @@ def test_gene_overlap_method_minimum_names_only_the_short_slide(ref):
     with pytest.raises(InputError) as err:
         reference.gene_overlap(ref, slides, "cell_type", 5, 5, methods=["nnls", "tangram"], reference_name="r.h5ad")
     message = str(err.value)
-    assert "slide poor share 8 genes, 8 of them expressed in both: too few for nnls, tangram (nnls needs 10, tangram needs 10)" in message
+    assert (
+        "slide poor share 8 genes, 8 of them expressed in both: too few for nnls, tangram (nnls needs 10, tangram needs 10)"
+        in message
+    )
     assert "slide full" not in message and "slide also_full" not in message

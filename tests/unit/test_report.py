@@ -25,8 +25,17 @@ def _write(path, content):
     return path
 
 
-QC = {"spots_in_tissue": 100, "spots_kept": 90, "median_umis": 5000.0, "median_genes": 1200.0, "pct_mt": 12.5,
-      "n_mt_genes_removed": 13, "mt_genes_removed": ["MT-CO1"], "genes": 400, "filters": {"min_counts": 0}}
+QC = {
+    "spots_in_tissue": 100,
+    "spots_kept": 90,
+    "median_umis": 5000.0,
+    "median_genes": 1200.0,
+    "pct_mt": 12.5,
+    "n_mt_genes_removed": 13,
+    "mt_genes_removed": ["MT-CO1"],
+    "genes": 400,
+    "filters": {"min_counts": 0},
+}
 
 
 def test_method_of_file_name_and_field(tmp_path):
@@ -36,8 +45,10 @@ def test_method_of_file_name_and_field(tmp_path):
     for bad in ("a.json", "rctd_qc.json"):
         with pytest.raises(ValueError, match="<sample>.<method>_qc.json"):
             report.method_of(tmp_path / bad, {})
-    paths = [_write(tmp_path / "s.2.nnls_qc.json", {"n_spots_fitted": 3}),
-             _write(tmp_path / "s1.tangram_qc.json", {"sample": "s1"})]
+    paths = [
+        _write(tmp_path / "s.2.nnls_qc.json", {"n_spots_fitted": 3}),
+        _write(tmp_path / "s1.tangram_qc.json", {"sample": "s1"}),
+    ]
     by_method = report.read_method_json(paths)
     assert list(by_method) == ["nnls", "tangram"]  # name order: no method is special
     assert by_method["nnls"][0]["sample"] == "s.2"  # sample names may hold dots
@@ -45,31 +56,60 @@ def test_method_of_file_name_and_field(tmp_path):
 
 def _contract(sample, method, label, columns, headline, **qc):
     """A QC JSON as every method writes it: its numbers and the report's contract fields."""
-    return {"method": method, "sample": sample, "label": label, **qc, "report_columns": columns,
-            "headline": headline, "mean_proportions": {"A": 0.6, "B": 0.4}}
+    return {
+        "method": method,
+        "sample": sample,
+        "label": label,
+        **qc,
+        "report_columns": columns,
+        "headline": headline,
+        "mean_proportions": {"A": 0.6, "B": 0.4},
+    }
 
 
 def test_general_stats_has_every_methods_headline_and_extra_qc_fields():
     qc = [{"sample": "s1", **QC, "cells_kept": 80, "median_transcripts": 150.0}, {"sample": "s2", **QC}]
-    methods = {"rctd": [_contract("s1", "rctd", "RCTD", {"spots_fitted": "locations fitted", "seconds": "wall time"},
-                                  ["spots_fitted", "seconds"], spots_fitted=88, seconds=1.5)],
-               "nnls": [_contract("s2", "nnls", "NNLS", {"genes_shared": "genes"}, ["genes_shared"], genes_shared=310),
-                        {"sample": "s1", "method": "nnls", "genes_shared": 12}]}  # the method's headline holds for all its slides
+    methods = {
+        "rctd": [
+            _contract(
+                "s1",
+                "rctd",
+                "RCTD",
+                {"spots_fitted": "locations fitted", "seconds": "wall time"},
+                ["spots_fitted", "seconds"],
+                spots_fitted=88,
+                seconds=1.5,
+            )
+        ],
+        "nnls": [
+            _contract("s2", "nnls", "NNLS", {"genes_shared": "genes"}, ["genes_shared"], genes_shared=310),
+            {"sample": "s1", "method": "nnls", "genes_shared": 12},
+        ],
+    }  # the method's headline holds for all its slides
     stats = report.general_stats(qc, methods, consensus=[{"sample": "s1", "n_methods": 3, "mean_disagreement": 0.1}])
     data, headers = stats["data"], stats["headers"]
     assert data["s1"]["rctd_spots_fitted"] == 88 and data["s1"]["rctd_seconds"] == 1.5
     assert data["s2"]["nnls_genes_shared"] == 310 and data["s1"]["nnls_genes_shared"] == 12
     assert data["s1"]["cells_kept"] == 80 and "cells_kept" not in data["s2"]
     assert data["s1"]["consensus_mean_disagreement"] == 0.1
-    assert headers["rctd_seconds"]["title"] == "RCTD seconds" and headers["rctd_seconds"]["description"] == "RCTD: wall time"
+    assert (
+        headers["rctd_seconds"]["title"] == "RCTD seconds"
+        and headers["rctd_seconds"]["description"] == "RCTD: wall time"
+    )
     assert headers["rctd_spots_fitted"]["format"] == "{:,.0f}"
     assert "bins_kept" not in headers  # no slide has it
     assert set(data) == {"s1", "s2"}
 
 
 def test_general_stats_has_the_segmentation_qc():
-    seg = {"cells_found": 340, "median_cell_area_um2": 51.2, "median_bins_per_cell": 13.0,
-           "pct_transcripts_in_cells": 81.5, "pct_bins_in_cells": 22.0, "segmentation": "stardist"}
+    seg = {
+        "cells_found": 340,
+        "median_cell_area_um2": 51.2,
+        "median_bins_per_cell": 13.0,
+        "pct_transcripts_in_cells": 81.5,
+        "pct_bins_in_cells": 22.0,
+        "segmentation": "stardist",
+    }
     stats = report.general_stats([{"sample": "hd", **QC, "cells_kept": 330, **seg}, {"sample": "v", **QC}])
     row, headers = stats["data"]["hd"], stats["headers"]
     assert {k: row[k] for k in seg if k != "segmentation"} == {k: v for k, v in seg.items() if k != "segmentation"}
@@ -86,11 +126,24 @@ def test_qc_table_shows_new_scalar_fields():
 
 
 def _make_report(tmp_path, files, *extra):
-    qc = [_write(tmp_path / f"{s}.qc.json", {"sample": s, **QC})
-          for s in sorted({json.loads(f.read_text()).get("sample") or f.name.split(".")[0] for f in files})]
+    qc = [
+        _write(tmp_path / f"{s}.qc.json", {"sample": s, **QC})
+        for s in sorted({json.loads(f.read_text()).get("sample") or f.name.split(".")[0] for f in files})
+    ]
     out = tmp_path / "mqc"
-    _load_script("make_report.py").main(["--qc", *map(str, qc), "--method-qc", *map(str, files), *extra,
-                                         "--outdir", str(out), "--versions", str(tmp_path / "versions.yml")])
+    _load_script("make_report.py").main(
+        [
+            "--qc",
+            *map(str, qc),
+            "--method-qc",
+            *map(str, files),
+            *extra,
+            "--outdir",
+            str(out),
+            "--versions",
+            str(tmp_path / "versions.yml"),
+        ]
+    )
     return out
 
 
@@ -100,28 +153,81 @@ def _yaml(path):
 
 def test_make_report_with_every_method(tmp_path):
     files = [
-        _write(tmp_path / "s.1.cell2location_qc.json", {
-            **_contract("s.1", "cell2location", "cell2location", {"n_spots": "spots mapped", "reconstruction_r": "r"},
-                        ["reconstruction_r"], n_spots=90, reconstruction_r=0.8),
-            "mean_abundance": {"A": 1.0}}),
-        _write(tmp_path / "s.1.tangram_qc.json", _contract("s.1", "tangram", "Tangram", {"heldout_median": "held-out r"},
-                                                           ["heldout_median"], heldout_median=0.4, mode="cells")),
-        _write(tmp_path / "s.1.rctd_qc.json", _contract("s.1", "rctd", "RCTD", {"device": "device", "spots_fitted": "fitted"},
-                                                        ["spots_fitted"], spots_fitted=85, device="cpu")),
+        _write(
+            tmp_path / "s.1.cell2location_qc.json",
+            {
+                **_contract(
+                    "s.1",
+                    "cell2location",
+                    "cell2location",
+                    {"n_spots": "spots mapped", "reconstruction_r": "r"},
+                    ["reconstruction_r"],
+                    n_spots=90,
+                    reconstruction_r=0.8,
+                ),
+                "mean_abundance": {"A": 1.0},
+            },
+        ),
+        _write(
+            tmp_path / "s.1.tangram_qc.json",
+            _contract(
+                "s.1",
+                "tangram",
+                "Tangram",
+                {"heldout_median": "held-out r"},
+                ["heldout_median"],
+                heldout_median=0.4,
+                mode="cells",
+            ),
+        ),
+        _write(
+            tmp_path / "s.1.rctd_qc.json",
+            _contract(
+                "s.1",
+                "rctd",
+                "RCTD",
+                {"device": "device", "spots_fitted": "fitted"},
+                ["spots_fitted"],
+                spots_fitted=85,
+                device="cpu",
+            ),
+        ),
         _write(tmp_path / "s.1.nnls_qc.json", {"sample": "s.1", "n_spots_fitted": 90, "seconds": 0.1}),  # no contract
     ]
-    matrix = pd.DataFrame({"A": [0.9, 0.5]}, index=pd.Index(["s.1: cell2location vs tangram", "s.1: rctd vs nnls"], name="slide_pair"))
+    matrix = pd.DataFrame(
+        {"A": [0.9, 0.5]}, index=pd.Index(["s.1: cell2location vs tangram", "s.1: rctd vs nnls"], name="slide_pair")
+    )
     matrix.to_csv(tmp_path / "method_agreement_matrix.tsv", sep="\t")
     pd.DataFrame({"cell2location": [1.0, 0.9], "tangram": [0.9, 1.0]}, index=["cell2location", "tangram"]).to_csv(
-        tmp_path / "method_agreement_pairs.tsv", sep="\t")
-    pd.DataFrame({"sample": ["s.1"], "methods": ["cell2location,tangram"], "n_methods": [2], "mean_disagreement": [0.05]}
-                 ).to_csv(tmp_path / "consensus_summary.tsv", sep="\t", index=False)
-    out = _make_report(tmp_path, files, "--agreement", str(tmp_path / "method_agreement_matrix.tsv"),
-                       str(tmp_path / "method_agreement_pairs.tsv"), str(tmp_path / "consensus_summary.tsv"))
+        tmp_path / "method_agreement_pairs.tsv", sep="\t"
+    )
+    pd.DataFrame(
+        {"sample": ["s.1"], "methods": ["cell2location,tangram"], "n_methods": [2], "mean_disagreement": [0.05]}
+    ).to_csv(tmp_path / "consensus_summary.tsv", sep="\t", index=False)
+    out = _make_report(
+        tmp_path,
+        files,
+        "--agreement",
+        str(tmp_path / "method_agreement_matrix.tsv"),
+        str(tmp_path / "method_agreement_pairs.tsv"),
+        str(tmp_path / "consensus_summary.tsv"),
+    )
     names = {p.name for p in out.iterdir()}
-    for section in ("general_stats", "slide_qc", "cell2location_abundance", "cell2location_qc", "cell2location_proportions",
-                    "tangram_qc", "tangram_proportions", "rctd_qc", "rctd_proportions", "nnls_qc",
-                    "agreement", "agreement_pairs", "consensus"):
+    for section in (
+        "general_stats",
+        "slide_qc",
+        "cell2location_abundance",
+        "cell2location_qc",
+        "cell2location_proportions",
+        "tangram_qc",
+        "tangram_proportions",
+        "rctd_qc",
+        "rctd_proportions",
+        "nnls_qc",
+        "agreement",
+        "agreement_pairs",
+        "consensus",
+    ):
         assert f"spatialmap_{section}_mqc.yaml" in names, section
     assert "spatialmap_nnls_proportions_mqc.yaml" not in names  # its JSON has no mean_proportions
     stats = _yaml(out / "spatialmap_general_stats_mqc.yaml")["data"]["s.1"]
@@ -141,9 +247,17 @@ def test_make_report_with_every_method(tmp_path):
 def test_a_sixth_method_is_reported_without_a_report_edit(tmp_path):
     """A method the report has never heard of ("foo") gets, from its QC JSON alone, a QC table with
     its report columns, a mean proportions heatmap and its headline column in the general statistics."""
-    foo = {"method": "foo", "sample": "s1", "label": "Foo 2", "fit_score": 0.93, "iterations": 120, "ignored": "x",
-           "report_columns": {"iterations": "iterations of the fit", "fit_score": "how well it fits"},
-           "headline": ["fit_score"], "mean_proportions": {"T": 0.7, "B": 0.3}}
+    foo = {
+        "method": "foo",
+        "sample": "s1",
+        "label": "Foo 2",
+        "fit_score": 0.93,
+        "iterations": 120,
+        "ignored": "x",
+        "report_columns": {"iterations": "iterations of the fit", "fit_score": "how well it fits"},
+        "headline": ["fit_score"],
+        "mean_proportions": {"T": 0.7, "B": 0.3},
+    }
     out = _make_report(tmp_path, [_write(tmp_path / "s1.foo_qc.json", foo)])
     table = _yaml(out / "spatialmap_foo_qc_mqc.yaml")
     assert table["plot_type"] == "table" and table["section_name"] == "Foo 2: mapping QC"
@@ -161,21 +275,53 @@ def test_a_sixth_method_is_reported_without_a_report_edit(tmp_path):
 def _c2l_record(sample, group, **training):
     """A cell2location QC JSON as map_cell2location.py writes it: slide_qc + TrainResult.as_qc + group
     + the report's contract fields (its REPORT_COLUMNS: the training columns among them)."""
-    record = {"sample": sample, "method": "cell2location", "label": "cell2location", "group": group, "device": "cpu",
-              "n_spots": 243, "n_genes_used": 380,
-              "mean_total_cells_per_spot": 8.4, "most_abundant_type": "T", "mean_abundance": {"T": 3.0, "B": 1.0},
-              "detection_sensitivity": 0.91, "reconstruction_r": 0.88,
-              "epochs_run": 4050, "stop_reason": "converged", "final_loss": 812345.678, "train_seconds": 93.2,
-              "lr_final": 0.002, "lr_dropped_at_epoch": 1500,
-              "training_engine": "fast", "minibatch_size": None,
-              "convergence": {"min_epochs": 1000, "window": 500, "tol": 0.0003},
-              "learning_rate": {"start": 0.02, "final": 0.002, "dropped_at_epoch": 1500},
-              "headline": ["reconstruction_r"], "mean_proportions": {"T": 0.75, "B": 0.25}}
+    record = {
+        "sample": sample,
+        "method": "cell2location",
+        "label": "cell2location",
+        "group": group,
+        "device": "cpu",
+        "n_spots": 243,
+        "n_genes_used": 380,
+        "mean_total_cells_per_spot": 8.4,
+        "most_abundant_type": "T",
+        "mean_abundance": {"T": 3.0, "B": 1.0},
+        "detection_sensitivity": 0.91,
+        "reconstruction_r": 0.88,
+        "epochs_run": 4050,
+        "stop_reason": "converged",
+        "final_loss": 812345.678,
+        "train_seconds": 93.2,
+        "lr_final": 0.002,
+        "lr_dropped_at_epoch": 1500,
+        "training_engine": "fast",
+        "minibatch_size": None,
+        "convergence": {"min_epochs": 1000, "window": 500, "tol": 0.0003},
+        "learning_rate": {"start": 0.02, "final": 0.002, "dropped_at_epoch": 1500},
+        "headline": ["reconstruction_r"],
+        "mean_proportions": {"T": 0.75, "B": 0.25},
+    }
     record.update(training)
-    record["report_columns"] = {k: f"the {k}" for k in (
-        "group", "device", "n_spots", "n_genes_used", "epochs_run", "stop_reason", "final_loss", "lr_final",
-        "lr_dropped_at_epoch", "train_seconds", "mean_total_cells_per_spot", "most_abundant_type",
-        "detection_sensitivity", "reconstruction_r") if k in record}
+    record["report_columns"] = {
+        k: f"the {k}"
+        for k in (
+            "group",
+            "device",
+            "n_spots",
+            "n_genes_used",
+            "epochs_run",
+            "stop_reason",
+            "final_loss",
+            "lr_final",
+            "lr_dropped_at_epoch",
+            "train_seconds",
+            "mean_total_cells_per_spot",
+            "most_abundant_type",
+            "detection_sensitivity",
+            "reconstruction_r",
+        )
+        if k in record
+    }
     return record
 
 
@@ -184,14 +330,27 @@ def test_c2l_table_shows_epochs_stop_reason_and_final_loss(tmp_path):
     the QC JSON, in its report_columns order."""
     files = [
         _write(tmp_path / "s1.cell2location_qc.json", _c2l_record("s1", "g1")),
-        _write(tmp_path / "s2.cell2location_qc.json", _c2l_record("s2", "g2", epochs_run=30000, stop_reason="max_epochs",
-                                                                  final_loss=1.5e6, lr_dropped_at_epoch=None)),
+        _write(
+            tmp_path / "s2.cell2location_qc.json",
+            _c2l_record(
+                "s2", "g2", epochs_run=30000, stop_reason="max_epochs", final_loss=1.5e6, lr_dropped_at_epoch=None
+            ),
+        ),
     ]
     out = _make_report(tmp_path, files)
     table = _yaml(out / "spatialmap_cell2location_qc_mqc.yaml")
     assert table["plot_type"] == "table"
     columns = list(table["data"]["s1"])
-    assert columns[:8] == ["group", "device", "n_spots", "n_genes_used", "epochs_run", "stop_reason", "final_loss", "lr_final"]
+    assert columns[:8] == [
+        "group",
+        "device",
+        "n_spots",
+        "n_genes_used",
+        "epochs_run",
+        "stop_reason",
+        "final_loss",
+        "lr_final",
+    ]
     assert {"lr_dropped_at_epoch", "train_seconds", "reconstruction_r"} <= set(columns)
     assert "mean_abundance" not in columns and "convergence" not in columns and "learning_rate" not in columns
     s1, s2 = table["data"]["s1"], table["data"]["s2"]
@@ -208,7 +367,16 @@ def test_c2l_table_shows_epochs_stop_reason_and_final_loss(tmp_path):
 
 
 def test_method_table_leaves_out_columns_no_slide_has():
-    table = report.method_qc_table("m", [{"sample": "s1", "n_spots": 90, "reconstruction_r": 0.8,
-                                          "report_columns": {"epochs_run": "e", "n_spots": "n", "reconstruction_r": "r"}}])
+    table = report.method_qc_table(
+        "m",
+        [
+            {
+                "sample": "s1",
+                "n_spots": 90,
+                "reconstruction_r": 0.8,
+                "report_columns": {"epochs_run": "e", "n_spots": "n", "reconstruction_r": "r"},
+            }
+        ],
+    )
     assert list(table["data"]["s1"]) == ["n_spots", "reconstruction_r"]
     assert set(table["headers"]) == {"n_spots", "reconstruction_r"}

@@ -54,7 +54,10 @@ def test_remote_paths_pass_unchecked(tmp_path):
         ("spaceranger_dir\ns1/outs\n", "missing required column 'sample'"),
         ("sample,group\nA,g\n", "missing column 'spaceranger_dir' or 'h5ad'"),
         ("sample,spaceranger_dir\n", "no slide rows"),
-        ("sample,spaceranger_dir\nA,s1/outs\nA,s1/outs\n", "row 2 (sample 'A'): duplicate sample name, already used in row 1"),
+        (
+            "sample,spaceranger_dir\nA,s1/outs\nA,s1/outs\n",
+            "row 2 (sample 'A'): duplicate sample name, already used in row 1",
+        ),
         ("sample,spaceranger_dir\nslide 1,s1/outs\n", "row 1 (sample 'slide 1'): malformed sample name"),
         ("sample,spaceranger_dir\n,s1/outs\n", "row 1: the sample name is empty"),
         ("sample,spaceranger_dir\nA,nowhere/outs\n", "row 1 (sample 'A'): spaceranger_dir"),
@@ -115,8 +118,10 @@ def test_platforms_are_recognised(tmp_path):
     "remove, message",
     [
         ("hd1/outs/binned_outputs/square_008um", "has no binned_outputs/square_008um"),
-        ("hd1/outs/binned_outputs/square_008um/spatial/tissue_positions.parquet",
-         "has no binned_outputs/square_008um/spatial/tissue_positions.parquet"),
+        (
+            "hd1/outs/binned_outputs/square_008um/spatial/tissue_positions.parquet",
+            "has no binned_outputs/square_008um/spatial/tissue_positions.parquet",
+        ),
         ("hd1/outs/feature_slice.h5", "has no feature_slice.h5"),
         ("xen/transcripts.parquet", "Xenium folder '{tmp}/xen' has no transcripts.parquet"),
         ("xen/cells.zarr.zip", "has no cells.zarr.zip"),

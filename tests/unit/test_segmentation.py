@@ -124,7 +124,9 @@ def test_bins_aggregated_into_pipeline_cells(tmp_path):
     geo = json.loads((ASSETS / "hd1/outs/segmented_outputs/cell_segmentations.geojson").read_text())
     polygons = gpd.GeoDataFrame(geometry=[shape(f["geometry"]) for f in geo["features"]])
     segmentation.write_cells(polygons, tmp_path / "hd1.cells.parquet")
-    ours = io_hd.read_visium_hd_cells(ASSETS / "hd1" / "outs", "hd1", cells=tmp_path / "hd1.cells.parquet", method="stardist")
+    ours = io_hd.read_visium_hd_cells(
+        ASSETS / "hd1" / "outs", "hd1", cells=tmp_path / "hd1.cells.parquet", method="stardist"
+    )
     theirs = io_hd.read_visium_hd_cells(ASSETS / "hd1" / "outs", "hd1")
     assert ours.n_obs == theirs.n_obs == len(geo["features"])
     assert np.array_equal(ours.obs["bins_002um"].to_numpy(), theirs.obs["bins_002um"].to_numpy())
@@ -143,7 +145,9 @@ def test_nuclei_grown_before_bins_join(tmp_path):
 
     truth = pd.read_csv(TRUTH)
     radius_px = truth["nucleus_radius_um"].to_numpy() / 0.5
-    nuclei = gpd.GeoDataFrame(geometry=[Point(x, y).buffer(r, 16) for x, y, r in zip(truth.x_px, truth.y_px, radius_px)])
+    nuclei = gpd.GeoDataFrame(
+        geometry=[Point(x, y).buffer(r, 16) for x, y, r in zip(truth.x_px, truth.y_px, radius_px)]
+    )
     segmentation.write_cells(nuclei, tmp_path / "n.cells.parquet")
     outs = ASSETS / "hd1" / "outs"
     bare = io_hd.read_visium_hd_cells(outs, "hd1", cells=tmp_path / "n.cells.parquet", method="stardist")
@@ -273,7 +277,10 @@ def test_stardist_scores_better_than_the_perturbed_boundaries(perturbed_hd, star
     assert ours["matched_fraction"] >= STARDIST_MIN_MATCHED, summary
     assert ours["mean_iou"] >= STARDIST_MIN_MEAN_IOU, summary
     assert max(ours["merges"], ours["splits"]) <= STARDIST_MAX_MERGES_SPLITS * len(true), summary
-    assert ours["matched_fraction"] >= wrong["matched_fraction"] + STARDIST_MIN_MARGIN, (summary, wrong["matched_fraction"])
+    assert ours["matched_fraction"] >= wrong["matched_fraction"] + STARDIST_MIN_MARGIN, (
+        summary,
+        wrong["matched_fraction"],
+    )
     assert ours["mean_best_iou"] > wrong["mean_best_iou"], (summary, wrong["mean_best_iou"])
     # where the boundaries were wrong, StarDist still finds the cells
     perturbed = truth["perturbation"].to_numpy() != "none"

@@ -62,7 +62,9 @@ def test_match_cells_is_one_to_one():
 
 def _platform_cells(path: Path) -> Path:
     bounds = pd.read_parquet(ASSETS / "xenium1" / "cell_boundaries.parquet")
-    polygons = {cid: shapely.Polygon(g[["vertex_x", "vertex_y"]].to_numpy()) for cid, g in bounds.groupby("cell_id", sort=False)}
+    polygons = {
+        cid: shapely.Polygon(g[["vertex_x", "vertex_y"]].to_numpy()) for cid, g in bounds.groupby("cell_id", sort=False)
+    }
     cells = gpd.GeoDataFrame(geometry=list(polygons.values()), index=list(polygons))
     proseg.write_cells(cells, path)
     return path
@@ -70,7 +72,9 @@ def _platform_cells(path: Path) -> Path:
 
 def test_xenium_cells_from_polygons_count_the_transcripts(tmp_path):
     """The platform's own polygons as the cells file give back the platform's cell matrix (within 10%)."""
-    adata = io_hd.read_xenium_cells(ASSETS / "xenium1", "xenium1", _platform_cells(tmp_path / "x.cells.parquet"), "test")
+    adata = io_hd.read_xenium_cells(
+        ASSETS / "xenium1", "xenium1", _platform_cells(tmp_path / "x.cells.parquet"), "test"
+    )
     platform = io_hd.read_xenium(ASSETS / "xenium1", "xenium1")
     platform.obs_names = platform.obs["cell_id"].astype(str)
     assert adata.n_obs == platform.n_obs == 252 and set(adata.obs_names) == set(platform.obs_names)
@@ -122,7 +126,9 @@ def test_visium_hd_cells_come_back_in_full_resolution_pixels(stand_in_proseg, tm
     found = proseg.match_cells(cells, truth["x_px"].to_numpy(), truth["y_px"].to_numpy())
     assert found["matched"] == len(truth) == qc["cells_found"] == qc["prior_cells"]
     assert qc["median_cell_area_um2"] == pytest.approx(np.median(np.pi * truth["radius_um"] ** 2), rel=0.02)
-    assert "--anndata /" in commands[0] and "--cell-id-column sopa_prior" in commands[0]  # absolute path: proseg runs in the cache
+    assert (
+        "--anndata /" in commands[0] and "--cell-id-column sopa_prior" in commands[0]
+    )  # absolute path: proseg runs in the cache
     assert "--nthreads 2 --samples 50" in commands[0] and "--voxel-size 2" in commands[0]
     assert not (tmp_path / "work").exists()
 
@@ -142,7 +148,9 @@ def test_xenium_cells_come_back_in_microns_and_are_counted(stand_in_proseg, tmp_
 
 @pytest.fixture(scope="module")
 def hd_proseg(tmp_path_factory):
-    return proseg.segment_visium_hd(ASSETS / "hd1" / "outs", "hd1", tmp_path_factory.mktemp("proseg_hd") / "work", threads=2)
+    return proseg.segment_visium_hd(
+        ASSETS / "hd1" / "outs", "hd1", tmp_path_factory.mktemp("proseg_hd") / "work", threads=2
+    )
 
 
 @needs_proseg

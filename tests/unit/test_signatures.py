@@ -31,7 +31,7 @@ def true_signatures(seed=0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     sig = rng.uniform(1, 3, size=(N_GENES, len(TYPES)))
     for k in range(len(TYPES)):
-        sig[8 * k: 8 * k + 8, k] = 40.0
+        sig[8 * k : 8 * k + 8, k] = 40.0
     return pd.DataFrame(sig, index=[f"g{i:02d}" for i in range(N_GENES)], columns=TYPES)
 
 
@@ -40,9 +40,10 @@ def make_reference(cells_per_type=20, seed=0) -> ad.AnnData:
     sig = true_signatures()
     labels = np.repeat(TYPES, cells_per_type)
     counts = rng.poisson(sig[labels].to_numpy().T).astype(np.float32)
-    obs = pd.DataFrame({"cell_type": pd.Categorical(labels),
-                        "batch": pd.Categorical(np.tile(["b1", "b2"], len(labels) // 2))},
-                       index=[f"c{i}" for i in range(len(labels))])
+    obs = pd.DataFrame(
+        {"cell_type": pd.Categorical(labels), "batch": pd.Categorical(np.tile(["b1", "b2"], len(labels) // 2))},
+        index=[f"c{i}" for i in range(len(labels))],
+    )
     return ad.AnnData(X=sparse.csr_matrix(counts), obs=obs, var=pd.DataFrame(index=sig.index))
 
 
@@ -64,8 +65,16 @@ def test_means_are_the_per_type_average_counts(ref):
 
 def test_regression_recovers_the_signatures(ref, tmp_path):
     result = signatures.estimate_signatures(
-        ref, method="regression", label_key="cell_type", batch_key="batch", max_epochs=30, batch_size=None,
-        seed=0, accelerator="cpu", num_samples=20, threads=1,
+        ref,
+        method="regression",
+        label_key="cell_type",
+        batch_key="batch",
+        max_epochs=30,
+        batch_size=None,
+        seed=0,
+        accelerator="cpu",
+        num_samples=20,
+        threads=1,
     )
     sig = result.signatures
     assert sig.shape == (N_GENES, len(TYPES)) and list(sig.columns) == TYPES
@@ -138,11 +147,24 @@ def test_estimate_signatures_script_means(tmp_path, ref):
     ref.write_h5ad(tmp_path / "ref.h5ad")
     script = _load_script("estimate_signatures.py")
     prefix = tmp_path / "reference"
-    script.main([
-        "--reference", str(tmp_path / "ref.h5ad"), "--method", "means", "--label-key", "cell_type",
-        "--output-csv", str(tmp_path / "sig.csv"), "--output-model-dir", str(tmp_path / "model"),
-        "--output-prefix", str(prefix), "--versions", str(tmp_path / "versions.yml"),
-    ])
+    script.main(
+        [
+            "--reference",
+            str(tmp_path / "ref.h5ad"),
+            "--method",
+            "means",
+            "--label-key",
+            "cell_type",
+            "--output-csv",
+            str(tmp_path / "sig.csv"),
+            "--output-model-dir",
+            str(tmp_path / "model"),
+            "--output-prefix",
+            str(prefix),
+            "--versions",
+            str(tmp_path / "versions.yml"),
+        ]
+    )
     sig = signatures.load_signatures_csv(tmp_path / "sig.csv")
     dense = ref.X.toarray()
     a_mean = dense[(ref.obs["cell_type"] == "A").to_numpy()].mean(axis=0)

@@ -16,8 +16,9 @@ def identity_reference(cells_per_type: int = 20, n_types: int = 4) -> ad.AnnData
     n = cells_per_type * n_types
     labels = np.repeat([f"T{k}" for k in range(n_types)], cells_per_type)
     obs = pd.DataFrame({"cell_type": labels}, index=[f"cell{i}" for i in range(n)])
-    return ad.AnnData(X=sp.identity(n, format="csr", dtype=np.float32), obs=obs,
-                      var=pd.DataFrame(index=[f"g{i}" for i in range(n)]))
+    return ad.AnnData(
+        X=sp.identity(n, format="csr", dtype=np.float32), obs=obs, var=pd.DataFrame(index=[f"g{i}" for i in range(n)])
+    )
 
 
 def test_same_seed_same_slide_other_seed_other_slide():
@@ -57,7 +58,11 @@ def test_compositions_are_spatially_smooth_with_dominant_types():
     props = s.proportions.to_numpy()
     row, col = s.slide.obs["array_row"].to_numpy(), s.slide.obs["array_col"].to_numpy()
     right = {(r, c): i for i, (r, c) in enumerate(zip(row, col))}
-    near = [np.abs(props[i] - props[right[(r, c + 1)]]).sum() for i, (r, c) in enumerate(zip(row, col)) if (r, c + 1) in right]
+    near = [
+        np.abs(props[i] - props[right[(r, c + 1)]]).sum()
+        for i, (r, c) in enumerate(zip(row, col))
+        if (r, c + 1) in right
+    ]
     rng = np.random.default_rng(0)
     far = np.abs(props - props[rng.permutation(len(props))]).sum(axis=1)
     assert np.mean(near) < 0.8 * np.mean(far)

@@ -23,8 +23,9 @@ def _props(values, index=None, columns=("A", "B", "C")):
 def test_labels_are_the_argmax_with_its_probability_and_none_where_unfitted():
     props = _props([[0.2, 0.7, 0.1], [np.nan, np.nan, np.nan], [0.5, 0.1, 0.4]])
     labels = so.predict_labels(props)
-    assert list(labels[so.PREDICTED_TYPE].astype(object)) == ["B", np.nan, "A"] or \
-        labels[so.PREDICTED_TYPE].isna().tolist() == [False, True, False]
+    assert list(labels[so.PREDICTED_TYPE].astype(object)) == ["B", np.nan, "A"] or labels[
+        so.PREDICTED_TYPE
+    ].isna().tolist() == [False, True, False]
     assert labels.loc["u0", so.PREDICTED_TYPE] == "B" and labels.loc["u2", so.PREDICTED_TYPE] == "A"
     assert labels.loc["u0", so.PREDICTED_PROBABILITY] == pytest.approx(0.7)
     assert np.isnan(labels.loc["u1", so.PREDICTED_PROBABILITY])
@@ -75,7 +76,11 @@ def test_cell2location_abundance_is_normalised():
 
 
 def _file_digest(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_xenium_store_is_new_and_holds_images_shapes_and_results(tmp_path):
@@ -156,8 +161,9 @@ def test_xenium_store_with_the_pipelines_cells_links_the_table_to_them(tmp_path)
         warnings.simplefilter("ignore")
         elements = so.read_elements("xenium", ASSETS / "xenium1", 8, cells=cells)
         table = so.build_table(annotated, elements.shape_key, elements.instance)
-        back = spatialdata.read_zarr(so.write_store(tmp_path / "x.zarr", elements.images, elements.shapes, table,
-                                                   elements.points))
+        back = spatialdata.read_zarr(
+            so.write_store(tmp_path / "x.zarr", elements.images, elements.shapes, table, elements.points)
+        )
     assert elements.shape_key == "spatialmap_cells" and "cell_boundaries" not in back.shapes
     shapes = back.shapes["spatialmap_cells"]
     assert list(shapes.index.astype(str)) == list(polygons) and "transcripts" in back.points
@@ -211,8 +217,9 @@ def _check_consensus_table(table, result, left_out_of_one=1, left_out_of_all=1):
     expected = result.disagreement["disagreement"].reindex(table.obs_names.astype(str)).to_numpy(dtype=float)
     assert np.allclose(score[n == 2], expected[n == 2], atol=1e-5)
     assert {f"{so.CONSENSUS_JSD_PREFIX}nnls", f"{so.CONSENSUS_JSD_PREFIX}flashdeconv"} <= set(table.obs)
-    assert list(table.uns[so.UNS_CONSENSUS]["methods"]) == ["flashdeconv", "nnls"] or \
-        sorted(table.uns[so.UNS_CONSENSUS]["methods"]) == ["flashdeconv", "nnls"]
+    assert list(table.uns[so.UNS_CONSENSUS]["methods"]) == ["flashdeconv", "nnls"] or sorted(
+        table.uns[so.UNS_CONSENSUS]["methods"]
+    ) == ["flashdeconv", "nnls"]
 
 
 def test_consensus_and_disagreement_go_into_the_table_and_composition(tmp_path):
@@ -231,7 +238,9 @@ def test_consensus_and_disagreement_go_into_the_table_and_composition(tmp_path):
 def test_consensus_of_another_slide_is_refused(tmp_path):
     units = pd.Index([f"u{i}" for i in range(6)])
     props_csv, scores_csv, _ = _consensus_files(tmp_path, "s", units)
-    with pytest.raises(ValueError, match="sample t: the consensus proportions table names 5 units the slide does not have"):
+    with pytest.raises(
+        ValueError, match="sample t: the consensus proportions table names 5 units the slide does not have"
+    ):
         so.read_consensus(props_csv, scores_csv, pd.Index([f"v{i}" for i in range(6)]), "t")
     bad = pd.read_csv(props_csv, index_col=0) * 2
     bad.to_csv(tmp_path / "bad.csv")
@@ -253,8 +262,9 @@ def _store_with_consensus(tmp_path, slide, input_type, path, table_name=None):
         warnings.simplefilter("ignore")
         elements = so.read_elements(input_type, path, 8, table=table_name)
         table = so.build_table(annotated, elements.shape_key, elements.instance)
-        back = spatialdata.read_zarr(so.write_store(tmp_path / "out.zarr", elements.images, elements.shapes, table,
-                                                   elements.points))
+        back = spatialdata.read_zarr(
+            so.write_store(tmp_path / "out.zarr", elements.images, elements.shapes, table, elements.points)
+        )
     return back, elements, result
 
 

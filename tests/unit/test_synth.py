@@ -98,8 +98,12 @@ def test_smoke_layout_is_space_ranger_outs(data):
     root = data["outdir"]
     for name in SLIDES:
         outs = root / name / "outs"
-        for rel in ("filtered_feature_bc_matrix.h5", "metrics_summary.csv", "spatial/scalefactors_json.json",
-                    "spatial/tissue_lowres_image.png"):
+        for rel in (
+            "filtered_feature_bc_matrix.h5",
+            "metrics_summary.csv",
+            "spatial/scalefactors_json.json",
+            "spatial/tissue_lowres_image.png",
+        ):
             assert (outs / rel).is_file(), f"{name}: {rel} missing"
         assert (root / "truth" / f"{name}_abundance.csv").is_file()
         assert (root / "truth" / f"{name}_proportions.csv").is_file()
@@ -241,8 +245,12 @@ def test_images_match_scale_factors_and_tissue(data):
     for name in SLIDES:
         outs = data["slides"][name]["outs"]
         factors = json.loads((outs / "spatial" / "scalefactors_json.json").read_text())
-        assert set(factors) == {"spot_diameter_fullres", "fiducial_diameter_fullres", "tissue_hires_scalef",
-                                "tissue_lowres_scalef"}
+        assert set(factors) == {
+            "spot_diameter_fullres",
+            "fiducial_diameter_fullres",
+            "tissue_hires_scalef",
+            "tissue_lowres_scalef",
+        }
         height, width = synth.fullres_size(18)
         positions = read_positions(outs)
         for kind in ("lowres", "hires"):

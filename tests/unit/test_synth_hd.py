@@ -36,7 +36,9 @@ def data(tmp_path_factory):
 
 def bins(outs: Path, size: int) -> tuple[ad.AnnData, pd.DataFrame]:
     folder = outs / "binned_outputs" / f"square_{size:03d}um"
-    return read_10x(folder / "filtered_feature_bc_matrix.h5"), pd.read_parquet(folder / "spatial" / "tissue_positions.parquet")
+    return read_10x(folder / "filtered_feature_bc_matrix.h5"), pd.read_parquet(
+        folder / "spatial" / "tissue_positions.parquet"
+    )
 
 
 def test_hd_layout_is_space_ranger(data):
@@ -46,7 +48,9 @@ def test_hd_layout_is_space_ranger(data):
         adata, positions = bins(outs, size)
         assert list(positions.columns) == POSITION_COLUMNS
         assert set(adata.obs_names) == set(positions.loc[positions.in_tissue == 1, "barcode"])
-        factors = json.loads((outs / "binned_outputs" / f"square_{size:03d}um" / "spatial" / "scalefactors_json.json").read_text())
+        factors = json.loads(
+            (outs / "binned_outputs" / f"square_{size:03d}um" / "spatial" / "scalefactors_json.json").read_text()
+        )
         assert factors["bin_size_um"] == size
         assert np.isclose(factors["bin_size_um"] / factors["spot_diameter_fullres"], factors["microns_per_pixel"])
     import h5py
@@ -269,7 +273,9 @@ def test_perturbed_slide_is_the_same_slide_with_other_boundaries(data, perturbed
     assert list(ours.obs_names) == list(theirs.obs_names) and abs(ours.X - theirs.X).sum() == 0
     truth = pd.read_csv(paths["truth"])
     hd1 = pd.read_csv(data[1]["truth"]["hd1_cells"])
-    assert truth[["cell_id", "x_um", "y_um", "radius_um", "bins_002um"]].equals(hd1[["cell_id", "x_um", "y_um", "radius_um", "bins_002um"]])
+    assert truth[["cell_id", "x_um", "y_um", "radius_um", "bins_002um"]].equals(
+        hd1[["cell_id", "x_um", "y_um", "radius_um", "bins_002um"]]
+    )
     cells = read_10x(outs / "segmented_outputs" / "filtered_feature_cell_matrix.h5")
     small, _ = bins(outs, 2)
     mapping = pd.read_parquet(outs / "barcode_mappings.parquet").dropna(subset=["cell_id"])
@@ -277,7 +283,9 @@ def test_perturbed_slide_is_the_same_slide_with_other_boundaries(data, perturbed
     assert (rows >= 0).all() and (cols >= 0).all()
     agg = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(cells.n_obs, small.n_obs))
     assert abs(agg @ small.X - cells.X).sum() == 0
-    assert pd.read_csv(paths["samplesheet"]).to_dict("records") == [{"sample": "hd1_perturbed", "spaceranger_dir": "hd1_perturbed/outs"}]
+    assert pd.read_csv(paths["samplesheet"]).to_dict("records") == [
+        {"sample": "hd1_perturbed", "spaceranger_dir": "hd1_perturbed/outs"}
+    ]
 
 
 def test_perturbations_are_seeded_and_checked():

@@ -35,7 +35,7 @@ def signatures() -> np.ndarray:
     """Types x genes expected counts per cell: 8 markers per type, the rest flat."""
     sig = np.full((len(TYPES), N_GENES), 2.0)
     for k in range(len(TYPES)):
-        sig[k, N_MARKERS * k: N_MARKERS * (k + 1)] = 30.0
+        sig[k, N_MARKERS * k : N_MARKERS * (k + 1)] = 30.0
     return sig
 
 
@@ -220,10 +220,25 @@ def test_map_tangram_script(tmp_path, monkeypatch):
     make_reference().write_h5ad(tmp_path / "ref.h5ad")
     monkeypatch.chdir(tmp_path)
     script = _load_script("map_tangram.py")
-    script.main([
-        "--slide", "S1.qc.h5ad", "--sample", "S1", "--reference", "ref.h5ad", "--label-key", "cell_type",
-        "--n-markers", str(N_MARKERS), "--max-epochs", "100", "--accelerator", "cpu", "--assignment",
-    ])
+    script.main(
+        [
+            "--slide",
+            "S1.qc.h5ad",
+            "--sample",
+            "S1",
+            "--reference",
+            "ref.h5ad",
+            "--label-key",
+            "cell_type",
+            "--n-markers",
+            str(N_MARKERS),
+            "--max-epochs",
+            "100",
+            "--accelerator",
+            "cpu",
+            "--assignment",
+        ]
+    )
     props = pd.read_csv("S1.tangram_proportions.csv", index_col=0)
     assert props.index.name == "barcode" and list(props.index) == list(slide.obs_names)
     np.testing.assert_allclose(props.sum(axis=1), 1.0, rtol=1e-5)
@@ -233,11 +248,22 @@ def test_map_tangram_script(tmp_path, monkeypatch):
     genes = pd.read_csv("S1.tangram_heldout_genes.csv", index_col=0)
     assert list(genes.columns) == ["pearson_r", "cosine", "heldout"] and genes["heldout"].sum() == 16
     qc = json.loads((tmp_path / "S1.tangram_qc.json").read_text())
-    for key in ("sample", "mode", "device", "n_training_genes", "n_heldout_genes", "heldout_median",
-                "heldout_p90", "training_score", "cells_used"):
+    for key in (
+        "sample",
+        "mode",
+        "device",
+        "n_training_genes",
+        "n_heldout_genes",
+        "heldout_median",
+        "heldout_p90",
+        "training_score",
+        "cells_used",
+    ):
         assert key in qc, key
     assert qc["sample"] == "S1" and qc["n_training_genes"] == 24 and qc["cells_used"] == 75
-    assert qc["method"] == "tangram" and qc["label"] == "Tangram" and qc["headline"] == ["heldout_median", "heldout_p90"]
+    assert (
+        qc["method"] == "tangram" and qc["label"] == "Tangram" and qc["headline"] == ["heldout_median", "heldout_p90"]
+    )
     assert list(qc["report_columns"]) == list(tangram_map.REPORT_COLUMNS)
     assert qc["mean_proportions"] == pytest.approx(props.mean().to_dict(), abs=1e-5)
     assert len(pd.read_csv("S1.tangram_assignment.csv")) == 75
@@ -257,4 +283,6 @@ def test_map_tangram_script_sample_mismatch(tmp_path):
     make_reference().write_h5ad(tmp_path / "ref.h5ad")
     script = _load_script("map_tangram.py")
     with pytest.raises(InputError, match="sample X: .* holds sample\\(s\\) S1"):
-        script.main(["--slide", str(tmp_path / "S1.qc.h5ad"), "--sample", "X", "--reference", str(tmp_path / "ref.h5ad")])
+        script.main(
+            ["--slide", str(tmp_path / "S1.qc.h5ad"), "--sample", "X", "--reference", str(tmp_path / "ref.h5ad")]
+        )

@@ -36,8 +36,10 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        stores = {"xenium1.zarr": sopa.io.xenium(HD / "xenium1", cells_table=True, cells_boundaries=True),
-                  "hd1.zarr": sopa.io.visium_hd(HD / "hd1" / "outs")}
+        stores = {
+            "xenium1.zarr": sopa.io.xenium(HD / "xenium1", cells_table=True, cells_boundaries=True),
+            "hd1.zarr": sopa.io.visium_hd(HD / "hd1" / "outs"),
+        }
         for name, sdata in stores.items():
             shutil.rmtree(out / name, ignore_errors=True)
             sdata.write(out / name)

@@ -38,7 +38,9 @@ def _in_tissue_bins(size: int) -> int:
 
 @pytest.mark.workflow("test_hd profile")
 def test_every_slide_in_the_report_with_its_units(workflow_dir):
-    stats = pd.read_csv(_results(workflow_dir) / "multiqc/multiqc_data/multiqc_general_stats.txt", sep="\t", index_col=0)
+    stats = pd.read_csv(
+        _results(workflow_dir) / "multiqc/multiqc_data/multiqc_general_stats.txt", sep="\t", index_col=0
+    )
     assert sorted(stats.index) == list(SLIDES)
     units = stats.filter(like="spots_in_tissue").iloc[:, 0]
     cells = pd.read_parquet(HD / "xenium1" / "cells.parquet")
@@ -100,8 +102,10 @@ def test_spatialdata_store_opens_with_images_shapes_and_results(workflow_dir, sa
     assert "predicted_cell_type" in table.obs
     assert any(k.endswith("_proportions") for k in table.obsm)
     if sample == "xenium1":  # the transcripts read by sopa.io.xenium, every one of them, as points
-        raw = pd.read_parquet(Path(__file__).resolve().parents[2] / "assets/test_data_hd/xenium1/transcripts.parquet",
-                              columns=["feature_name"])
+        raw = pd.read_parquet(
+            Path(__file__).resolve().parents[2] / "assets/test_data_hd/xenium1/transcripts.parquet",
+            columns=["feature_name"],
+        )
         assert "transcripts" in sdata.points and len(sdata.points["transcripts"]) == len(raw)
     else:  # Visium HD: the bins are the table, no transcripts
         assert not sdata.points
@@ -137,7 +141,9 @@ def test_hd_cell_labels_match_the_truth(workflow_dir):
     truth = pd.read_csv(HD / "truth" / "hd1_cells.csv", index_col="spaceranger_cell_id").loc[labels.index]
     accuracy = float((labels["predicted_cell_type"] == truth["cell_type"]).mean())
     assert accuracy >= HD_CELLS_MIN_LABEL_ACCURACY, f"label accuracy {accuracy:.3f}"
-    stats = pd.read_csv(_results(workflow_dir) / "multiqc/multiqc_data/multiqc_general_stats.txt", sep="\t", index_col=0)
+    stats = pd.read_csv(
+        _results(workflow_dir) / "multiqc/multiqc_data/multiqc_general_stats.txt", sep="\t", index_col=0
+    )
     assert sorted(stats.index) == list(SLIDES)
 
 
@@ -230,7 +236,9 @@ def test_spatialdata_store_holds_the_consensus_and_disagreement(workflow_dir, sa
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        table = spatialdata.read_zarr(_results(workflow_dir) / f"spatial/{sample}/{sample}.spatialdata.zarr").tables["table"]
+        table = spatialdata.read_zarr(_results(workflow_dir) / f"spatial/{sample}/{sample}.spatialdata.zarr").tables[
+            "table"
+        ]
     props = table.obsm["consensus_proportions"]
     n = table.obs["consensus_n_methods"].to_numpy()
     fitted = props.notna().all(axis=1).to_numpy()
@@ -239,7 +247,9 @@ def test_spatialdata_store_holds_the_consensus_and_disagreement(workflow_dir, sa
     score = table.obs["consensus_disagreement"].to_numpy(dtype=float)
     assert (np.isfinite(score) == (n >= 2)).all() and (n >= 2).mean() >= 0.9
     assert ((score[n >= 2] >= 0) & (score[n >= 2] <= 1)).all()
-    scores = pd.read_csv(_results(workflow_dir) / f"consensus/{sample}/{sample}.consensus_disagreement.csv", index_col=0)
+    scores = pd.read_csv(
+        _results(workflow_dir) / f"consensus/{sample}/{sample}.consensus_disagreement.csv", index_col=0
+    )
     scores.index = scores.index.astype(str)
     names = table.obs_names.astype(str)
     assert np.allclose(score[n >= 2], scores.loc[names[n >= 2], "disagreement"].to_numpy(), atol=1e-6)
@@ -257,7 +267,9 @@ def test_hd_cells_shapes_score_as_the_true_cells(workflow_dir):
         warnings.simplefilter("ignore")
         sdata = spatialdata.read_zarr(_results(workflow_dir) / "spatial/hd1/hd1.spatialdata.zarr")
     shapes = sdata.shapes[next(k for k in sdata.shapes if k.endswith("_cell_segmentations"))]
-    score = synth_hd.score_segmentation(shapes, synth_hd.true_cell_polygons(pd.read_csv(HD / "truth" / "hd1_cells.csv")))
+    score = synth_hd.score_segmentation(
+        shapes, synth_hd.true_cell_polygons(pd.read_csv(HD / "truth" / "hd1_cells.csv"))
+    )
     assert score["matched_fraction"] >= 0.99 and score["mean_iou"] >= 0.99, score["matched_fraction"]
     assert score["merges"] == score["splits"] == 0
 

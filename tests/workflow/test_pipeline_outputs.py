@@ -37,7 +37,9 @@ def _pearson_per_type(estimate: pd.DataFrame, truth: pd.DataFrame) -> pd.Series:
 
 @pytest.mark.workflow("test profile")
 def test_every_slide_in_the_report(workflow_dir):
-    stats = pd.read_csv(Path(workflow_dir, "results/multiqc/multiqc_data/multiqc_general_stats.txt"), sep="\t", index_col=0)
+    stats = pd.read_csv(
+        Path(workflow_dir, "results/multiqc/multiqc_data/multiqc_general_stats.txt"), sep="\t", index_col=0
+    )
     assert sorted(stats.index) == list(SLIDES)
     spots = stats.filter(like="spots_in_tissue").iloc[:, 0]
     for sample in SLIDES:
@@ -68,7 +70,9 @@ def test_mitochondrial_genes_moved_out_of_x(workflow_dir, sample):
 @pytest.mark.workflow("test profile")
 @pytest.mark.parametrize("sample", SLIDES)
 def test_cell2location_recovers_true_abundance(workflow_dir, sample):
-    estimate = pd.read_csv(Path(workflow_dir, f"results/cell2location/{sample}/{sample}.cell2location_q05.csv"), index_col=0)
+    estimate = pd.read_csv(
+        Path(workflow_dir, f"results/cell2location/{sample}/{sample}.cell2location_q05.csv"), index_col=0
+    )
     truth = pd.read_csv(TEST_DATA / "truth" / f"{sample}_abundance.csv", index_col=0)
     assert set(estimate.columns) == set(truth.columns)
     r = _pearson_per_type(estimate, truth)
@@ -96,7 +100,9 @@ def test_cell2location_h5ad_has_abundance(workflow_dir, sample):
 
 
 def _check_tangram_accuracy(workflow_dir, sample):
-    estimate = pd.read_csv(Path(workflow_dir, f"results/tangram/{sample}/{sample}.tangram_proportions.csv"), index_col=0)
+    estimate = pd.read_csv(
+        Path(workflow_dir, f"results/tangram/{sample}/{sample}.tangram_proportions.csv"), index_col=0
+    )
     truth = pd.read_csv(TEST_DATA / "truth" / f"{sample}_proportions.csv", index_col=0)
     np.testing.assert_allclose(estimate.sum(axis=1), 1, atol=1e-4)
     r = _pearson_per_type(estimate, truth)
@@ -144,7 +150,8 @@ def test_agreement_covers_every_slide_and_type(workflow_dir):
     methods = {m for m in _method_tables(workflow_dir, SLIDES[0])}
     n_pairs = len(methods) * (len(methods) - 1) // 2
     assert {tuple(sorted(p)) for p in zip(table["method_a"], table["method_b"])} == {
-        tuple(sorted((a, b))) for a in methods for b in methods if a < b}
+        tuple(sorted((a, b))) for a in methods for b in methods if a < b
+    }
     assert len(table) == len(SLIDES) * len(types) * n_pairs
 
 
@@ -176,14 +183,18 @@ def test_consensus_at_least_as_accurate_as_the_mean_single_method(workflow_dir, 
     truth = pd.read_csv(TEST_DATA / "truth" / f"{sample}_proportions.csv", index_col=0)
     tables = _method_tables(workflow_dir, sample)
     assert len(tables) >= 2, sorted(tables)
-    consensus = pd.read_csv(Path(workflow_dir, f"results/consensus/{sample}/{sample}.consensus_proportions.csv"), index_col=0)
+    consensus = pd.read_csv(
+        Path(workflow_dir, f"results/consensus/{sample}/{sample}.consensus_proportions.csv"), index_col=0
+    )
     np.testing.assert_allclose(consensus.sum(axis=1), 1, atol=1e-4)
     assert set(consensus.columns) == set(truth.columns)
     single = {m: _accuracy(t, truth) for m, t in tables.items()}
     rmse, r = _accuracy(consensus, truth)
     assert rmse <= np.mean([v[0] for v in single.values()]), (rmse, single)
     assert r >= np.mean([v[1] for v in single.values()]), (r, single)
-    disagreement = pd.read_csv(Path(workflow_dir, f"results/consensus/{sample}/{sample}.consensus_disagreement.csv"), index_col=0)
+    disagreement = pd.read_csv(
+        Path(workflow_dir, f"results/consensus/{sample}/{sample}.consensus_disagreement.csv"), index_col=0
+    )
     assert disagreement["disagreement"].between(0, 1).all() and list(disagreement.index) == list(consensus.index)
 
 
@@ -193,7 +204,9 @@ DECONV_MIN_PEARSON = {"rctd": 0.9, "flashdeconv": 0.8, "nnls": 0.8}
 
 
 def _check_deconv_accuracy(workflow_dir, sample, method):
-    estimate = pd.read_csv(Path(workflow_dir, f"results/{method}/{sample}/{sample}.{method}_proportions.csv"), index_col=0)
+    estimate = pd.read_csv(
+        Path(workflow_dir, f"results/{method}/{sample}/{sample}.{method}_proportions.csv"), index_col=0
+    )
     truth = pd.read_csv(TEST_DATA / "truth" / f"{sample}_proportions.csv", index_col=0)
     np.testing.assert_allclose(estimate.sum(axis=1), 1, atol=1e-4)
     assert set(estimate.columns) == set(truth.columns)
@@ -224,8 +237,10 @@ def test_large_slide_methods_recover_true_proportions(workflow_dir, sample, meth
 @pytest.mark.workflow("test profile")
 def test_rctd_table_computed_once_for_all_slides(workflow_dir):
     """One likelihood table for the run: every slide's RCTD read the same file; at most one task made it."""
-    paths = {json.loads(Path(workflow_dir, f"results/rctd/{s}/{s}.rctd_qc.json").read_text())["q_matrix"]["path"]
-             for s in SLIDES}
+    paths = {
+        json.loads(Path(workflow_dir, f"results/rctd/{s}/{s}.rctd_qc.json").read_text())["q_matrix"]["path"]
+        for s in SLIDES
+    }
     assert len(paths) == 1
     traces = sorted(Path(workflow_dir, "results/pipeline_info").glob("execution_trace_*.txt"))
     trace = pd.read_csv(traces[-1], sep="\t")
@@ -239,12 +254,17 @@ def test_rctd_table_computed_once_for_all_slides(workflow_dir):
 def test_report_c2l_table_shows_epochs_stop_reason_and_final_loss(workflow_dir):
     """The report's cell2location table: per slide, its group run's epochs, stop reason and final
     loss, the values of the slide's cell2location QC JSON."""
-    table = pd.read_csv(Path(workflow_dir, "results/multiqc/multiqc_data/multiqc_spatialmap_cell2location_qc_table.txt"),
-                        sep="\t", index_col=0)
+    table = pd.read_csv(
+        Path(workflow_dir, "results/multiqc/multiqc_data/multiqc_spatialmap_cell2location_qc_table.txt"),
+        sep="\t",
+        index_col=0,
+    )
     assert {"epochs_run", "stop_reason", "final_loss", "lr_final"} <= set(table.columns), list(table.columns)
     assert sorted(table.index) == list(SLIDES)
     for sample in SLIDES:
-        qc = json.loads(Path(workflow_dir, f"results/cell2location/{sample}/{sample}.cell2location_qc.json").read_text())
+        qc = json.loads(
+            Path(workflow_dir, f"results/cell2location/{sample}/{sample}.cell2location_qc.json").read_text()
+        )
         row = table.loc[sample]
         assert int(row["epochs_run"]) == qc["epochs_run"] and row["stop_reason"] == qc["stop_reason"]
         assert float(row["final_loss"]) == pytest.approx(qc["final_loss"], rel=1e-6)

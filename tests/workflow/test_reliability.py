@@ -99,7 +99,10 @@ def test_finished_tasks_cached_after_kill(workflow_dir):
 def test_resumed_results_equal_an_uninterrupted_run(workflow_dir):
     resumed, plain = Path(workflow_dir, "resumed", "results"), Path(workflow_dir, "uninterrupted", "results")
     for sample in SLIDES:
-        for name in (f"tangram/{sample}/{sample}.tangram_proportions.csv", f"tangram/{sample}/{sample}.tangram_counts.csv"):
+        for name in (
+            f"tangram/{sample}/{sample}.tangram_proportions.csv",
+            f"tangram/{sample}/{sample}.tangram_counts.csv",
+        ):
             a, b = pd.read_csv(resumed / name, index_col=0), pd.read_csv(plain / name, index_col=0)
             assert list(a.index) == list(b.index) and list(a.columns) == list(b.columns)
             np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=1e-4, atol=1e-6)

@@ -31,7 +31,10 @@ def test_store_holds_the_consensus_and_disagreement(workflow_dir, sample):
     sdata = _store(workflow_dir, sample)
     table = sdata.tables["table"]
     shapes, instance = STORES[sample]
-    assert table.uns["spatialdata_attrs"]["region"] == shapes and table.uns["spatialdata_attrs"]["instance_key"] == instance
+    assert (
+        table.uns["spatialdata_attrs"]["region"] == shapes
+        and table.uns["spatialdata_attrs"]["instance_key"] == instance
+    )
     assert shapes in sdata.shapes and len(sdata.images) >= 1
     assert {"flashdeconv_proportions", "nnls_proportions", "consensus_proportions"} <= set(table.obsm)
     props = table.obsm["consensus_proportions"]
@@ -50,7 +53,9 @@ def test_store_holds_the_consensus_and_disagreement(workflow_dir, sample):
     csv.index = csv.index.astype(str)
     names = table.obs_names.astype(str)
     assert np.allclose(props[fitted].to_numpy(), csv.loc[names[fitted], props.columns].to_numpy(), atol=1e-6)
-    scores = pd.read_csv(Path(workflow_dir, f"results/consensus/{sample}/{sample}.consensus_disagreement.csv"), index_col=0)
+    scores = pd.read_csv(
+        Path(workflow_dir, f"results/consensus/{sample}/{sample}.consensus_disagreement.csv"), index_col=0
+    )
     scores.index = scores.index.astype(str)
     assert np.allclose(score[n == 2], scores.loc[names[n == 2], "disagreement"].to_numpy(), atol=1e-6)
     summary = pd.read_csv(Path(workflow_dir, "results/consensus/consensus_summary.tsv"), sep="\t", index_col=0)

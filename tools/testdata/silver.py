@@ -59,8 +59,9 @@ class SilverStandard:
     spot_cells: list[str]
 
 
-def split_cells(labels: pd.Series, spot_fraction: float, rng: np.random.Generator,
-                min_reference_cells: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def split_cells(
+    labels: pd.Series, spot_fraction: float, rng: np.random.Generator, min_reference_cells: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """Boolean masks ``(spot, reference)`` splitting each type's cells, seeded.
 
     Each type gives ``round(spot_fraction * n)`` cells to the spots, at least 1, keeping at least
@@ -82,8 +83,9 @@ def split_cells(labels: pd.Series, spot_fraction: float, rng: np.random.Generato
     return spot, ~spot
 
 
-def region_compositions(rng: np.random.Generator, n_regions: int, n_types: int, max_dominant: int,
-                        background: float) -> np.ndarray:
+def region_compositions(
+    rng: np.random.Generator, n_regions: int, n_types: int, max_dominant: int, background: float
+) -> np.ndarray:
     """``(n_regions, n_types)`` compositions, each dominated by 1..max_dominant types."""
     comps = np.zeros((n_regions, n_types))
     for r in range(n_regions):
@@ -94,8 +96,9 @@ def region_compositions(rng: np.random.Generator, n_regions: int, n_types: int, 
     return comps
 
 
-def grid_compositions(rng: np.random.Generator, rows: int, cols: int, comps: np.ndarray,
-                      region_width: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def grid_compositions(
+    rng: np.random.Generator, rows: int, cols: int, comps: np.ndarray, region_width: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Grid coordinates ``(row, col)`` and each spot's expected composition and main region."""
     row, col = np.divmod(np.arange(rows * cols), cols)
     centres = np.column_stack([rng.uniform(0, rows, len(comps)), rng.uniform(0, cols, len(comps))])
@@ -106,8 +109,9 @@ def grid_compositions(rng: np.random.Generator, rows: int, cols: int, comps: np.
     return row, col, kernel @ comps, kernel.argmax(axis=1)
 
 
-def _check(reference: ad.AnnData, label_key: str, rows: int, cols: int, min_cells: int, max_cells: int,
-           capture: float) -> None:
+def _check(
+    reference: ad.AnnData, label_key: str, rows: int, cols: int, min_cells: int, max_cells: int, capture: float
+) -> None:
     if label_key not in reference.obs:
         raise ValueError(f"reference: no label column '{label_key}' in obs")
     if reference.obs[label_key].isna().any():
@@ -180,18 +184,34 @@ def _draw_cells(rng: np.random.Generator, abundance: np.ndarray, pools: dict, n_
 def _assemble(reference, labels, types, spot_mask, ref_mask, row, col, region, abundance, counts) -> SilverStandard:
     names = [f"spot_r{r:03d}_c{c:03d}" for r, c in zip(row, col)]
     truth = pd.DataFrame(abundance.astype(float), index=pd.Index(names, name="spot"), columns=types)
-    obs = pd.DataFrame({"array_row": row, "array_col": col, "n_cells": abundance.sum(axis=1),
-                        "region": pd.Categorical([f"region{r + 1}" for r in region])}, index=truth.index)
+    obs = pd.DataFrame(
+        {
+            "array_row": row,
+            "array_col": col,
+            "n_cells": abundance.sum(axis=1),
+            "region": pd.Categorical([f"region{r + 1}" for r in region]),
+        },
+        index=truth.index,
+    )
     x = col * SPOT_SPACING + (row % 2) * SPOT_SPACING / 2  # hexagonal offset, as on Visium
     y = row * SPOT_SPACING * np.sqrt(3) / 2
-    slide = ad.AnnData(X=sp.csr_matrix(counts, dtype=np.float32), obs=obs, var=pd.DataFrame(index=reference.var_names.copy()))
+    slide = ad.AnnData(
+        X=sp.csr_matrix(counts, dtype=np.float32), obs=obs, var=pd.DataFrame(index=reference.var_names.copy())
+    )
     slide.obsm["spatial"] = np.column_stack([x, y]).astype(float)
     held_out = reference[ref_mask].copy()
-    log.info("silver standard: %d spots (%d-%d cells) from %d held-out cells; reference keeps %d cells of %d types",
-             len(names), abundance.sum(axis=1).min(), abundance.sum(axis=1).max(), int(spot_mask.sum()),
-             held_out.n_obs, len(types))
-    return SilverStandard(slide, held_out, truth, truth.div(truth.sum(axis=1), axis=0),
-                          list(reference.obs_names[spot_mask].astype(str)))
+    log.info(
+        "silver standard: %d spots (%d-%d cells) from %d held-out cells; reference keeps %d cells of %d types",
+        len(names),
+        abundance.sum(axis=1).min(),
+        abundance.sum(axis=1).max(),
+        int(spot_mask.sum()),
+        held_out.n_obs,
+        len(types),
+    )
+    return SilverStandard(
+        slide, held_out, truth, truth.div(truth.sum(axis=1), axis=0), list(reference.obs_names[spot_mask].astype(str))
+    )
 
 
 def counts_from_log_normalised(lognorm, tolerance: float = 0.25) -> sp.csr_matrix:
@@ -215,8 +235,12 @@ def counts_from_log_normalised(lognorm, tolerance: float = 0.25) -> sp.csr_matri
     if x.nnz and x.data.min() < 0:
         raise ValueError("log-normalised values must be non-negative")
     x.data = np.expm1(x.data)
-    units = np.array([x.data[x.indptr[i]:x.indptr[i + 1]].min() if x.indptr[i + 1] > x.indptr[i] else 1.0
-                      for i in range(x.shape[0])])
+    units = np.array(
+        [
+            x.data[x.indptr[i] : x.indptr[i + 1]].min() if x.indptr[i + 1] > x.indptr[i] else 1.0
+            for i in range(x.shape[0])
+        ]
+    )
     counts = sp.diags(1.0 / units) @ x
     counts = sp.csr_matrix(counts)
     off = np.abs(counts.data - np.round(counts.data)).max() if counts.nnz else 0.0

@@ -332,9 +332,7 @@ def random_barcodes(rng: np.random.Generator, n: int, suffix: str = "-1") -> lis
 # --------------------------------------------------------------------------------------------
 
 
-def make_reference(
-    rng: np.random.Generator, signatures: pd.DataFrame, cells_per_type: int
-) -> ad.AnnData:
+def make_reference(rng: np.random.Generator, signatures: pd.DataFrame, cells_per_type: int) -> ad.AnnData:
     """Labelled single-cell reference drawn from ``signatures``.
 
     Cells are split over ``batch1`` and ``batch2``; batch2 has per-gene multiplicative
@@ -456,9 +454,7 @@ def make_tissue_shape(rng: np.random.Generator, x: np.ndarray, y: np.ndarray) ->
     return TissueShape(shape.centre, shape.radii, shape.angle, shape.wobble, shape.phase, threshold)
 
 
-def make_blob_layout(
-    rng: np.random.Generator, x: np.ndarray, y: np.ndarray, n_min: int, n_max: int
-) -> Layout:
+def make_blob_layout(rng: np.random.Generator, x: np.ndarray, y: np.ndarray, n_min: int, n_max: int) -> Layout:
     """``n_min``-``n_max`` random Gaussian blobs centred on randomly chosen points ``x, y``."""
     n = int(rng.integers(n_min, n_max + 1))
     pick = rng.choice(x.size, size=n, replace=False)

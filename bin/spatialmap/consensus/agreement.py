@@ -68,8 +68,9 @@ def parse_table_name(path: str | Path) -> tuple[str, str]:
         sample, method = name[: -len(PROPORTIONS_SUFFIX)].rsplit(".", 1)
         if sample and _METHOD_ID.fullmatch(method) and method not in NOT_METHODS:
             return sample, method
-    raise ValueError(f"{name}: not a method table; expected <sample>.<method>{PROPORTIONS_SUFFIX} "
-                     f"or <sample>{C2L_TABLE_SUFFIX}")
+    raise ValueError(
+        f"{name}: not a method table; expected <sample>.<method>{PROPORTIONS_SUFFIX} or <sample>{C2L_TABLE_SUFFIX}"
+    )
 
 
 def strip_c2l_prefix(columns: Iterable[str]) -> list[str]:
@@ -77,7 +78,7 @@ def strip_c2l_prefix(columns: Iterable[str]) -> list[str]:
     columns = [str(c) for c in columns]
     for prefix in C2L_PREFIXES:
         if columns and all(c.startswith(prefix) for c in columns):
-            return [c[len(prefix):] for c in columns]
+            return [c[len(prefix) :] for c in columns]
     return columns
 
 
@@ -182,17 +183,35 @@ def pair_agreement(a: pd.DataFrame, b: pd.DataFrame, sample: str, method_a: str,
         One row per cell type both report, columns :data:`LONG_COLUMNS`; ``pearson_r`` is NaN
         (logged) when a type is constant over the shared spots in either method.
     """
-    tables = {method_a: normalise_method_table(a, sample, method_a),
-              method_b: normalise_method_table(b, sample, method_b)}
+    tables = {
+        method_a: normalise_method_table(a, sample, method_a),
+        method_b: normalise_method_table(b, sample, method_b),
+    }
     spots, types = align(tables, sample)
     rows = []
     for cell_type in types:
-        r = pearson(tables[method_a].loc[spots, cell_type].to_numpy(), tables[method_b].loc[spots, cell_type].to_numpy())
+        r = pearson(
+            tables[method_a].loc[spots, cell_type].to_numpy(), tables[method_b].loc[spots, cell_type].to_numpy()
+        )
         if np.isnan(r):
-            log.warning("sample %s, %s vs %s, %s: constant in one method over the %d shared spots: r = NaN",
-                        sample, method_a, method_b, cell_type, len(spots))
-        rows.append({"sample": sample, "cell_type": cell_type, "method_a": method_a, "method_b": method_b,
-                     "pearson_r": r, "n_spots": len(spots)})
+            log.warning(
+                "sample %s, %s vs %s, %s: constant in one method over the %d shared spots: r = NaN",
+                sample,
+                method_a,
+                method_b,
+                cell_type,
+                len(spots),
+            )
+        rows.append(
+            {
+                "sample": sample,
+                "cell_type": cell_type,
+                "method_a": method_a,
+                "method_b": method_b,
+                "pearson_r": r,
+                "n_spots": len(spots),
+            }
+        )
     return pd.DataFrame(rows, columns=LONG_COLUMNS)
 
 
@@ -250,6 +269,10 @@ def compare_slides(tables: Mapping[str, Mapping[str, pd.DataFrame]]) -> tuple[pd
         raise ValueError("no slide was mapped by two or more methods: nothing to compare")
     long = pd.concat(parts, ignore_index=True)[LONG_COLUMNS]
     r = long["pearson_r"]
-    log.info("agreement over %d slides, %d method pairs: median r %.3f", long["sample"].nunique(),
-             long[["method_a", "method_b"]].drop_duplicates().shape[0], float(r.median()) if r.notna().any() else float("nan"))
+    log.info(
+        "agreement over %d slides, %d method pairs: median r %.3f",
+        long["sample"].nunique(),
+        long[["method_a", "method_b"]].drop_duplicates().shape[0],
+        float(r.median()) if r.notna().any() else float("nan"),
+    )
     return long, agreement_matrix(long), pair_matrix(long)

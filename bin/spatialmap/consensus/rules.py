@@ -88,7 +88,9 @@ def stack(tables: Mapping[str, pd.DataFrame], sample: str) -> Stack:
         raise ValueError(f"sample {sample}: a consensus needs at least 2 methods, got {', '.join(methods) or 'none'}")
     props = {m: normalise_method_table(tables[m], sample, m) for m in methods}
     align(props, sample)  # checks that some spots and types are shared, logs what is not
-    types = [str(t) for t in props[methods[0]].columns if all(str(t) in set(map(str, props[m].columns)) for m in methods)]
+    types = [
+        str(t) for t in props[methods[0]].columns if all(str(t) in set(map(str, props[m].columns)) for m in methods)
+    ]
     spots = pd.Index(list(dict.fromkeys(s for m in methods for s in props[m].index)))
     present = np.stack([spots.isin(props[m].index) for m in methods])
     values = np.stack([props[m].reindex(index=spots, columns=types).fillna(0.0).to_numpy(dtype=float) for m in methods])
@@ -135,8 +137,9 @@ def _trimmed(values: np.ndarray, present: np.ndarray) -> np.ndarray:
     return _weighted_mean(values, np.ones_like(present, dtype=float), keep)
 
 
-def combine(values: np.ndarray, rule: str = "mean", weights: np.ndarray | None = None,
-            present: np.ndarray | None = None) -> np.ndarray:
+def combine(
+    values: np.ndarray, rule: str = "mean", weights: np.ndarray | None = None, present: np.ndarray | None = None
+) -> np.ndarray:
     """Consensus ``(spots, types)`` of ``values[m, s, k]`` with ``rule`` (see the module docstring).
 
     ``present[m, s]`` marks the spots each method reported (default: all). ``weights`` are
@@ -265,8 +268,15 @@ def _row_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide((ac * bc).sum(axis=1), denom, out=np.full(len(a), np.nan), where=denom > 0)
 
 
-def slide_consensus(tables: Mapping[str, pd.DataFrame], sample: str, rule: str = "mean", *, slide=None,
-                    signatures: pd.DataFrame | None = None, temperature: float = DEFAULT_TEMPERATURE) -> Consensus:
+def slide_consensus(
+    tables: Mapping[str, pd.DataFrame],
+    sample: str,
+    rule: str = "mean",
+    *,
+    slide=None,
+    signatures: pd.DataFrame | None = None,
+    temperature: float = DEFAULT_TEMPERATURE,
+) -> Consensus:
     """Consensus and disagreement of one slide.
 
     Parameters
@@ -301,8 +311,14 @@ def slide_consensus(tables: Mapping[str, pd.DataFrame], sample: str, rule: str =
     table = pd.DataFrame({"disagreement": score, "n_methods": count}, index=st.spots)
     for i, method in enumerate(st.methods):
         table[f"jsd_{method}"] = per_method[i]
-    log.info("sample %s: %s consensus of %s over %d spots; mean disagreement %.3f", sample, rule,
-             ", ".join(st.methods), len(st.spots), float(np.nanmean(score)) if np.isfinite(score).any() else float("nan"))
+    log.info(
+        "sample %s: %s consensus of %s over %d spots; mean disagreement %.3f",
+        sample,
+        rule,
+        ", ".join(st.methods),
+        len(st.spots),
+        float(np.nanmean(score)) if np.isfinite(score).any() else float("nan"),
+    )
     return Consensus(proportions, table, rule, _used_weights(rule, weights, st), scores)
 
 
@@ -311,7 +327,11 @@ def _used_weights(rule: str, weights, st: Stack) -> dict[str, float]:
     if rule in NEEDS_COUNTS:
         w = combine_weights = np.asarray(weights, dtype=float)
         if rule == "drop_worst":
-            w = np.where(np.arange(len(st.methods)) == combine_weights.argmin(), 0.0, 1.0) if len(st.methods) >= 3 else np.ones(len(st.methods))
+            w = (
+                np.where(np.arange(len(st.methods)) == combine_weights.argmin(), 0.0, 1.0)
+                if len(st.methods) >= 3
+                else np.ones(len(st.methods))
+            )
         w = np.broadcast_to(w[:, None], st.present.shape) if w.ndim == 1 else w
         w = w * st.present
     else:
@@ -333,7 +353,7 @@ def summary(sample: str, result: Consensus) -> dict:
         "n_spots": int(len(score)),
         "mean_disagreement": float(score.mean()),
         "p90_disagreement": float(score.quantile(0.9)),
-        "most_divergent_method": str(mean_jsd.idxmax())[len("jsd_"):],
+        "most_divergent_method": str(mean_jsd.idxmax())[len("jsd_") :],
         "top_type": str(result.proportions.mean().idxmax()),
         "weights": ", ".join(f"{m} {w:.2f}" for m, w in result.weights.items()),
         **{f"reconstruction_r_{m}": v for m, v in result.scores.items()},

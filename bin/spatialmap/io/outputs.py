@@ -50,6 +50,7 @@ def label_methods(methods: list[str]) -> list[str]:
         return list(LABEL_PREFERENCE)
     return methods
 
+
 PREDICTED_TYPE = "predicted_cell_type"
 PREDICTED_PROBABILITY = "predicted_probability"
 LABEL_METHOD = "label_method"
@@ -71,8 +72,9 @@ class ConsensusMaps(NamedTuple):
     disagreement: pd.DataFrame  #: disagreement, n_methods, jsd_<method>
 
 
-def read_consensus(proportions_csv: str | Path, disagreement_csv: str | Path, units: pd.Index,
-                   sample: str) -> ConsensusMaps:
+def read_consensus(
+    proportions_csv: str | Path, disagreement_csv: str | Path, units: pd.Index, sample: str
+) -> ConsensusMaps:
     """The slide's ``<sample>.consensus_proportions.csv`` and ``.consensus_disagreement.csv``
     (written by ``compare_methods.py``), aligned to the slide's units.
 
@@ -92,12 +94,16 @@ def read_consensus(proportions_csv: str | Path, disagreement_csv: str | Path, un
         table.index = table.index.astype(str)
         unknown = table.index.difference(units)
         if len(unknown):
-            raise ValueError(f"sample {sample}: the {name} table names {len(unknown)} units the slide does not have "
-                             f"(e.g. {unknown[0]}); is it another slide's?")
+            raise ValueError(
+                f"sample {sample}: the {name} table names {len(unknown)} units the slide does not have "
+                f"(e.g. {unknown[0]}); is it another slide's?"
+            )
         if table.shape[1] == 0:
             raise ValueError(f"sample {sample}: the {name} table has no columns")
     if not {"disagreement", "n_methods"} <= set(scores.columns):
-        raise ValueError(f"sample {sample}: the consensus disagreement table has no 'disagreement' and 'n_methods' columns")
+        raise ValueError(
+            f"sample {sample}: the consensus disagreement table has no 'disagreement' and 'n_methods' columns"
+        )
     values = props.to_numpy(dtype=float)
     rows = np.isfinite(values).all(axis=1)
     if not np.allclose(values[rows].sum(axis=1), 1.0, atol=1e-3) or (values[rows] < -1e-9).any():
@@ -120,7 +126,7 @@ def add_consensus(adata: ad.AnnData, consensus: ConsensusMaps) -> None:
     adata.obsm[CONSENSUS_PROPORTIONS] = props.astype(float)
     adata.obs[CONSENSUS_DISAGREEMENT] = scores["disagreement"].to_numpy(dtype=float)
     adata.obs[CONSENSUS_N_METHODS] = scores["n_methods"].fillna(0).to_numpy(dtype=int)
-    methods = [c[len("jsd_"):] for c in scores.columns if c.startswith("jsd_")]
+    methods = [c[len("jsd_") :] for c in scores.columns if c.startswith("jsd_")]
     for method in methods:
         adata.obs[f"{CONSENSUS_JSD_PREFIX}{method}"] = scores[f"jsd_{method}"].to_numpy(dtype=float)
     adata.uns[UNS_CONSENSUS] = {"methods": methods}
@@ -145,9 +151,11 @@ def method_proportions(adata: ad.AnnData, method: str) -> pd.DataFrame | None:
 def methods_in(adata: ad.AnnData) -> list[str]:
     """The mapping methods whose proportions ``adata`` holds (``obsm['<method>_proportions']``,
     cell2location's abundances), in name order; the consensus is not a method."""
-    found = {"cell2location" if key == keys.C2L_Q05 else key[: -len("_proportions")]
-             for key in adata.obsm.keys()
-             if key == keys.C2L_Q05 or (key.endswith("_proportions") and key != CONSENSUS_PROPORTIONS)}
+    found = {
+        "cell2location" if key == keys.C2L_Q05 else key[: -len("_proportions")]
+        for key in adata.obsm.keys()
+        if key == keys.C2L_Q05 or (key.endswith("_proportions") and key != CONSENSUS_PROPORTIONS)
+    }
     return sorted(m for m in found if m)
 
 
@@ -181,8 +189,13 @@ def predict_labels(props: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def composition(sample: str, results: dict[str, pd.DataFrame], labels: pd.DataFrame | None, label_method: str | None,
-                consensus: pd.DataFrame | None = None):
+def composition(
+    sample: str,
+    results: dict[str, pd.DataFrame],
+    labels: pd.DataFrame | None,
+    label_method: str | None,
+    consensus: pd.DataFrame | None = None,
+):
     """Long table: sample, method, cell_type, mean_proportion, units_labelled, share_labelled.
 
     ``consensus`` (units x types) adds the consensus' mean proportions as the method ``consensus``.
@@ -204,8 +217,9 @@ def composition(sample: str, results: dict[str, pd.DataFrame], labels: pd.DataFr
     return pd.DataFrame(rows)
 
 
-def annotate(slide: ad.AnnData, results: dict[str, pd.DataFrame], methods: list[str],
-             consensus: ConsensusMaps | None = None) -> tuple[ad.AnnData, str | None]:
+def annotate(
+    slide: ad.AnnData, results: dict[str, pd.DataFrame], methods: list[str], consensus: ConsensusMaps | None = None
+) -> tuple[ad.AnnData, str | None]:
     """The slide with every method's proportions in obsm, the predicted label in obs and, when
     given, the methods' consensus and disagreement (:func:`add_consensus`)."""
     out = slide.copy()
@@ -250,8 +264,14 @@ def _parsed_cells(cells: str | Path, sample: str, like):
     return ShapesModel.parse(read_cells(cells, sample), transformations=get_transformation(like, get_all=True))
 
 
-def read_elements(input_type: str, path: str | Path, bin_size: int, hd_mode: str = "bins", cells: str | Path | None = None,
-                  table: str | None = None) -> Elements:
+def read_elements(
+    input_type: str,
+    path: str | Path,
+    bin_size: int,
+    hd_mode: str = "bins",
+    cells: str | Path | None = None,
+    table: str | None = None,
+) -> Elements:
     """Images, shapes and points of the input, the shapes key the table annotates, and its instance column.
 
     Read again with the platform's reader (``sopa.io.visium_hd`` / ``sopa.io.xenium`` /

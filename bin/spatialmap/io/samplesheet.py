@@ -318,9 +318,7 @@ def _check_row(
 ) -> Slide:
     """Check one slide row (``number`` 1-based, header excluded) into a :class:`Slide`."""
     if len(cells) != len(header):
-        raise InputError(
-            f"samplesheet row {number}: has {len(cells)} fields, the header has {len(header)}"
-        )
+        raise InputError(f"samplesheet row {number}: has {len(cells)} fields, the header has {len(header)}")
     record = {name: cell.strip() for name, cell in zip(header, cells)}
     where = _check_sample_name(number, record["sample"], seen)
     given = [name for name in INPUT_COLUMNS if record.get(name)]

@@ -68,6 +68,7 @@ def write_new_store(sdata, path, exists_message: str) -> Path:
             shutil.rmtree(tmp)
     return path
 
+
 LOWRES_MAX_PX = 1000  # longest side of the image kept in uns['spatial'] for figures
 
 
@@ -98,7 +99,9 @@ def read_cells(path: str | Path, sample: str):
         raise InputError(f"sample {sample}: repeated cell IDs in {path}")
     kinds = set(cells.geom_type.unique())
     if kinds != {"Polygon"} or cells.geometry.is_empty.any() or not cells.geometry.is_valid.all():
-        raise InputError(f"sample {sample}: {path} must hold valid, non-empty Polygons (found {', '.join(sorted(kinds))})")
+        raise InputError(
+            f"sample {sample}: {path} must hold valid, non-empty Polygons (found {', '.join(sorted(kinds))})"
+        )
     return cells[["geometry"]]
 
 
@@ -221,11 +224,15 @@ def read_visium_hd_cells(
         adata = adata[~empty].copy()
     reader = "sopa.io.visium_hd + sopa.aggregate" + ("" if polygons is None else f" ({method} polygons)")
     adata.uns[keys.UNS_SPATIAL] = {sample: _hd_cells_spatial(sdata, adata, factors, mpp, reader)}
-    adata.uns[keys.UNS_PLATFORM] = _hd_cells_qc(adata, method, len(cell_ids), segmented_area_px, mpp, assignments, bins, total)
+    adata.uns[keys.UNS_PLATFORM] = _hd_cells_qc(
+        adata, method, len(cell_ids), segmented_area_px, mpp, assignments, bins, total
+    )
     return adata
 
 
-def _hd_cells_qc(adata, method: str, n_cells: int, segmented_area_px, mpp: float, assignments, bins, total: float) -> dict:
+def _hd_cells_qc(
+    adata, method: str, n_cells: int, segmented_area_px, mpp: float, assignments, bins, total: float
+) -> dict:
     """The segmentation QC of Visium HD cells (``uns['spatialmap_platform']``); ``assignments``: the
     cells x 2 µm bins assignment matrix, ``bins``: the 2 µm bins' table, ``total``: their counts."""
     in_cells = float(assignments.sum(axis=0).A1.clip(max=1) @ np.asarray(bins.X.sum(axis=1)).ravel())
@@ -274,10 +281,15 @@ def _aggregate_hd_bins(sdata, key: str, expand_radius_ratio: float, n_cells: int
 
 def _hd_cells_scalefactors_file(outs: Path, sample: str) -> Path:
     """The ``scalefactors_json.json`` of a Visium HD ``outs/`` with cells (segmented outputs first)."""
-    candidates = [outs / d / "spatial" / "scalefactors_json.json" for d in ("segmented_outputs", ".", "binned_outputs/square_002um")]
+    candidates = [
+        outs / d / "spatial" / "scalefactors_json.json"
+        for d in ("segmented_outputs", ".", "binned_outputs/square_002um")
+    ]
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
-        raise InputError(f"sample {sample}: no scalefactors_json.json in {outs} (segmented_outputs/spatial, spatial, square_002um)")
+        raise InputError(
+            f"sample {sample}: no scalefactors_json.json in {outs} (segmented_outputs/spatial, spatial, square_002um)"
+        )
     return found
 
 
@@ -452,7 +464,9 @@ def read_spatialdata_zarr(path: str | Path, sample: str, bin_size: int = 8) -> a
     adata = _standardise(table, sample, coords)
     if keys.IN_TISSUE not in adata.obs:
         adata.obs[keys.IN_TISSUE] = 1
-    adata.uns[keys.UNS_SPATIAL] = {sample: {"images": {}, "scalefactors": {}, "metadata": {"source": "zarr", "table": name}}}
+    adata.uns[keys.UNS_SPATIAL] = {
+        sample: {"images": {}, "scalefactors": {}, "metadata": {"source": "zarr", "table": name}}
+    }
     unit = "bin" if "square_" in str(region or name) else "cell"
     adata.uns[keys.UNS_PLATFORM] = {"platform": "spatialdata", "unit": unit, "table": name}
     return adata

@@ -121,11 +121,11 @@ def read_spaceranger(outs_dir: str | Path, sample: str) -> ad.AnnData:
     scalefactors = _read_scalefactors(spatial_dir, sample)
     images = _read_images(spatial_dir, sample) if scalefactors else {}
     if not scalefactors and any((spatial_dir / name).exists() for name in _IMAGES.values()):
-        log.warning("sample %s: no scale factors, so the tissue images cannot be placed; figures show spots only", sample)
+        log.warning(
+            "sample %s: no scale factors, so the tissue images cannot be placed; figures show spots only", sample
+        )
     metadata["source"] = "spaceranger"
-    adata.uns[keys.UNS_SPATIAL] = {
-        sample: {"images": images, "scalefactors": scalefactors, "metadata": metadata}
-    }
+    adata.uns[keys.UNS_SPATIAL] = {sample: {"images": images, "scalefactors": scalefactors, "metadata": metadata}}
     return adata
 
 
@@ -328,14 +328,17 @@ def read_h5ad_slide(path: str | Path, sample: str) -> ad.AnnData:
     if sample in libraries:
         library = dict(libraries[sample])
     elif len(libraries) == 1:
-        (old_key, library), = libraries.items()
+        ((old_key, library),) = libraries.items()
         library = dict(library)
         log.info("sample %s: using the image library '%s' of %s", sample, old_key, path.name)
     else:
         if len(libraries) > 1:
             log.warning(
                 "sample %s: %s holds %d image libraries and none is named %s; figures will show spots only",
-                sample, path.name, len(libraries), sample,
+                sample,
+                path.name,
+                len(libraries),
+                sample,
             )
         library = {}
     library.setdefault("images", {})

@@ -255,7 +255,9 @@ def annotate_slide(slide: ad.AnnData, result: MethodResult) -> ad.AnnData:
     out.obsm[keys.DECONV_PROPORTIONS.get(method, f"{method}_proportions")] = frame.set_axis(out.obs_names)
     spot_qc = result.spot_qc if result.spot_qc is not None else spot_status(out.obs_names, {})
     spot_qc = spot_qc.reindex(out.obs_names)
-    out.obs[keys.DECONV_STATUS.get(method, f"{method}_status")] = pd.Categorical(spot_qc["status"].astype(str).to_numpy())
+    out.obs[keys.DECONV_STATUS.get(method, f"{method}_status")] = pd.Categorical(
+        spot_qc["status"].astype(str).to_numpy()
+    )
     for column in spot_qc.columns.drop("status"):
         values = spot_qc[column]
         if values.dtype == object or values.isna().any():
@@ -265,15 +267,24 @@ def annotate_slide(slide: ad.AnnData, result: MethodResult) -> ad.AnnData:
     return out
 
 
-def plot_maps(slide: ad.AnnData, result: MethodResult, label: str, out_png: str | os.PathLike,
-              *, max_spots: int = 20_000, seed: int = 0) -> Path:
+def plot_maps(
+    slide: ad.AnnData,
+    result: MethodResult,
+    label: str,
+    out_png: str | os.PathLike,
+    *,
+    max_spots: int = 20_000,
+    seed: int = 0,
+) -> Path:
     """One map per cell type; above ``max_spots`` locations a seeded sample of them is drawn, larger."""
     from spatialmap.report.plotting import plot_spatial_values
 
     values = full_proportions(slide, result)
     n = slide.n_obs
-    title = (f"{result.qc.get('sample', '')}: {label} cell-type proportions "
-             f"({result.qc.get('spots_fitted', len(result.proportions))} of {n} spots fitted; grey: left out)")
+    title = (
+        f"{result.qc.get('sample', '')}: {label} cell-type proportions "
+        f"({result.qc.get('spots_fitted', len(result.proportions))} of {n} spots fitted; grey: left out)"
+    )
     scale = 1.0
     if n > max_spots:
         keep = np.sort(np.random.default_rng(seed).choice(n, size=max_spots, replace=False))
@@ -287,16 +298,31 @@ def plot_maps(slide: ad.AnnData, result: MethodResult, label: str, out_png: str 
     return plot_spatial_values(slide, values, out_png, title, spot_scale=scale)
 
 
-def write_outputs(slide: ad.AnnData, result: MethodResult, method: ModuleType, prefix: str,
-                  *, outdir: str | os.PathLike = ".", max_plot_spots: int = 20_000, seed: int = 0) -> dict[str, Path]:
+def write_outputs(
+    slide: ad.AnnData,
+    result: MethodResult,
+    method: ModuleType,
+    prefix: str,
+    *,
+    outdir: str | os.PathLike = ".",
+    max_plot_spots: int = 20_000,
+    seed: int = 0,
+) -> dict[str, Path]:
     """Write ``<prefix>.<NAME>.h5ad``, ``_proportions.csv``, ``_filtered_spots.csv``, ``_maps.png``
     and ``_qc.json`` into ``outdir``; return their paths by kind. The h5ad's ``uns`` holds the
     method's own QC; the JSON adds :func:`contract_fields`."""
     name = method.NAME
     outdir = Path(outdir)
-    paths = {kind: outdir / f"{prefix}.{name}{suffix}" for kind, suffix in (
-        ("h5ad", ".h5ad"), ("csv", "_proportions.csv"), ("filtered", "_filtered_spots.csv"),
-        ("png", "_maps.png"), ("json", "_qc.json"))}
+    paths = {
+        kind: outdir / f"{prefix}.{name}{suffix}"
+        for kind, suffix in (
+            ("h5ad", ".h5ad"),
+            ("csv", "_proportions.csv"),
+            ("filtered", "_filtered_spots.csv"),
+            ("png", "_maps.png"),
+            ("json", "_qc.json"),
+        )
+    }
     with atomic_path(paths["csv"]) as tmp:
         result.proportions.rename_axis("barcode").to_csv(tmp, float_format="%.6g")
     with atomic_path(paths["filtered"]) as tmp:
@@ -358,7 +384,12 @@ def prepare_inputs(
     ref_counts = sp.csr_matrix(reference.X, dtype=np.float64)[:, reference.var_names.get_indexer(genes)]
     log.info(
         "sample %s: %s: %d spots, %d genes shared with the reference (%d cells, %d types)",
-        name, method, slide.n_obs, len(genes), reference.n_obs, len(set(labels)),
+        name,
+        method,
+        slide.n_obs,
+        len(genes),
+        reference.n_obs,
+        len(set(labels)),
     )
     return Inputs(name, genes, sp.csr_matrix(counts), sp.csr_matrix(ref_counts), labels, sorted(set(labels)))
 

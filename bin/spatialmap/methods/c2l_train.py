@@ -78,7 +78,7 @@ class ConvergenceRule:
         if len(losses) < 2 * w:
             return None
         cur = float(np.mean(losses[-w:]))
-        prev = float(np.mean(losses[-2 * w:-w]))
+        prev = float(np.mean(losses[-2 * w : -w]))
         return (prev - cur) / max(abs(cur), 1e-12)
 
     def converged(self, losses: np.ndarray) -> bool:
@@ -168,7 +168,7 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.n
     """Shuffled index blocks of one epoch (as the package's data loader draws them)."""
     order = rng.permutation(n)
     for start in range(0, n, batch_size):
-        yield np.sort(order[start:start + batch_size])
+        yield np.sort(order[start : start + batch_size])
 
 
 def _block_args(X, rows: np.ndarray, batch_t, dev) -> tuple:
@@ -192,8 +192,16 @@ def _guide_params(module, args: tuple) -> list:
     return list(params.values())
 
 
-def _train_loop(epoch_loss, optimiser, max_epochs: int, rule: ConvergenceRule, lr: float, rate: float,
-                boosted: bool, log_every: int | None) -> tuple[np.ndarray, str, int | None]:
+def _train_loop(
+    epoch_loss,
+    optimiser,
+    max_epochs: int,
+    rule: ConvergenceRule,
+    lr: float,
+    rate: float,
+    boosted: bool,
+    log_every: int | None,
+) -> tuple[np.ndarray, str, int | None]:
     """Epochs of ``epoch_loss()`` until ``rule`` stops them or ``max_epochs``; the optimiser's rate
     drops from ``rate`` to ``lr`` once the loss stops improving at it. Returns the loss history,
     the stop reason and the epoch of the drop (None: none)."""
@@ -317,11 +325,28 @@ def train_lean(
     module.eval()
     model.history_ = {"elbo_train": pd.DataFrame({"elbo_train": history}, index=pd.RangeIndex(epoch, name="epoch"))}
     model.is_trained_ = True
-    log.info("cell2location: %s after %d epochs (%.1f s); final -ELBO %.6g", stop.replace("_", " "), epoch,
-             seconds, history[-1])
-    return TrainResult(epoch, stop, float(history[-1]), seconds, None if full else int(batch_size),
-                       "lean-jit" if use_jit else "lean", history, rule.min_epochs, rule.window, rule.tol,
-                       lr, lr_start if boosted else lr, lr_drop_epoch)
+    log.info(
+        "cell2location: %s after %d epochs (%.1f s); final -ELBO %.6g",
+        stop.replace("_", " "),
+        epoch,
+        seconds,
+        history[-1],
+    )
+    return TrainResult(
+        epoch,
+        stop,
+        float(history[-1]),
+        seconds,
+        None if full else int(batch_size),
+        "lean-jit" if use_jit else "lean",
+        history,
+        rule.min_epochs,
+        rule.window,
+        rule.tol,
+        lr,
+        lr_start if boosted else lr,
+        lr_drop_epoch,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -365,8 +390,9 @@ def _exp_affine(transform) -> tuple[float, float] | None:
     return shift, factor
 
 
-def guide_summaries(model, quantiles: tuple[float, ...] = (0.05, 0.95), num_samples: int = 1000,
-                    seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+def guide_summaries(
+    model, quantiles: tuple[float, ...] = (0.05, 0.95), num_samples: int = 1000, seed: int = 0
+) -> dict[str, dict[str, np.ndarray]]:
     """Posterior mean, SD and quantiles of every latent site from the AutoNormal guide.
 
     For sites whose support maps through ``exp`` (all of cell2location's: Gamma, Exponential)
@@ -419,8 +445,9 @@ def site_frame(model, summaries: dict, summary: str, site: str = "w_sf") -> pd.D
     return pd.DataFrame(values, index=model.adata.obs_names, columns=[str(f) for f in model.factor_names_])
 
 
-def expected_counts_blocks(model, means: dict[str, np.ndarray], rows: np.ndarray | None = None,
-                           block_size: int = 2000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def expected_counts_blocks(
+    model, means: dict[str, np.ndarray], rows: np.ndarray | None = None, block_size: int = 2000
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``(rows, mu)`` blocks of the model's expected counts (spots x genes) from posterior means.
 
     Uses the package's ``compute_expected`` on ``block_size`` spots at a time, so memory is
@@ -429,7 +456,7 @@ def expected_counts_blocks(model, means: dict[str, np.ndarray], rows: np.ndarray
     n = model.adata.n_obs
     rows = np.arange(n) if rows is None else np.asarray(rows, dtype=int)
     for start in range(0, len(rows), block_size):
-        block = rows[start:start + block_size]
+        block = rows[start : start + block_size]
         mu = model.module.model.compute_expected(means, model.adata_manager, ind_x=block)["mu"]
         yield block, np.asarray(mu, dtype=np.float64)
 
@@ -461,8 +488,9 @@ class _PearsonSums:
         return float(cov / np.sqrt(vx * vy)) if vx > 0 and vy > 0 else None
 
 
-def reconstruction_r_by_group(model, means: dict[str, np.ndarray], groups: np.ndarray,
-                              block_size: int = 2000) -> dict[Any, float | None]:
+def reconstruction_r_by_group(
+    model, means: dict[str, np.ndarray], groups: np.ndarray, block_size: int = 2000
+) -> dict[Any, float | None]:
     """Pearson r of observed vs expected counts over all spots x genes of each group, in blocks."""
     X, _ = _registry_data(model)
     groups = np.asarray(groups)

@@ -39,7 +39,7 @@ REPORT_COLUMNS = {
     "n_genes_used": "genes shared by the slide and the signatures",
     "epochs_run": "training epochs of the slide's group run",
     "stop_reason": "why training stopped: converged (the mean -ELBO of the last window improved by less than "
-                   "the tolerance) or max_epochs (the epoch cap was reached first)",
+    "the tolerance) or max_epochs (the epoch cap was reached first)",
     "final_loss": "-ELBO of the last training epoch",
     "lr_final": "learning rate at the end of training",
     "lr_dropped_at_epoch": "epoch at which the learning rate was lowered (empty: never)",
@@ -106,8 +106,9 @@ def combine_slides(slides: Mapping[str, ad.AnnData], genes: list[str]) -> ad.Ann
     return ad.AnnData(X=sparse.vstack(blocks).tocsr(), obs=obs, var=pd.DataFrame(index=genes))
 
 
-def shared_genes(slides: Mapping[str, ad.AnnData], signatures: pd.DataFrame,
-                 min_shared_genes: int = DEFAULT_MIN_SHARED_GENES) -> list[str]:
+def shared_genes(
+    slides: Mapping[str, ad.AnnData], signatures: pd.DataFrame, min_shared_genes: int = DEFAULT_MIN_SHARED_GENES
+) -> list[str]:
     """Genes in the signatures and on every slide, in signature order; InputError below the minimum."""
     genes = pd.Index(signatures.index.astype(str))
     for sample, slide in slides.items():
@@ -126,8 +127,14 @@ def shared_genes(slides: Mapping[str, ad.AnnData], signatures: pd.DataFrame,
     return [g for g in order if g in set(genes)]
 
 
-def _check_inputs(slides: Mapping[str, ad.AnnData], signatures: pd.DataFrame, n_cells_per_location: float,
-                  detection_alpha: float, max_epochs: int, num_samples: int) -> None:
+def _check_inputs(
+    slides: Mapping[str, ad.AnnData],
+    signatures: pd.DataFrame,
+    n_cells_per_location: float,
+    detection_alpha: float,
+    max_epochs: int,
+    num_samples: int,
+) -> None:
     if not slides:
         raise InputError("no slides given")
     if signatures.shape[1] < 2:
@@ -232,24 +239,38 @@ def run(
         asked = batch_size
         batch_size = c2l_train.choose_batch_size(combined.n_obs, batch_size, minibatch_above)
         if asked is None and batch_size is not None:
-            log.info("cell2location: %d spots > %d: minibatches of %d spots", combined.n_obs, minibatch_above,
-                     batch_size)
+            log.info(
+                "cell2location: %d spots > %d: minibatches of %d spots", combined.n_obs, minibatch_above, batch_size
+            )
         training, summaries = _fit_fast(model, rule, max_epochs, batch_size, lr, device, seed, threads, lr_start)
     else:
         training, summaries = _fit_package(model, combined, max_epochs, batch_size, lr, device, num_samples)
     c2l_train.set_model_samples(model, summaries)
     uns = {
-        "genes_used": len(genes), "n_cells_per_location": float(n_cells_per_location),
-        "detection_alpha": float(detection_alpha), "max_epochs": int(max_epochs),
-        "epochs_run": int(training.epochs_run), "stop_reason": training.stop_reason, "engine": engine,
-        "device": device, "samples_in_model": list(slides),
+        "genes_used": len(genes),
+        "n_cells_per_location": float(n_cells_per_location),
+        "detection_alpha": float(detection_alpha),
+        "max_epochs": int(max_epochs),
+        "epochs_run": int(training.epochs_run),
+        "stop_reason": training.stop_reason,
+        "engine": engine,
+        "device": device,
+        "samples_in_model": list(slides),
     }
     results = _split_results(slides, combined, model, summaries, device, genes, training, uns)
     settings = {
-        "n_cells_per_location": n_cells_per_location, "detection_alpha": detection_alpha,
-        "max_epochs": max_epochs, "batch_size": batch_size, "lr": lr, "lr_start": lr_start, "seed": seed,
-        "num_samples": num_samples, "engine": engine, "min_epochs": min_epochs,
-        "convergence_window": convergence_window, "convergence_tol": convergence_tol,
+        "n_cells_per_location": n_cells_per_location,
+        "detection_alpha": detection_alpha,
+        "max_epochs": max_epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "lr_start": lr_start,
+        "seed": seed,
+        "num_samples": num_samples,
+        "engine": engine,
+        "min_epochs": min_epochs,
+        "convergence_window": convergence_window,
+        "convergence_tol": convergence_tol,
         "minibatch_above": minibatch_above,
     }
     return MappingResult(results, model, combined, device, genes, settings, training, summaries)
@@ -264,13 +285,16 @@ def _combined(slides: dict[str, ad.AnnData], genes: list[str], n_types: int) -> 
         log.warning("%d spots have no counts on the %d genes used; they will get low abundances", empty, len(genes))
     log.info(
         "cell2location: %d slides (%s), %d spots, %d genes, %d cell types",
-        len(slides), ", ".join(slides), combined.n_obs, len(genes), n_types,
+        len(slides),
+        ", ".join(slides),
+        combined.n_obs,
+        len(genes),
+        n_types,
     )
     return combined
 
 
-def _build_model(combined: ad.AnnData, signatures: pd.DataFrame, n_cells_per_location: float,
-                 detection_alpha: float):
+def _build_model(combined: ad.AnnData, signatures: pd.DataFrame, n_cells_per_location: float, detection_alpha: float):
     """cell2location's model on the combined slides, the sample as batch."""
     from cell2location.models import Cell2location
 
@@ -283,38 +307,73 @@ def _build_model(combined: ad.AnnData, signatures: pd.DataFrame, n_cells_per_loc
     )
 
 
-def _fit_fast(model, rule: ConvergenceRule, max_epochs: int, batch_size: int | None, lr: float, device: str,
-              seed: int, threads: int | None, lr_start: float | None = None) -> tuple[TrainResult, dict]:
+def _fit_fast(
+    model,
+    rule: ConvergenceRule,
+    max_epochs: int,
+    batch_size: int | None,
+    lr: float,
+    device: str,
+    seed: int,
+    threads: int | None,
+    lr_start: float | None = None,
+) -> tuple[TrainResult, dict]:
     """Lean SVI loop to convergence, then the closed-form export from the guide."""
-    log.info("cell2location (fast engine): at most %d epochs, %s, lr %s; stop when the mean -ELBO of %d epochs "
-             "improves by < %g (relative) after %d epochs", max_epochs,
-             "full batch" if batch_size is None else f"batch size {batch_size}",
-             f"{lr:g}" if lr_start in (None, lr) else f"{lr_start:g} then {lr:g} once the -ELBO stops improving",
-             rule.window, rule.tol, rule.min_epochs)
-    training = c2l_train.train_lean(model, max_epochs=max_epochs, lr=lr, rule=rule, batch_size=batch_size,
-                                    device=device, seed=seed, lr_start=lr_start)
+    log.info(
+        "cell2location (fast engine): at most %d epochs, %s, lr %s; stop when the mean -ELBO of %d epochs "
+        "improves by < %g (relative) after %d epochs",
+        max_epochs,
+        "full batch" if batch_size is None else f"batch size {batch_size}",
+        f"{lr:g}" if lr_start in (None, lr) else f"{lr_start:g} then {lr:g} once the -ELBO stops improving",
+        rule.window,
+        rule.tol,
+        rule.min_epochs,
+    )
+    training = c2l_train.train_lean(
+        model,
+        max_epochs=max_epochs,
+        lr=lr,
+        rule=rule,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        lr_start=lr_start,
+    )
     start = time.perf_counter()
     summaries = c2l_train.guide_summaries(model)
     log.info("cell2location: closed-form posterior summaries in %.2f s", time.perf_counter() - start)
     return training, summaries
 
 
-def _fit_package(model, combined: ad.AnnData, max_epochs: int, batch_size: int | None, lr: float, device: str,
-                 num_samples: int) -> tuple[TrainResult, dict]:
+def _fit_package(
+    model, combined: ad.AnnData, max_epochs: int, batch_size: int | None, lr: float, device: str, num_samples: int
+) -> tuple[TrainResult, dict]:
     """The package's own ``train`` for ``max_epochs`` and ``export_posterior`` (the reference path)."""
-    log.info("cell2location (package engine): training %d epochs, %s, lr %g", max_epochs,
-             "full batch" if batch_size is None else f"batch size {batch_size}", lr)
+    log.info(
+        "cell2location (package engine): training %d epochs, %s, lr %g",
+        max_epochs,
+        "full batch" if batch_size is None else f"batch size {batch_size}",
+        lr,
+    )
     start = time.perf_counter()
-    model.train(max_epochs=max_epochs, batch_size=batch_size, train_size=1, lr=lr, accelerator=device,
-                **quiet_trainer_kwargs(max_epochs))
+    model.train(
+        max_epochs=max_epochs,
+        batch_size=batch_size,
+        train_size=1,
+        lr=lr,
+        accelerator=device,
+        **quiet_trainer_kwargs(max_epochs),
+    )
     seconds = time.perf_counter() - start
     sample_batch = combined.n_obs if batch_size is None else batch_size
     model.export_posterior(
-        combined, sample_kwargs={"num_samples": num_samples, "batch_size": sample_batch, "accelerator": device},
+        combined,
+        sample_kwargs={"num_samples": num_samples, "batch_size": sample_batch, "accelerator": device},
     )
     history = np.asarray(model.history_["elbo_train"]).ravel()
-    training = TrainResult(len(history), c2l_train.STOP_MAX_EPOCHS, float(history[-1]), seconds, batch_size,
-                           "package", history)
+    training = TrainResult(
+        len(history), c2l_train.STOP_MAX_EPOCHS, float(history[-1]), seconds, batch_size, "package", history
+    )
     summaries = {k.replace("post_sample_", ""): v for k, v in model.samples.items()}
     return training, summaries
 
@@ -354,8 +413,9 @@ def slide_result(slide: ad.AnnData, sample: str, qc: dict) -> base.MethodResult:
     return base.MethodResult(NAME, sample, proportions, qc, abundances=q05, spot_qc=spot_qc, extras={"slide": slide})
 
 
-def slide_qc(slide: ad.AnnData, reconstruction_r: float | None, sample: str, device: str,
-             n_genes_used: int) -> dict[str, Any]:
+def slide_qc(
+    slide: ad.AnnData, reconstruction_r: float | None, sample: str, device: str, n_genes_used: int
+) -> dict[str, Any]:
     """Per-slide mapping QC: cells per spot, abundance per type, detection, reconstruction r."""
     q05 = slide.obsm[keys.C2L_Q05]
     mean_q05 = q05.mean(axis=0)
@@ -425,10 +485,12 @@ def plot_training_loss(result: MappingResult, out_png: str | Path, title: str) -
         ax.set_ylabel("-ELBO loss")
     axes[0].set_title("all epochs")
     axes[1].set_title(f"from epoch {tail + 1}")
-    stop = ("converged" if training.stop_reason == c2l_train.STOP_CONVERGED else "reached the epoch cap")
+    stop = "converged" if training.stop_reason == c2l_train.STOP_CONVERGED else "reached the epoch cap"
     drop = getattr(training, "lr_drop_epoch", None)
     rates = f"; lr {training.lr_start:g} -> {training.lr:g} at epoch {drop} (dotted)" if drop else ""
-    fig.suptitle(f"{title}\nstopped at epoch {training.epochs_run}: {stop}; final -ELBO {training.final_loss:.5g}{rates}")
+    fig.suptitle(
+        f"{title}\nstopped at epoch {training.epochs_run}: {stop}; final -ELBO {training.final_loss:.5g}{rates}"
+    )
     fig.tight_layout()
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, dpi=100, format="png")

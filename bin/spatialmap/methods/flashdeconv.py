@@ -54,12 +54,15 @@ def run(
     profiles = base.type_means(inp.ref_counts, inp.labels, inp.cell_types)
     has_counts = np.asarray(inp.counts.sum(axis=1)).ravel() > 0
     if has_counts.sum() <= k_neighbors:
-        raise InputError(f"sample {inp.sample}: flashdeconv: only {int(has_counts.sum())} spots have counts on the shared genes")
+        raise InputError(
+            f"sample {inp.sample}: flashdeconv: only {int(has_counts.sum())} spots have counts on the shared genes"
+        )
     rows = np.flatnonzero(has_counts)
     coords = np.asarray(slide.obsm[keys.SPATIAL], dtype=np.float64)[rows, :2]
     lam = lambda_spatial if lambda_spatial == "auto" else float(lambda_spatial)
-    model = FlashDeconv(sketch_dim=int(sketch_dim), lambda_spatial=lam, k_neighbors=int(k_neighbors),
-                        random_state=int(seed), **kw)
+    model = FlashDeconv(
+        sketch_dim=int(sketch_dim), lambda_spatial=lam, k_neighbors=int(k_neighbors), random_state=int(seed), **kw
+    )
     try:
         model.fit(inp.counts[rows], profiles, coords, cell_type_names=np.array(inp.cell_types))
     except ValueError as err:
@@ -67,16 +70,31 @@ def run(
     beta = np.asarray(model.beta_, dtype=np.float64)
     zero = np.zeros(slide.n_obs, dtype=bool)
     zero[rows[beta.sum(axis=1) <= 0]] = True
-    spot_qc = base.spot_status(slide.obs_names, {
-        "no counts on the genes shared with the reference": ~has_counts,
-        "all-zero fit": zero,
-    })
+    spot_qc = base.spot_status(
+        slide.obs_names,
+        {
+            "no counts on the genes shared with the reference": ~has_counts,
+            "all-zero fit": zero,
+        },
+    )
     keep_in_fit = beta.sum(axis=1) > 0
-    proportions = base.proportions_frame(base.normalise_rows(beta[keep_in_fit]), slide.obs_names[rows[keep_in_fit]],
-                                         inp.cell_types)
+    proportions = base.proportions_frame(
+        base.normalise_rows(beta[keep_in_fit]), slide.obs_names[rows[keep_in_fit]], inp.cell_types
+    )
     qc = base.base_qc(inp, NAME, spot_qc, "cpu", t0)
-    qc.update(_fit_qc(model, dict(sketch_dim=int(sketch_dim), lambda_spatial=lambda_spatial,
-                                  k_neighbors=int(k_neighbors), min_cells=int(min_cells), seed=int(seed)), kw))
+    qc.update(
+        _fit_qc(
+            model,
+            dict(
+                sketch_dim=int(sketch_dim),
+                lambda_spatial=lambda_spatial,
+                k_neighbors=int(k_neighbors),
+                min_cells=int(min_cells),
+                seed=int(seed),
+            ),
+            kw,
+        )
+    )
     base.finish_qc(qc, proportions, t0)
     return base.MethodResult(NAME, inp.sample, proportions, qc, spot_qc=spot_qc)
 
@@ -87,11 +105,21 @@ def _fit_qc(model, settings: dict, kw: dict) -> dict:
     return {
         "genes_used": int(len(model.gene_idx_)),
         "lambda_spatial_used": float(model.lambda_used_),
-        "convergence": {"converged": bool(info.get("converged", False)), "n_iterations": int(info.get("n_iterations", 0)),
-                        "final_objective": float(info.get("final_objective", float("nan")))},
+        "convergence": {
+            "converged": bool(info.get("converged", False)),
+            "n_iterations": int(info.get("n_iterations", 0)),
+            "final_objective": float(info.get("final_objective", float("nan"))),
+        },
         "settings": base.settings_dict(
-            sketch_dim=settings["sketch_dim"], lambda_spatial=settings["lambda_spatial"],
-            k_neighbors=settings["k_neighbors"], spatial_method=model.spatial_method, preprocess=model.preprocess,
-            gene_weighting=model.gene_weighting, min_cells=settings["min_cells"], seed=settings["seed"], **kw),
+            sketch_dim=settings["sketch_dim"],
+            lambda_spatial=settings["lambda_spatial"],
+            k_neighbors=settings["k_neighbors"],
+            spatial_method=model.spatial_method,
+            preprocess=model.preprocess,
+            gene_weighting=model.gene_weighting,
+            min_cells=settings["min_cells"],
+            seed=settings["seed"],
+            **kw,
+        ),
         "versions": {"flashdeconv": base.package_version("flashdeconv")},
     }

@@ -45,8 +45,11 @@ def nnls_batch(profiles: np.ndarray, counts: sp.csr_matrix | np.ndarray) -> tupl
     profiles = np.asarray(profiles, dtype=np.float64)
     gram = profiles @ profiles.T
     py = np.asarray(counts @ profiles.T) if sp.issparse(counts) else np.asarray(counts, dtype=np.float64) @ profiles.T
-    yy = (np.asarray(counts.multiply(counts).sum(axis=1)).ravel() if sp.issparse(counts)
-          else (np.asarray(counts, dtype=np.float64) ** 2).sum(axis=1))
+    yy = (
+        np.asarray(counts.multiply(counts).sum(axis=1)).ravel()
+        if sp.issparse(counts)
+        else (np.asarray(counts, dtype=np.float64) ** 2).sum(axis=1)
+    )
     coef = np.zeros((py.shape[0], profiles.shape[0]))
     try:
         upper = np.linalg.cholesky(gram).T  # G = U^T U
@@ -96,21 +99,30 @@ def run(
     full = np.zeros((slide.n_obs, len(inp.cell_types)))
     full[has_counts] = coef
     zero_fit = has_counts & (full.sum(axis=1) <= 0)
-    spot_qc = base.spot_status(slide.obs_names, {
-        "no counts on the genes shared with the reference": ~has_counts,
-        "all-zero fit": zero_fit,
-    })
+    spot_qc = base.spot_status(
+        slide.obs_names,
+        {
+            "no counts on the genes shared with the reference": ~has_counts,
+            "all-zero fit": zero_fit,
+        },
+    )
     keep = has_counts & ~zero_fit
     proportions = base.proportions_frame(base.normalise_rows(full[keep]), slide.obs_names[keep], inp.cell_types)
     rel = resid / np.sqrt(np.maximum(totals[has_counts], 1.0))
     qc = base.base_qc(inp, NAME, spot_qc, "cpu", t0)
-    qc.update({
-        "genes_used": len(inp.genes),
-        "convergence": {"solver": "scipy.optimize.nnls (exact active set)", "converged_fraction": 1.0},
-        "residual_norm_median": float(np.median(resid)) if len(resid) else None,
-        "relative_residual_median": float(np.median(rel)) if len(rel) else None,
-        "settings": {"min_cells": int(min_cells), "profiles": "mean raw counts per reference cell", "seed": int(seed)},
-        "versions": {"scipy": base.package_version("scipy")},
-    })
+    qc.update(
+        {
+            "genes_used": len(inp.genes),
+            "convergence": {"solver": "scipy.optimize.nnls (exact active set)", "converged_fraction": 1.0},
+            "residual_norm_median": float(np.median(resid)) if len(resid) else None,
+            "relative_residual_median": float(np.median(rel)) if len(rel) else None,
+            "settings": {
+                "min_cells": int(min_cells),
+                "profiles": "mean raw counts per reference cell",
+                "seed": int(seed),
+            },
+            "versions": {"scipy": base.package_version("scipy")},
+        }
+    )
     base.finish_qc(qc, proportions, t0)
     return base.MethodResult(NAME, inp.sample, proportions, qc, spot_qc=spot_qc)

@@ -76,9 +76,7 @@ def _q_one(args: tuple[int, np.ndarray, int]) -> tuple[int, np.ndarray]:
     return sigma, compute_q_matrix(sigma / 100.0, x_vals, K_val=k_max)
 
 
-def compute_rctd_q_matrix(
-    path: str | os.PathLike, *, k_max: int = 1000, sigma_step: int = 1, workers: int = 1
-) -> Path:
+def compute_rctd_q_matrix(path: str | os.PathLike, *, k_max: int = 1000, sigma_step: int = 1, workers: int = 1) -> Path:
     """Compute rctd-py's likelihood table with its own routine and write it atomically.
 
     ``rctd._likelihood.compute_q_matrix(sigma / 100, build_x_vals(), K_val=k_max)`` for every
@@ -101,8 +99,14 @@ def compute_rctd_q_matrix(
     path = Path(path)
     sigmas = rctd_sigma_grid(sigma_step)
     x_vals = build_x_vals()
-    log.info("RCTD likelihood table: %d sigmas (%d..%d), counts 0..%d, %d worker(s)",
-             len(sigmas), sigmas[0], sigmas[-1], k_max, workers)
+    log.info(
+        "RCTD likelihood table: %d sigmas (%d..%d), counts 0..%d, %d worker(s)",
+        len(sigmas),
+        sigmas[0],
+        sigmas[-1],
+        k_max,
+        workers,
+    )
     t0 = time.perf_counter()
     jobs = [(s, x_vals, int(k_max)) for s in sigmas]
     if workers > 1:
@@ -115,8 +119,14 @@ def compute_rctd_q_matrix(
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
-    info = {"k_max": int(k_max), "sigma_step": int(sigma_step), "sigmas": sigmas, "workers": int(workers),
-            "seconds": round(seconds, 1), "rctd-py": base.package_version("rctd-py")}
+    info = {
+        "k_max": int(k_max),
+        "sigma_step": int(sigma_step),
+        "sigmas": sigmas,
+        "workers": int(workers),
+        "seconds": round(seconds, 1),
+        "rctd-py": base.package_version("rctd-py"),
+    }
     with atomic_path(path.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(info, indent=2) + "\n")
     log.info("RCTD likelihood table written to %s in %.1f s", path, seconds)
@@ -136,8 +146,9 @@ def read_q_table_info(path: str | os.PathLike) -> dict:
                 raise InputError(f"{path} is not an RCTD likelihood table (no X_vals / Q_<sigma> arrays)")
             with archive.open(q_names[0] + ".npy") as member:
                 version = np.lib.format.read_magic(member)
-                reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                          else np.lib.format.read_array_header_2_0)
+                reader = (
+                    np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                )
                 shape = reader(member)[0]
     except zipfile.BadZipFile as err:
         raise InputError(f"{path} is not an RCTD likelihood table: {err}") from err
@@ -312,17 +323,21 @@ def _rctd_fit(model, mode: str, batch_size):
     if batch_size == "auto":
         batch_size = auto_batch_size(n_genes, n_types, 8 if model.config.dtype == "float64" else 4)
     kwargs = dict(
-        spatial_counts=model.counts, spatial_numi=model.nUMI, norm_profiles=model.norm_profiles,
-        cell_type_names=model.reference.cell_type_names, q_mat=model.q_mat, sq_mat=model.sq_mat,
-        x_vals=model.x_vals, batch_size=int(batch_size), device=model.config.device,
+        spatial_counts=model.counts,
+        spatial_numi=model.nUMI,
+        norm_profiles=model.norm_profiles,
+        cell_type_names=model.reference.cell_type_names,
+        q_mat=model.q_mat,
+        sq_mat=model.sq_mat,
+        x_vals=model.x_vals,
+        batch_size=int(batch_size),
+        device=model.config.device,
         pixel_mask=model._pixel_mask,  # read only: which input spots passed RCTD's filters
     )
     if mode == "full":
         return run_full_mode(**kwargs)
     runner = run_doublet_mode if mode == "doublet" else run_multi_mode
     return runner(**kwargs, config=model.config)
-
-
 
 
 # long: over 80 lines only by its docstring, which documents every setting; the code is 29 lines.
@@ -396,18 +411,63 @@ def run(
     inp = base.prepare_inputs(slide, reference, label_key, sample=name, method=NAME, min_cells=cell_min)
     device = "cuda" if resolve_accelerator(accelerator, threads) == "gpu" else "cpu"
     seed_everything(seed)
-    config = RCTDConfig(UMI_min=umi_min, UMI_max=umi_max, counts_MIN=counts_min, UMI_min_sigma=umi_min_sigma,
-                        K_val=table["k_max"], device=device, compile=compile, dtype=dtype, **kw)
-    log.info("sample %s: RCTD %s mode (%s) on %s, likelihood table %s (%d sigmas, counts up to %d)",
-             name, mode, mode_reason, device, table["path"], len(table["sigmas"]), table["k_max"])
-    model = _rctd_model(slide, reference, label_key, inp, config, table,
-                        dict(cell_min=cell_min, n_max_cells=n_max_cells, min_UMI=ref_umi_min))
+    config = RCTDConfig(
+        UMI_min=umi_min,
+        UMI_max=umi_max,
+        counts_MIN=counts_min,
+        UMI_min_sigma=umi_min_sigma,
+        K_val=table["k_max"],
+        device=device,
+        compile=compile,
+        dtype=dtype,
+        **kw,
+    )
+    log.info(
+        "sample %s: RCTD %s mode (%s) on %s, likelihood table %s (%d sigmas, counts up to %d)",
+        name,
+        mode,
+        mode_reason,
+        device,
+        table["path"],
+        len(table["sigmas"]),
+        table["k_max"],
+    )
+    model = _rctd_model(
+        slide,
+        reference,
+        label_key,
+        inp,
+        config,
+        table,
+        dict(cell_min=cell_min, n_max_cells=n_max_cells, min_UMI=ref_umi_min),
+    )
     result = _rctd_fit(model, mode, batch_size)
-    return _rctd_result(slide, inp, model, result, mode, table, device, t0, base.settings_dict(
-        mode=mode, mode_requested=requested, mode_reason=mode_reason,
-        umi_min=umi_min, umi_max=umi_max, counts_min=counts_min, umi_min_sigma=umi_min_sigma,
-        cell_min=cell_min, n_max_cells=n_max_cells, ref_umi_min=ref_umi_min, compile=compile, dtype=dtype,
-        seed=seed, **kw))
+    return _rctd_result(
+        slide,
+        inp,
+        model,
+        result,
+        mode,
+        table,
+        device,
+        t0,
+        base.settings_dict(
+            mode=mode,
+            mode_requested=requested,
+            mode_reason=mode_reason,
+            umi_min=umi_min,
+            umi_max=umi_max,
+            counts_min=counts_min,
+            umi_min_sigma=umi_min_sigma,
+            cell_min=cell_min,
+            n_max_cells=n_max_cells,
+            ref_umi_min=ref_umi_min,
+            compile=compile,
+            dtype=dtype,
+            seed=seed,
+            **kw,
+        ),
+    )
 
 
 def _choose_mode(slide: ad.AnnData, mode: str, name: str) -> tuple[str, str]:
@@ -417,8 +477,9 @@ def _choose_mode(slide: ad.AnnData, mode: str, name: str) -> tuple[str, str]:
     return rctd_auto_mode(slide) if mode == "auto" else (mode, "asked for")
 
 
-def _rctd_model(slide: ad.AnnData, reference: ad.AnnData, label_key: str, inp: base.Inputs, config, table: dict,
-                ref_settings: dict):
+def _rctd_model(
+    slide: ad.AnnData, reference: ad.AnnData, label_key: str, inp: base.Inputs, config, table: dict, ref_settings: dict
+):
     """rctd-py's reference and RCTD object, its platform effects fitted (reads the local table)."""
     from rctd import RCTD, Reference
 
@@ -433,8 +494,12 @@ def _rctd_model(slide: ad.AnnData, reference: ad.AnnData, label_key: str, inp: b
                 f"reference cells with at least {ref_settings['min_UMI']} UMIs"
             )
         rctd_slide, n_common = rctd_slide_genes(slide, ref, config)
-        log.info("sample %s: RCTD gets %d of the %d shared genes (its gene lists) and the other counts in one column",
-                 name, rctd_slide.n_vars - (RCTD_OTHER_COUNTS in rctd_slide.var_names), n_common)
+        log.info(
+            "sample %s: RCTD gets %d of the %d shared genes (its gene lists) and the other counts in one column",
+            name,
+            rctd_slide.n_vars - (RCTD_OTHER_COUNTS in rctd_slide.var_names),
+            n_common,
+        )
         try:
             model = RCTD(rctd_slide, ref, config)
         except ValueError as err:
@@ -457,28 +522,33 @@ def _rctd_result(slide, inp: base.Inputs, model, result, mode, table, device, t0
     totals = np.asarray(sp.csr_matrix(slide.X).sum(axis=1)).ravel()
     fitted_zero = np.zeros(slide.n_obs, dtype=bool)
     fitted_zero[np.flatnonzero(mask)[zero]] = True
-    spot_qc = base.spot_status(slide.obs_names, {
-        f"fewer than {settings['umi_min']} UMIs (RCTD UMI_min)": totals < settings["umi_min"],
-        f"more than {settings['umi_max']} UMIs (RCTD UMI_max)": totals > settings["umi_max"],
-        f"fewer than {settings['counts_min']} counts on RCTD's bulk genes (RCTD counts_MIN)": ~mask,
-        "all-zero fit": fitted_zero,
-    })
+    spot_qc = base.spot_status(
+        slide.obs_names,
+        {
+            f"fewer than {settings['umi_min']} UMIs (RCTD UMI_min)": totals < settings["umi_min"],
+            f"more than {settings['umi_max']} UMIs (RCTD UMI_max)": totals > settings["umi_max"],
+            f"fewer than {settings['counts_min']} counts on RCTD's bulk genes (RCTD counts_MIN)": ~mask,
+            "all-zero fit": fitted_zero,
+        },
+    )
     index = slide.obs_names[mask][~zero]
     proportions = base.proportions_frame(props[~zero], index, names).reindex(columns=inp.cell_types)
     proportions.columns.name = "cell_type"
     if extra.shape[1]:
         spot_qc = spot_qc.join(extra.loc[~zero].set_axis(index).reindex(spot_qc.index))
     qc = base.base_qc(inp, NAME, spot_qc, device, t0)
-    qc.update({
-        "mode": mode,
-        "mode_reason": settings["mode_reason"],
-        "genes_used": int(model.counts.shape[1]),
-        "genes_common": int(getattr(model, "genes_shared", len(model.common_genes))),
-        "sigma": model.sigma / 100.0,
-        "convergence": convergence,
-        "q_matrix": {"path": table["path"], "k_max": table["k_max"], "n_sigmas": len(table["sigmas"])},
-        "settings": settings,
-        "versions": {"rctd-py": base.package_version("rctd-py"), "torch": base.package_version("torch")},
-    })
+    qc.update(
+        {
+            "mode": mode,
+            "mode_reason": settings["mode_reason"],
+            "genes_used": int(model.counts.shape[1]),
+            "genes_common": int(getattr(model, "genes_shared", len(model.common_genes))),
+            "sigma": model.sigma / 100.0,
+            "convergence": convergence,
+            "q_matrix": {"path": table["path"], "k_max": table["k_max"], "n_sigmas": len(table["sigmas"])},
+            "settings": settings,
+            "versions": {"rctd-py": base.package_version("rctd-py"), "torch": base.package_version("torch")},
+        }
+    )
     base.finish_qc(qc, proportions, t0)
     return base.MethodResult(NAME, inp.sample, proportions, qc, spot_qc=spot_qc)

@@ -22,18 +22,24 @@ def common_parser(description: str, method: str) -> argparse.ArgumentParser:
     parser.add_argument("--slide", required=True, help="slide after QC (.h5ad, raw counts in X, obsm['spatial'])")
     parser.add_argument("--sample", required=True, help="sample name; prefix of every output file")
     parser.add_argument("--reference", required=True, help="prepared single-cell reference (.h5ad, raw counts in X)")
-    parser.add_argument("--label-key", default="cell_type", help="reference obs column with the cell types (default: cell_type)")
     parser.add_argument(
-        "--slide-gene-column", default=None,
+        "--label-key", default="cell_type", help="reference obs column with the cell types (default: cell_type)"
+    )
+    parser.add_argument(
+        "--slide-gene-column",
+        default=None,
         help="var column of the slide to name genes by, to match the reference (e.g. gene_ids); default: var_names",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: 0)")
     parser.add_argument(
-        "--max-plot-spots", type=int, default=20_000,
+        "--max-plot-spots",
+        type=int,
+        default=20_000,
         help="maps of larger slides draw a seeded sample of this many spots (default: 20000)",
     )
     parser.add_argument(
-        "--selection", default=None,
+        "--selection",
+        default=None,
         help="why this method runs on this slide (e.g. the --methods auto choice); kept in the QC JSON",
     )
     parser.add_argument("--process-name", default=f"map_{method}.py", help="process name in versions.yml")
@@ -52,13 +58,16 @@ def read_inputs(args: argparse.Namespace) -> tuple[ad.AnnData, ad.AnnData]:
     if keys.SAMPLE in slide.obs and slide.n_obs:
         names = set(slide.obs[keys.SAMPLE].astype(str))
         if names != {args.sample}:
-            raise cli.InputError(f"sample {args.sample}: the slide {args.slide} holds sample(s) {', '.join(sorted(names))}")
+            raise cli.InputError(
+                f"sample {args.sample}: the slide {args.slide} holds sample(s) {', '.join(sorted(names))}"
+            )
     slide = use_gene_column(slide, getattr(args, "slide_gene_column", None), f"slide {args.sample}")
     return slide, ad.read_h5ad(args.reference)
 
 
-def finish(args: argparse.Namespace, slide: ad.AnnData, result: base.MethodResult, method: ModuleType,
-           packages: list[str]) -> None:
+def finish(
+    args: argparse.Namespace, slide: ad.AnnData, result: base.MethodResult, method: ModuleType, packages: list[str]
+) -> None:
     """Write the method's outputs (:func:`base.write_outputs`) and versions.yml; log a one-line summary."""
     if args.selection:
         result.qc["selection"] = args.selection
@@ -67,6 +76,13 @@ def finish(args: argparse.Namespace, slide: ad.AnnData, result: base.MethodResul
     qc = result.qc
     log.info(
         "sample %s: %s fitted %d of %d spots on %d genes in %.1f s (%s); wrote %s.%s.* files",
-        args.sample, method.NAME, qc["spots_fitted"], qc["spots_total"], qc["genes_used"], qc["seconds"],
-        qc["device"], args.sample, method.NAME,
+        args.sample,
+        method.NAME,
+        qc["spots_fitted"],
+        qc["spots_total"],
+        qc["genes_used"],
+        qc["seconds"],
+        qc["device"],
+        args.sample,
+        method.NAME,
     )

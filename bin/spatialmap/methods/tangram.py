@@ -122,9 +122,7 @@ def find_markers(
     sc.pp.normalize_total(norm, target_sum=1e4)
     sc.pp.log1p(norm)
     norm = norm[:, genes].copy()
-    sc.tl.rank_genes_groups(
-        norm, groupby=label_key, method="t-test", use_raw=False, n_genes=min(n_markers, len(genes))
-    )
+    sc.tl.rank_genes_groups(norm, groupby=label_key, method="t-test", use_raw=False, n_genes=min(n_markers, len(genes)))
     names = norm.uns["rank_genes_groups"]["names"]
     return {str(k): [str(g) for g in names[k]] for k in names.dtype.names}
 
@@ -160,7 +158,13 @@ def split_genes(
         log.warning(
             "only %d of %d shared genes are not markers (fewer than %d): holding out %d of the "
             "%d markers as well (fraction %.2f, seed %d)",
-            len(heldout), len(genes), math.ceil(too_few), n_out, len(training), heldout_fraction, seed,
+            len(heldout),
+            len(genes),
+            math.ceil(too_few),
+            n_out,
+            len(training),
+            heldout_fraction,
+            seed,
         )
         heldout = heldout + [g for g in training if g in out]
         training = [g for g in training if g not in out]
@@ -288,7 +292,10 @@ def run(
     split = split_genes(markers, genes, min_heldout=min_heldout, heldout_fraction=heldout_fraction, seed=seed)
     log.info(
         "training genes: %d (union of the top %d markers of %d cell types); held-out genes: %d%s",
-        len(split.training), n_markers, len(markers), len(split.heldout),
+        len(split.training),
+        n_markers,
+        len(markers),
+        len(split.heldout),
         " (including markers)" if split.heldout_from_markers else "",
     )
     sc_ad = ad.AnnData(
@@ -297,8 +304,9 @@ def run(
         var=pd.DataFrame(index=pd.Index(genes)),
     )
     sp_ad = _tangram_inputs(slide, sc_ad, genes, split, name)
-    mapping, training_score = _map(sc_ad, sp_ad, label_key, mode, density_prior, num_epochs, learning_rate,
-                                   device, seed, threads)
+    mapping, training_score = _map(
+        sc_ad, sp_ad, label_key, mode, density_prior, num_epochs, learning_rate, device, seed, threads
+    )
     m, row_labels, weights, source = _map_matrix(mapping, sc_ad, label_key, mode)
     result = _results(slide, m, row_labels, weights, source, sp_ad, genes, split, cells_per_spot)
     if assignment and mode != "cells":
@@ -307,13 +315,24 @@ def run(
     result.extras["mapping"] = mapping
     result.sample = name
     result.qc = {
-        "sample": name, "mode": mode, "device": device, "density_prior": density_prior,
-        "num_epochs": int(num_epochs), "learning_rate": float(learning_rate), "seed": int(seed),
-        "n_markers": int(n_markers), "n_shared_genes": len(genes), "n_training_genes": len(split.training),
-        "n_heldout_genes": len(split.heldout), "heldout_from_markers": bool(split.heldout_from_markers),
-        "training_score": training_score, **result.qc, "cells_used": int(len(keep)),
+        "sample": name,
+        "mode": mode,
+        "device": device,
+        "density_prior": density_prior,
+        "num_epochs": int(num_epochs),
+        "learning_rate": float(learning_rate),
+        "seed": int(seed),
+        "n_markers": int(n_markers),
+        "n_shared_genes": len(genes),
+        "n_training_genes": len(split.training),
+        "n_heldout_genes": len(split.heldout),
+        "heldout_from_markers": bool(split.heldout_from_markers),
+        "training_score": training_score,
+        **result.qc,
+        "cells_used": int(len(keep)),
         "max_cells_per_type": int(max_cells_per_type) if mode == "cells" else None,
-        "cells_per_spot": float(cells_per_spot), "n_spots": int(slide.n_obs),
+        "cells_per_spot": float(cells_per_spot),
+        "n_spots": int(slide.n_obs),
         "cell_types": list(result.proportions.columns),
     }
     return result
@@ -340,7 +359,10 @@ def _checked_shared_genes(slide: ad.AnnData, reference: ad.AnnData, name: str) -
     genes = shared_genes(slide, reference)
     log.info(
         "sample %s: %d genes are expressed in both the slide (%d genes) and the reference (%d genes)",
-        name, len(genes), slide.n_vars, reference.n_vars,
+        name,
+        len(genes),
+        slide.n_vars,
+        reference.n_vars,
     )
     if len(genes) < MIN_SHARED_GENES:
         raise ValueError(
@@ -356,7 +378,10 @@ def _reference_cells(labels: pd.Series, mode: str, max_cells_per_type: int, seed
         keep = cap_cells_per_type(labels, max_cells_per_type, seed)
         log.info(
             "cells mode: at most %d reference cells per type (seed %d): %d of %d cells kept (%s)",
-            max_cells_per_type, seed, len(keep), n_cells,
+            max_cells_per_type,
+            seed,
+            len(keep),
+            n_cells,
             ", ".join(f"{k} {v}" for k, v in labels.iloc[keep].value_counts().sort_index().items()),
         )
         return keep
@@ -409,12 +434,24 @@ def _map(sc_ad, sp_ad, label_key, mode, density_prior, num_epochs, learning_rate
         torch.set_num_threads(int(threads))  # the marker ranking may have reset it
     log.info(
         "Tangram: mode %s, density prior %s, %d epochs, learning rate %g, device %s, seed %d",
-        mode, density_prior, num_epochs, learning_rate, device, seed,
+        mode,
+        density_prior,
+        num_epochs,
+        learning_rate,
+        device,
+        seed,
     )
     mapping = tg.map_cells_to_space(
-        sc_ad, sp_ad, mode=mode, cluster_label=label_key if mode == "clusters" else None,
-        density_prior=density_prior, num_epochs=num_epochs, learning_rate=learning_rate, device=device,
-        random_state=seed, verbose=True,
+        sc_ad,
+        sp_ad,
+        mode=mode,
+        cluster_label=label_key if mode == "clusters" else None,
+        density_prior=density_prior,
+        num_epochs=num_epochs,
+        learning_rate=learning_rate,
+        device=device,
+        random_state=seed,
+        verbose=True,
     )
     training_score = float(np.nanmean(mapping.uns["train_genes_df"]["train_score"]))
     log.info("training score (mean cosine over the training genes): %.3f", training_score)
@@ -454,8 +491,15 @@ def _results(slide, m, row_labels, weights, source, sp_ad, genes, split, cells_p
     heldout_pos = [genes.index(g) for g in split.heldout]
     projected = pd.DataFrame(projected_all[:, heldout_pos], index=index, columns=pd.Index(split.heldout, name="gene"))
     spot_qc = base.spot_status(index, {})
-    return base.MethodResult(NAME, "", proportions, summary, abundances=counts, spot_qc=spot_qc,
-                             extras={"projected": projected, "gene_scores": scores})
+    return base.MethodResult(
+        NAME,
+        "",
+        proportions,
+        summary,
+        abundances=counts,
+        spot_qc=spot_qc,
+        extras={"projected": projected, "gene_scores": scores},
+    )
 
 
 def _score_summary(scores: pd.DataFrame) -> dict:
@@ -473,7 +517,10 @@ def _score_summary(scores: pd.DataFrame) -> dict:
     }
     log.info(
         "held-out genes (%d): Pearson r median %.3f, 90th percentile %.3f; cosine median %.3f",
-        len(heldout_scores), summary["heldout_median"], summary["heldout_p90"], summary["heldout_cosine_median"],
+        len(heldout_scores),
+        summary["heldout_median"],
+        summary["heldout_p90"],
+        summary["heldout_cosine_median"],
     )
     return summary
 

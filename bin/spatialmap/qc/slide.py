@@ -94,7 +94,9 @@ def find_mt_genes(
         if absent:
             log.warning(
                 "%d of the %d listed mitochondrial genes are not in the data (e.g. %s)",
-                len(absent), len(wanted), ", ".join(absent[:5]),
+                len(absent),
+                len(wanted),
+                ", ".join(absent[:5]),
             )
         return mask
     symbols = names if gene_symbols is None else pd.Index([str(v) for v in gene_symbols])
@@ -319,7 +321,9 @@ def qc_summary(
     return summary
 
 
-def plot_qc_maps(adata: ad.AnnData, out_png: str | Path, kept: np.ndarray | None = None, title: str | None = None) -> None:
+def plot_qc_maps(
+    adata: ad.AnnData, out_png: str | Path, kept: np.ndarray | None = None, title: str | None = None
+) -> None:
     """Spatial maps of UMIs per spot and % mitochondrial counts, over the tissue image.
 
     Parameters
@@ -352,9 +356,7 @@ def plot_qc_maps(adata: ad.AnnData, out_png: str | Path, kept: np.ndarray | None
         if kept.shape != (adata.n_obs,):
             raise ValueError("kept must have one boolean per spot")
         if not kept.all():
-            values["QC filters"] = pd.Categorical(
-                np.where(kept, "kept", "removed"), categories=["kept", "removed"]
-            )
+            values["QC filters"] = pd.Categorical(np.where(kept, "kept", "removed"), categories=["kept", "removed"])
     if title is None:
         title = f"{_sample_of(adata)}: spot QC ({adata.n_obs} spots in tissue)"
     view = adata
@@ -363,6 +365,10 @@ def plot_qc_maps(adata: ad.AnnData, out_png: str | Path, kept: np.ndarray | None
         view, values = adata[pick], values.iloc[pick]
         title += f", {MAX_PLOTTED_SPOTS:,} drawn"
     plotting.plot_spatial_values(
-        view, values, out_png, title=title, ncols=len(values.columns),
+        view,
+        values,
+        out_png,
+        title=title,
+        ncols=len(values.columns),
         palette={"kept": "#d9d9d9", "removed": "#111111"},
     )

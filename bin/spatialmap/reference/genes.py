@@ -85,7 +85,8 @@ def _namings(adata: ad.AnnData, fixed: str | None, what: str) -> dict[str, pd.In
     else:
         # text columns that name most genes apart (not e.g. feature_types)
         keys = [VAR_NAMES] + [
-            str(c) for c in adata.var.columns
+            str(c)
+            for c in adata.var.columns
             if (adata.var[c].dtype == object or isinstance(adata.var[c].dtype, (pd.CategoricalDtype, pd.StringDtype)))
             and adata.var[c].nunique() >= 0.5 * adata.n_vars
         ]
@@ -139,9 +140,7 @@ def match_genes(
         for skey in sorted(common_slide_keys, key=lambda k: (k != VAR_NAMES, k)):
             scores[(rkey, skey)] = sum(len(rset & set(n[skey][0])) for n in slide_namings.values())
     # most shared genes; on a tie the naming with fewer repeated names, then var_names (no renaming)
-    repeats = {
-        (r, s): ref_namings[r][1] + max(n[s][1] for n in slide_namings.values()) for r, s in scores
-    }
+    repeats = {(r, s): ref_namings[r][1] + max(n[s][1] for n in slide_namings.values()) for r, s in scores}
     order = sorted(scores, key=lambda p: (-scores[p], repeats[p], p[0] != VAR_NAMES, p[1] != VAR_NAMES))
     rkey, skey = order[0]
     rvalues, rdup = ref_namings[rkey]
@@ -158,8 +157,13 @@ def match_genes(
         log.warning("%d genes are named differently on different slides; the first slide's name is used", conflicts)
     shared = {s: len((set(rvalues) - {""}) & set(n[skey][0])) for s, n in slide_namings.items()}
     sdup = max(namings[skey][1] for namings in slide_namings.values())
-    match = GeneMatch(rkey, skey, shared, {"reference": rdup, "slides": sdup},
-                      candidates={f"reference {_label(r)} = slide {_label(s)}": n for (r, s), n in scores.items()})
+    match = GeneMatch(
+        rkey,
+        skey,
+        shared,
+        {"reference": rdup, "slides": sdup},
+        candidates={f"reference {_label(r)} = slide {_label(s)}": n for (r, s), n in scores.items()},
+    )
     return _rename(reference, rvalues, table, match), match
 
 
@@ -180,7 +184,9 @@ def _rename(reference: ad.AnnData, rvalues: pd.Index, table: dict[str, str], mat
         "duplicate names made unique: %d in the reference, %d on the slides",
         match.description,
         ", ".join(f"{s} {n} shared" for s, n in match.shared.items()),
-        match.renamed, match.duplicates["reference"], match.duplicates["slides"],
+        match.renamed,
+        match.duplicates["reference"],
+        match.duplicates["slides"],
     )
     return out
 

@@ -169,7 +169,12 @@ def check_reference(
         adata = adata[~empty_cells].copy()
     log.info(
         "%s: %d cells x %d genes, %d labels (%d to %d cells each)",
-        name, adata.n_obs, adata.n_vars, len(counts), counts.min(), counts.max(),
+        name,
+        adata.n_obs,
+        adata.n_vars,
+        len(counts),
+        counts.min(),
+        counts.max(),
     )
     return adata
 
@@ -244,8 +249,12 @@ def remove_mt_genes(
         dtype=bool,
     )
     removed = adata.var_names[mask].tolist()
-    log.info("%s: removing %d mitochondrial genes%s", what, len(removed),
-             f" ({', '.join(removed[:5])}{', ...' if len(removed) > 5 else ''})" if removed else "")
+    log.info(
+        "%s: removing %d mitochondrial genes%s",
+        what,
+        len(removed),
+        f" ({', '.join(removed[:5])}{', ...' if len(removed) > 5 else ''})" if removed else "",
+    )
     if not removed:
         return adata, removed
     if mask.all():
@@ -461,7 +470,6 @@ def check_overlap_minimums(
         )
 
 
-
 # --------------------------------------------------------------------------------------------
 # gene filter before signature estimation
 # --------------------------------------------------------------------------------------------
@@ -492,8 +500,11 @@ def permissive_gene_filter(
     import matplotlib.pyplot as plt
     from cell2location.utils.filtering import filter_genes
 
-    for name, value in (("cell count cutoff", cell_count_cutoff), ("cell percentage cutoff", cell_percentage_cutoff2),
-                        ("non-zero mean cutoff", nonz_mean_cutoff)):
+    for name, value in (
+        ("cell count cutoff", cell_count_cutoff),
+        ("cell percentage cutoff", cell_percentage_cutoff2),
+        ("non-zero mean cutoff", nonz_mean_cutoff),
+    ):
         if not value > 0:
             raise InputError(f"gene filter: the {name} must be positive, got {value}")
     detected = np.asarray((adata.X > 0).sum(axis=0)).ravel() > 0
@@ -513,8 +524,9 @@ def permissive_gene_filter(
         with atomic_path(out_png) as tmp:
             fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    log.info("gene filter: kept %d of %d genes (%d never detected)", len(selected), adata.n_vars,
-             int((~detected).sum()))
+    log.info(
+        "gene filter: kept %d of %d genes (%d never detected)", len(selected), adata.n_vars, int((~detected).sum())
+    )
     if len(selected) < min_genes:
         raise InputError(
             f"gene filter: only {len(selected)} genes pass (minimum {min_genes}); lower the cutoffs "

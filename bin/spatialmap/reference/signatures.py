@@ -75,7 +75,7 @@ def plot_training_loss(history: pd.DataFrame | pd.Series, out_png: str | Path, t
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     axes[0].plot(loss.index, loss.values)
     axes[0].set_title("all epochs")
-    tail = loss.iloc[len(loss) // 5:]
+    tail = loss.iloc[len(loss) // 5 :]
     axes[1].plot(tail.index, tail.values)
     axes[1].set_title(f"from epoch {tail.index[0] if len(tail) else 0}")
     for ax in axes:
@@ -232,8 +232,13 @@ def _train_regression(
     model = RegressionModel(adata)
     log.info(
         "signatures: RegressionModel on %d cells x %d genes, %d labels, %s, %d epochs, batch size %s, lr %g",
-        adata.n_obs, adata.n_vars, adata.obs[label_key].nunique(),
-        f"batches from '{batch_key}'" if batch_key else "one batch", max_epochs, batch_size, lr,
+        adata.n_obs,
+        adata.n_vars,
+        adata.obs[label_key].nunique(),
+        f"batches from '{batch_key}'" if batch_key else "one batch",
+        max_epochs,
+        batch_size,
+        lr,
     )
     model.train(
         max_epochs=max_epochs,
@@ -260,8 +265,9 @@ def _regression_signatures(adata: ad.AnnData) -> pd.DataFrame:
     return sig.astype(float)
 
 
-def plot_reconstruction(result: SignatureResult, reference: ad.AnnData, out_png: str | Path,
-                        max_cells: int = 2000, seed: int = 0) -> float:
+def plot_reconstruction(
+    result: SignatureResult, reference: ad.AnnData, out_png: str | Path, max_cells: int = 2000, seed: int = 0
+) -> float:
     """Observed vs expected counts per cell and gene; for regression also signature vs cell-type mean.
 
     Expected counts: the regression model's mean (with batch and covariate effects), or the
@@ -282,8 +288,9 @@ def plot_reconstruction(result: SignatureResult, reference: ad.AnnData, out_png:
         model = result.model
         n = model.adata.n_obs
         ind = np.sort(rng.choice(n, min(n, max_cells), replace=False))
-        expected = model.module.model.compute_expected(model.samples["post_sample_means"], model.adata_manager,
-                                                       ind_x=ind)["mu"]
+        expected = model.module.model.compute_expected(
+            model.samples["post_sample_means"], model.adata_manager, ind_x=ind
+        )["mu"]
         observed = model.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)[ind, :]
         observed = observed.toarray() if sparse.issparse(observed) else np.asarray(observed)
         fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))

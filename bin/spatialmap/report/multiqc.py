@@ -17,12 +17,30 @@ import pandas as pd
 import yaml
 
 QC_COLUMNS = {
-    "spots_in_tissue": dict(title="Spots in tissue", description="In-tissue spots read from the slide", format="{:,.0f}", scale="Blues"),
-    "spots_kept": dict(title="Spots kept", description="Spots passing the QC filters", format="{:,.0f}", scale="Greens"),
-    "median_umis": dict(title="Median UMIs", description="Median UMIs per spot (all genes)", format="{:,.0f}", scale="Purples"),
-    "median_genes": dict(title="Median genes", description="Median detected genes per spot", format="{:,.0f}", scale="Oranges"),
-    "pct_mt": dict(title="% MT", description="Share of counts in mitochondrial genes (removed from X)", suffix="%", max=100, min=0, format="{:,.1f}", scale="RdYlGn-rev"),
+    "spots_in_tissue": dict(
+        title="Spots in tissue", description="In-tissue spots read from the slide", format="{:,.0f}", scale="Blues"
+    ),
+    "spots_kept": dict(
+        title="Spots kept", description="Spots passing the QC filters", format="{:,.0f}", scale="Greens"
+    ),
+    "median_umis": dict(
+        title="Median UMIs", description="Median UMIs per spot (all genes)", format="{:,.0f}", scale="Purples"
+    ),
+    "median_genes": dict(
+        title="Median genes", description="Median detected genes per spot", format="{:,.0f}", scale="Oranges"
+    ),
+    "pct_mt": dict(
+        title="% MT",
+        description="Share of counts in mitochondrial genes (removed from X)",
+        suffix="%",
+        max=100,
+        min=0,
+        format="{:,.1f}",
+        scale="RdYlGn-rev",
+    ),
 }
+
+
 def read_json(paths: Iterable[str | Path]) -> list[dict]:
     """Load JSON summaries, sorted by their ``sample`` (or file name)."""
     records = [json.loads(Path(p).read_text()) for p in paths]
@@ -47,23 +65,69 @@ def _headers(columns: dict, data: dict) -> dict:
 QC_EXTRA_COLUMNS = {
     "bins_kept": dict(title="Bins kept", description="Visium HD bins passing QC", format="{:,.0f}", scale="Greens"),
     "cells_kept": dict(title="Cells kept", description="Segmented cells passing QC", format="{:,.0f}", scale="Greens"),
-    "median_transcripts": dict(title="Median transcripts", description="Median transcripts per cell or bin", format="{:,.0f}", scale="Purples"),
+    "median_transcripts": dict(
+        title="Median transcripts", description="Median transcripts per cell or bin", format="{:,.0f}", scale="Purples"
+    ),
     # segmentation QC (Visium HD cells, Xenium)
-    "cells_found": dict(title="Cells found", description="Cells segmented (before QC)", format="{:,.0f}", scale="Greens"),
-    "median_cell_area_um2": dict(title="Median cell area", description="Median cell area (µm²)", format="{:,.1f}", scale="Blues"),
-    "median_bins_per_cell": dict(title="Bins per cell", description="Median 2 µm bins per cell (Visium HD)", format="{:,.0f}", scale="Blues"),
-    "pct_transcripts_in_cells": dict(title="% transcripts in cells", description="Share of the transcripts (Visium HD: 2 µm bin counts; Xenium: Q20 transcripts) inside a cell", format="{:,.1f}", min=0, max=100, suffix="%", scale="RdYlGn"),
-    "pct_bins_in_cells": dict(title="% bins in cells", description="Share of the in-tissue 2 µm bins inside a cell (Visium HD)", format="{:,.1f}", min=0, max=100, suffix="%", scale="RdYlGn", hidden=True),
+    "cells_found": dict(
+        title="Cells found", description="Cells segmented (before QC)", format="{:,.0f}", scale="Greens"
+    ),
+    "median_cell_area_um2": dict(
+        title="Median cell area", description="Median cell area (µm²)", format="{:,.1f}", scale="Blues"
+    ),
+    "median_bins_per_cell": dict(
+        title="Bins per cell", description="Median 2 µm bins per cell (Visium HD)", format="{:,.0f}", scale="Blues"
+    ),
+    "pct_transcripts_in_cells": dict(
+        title="% transcripts in cells",
+        description="Share of the transcripts (Visium HD: 2 µm bin counts; Xenium: Q20 transcripts) inside a cell",
+        format="{:,.1f}",
+        min=0,
+        max=100,
+        suffix="%",
+        scale="RdYlGn",
+    ),
+    "pct_bins_in_cells": dict(
+        title="% bins in cells",
+        description="Share of the in-tissue 2 µm bins inside a cell (Visium HD)",
+        format="{:,.1f}",
+        min=0,
+        max=100,
+        suffix="%",
+        scale="RdYlGn",
+        hidden=True,
+    ),
 }
 CONSENSUS_COLUMNS = {
-    "n_methods": dict(title="Consensus methods", description="mapping methods combined in the consensus", format="{:,.0f}", scale="Greys"),
-    "mean_disagreement": dict(title="Disagreement", description="mean over spots of the methods' mean Jensen-Shannon divergence to the consensus (0 = identical, 1 = disjoint)", format="{:,.3f}", min=0, max=1, scale="OrRd"),
+    "n_methods": dict(
+        title="Consensus methods",
+        description="mapping methods combined in the consensus",
+        format="{:,.0f}",
+        scale="Greys",
+    ),
+    "mean_disagreement": dict(
+        title="Disagreement",
+        description="mean over spots of the methods' mean Jensen-Shannon divergence to the consensus (0 = identical, 1 = disjoint)",
+        format="{:,.3f}",
+        min=0,
+        max=1,
+        scale="OrRd",
+    ),
 }
-QC_TABLE_FIRST = ["spots_in_tissue", "spots_kept", "median_umis", "median_genes", "pct_mt", "n_mt_genes_removed", "genes"]
+QC_TABLE_FIRST = [
+    "spots_in_tissue",
+    "spots_kept",
+    "median_umis",
+    "median_genes",
+    "pct_mt",
+    "n_mt_genes_removed",
+    "genes",
+]
 
 
-def general_stats(qc: list[dict], methods: dict[str, list[dict]] | None = None,
-                  consensus: list[dict] | None = None) -> dict:
+def general_stats(
+    qc: list[dict], methods: dict[str, list[dict]] | None = None, consensus: list[dict] | None = None
+) -> dict:
     """One general-statistics row per slide: QC, each method's headline numbers, the consensus.
 
     Parameters
@@ -112,11 +176,26 @@ def qc_table(qc: list[dict]) -> dict:
     }
 
 
-def heatmap(section_id: str, name: str, description: str, matrix: pd.DataFrame, *, title: str, zlab: str,
-            zmin: float | None = None, zmax: float | None = None) -> dict:
+def heatmap(
+    section_id: str,
+    name: str,
+    description: str,
+    matrix: pd.DataFrame,
+    *,
+    title: str,
+    zlab: str,
+    zmin: float | None = None,
+    zmax: float | None = None,
+) -> dict:
     """A MultiQC heatmap of a samples x categories matrix."""
-    pconfig = {"id": f"{section_id}_plot", "title": title, "xlab": "cell type", "ylab": "slide", "zlab": zlab,
-               "square": False}
+    pconfig = {
+        "id": f"{section_id}_plot",
+        "title": title,
+        "xlab": "cell type",
+        "ylab": "slide",
+        "zlab": zlab,
+        "square": False,
+    }
     if zmin is not None:
         pconfig["min"] = zmin
     if zmax is not None:
@@ -153,12 +232,15 @@ def reference_section(summary: dict) -> dict:
     }
 
 
-def table_section(section_id: str, name: str, description: str, frame: pd.DataFrame,
-                  headers: dict | None = None) -> dict:
+def table_section(
+    section_id: str, name: str, description: str, frame: pd.DataFrame, headers: dict | None = None
+) -> dict:
     """A MultiQC table from a data frame (index = row names); ``headers``: column id -> MultiQC header
     settings (title, description, format), for the columns present."""
-    data = {str(idx): {str(k): (None if pd.isna(v) else (v.item() if hasattr(v, "item") else v))
-                       for k, v in row.items()} for idx, row in frame.iterrows()}
+    data = {
+        str(idx): {str(k): (None if pd.isna(v) else (v.item() if hasattr(v, "item") else v)) for k, v in row.items()}
+        for idx, row in frame.iterrows()
+    }
     section = {
         "id": section_id,
         "section_name": name,
@@ -270,8 +352,10 @@ def column_header(key: str, description: str, values: Iterable, label: str | Non
     """MultiQC header of a column: title from the key (``epochs_run`` -> ``Epochs run``), the
     description, and a number format fitted to the values."""
     title = key.replace("_", " ").strip().capitalize()
-    header = {"title": f"{label} {title[:1].lower()}{title[1:]}" if label else title,
-              "description": f"{label}: {description}" if label else description}
+    header = {
+        "title": f"{label} {title[:1].lower()}{title[1:]}" if label else title,
+        "description": f"{label}: {description}" if label else description,
+    }
     numbers = [v for v in values if v is not None]
     if numbers and all(_number(v) for v in numbers):
         if all(isinstance(v, int) or float(v).is_integer() for v in numbers) and max(map(abs, numbers)) >= 10:
@@ -287,13 +371,21 @@ def method_qc_table(method: str, records: list[dict]) -> dict:
     """Mapping QC table of one method: its :func:`report_columns` (those some slide has), one row per slide."""
     described = report_columns(records)
     columns = [c for c in described if any(_scalar(r.get(c)) and r.get(c) is not None for r in records)]
-    frame = pd.DataFrame([{c: (r.get(c) if _scalar(r.get(c)) else None) for c in columns} for r in records],
-                         index=[str(r["sample"]) for r in records], columns=columns)
+    frame = pd.DataFrame(
+        [{c: (r.get(c) if _scalar(r.get(c)) else None) for c in columns} for r in records],
+        index=[str(r["sample"]) for r in records],
+        columns=columns,
+    )
     headers = {c: column_header(c, described[c], frame[c].tolist()) for c in columns}
     label = method_label(method, records)
-    return table_section(f"spatialmap_{method}_qc", f"{label}: mapping QC",
-                         f"Per slide: {label}'s mapping QC, from its QC JSON (<code>&lt;sample&gt;.{method}_qc.json</code>); "
-                         "hover over a column title for what it holds.", frame, headers=headers)
+    return table_section(
+        f"spatialmap_{method}_qc",
+        f"{label}: mapping QC",
+        f"Per slide: {label}'s mapping QC, from its QC JSON (<code>&lt;sample&gt;.{method}_qc.json</code>); "
+        "hover over a column title for what it holds.",
+        frame,
+        headers=headers,
+    )
 
 
 def _means(records: list[dict], key: str) -> pd.DataFrame:
@@ -312,15 +404,26 @@ def method_sections(method: str, records: list[dict]) -> dict:
     proportions = _means(records, "mean_proportions")
     if not proportions.empty:
         sections[f"spatialmap_{method}_proportions_mqc.yaml"] = heatmap(
-            f"spatialmap_{method}_proportions", f"{label}: mean proportions",
+            f"spatialmap_{method}_proportions",
+            f"{label}: mean proportions",
             f"Mean {label} cell-type proportion per spot for each slide and cell type.",
-            proportions, title=f"{label} mean proportion per spot", zlab="proportion", zmin=0, zmax=1)
+            proportions,
+            title=f"{label} mean proportion per spot",
+            zlab="proportion",
+            zmin=0,
+            zmax=1,
+        )
     abundance = _means(records, "mean_abundance")
     if not abundance.empty:
         sections[f"spatialmap_{method}_abundance_mqc.yaml"] = heatmap(
-            f"spatialmap_{method}_abundance", f"{label}: mean abundance",
+            f"spatialmap_{method}_abundance",
+            f"{label}: mean abundance",
             f"Mean {label} cell abundance per spot for each slide and cell type.",
-            abundance, title=f"{label} mean abundance per spot", zlab="cells per spot", zmin=0)
+            abundance,
+            title=f"{label} mean abundance per spot",
+            zlab="cells per spot",
+            zmin=0,
+        )
     return sections
 
 
@@ -379,8 +482,10 @@ def comparison_files(paths: Iterable[str | Path]) -> dict:
         if frame.empty:
             continue
         if kind == "consensus_summary":
-            found[kind] = [{"sample": str(idx), **{k: (None if pd.isna(v) else v) for k, v in row.items()}}
-                           for idx, row in frame.iterrows()]
+            found[kind] = [
+                {"sample": str(idx), **{k: (None if pd.isna(v) else v) for k, v in row.items()}}
+                for idx, row in frame.iterrows()
+            ]
         else:
             found[kind] = frame
     return found
@@ -391,23 +496,38 @@ def comparison_sections(found: dict) -> dict:
     sections = {}
     if "matrix" in found:
         sections["spatialmap_agreement_mqc.yaml"] = heatmap(
-            "spatialmap_agreement", "Agreement between methods",
+            "spatialmap_agreement",
+            "Agreement between methods",
             "Pearson correlation across spots, per slide, pair of methods and cell type, between the two "
             "methods' proportions (abundances normalised per spot to proportions).",
-            found["matrix"], title="Method agreement (Pearson r)", zlab="r", zmin=-1, zmax=1)
+            found["matrix"],
+            title="Method agreement (Pearson r)",
+            zlab="r",
+            zmin=-1,
+            zmax=1,
+        )
         sections["spatialmap_agreement_mqc.yaml"]["pconfig"]["ylab"] = "slide: method pair"
     if "pairs" in found:
         pairs = found["pairs"]
         sections["spatialmap_agreement_pairs_mqc.yaml"] = heatmap(
-            "spatialmap_agreement_pairs", "Agreement per method pair",
+            "spatialmap_agreement_pairs",
+            "Agreement per method pair",
             "Median over slides and cell types of the per-type Pearson r between two methods.",
-            pairs, title="Method agreement, median r", zlab="median r", zmin=-1, zmax=1)
+            pairs,
+            title="Method agreement, median r",
+            zlab="median r",
+            zmin=-1,
+            zmax=1,
+        )
         sections["spatialmap_agreement_pairs_mqc.yaml"]["pconfig"].update(xlab="method", ylab="method")
     if "consensus_summary" in found:
         frame = pd.DataFrame(found["consensus_summary"]).set_index("sample")
         sections["spatialmap_consensus_mqc.yaml"] = table_section(
-            "spatialmap_consensus", "Consensus map",
+            "spatialmap_consensus",
+            "Consensus map",
             "Per slide: the methods combined, the consensus rule, and the disagreement score per spot "
             "(mean Jensen-Shannon divergence, base 2, of each method's proportions to the consensus; "
-            "0 = all methods identical, 1 = disjoint). Consensus and disagreement maps are below.", frame)
+            "0 = all methods identical, 1 = disjoint). Consensus and disagreement maps are below.",
+            frame,
+        )
     return sections

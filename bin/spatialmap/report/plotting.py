@@ -163,8 +163,14 @@ def _draw_categories(ax, series: pd.Series, xy, diam, palette: dict | None) -> N
     lookup.update({c: colour for c, colour in (palette or {}).items() if c in lookup})
     colours = [lookup.get(v, _NAN_COLOUR) if not pd.isna(v) else _NAN_COLOUR for v in cats]
     coll = EllipseCollection(
-        diam, diam, 0.0, units="xy", offsets=xy, offset_transform=ax.transData,
-        facecolors=colours, edgecolors="none",
+        diam,
+        diam,
+        0.0,
+        units="xy",
+        offsets=xy,
+        offset_transform=ax.transData,
+        facecolors=colours,
+        edgecolors="none",
     )
     ax.add_collection(coll)
     handles = [Patch(facecolor=lookup[c], label=str(c)) for c in categories]
@@ -187,8 +193,15 @@ def _draw_numbers(fig, ax, series: pd.Series, xy, diam, cmap: str, vmax_quantile
         vmax = vmin + 1.0
     colormap = mpl.colormaps[cmap].with_extremes(bad=_NAN_COLOUR)
     coll = EllipseCollection(
-        diam, diam, 0.0, units="xy", offsets=xy, offset_transform=ax.transData,
-        cmap=colormap, norm=Normalize(vmin=vmin, vmax=vmax), edgecolors="none",
+        diam,
+        diam,
+        0.0,
+        units="xy",
+        offsets=xy,
+        offset_transform=ax.transData,
+        cmap=colormap,
+        norm=Normalize(vmin=vmin, vmax=vmax),
+        edgecolors="none",
     )
     coll.set_array(np.ma.masked_invalid(data))
     ax.add_collection(coll)

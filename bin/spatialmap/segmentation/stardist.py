@@ -83,7 +83,9 @@ def _visium_hd_image(outs: Path, sample: str):
     image = sdata.images[key]
     dtype = image["scale0"]["image"].dtype if hasattr(image, "children") else image.dtype
     if not np.issubdtype(dtype, np.integer):
-        raise InputError(f"sample {sample}: the full-resolution image is {dtype}; sopa needs an integer (e.g. uint8) H&E")
+        raise InputError(
+            f"sample {sample}: the full-resolution image is {dtype}; sopa needs an integer (e.g. uint8) H&E"
+        )
     elements = {"images": {key: image}, "shapes": {}}
     if "region_of_interest" in sdata.shapes:
         elements["shapes"]["region_of_interest"] = sdata.shapes["region_of_interest"]
@@ -120,7 +122,9 @@ def make_patches(
     import sopa
 
     if patch_overlap >= patch_width:
-        raise InputError(f"sample {sample}: the patch overlap ({patch_overlap} px) must be below the patch width ({patch_width} px)")
+        raise InputError(
+            f"sample {sample}: the patch overlap ({patch_overlap} px) must be below the patch width ({patch_width} px)"
+        )
     sdata, key = _visium_hd_image(Path(outs_dir), sample)
     sopa.make_image_patches(sdata, patch_width=patch_width, patch_overlap=patch_overlap, image_key=key)
     patches = sdata.shapes[PATCHES_KEY]

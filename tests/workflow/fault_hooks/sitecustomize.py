@@ -17,8 +17,11 @@ if _target:
 
     def _killing_replace(src, dst, *args, **kwargs):
         if os.path.basename(os.fspath(dst)) == _target:
-            print(f"test fault: killing the task while it writes {_target} (temporary file {os.fspath(src)})",
-                  file=sys.stderr, flush=True)
+            print(
+                f"test fault: killing the task while it writes {_target} (temporary file {os.fspath(src)})",
+                file=sys.stderr,
+                flush=True,
+            )
             os.kill(os.getpid(), signal.SIGKILL)
         return _replace(src, dst, *args, **kwargs)
 
