@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The tests, in two tiers. Sets everything up first (tools/setup.sh, cached).
 #
-#   bash tools/test.sh            fast tier (about 15 min on 2 cores): the linter (ruff
-#                                 check, ruff.toml), the package's unit
+#   bash tools/test.sh            fast tier (about 15 min on 2 cores): the formatter and
+#                                 linter (ruff format --check, ruff check; ruff.toml), the unit
 #                                 tests, then the pipeline tests tagged `fast` (bad
 #                                 samplesheets, bad parameters, --help, -stub runs of the
 #                                 whole graph, the failure line, the out-of-memory retry)
@@ -47,7 +47,8 @@ basetemp="${TMPDIR:-/tmp}/spatialmap-workflow-tests-$tier"
 keep=(--kwdof); [[ $tier == heavy ]] && keep=(--kwd)
 
 if [[ $tier == fast ]]; then
-    echo "== lint (ruff check, settings in ruff.toml)"
+    echo "== format and lint (ruff format --check, ruff check; settings in ruff.toml)"
+    "$cache/ruff/bin/ruff" format --check --no-cache .
     "$cache/ruff/bin/ruff" check --no-cache .
     echo "== unit tests (pytest tests/unit)"
     "$python" -m pytest tests/unit -q -p no:cacheprovider
