@@ -315,7 +315,7 @@ def test_many_cell_types_get_generic_names():
 
 def test_script_reports_bad_input_in_one_line(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(REPO / "bin" / "make_test_data.py"), "--outdir", str(tmp_path), "--grid", "2"],
+        [sys.executable, str(REPO / "tools" / "make_test_data.py"), "--outdir", str(tmp_path), "--grid", "2"],
         capture_output=True,
         text=True,
     )
