@@ -6,7 +6,7 @@ A method is one module of :mod:`spatialmap.methods` that defines
 - ``LABEL``: its display name (``"NNLS"``);
 - ``REPORT_COLUMNS``: ``{qc key: description}``, ordered: the scalar QC keys the report's table
   of the method shows (those present in a slide's QC JSON are written into it);
-- ``HEADLINE``: one or two of those keys, for the report's general statistics;
+- ``HEADLINE``: one to three of those keys, for the report's general statistics;
 - ``run(slide(s), reference or signatures, ..., **settings)``: returns a :class:`MethodResult`
   per slide (cell2location, which maps the slides of a group jointly: one per slide of the group).
 
@@ -446,4 +446,4 @@ COUNT_METHOD_COLUMNS = {
     "spots_filtered": "locations left out (see spots_filtered_by_reason)",
     "seconds": "wall time of the fit (seconds)",
 }
-COUNT_METHOD_HEADLINE = ("spots_fitted", "seconds")
+COUNT_METHOD_HEADLINE = ("spots_fitted", "genes_used", "seconds")

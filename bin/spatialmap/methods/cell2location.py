@@ -49,7 +49,7 @@ REPORT_COLUMNS = {
     "detection_sensitivity": "mean detection sensitivity per spot",
     "reconstruction_r": "Pearson r of observed vs expected counts",
 }
-HEADLINE = ("mean_total_cells_per_spot", "reconstruction_r")
+HEADLINE = ("mean_total_cells_per_spot", "most_abundant_type", "reconstruction_r")
 ENGINES = ("fast", "package")
 
 log = logging.getLogger("spatialmap.c2l")

@@ -287,7 +287,7 @@ def copy_images(paths: Iterable[str | Path], outdir: Path) -> list[Path]:
 #
 # Every method is reported the same way, from its per-slide QC JSON (``<sample>.<method>_qc.json``):
 # ``method`` (id), ``sample``, ``label`` (display name), ``report_columns`` ({qc key: description},
-# ordered: its QC table), ``headline`` (one or two of those keys: general-statistics columns),
+# ordered: its QC table), ``headline`` (one to three of those keys: general-statistics columns),
 # ``mean_proportions`` ({type: value}: a heatmap) and, where the method estimates cells,
 # ``mean_abundance`` (another heatmap). A JSON without them still reports: method from the file
 # name, label = method id, columns = its scalar keys, no headline.
