@@ -426,7 +426,7 @@ def run_scenario(scenario: str, seed: int, methods: list[str], args) -> list[dic
         row = {"scenario": scenario, "seed": seed, "method": method, **info}
         if table is not None:
             tables[method] = table
-            table.to_csv(keep / (agreement.TABLE_SUFFIXES[method].lstrip(".") + ".gz"))
+            table.to_csv(keep / (agreement.table_suffix(method).lstrip(".") + ".gz"))
             row.update(metrics(table, sil.proportions))
         rows.append(row)
         log.info(
@@ -445,7 +445,7 @@ def reuse_tables(scenario: str, seed: int, methods: list[str], sil, keep: Path, 
     earlier = earlier[(earlier["scenario"] == scenario) & (earlier["seed"] == seed) & earlier["method"].isin(methods)]
     tables = {}
     for method in methods:
-        name = agreement.TABLE_SUFFIXES[method].lstrip(".")
+        name = agreement.table_suffix(method).lstrip(".")
         for path in (keep / f"{name}.gz", keep / name):  # gzipped since 2026-12-03
             if path.is_file():
                 tables[method] = pd.read_csv(path, index_col=0)

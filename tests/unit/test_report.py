@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from conftest import BIN
+from spatialmap.methods import cell2location
 from spatialmap.report import multiqc as report
 
 
@@ -302,26 +303,7 @@ def _c2l_record(sample, group, **training):
         "mean_proportions": {"T": 0.75, "B": 0.25},
     }
     record.update(training)
-    record["report_columns"] = {
-        k: f"the {k}"
-        for k in (
-            "group",
-            "device",
-            "n_spots",
-            "n_genes_used",
-            "epochs_run",
-            "stop_reason",
-            "final_loss",
-            "lr_final",
-            "lr_dropped_at_epoch",
-            "train_seconds",
-            "mean_total_cells_per_spot",
-            "most_abundant_type",
-            "detection_sensitivity",
-            "reconstruction_r",
-        )
-        if k in record
-    }
+    record["report_columns"] = {k: f"the {k}" for k in cell2location.REPORT_COLUMNS if k in record}
     return record
 
 

@@ -43,8 +43,6 @@ def table_suffix(method: str) -> str:
     return C2L_TABLE_SUFFIX if method == "cell2location" else f".{method}{PROPORTIONS_SUFFIX}"
 
 
-#: file name suffix of each method of :data:`METHOD_ORDER`'s table
-TABLE_SUFFIXES = {m: table_suffix(m) for m in METHOD_ORDER}
 # Column prefixes cell2location's export_posterior puts before the cell-type names.
 C2L_PREFIXES = (
     "q05cell_abundance_w_sf_",
