@@ -6,14 +6,16 @@
 #                                 tests, then the pipeline tests tagged `fast` (bad
 #                                 samplesheets, bad parameters, --help, -stub runs of the
 #                                 whole graph, the failure line, the out-of-memory retry)
-#   bash tools/test.sh --heavy    heavy tier: ProSeg (the spatial image's binary) and its unit
+#   bash tools/test.sh --heavy    heavy tier: ProSeg (compiled once into the cache) and its unit
 #                                 tests, then the pipeline tests tagged `heavy` (the test
-#                                 profile with every method and its numbers, Visium HD and
-#                                 Xenium, StarDist per patch, ProSeg, gene-ID matching, resume after a kill, no partial
-#                                 files), then the SLURM test (tools/test_slurm.sh, root) and
-#                                 the container test (tools/test_containers.sh, which reuses
-#                                 the local results of the test profile and of test_hd with
-#                                 StarDist cells)
+#                                 profile with every method and its numbers, run through a
+#                                 one-node SLURM cluster, Visium HD and Xenium, StarDist per
+#                                 patch, ProSeg, gene-ID matching, resume after a kill, no partial
+#                                 files), then the SLURM checks of the test profile's run
+#                                 (tools/test_slurm.sh, root) and the container test
+#                                 (tools/test_containers.sh) of the image families whose inputs
+#                                 changed since containers/verified.tsv, which reuses the local
+#                                 results of the test profile and of test_hd with StarDist cells
 #
 # Extra arguments go to the pipeline tests' pytest, e.g. `--tag samplesheet`
 # (tags select workflows having all the given tags, and the tier's tag is added).
@@ -29,10 +31,14 @@ lint=(); [[ $tier == fast ]] && lint=(--with-lint)
 bash tools/setup.sh "${lint[@]}"
 python="$cache/env/bin/python"
 if [[ $tier == heavy ]]; then
-    # ProSeg for its tests (test_hd proseg, the ProSeg unit tests): the binary the spatial image
-    # compiles (containers/Dockerfile, proseg-build), copied out, so it is compiled once for both;
-    # kept in the cache (tools/setup.sh --with-proseg), where nothing is built again
-    if [[ ! -f "$cache/proseg/.complete" ]]; then
+    # the image families whose inputs (containers/) differ from those verified in containers/verified.tsv:
+    # only those are built and run by the container test below (none: no image is built)
+    read -r -a families <<< "$("$python" tools/image_families.py changed)"
+    [[ -n "${SPATIALMAP_TEST_CONTAINERS:-}" ]] && read -r -a families <<< "$("$python" tools/image_families.py all)"
+    # ProSeg for its tests (test_hd proseg, the ProSeg unit tests), kept in the cache: when the spatial
+    # image is to be built anyway, the binary it compiled (containers/Dockerfile, proseg-build) is
+    # copied out; otherwise tools/setup.sh --with-proseg compiles the same crate with cargo
+    if [[ ! -f "$cache/proseg/.complete" && " ${families[*]} " == *" spatial "* ]]; then
         bash tools/build_images.sh spatial
         tag=$(awk '/^manifest *\{/{m=1} m && /^ *version *=/{gsub(/[\047" ]/, "", $0); sub(/version=/, ""); print; exit}' nextflow.config)
         export PROSEG_IMAGE="${REGISTRY:-ghcr.io/spatialmap}/spatialmap-spatial:${TAG:-$tag}"
@@ -54,22 +60,38 @@ if [[ $tier == fast ]]; then
     "$python" -m pytest tests/unit -q -p no:cacheprovider
 fi
 
-echo "== pipeline tests, $tier tier (pytest-workflow tests/workflow --tag $tier)"
 export PATH="$cache/env/bin:$PATH"
+slurm_dir="${TMPDIR:-/tmp}/spatialmap-slurm-heavy"
+if [[ $tier == heavy && $# == 0 ]]; then
+    # the SLURM test shares the test profile's run: the pipeline test `test profile` runs through a
+    # one-node cluster started here (tests/workflow/run_test_profile.sh), checked after the tests
+    echo "== SLURM cluster for the test profile (tools/test_slurm.sh --start)"
+    rm -rf "$slurm_dir"
+    bash tools/test_slurm.sh --start "$slurm_dir"
+    trap 'bash tools/test_slurm.sh --stop "$slurm_dir"' EXIT
+    export SPATIALMAP_SLURM_DIR="$slurm_dir/slurm"
+fi
+
+echo "== pipeline tests, $tier tier (pytest-workflow tests/workflow --tag $tier)"
 "$python" -m pytest tests/workflow -p no:cacheprovider --git-aware --symlink "${keep[@]}" \
     --wt "${WORKFLOW_THREADS:-2}" --basetemp "$basetemp" --tag "$tier" "$@"
 
 if [[ $tier == heavy && $# == 0 ]]; then
-    echo "== SLURM test (tools/test_slurm.sh)"
-    bash tools/test_slurm.sh
-    echo "== container test (tools/test_containers.sh)"
-    LOCAL_RESULTS="$basetemp/test_profile/results" LOCAL_WORK="$basetemp/test_profile/work" \
+    echo "== SLURM test of the test profile's run (tools/test_slurm.sh --check)"
+    bash tools/test_slurm.sh --check "$slurm_dir" "$basetemp/test_profile/results:$basetemp/test_profile/work"
+    if [[ ${#families[@]} == 0 ]]; then
+        echo "== container test skipped: every image family's inputs are those verified in containers/verified.tsv" \
+            "(SPATIALMAP_TEST_CONTAINERS=1 builds and tests them all)"
+        exit 0
+    fi
+    echo "== container test of ${families[*]} (tools/test_containers.sh)"
+    FAMILIES="${families[*]}" LOCAL_RESULTS="$basetemp/test_profile/results" LOCAL_WORK="$basetemp/test_profile/work" \
         LOCAL_PROJECT="$basetemp/test_profile" \
         bash tools/test_containers.sh
-    echo "== container test, Visium HD and Xenium with StarDist per patch (tools/test_containers.sh)"
+    echo "== container test of ${families[*]}, Visium HD and Xenium with StarDist per patch (tools/test_containers.sh)"
     # the same arguments as the pipeline test `test_hd stardist cells` (tests/workflow/test_hd.yml),
     # whose local results it compares with: the HD, Xenium, segmentation and SpatialData processes
-    PROFILE=test_hd SKIP_BUILD=1 LOCAL_RESULTS="$basetemp/test_hd_stardist_cells/results" \
+    FAMILIES="${families[*]}" PROFILE=test_hd SKIP_BUILD=1 LOCAL_RESULTS="$basetemp/test_hd_stardist_cells/results" \
         LOCAL_WORK="$basetemp/test_hd_stardist_cells/work" LOCAL_PROJECT="$basetemp/test_hd_stardist_cells" \
         bash tools/test_containers.sh --hd_mode cells --segmentation stardist \
         --stardist_model assets/stardist_synth_he --segmentation_patch_width 300 \

@@ -264,3 +264,60 @@ def test_every_engine_and_cloud_profile_is_defined():
     for profile in ("docker", "podman", "singularity", "apptainer", "gpu", "awsbatch", "google_batch"):
         assert re.search(rf"^\s*{profile}\s*\{{", text, flags=re.M), f"no {profile} profile"
     assert "includeConfig 'conf/cloud.config'" in (REPO / "nextflow.config").read_text()
+
+
+def load_families():
+    spec = importlib.util.spec_from_file_location("image_families", REPO / "tools" / "image_families.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+image_families = load_families()
+
+
+def test_verified_record_names_every_family_once():
+    """containers/verified.tsv: one row per image family (the heavy tier tests a family whose inputs differ)."""
+    rows = image_families.read_rows()
+    assert sorted(rows) == FAMILIES
+    assert all(len(row) == 3 and re.fullmatch(r"[0-9a-f]{16}", row[0]) for row in rows.values())
+
+
+def test_inputs_hash_follows_the_family_pins_only(tmp_path):
+    """A family's hash changes with its own pins and the shared inputs, not with another family's pins."""
+    import shutil
+
+    copy = tmp_path / "repo"
+    shutil.copytree(CONTAINERS, copy / "containers")
+    before = {f: image_families.inputs_hash(f, copy) for f in FAMILIES}
+    with open(copy / "containers" / "core" / "requirements.txt", "a") as handle:
+        handle.write("# changed\n")
+    after = {f: image_families.inputs_hash(f, copy) for f in FAMILIES}
+    assert [f for f in FAMILIES if before[f] != after[f]] == ["core"]
+    (copy / "containers" / "Dockerfile").write_text(DOCKERFILE.read_text() + "\n# changed\n")
+    assert all(image_families.inputs_hash(f, copy) != after[f] for f in FAMILIES)
+
+
+def test_changed_families_are_those_unlike_the_record(tmp_path):
+    record = tmp_path / "verified.tsv"
+    record.write_text("".join(f"{f}\t{image_families.inputs_hash(f)}\t2026-01-01\tx\n" for f in FAMILIES))
+    assert image_families.changed(record=record) == []
+    record.write_text("".join(f"{f}\t{'0' * 16}\t2026-01-01\tx\n" for f in FAMILIES[:1]))
+    assert image_families.changed(record=record) == FAMILIES
+
+
+def test_families_config_runs_other_processes_natively():
+    """With some families only, every other family's process gets no container; a chosen one keeps its own."""
+    containers = image_families.process_containers()
+    assert len(containers) == len(MODULES)  # every module's container line is understood
+    config = image_families.nextflow_config(["deconv"])
+    lines = {
+        process: [line for line in config.splitlines() if f"withName: '{process}'" in line] for process in containers
+    }
+    for process, (kind, family) in containers.items():
+        if kind == "expr":  # the family chosen per task (READ_SLIDE): kept only when it is a tested one
+            assert len(lines[process]) == 1 and "family in ['deconv']" in lines[process][0]
+        elif family == "deconv":
+            assert lines[process] == []
+        else:
+            assert len(lines[process]) == 1 and "container = null" in lines[process][0]
