@@ -41,12 +41,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    mpp, area_px = None, None
+    mpp, area_px, n_patches = None, None, None
     if args.patch_info is not None:
-        mpp, area_px = segmentation.patches_imaged(sorted(args.patch_info.glob("patch_*.json")), args.sample)
+        mpp, area_px, n_patches = segmentation.patches_imaged(sorted(args.patch_info.glob("patch_*.json")), args.sample)
     summary = segmentation.resolve_patches(
-        args.patches, args.output, args.sample, microns_per_pixel=mpp, imaged_area_px=area_px, method=args.method
-    )
+        args.patches, args.output, args.sample, microns_per_pixel=mpp, imaged_area_px=area_px, method=args.method,
+        n_patches=n_patches,
+    )  # fmt: skip
     summary.update({"sample": args.sample, "method": args.method})
     with cli.atomic_path(args.summary) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")

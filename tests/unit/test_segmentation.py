@@ -220,7 +220,8 @@ def test_untrained_model_is_stopped_by_the_plausibility_check(tmp_path):
     files = sorted((tmp_path / "patches").glob("patch_*.json"))
     centre = [f for f in files if _holds(json.loads(f.read_text())["bounds"], 256, 256)][0]
     index = json.loads(centre.read_text())["index"]
-    mpp, area_px = segmentation.patches_imaged([centre], "hd1")
+    mpp, area_px, n_patches = segmentation.patches_imaged([centre], "hd1")
+    assert n_patches == len(files) > 1
     found = {}
     for name, model in (("trained", MODEL), ("untrained", untrained)):
         part = tmp_path / f"{name}.parquet"
@@ -348,3 +349,30 @@ def test_stardist_scores_better_than_the_perturbed_boundaries(perturbed_hd, star
     # where the boundaries were wrong, StarDist still finds the cells
     perturbed = truth["perturbation"].to_numpy() != "none"
     assert (ours["match"][perturbed] >= 0).mean() >= STARDIST_MIN_MATCHED
+
+
+def test_resolve_refuses_a_missing_patch(tmp_path):
+    """The slide was cut into 2 patches, 1 result came back: half the slide would have no cell."""
+    import geopandas as gpd
+    from shapely.geometry import Point
+
+    gpd.GeoDataFrame(geometry=[Point(5, 5).buffer(4)]).to_parquet(tmp_path / "p0.parquet")
+    with pytest.raises(InputError, match="sample S: 1 segmented patches given, the slide was cut into 2"):
+        segmentation.resolve_patches([tmp_path / "p0.parquet"], tmp_path / "S.cells.parquet", "S", n_patches=2)
+    assert not (tmp_path / "S.cells.parquet").exists()
+
+
+def test_cells_off_the_slides_bins_are_refused(tmp_path):
+    """Boundaries of another slide: most cells lie where this slide has no in-tissue bin."""
+    import geopandas as gpd
+    from shapely.affinity import translate
+    from shapely.geometry import shape
+
+    geo = json.loads((ASSETS / "hd1/outs/segmented_outputs/cell_segmentations.geojson").read_text())
+    polygons = [shape(f["geometry"]) for f in geo["features"]]
+    moved = [translate(p, 600, 0) if i % 3 else p for i, p in enumerate(polygons)]  # 2 in 3 off the 512 px image
+    segmentation.write_cells(gpd.GeoDataFrame(geometry=moved), tmp_path / "hd1.cells.parquet")
+    with pytest.raises(InputError, match=r"sample hd1: 233 of the 350 stardist cells hold no in-tissue 2 µm bin"):
+        io_hd.read_visium_hd_cells(
+            ASSETS / "hd1" / "outs", "hd1", cells=tmp_path / "hd1.cells.parquet", method="stardist"
+        )

@@ -253,17 +253,32 @@ def read_visium_hd_cells(
     adata.obs["cell_area_um2"] = _hd_cell_area_px(sdata, key, table, expand_radius_ratio) * mpp**2
     adata.obs["bins_002um"] = n_bins
     adata.obs = adata.obs.drop(columns=[c for c in ("slide", "cell_id", "area") if c in adata.obs])
-    empty = n_bins == 0
-    if empty.all():
-        raise InputError(f"sample {sample}: no 2 µm bin centre lies in any of the {len(cell_ids)} {method} cells")
-    if empty.any():
-        log.info("sample %s: %d of %d %s cells hold no 2 µm bin centre and are left out", sample,
-                 int(empty.sum()), len(cell_ids), method)  # fmt: skip
-        adata = adata[~empty].copy()
+    adata = _drop_cells_without_bins(adata, n_bins, sample, method)
     reader = "sopa.io.visium_hd + sopa.aggregate" + ("" if polygons is None else f" ({method} polygons)")
     adata.uns[keys.UNS_SPATIAL] = {sample: _hd_cells_spatial(sdata, adata, factors, mpp, reader)}
     qc = _hd_cells_qc(adata, method, len(cell_ids), segmented_area_px, mpp, assignments, bins, total)
     adata.uns[keys.UNS_PLATFORM] = {**qc, **_warned(sample, warning)}
+    return adata
+
+
+# A cell of 10 µm² or more (a disc over 2.83 µm across) always covers a centre of the 2 µm grid: only cells
+# off the in-tissue bins hold none. Over half of them off the bins is not a segmentation of this slide.
+MAX_CELLS_WITHOUT_BINS = 0.5
+
+
+def _drop_cells_without_bins(adata: ad.AnnData, n_bins: np.ndarray, sample: str, method: str) -> ad.AnnData:
+    """The cells holding at least one in-tissue 2 µm bin centre; raises when over
+    :data:`MAX_CELLS_WITHOUT_BINS` of them hold none."""
+    empty = n_bins == 0
+    if empty.mean() > MAX_CELLS_WITHOUT_BINS:
+        raise InputError(
+            f"sample {sample}: {int(empty.sum()):,} of the {len(n_bins):,} {method} cells hold no in-tissue 2 µm bin "
+            "centre: the cells do not lie on this slide's bins (boundaries of another slide, or another image?)"
+        )
+    if empty.any():
+        log.info("sample %s: %d of %d %s cells hold no 2 µm bin centre and are left out", sample,
+                 int(empty.sum()), len(n_bins), method)  # fmt: skip
+        adata = adata[~empty].copy()
     return adata
 
 

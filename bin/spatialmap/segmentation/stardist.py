@@ -216,8 +216,9 @@ def segment_patch(
     return len(cells)
 
 
-def patches_imaged(patch_files: list[str | Path], sample: str) -> tuple[float, float]:
-    """µm per pixel and the area (px²) the patches cover together, from ``make_patches``' ``patch_<i>.json``."""
+def patches_imaged(patch_files: list[str | Path], sample: str) -> tuple[float, float, int]:
+    """µm per pixel, the area (px²) the patches cover together and the number of patches the slide was cut
+    into, from ``make_patches``' ``patch_<i>.json``."""
     from shapely.geometry import box
     from shapely.ops import unary_union
 
@@ -225,21 +226,24 @@ def patches_imaged(patch_files: list[str | Path], sample: str) -> tuple[float, f
         infos = [json.loads(Path(f).read_text()) for f in patch_files]
         mpp = float(infos[0]["microns_per_pixel"])
         area = unary_union([box(*info["bounds"]) for info in infos]).area
+        n_patches = int(infos[0]["n_patches"])
     except (OSError, ValueError, KeyError, IndexError, TypeError) as err:
         raise InputError(f"sample {sample}: cannot read the patch files ({err})") from err
-    return mpp, float(area)
+    return mpp, float(area), n_patches
 
 
 def resolve_patches(
     patch_files: list[str | Path], output: str | Path, sample: str, min_area_px: float = 0,
     microns_per_pixel: float | None = None, imaged_area_px: float | None = None, method: str = "stardist",
+    n_patches: int | None = None,
 ) -> dict:  # fmt: skip
     """Merge the patches' polygons (sopa's ``solve_conflicts`` on the overlaps) into ``<sample>.cells.parquet``.
 
     With ``microns_per_pixel`` (and ``imaged_area_px``, the patches' area), the cells are checked
     before they are written (:func:`spatialmap.segmentation.plausibility.check`: their median area,
     and their number per 2 µm bin of the imaged area, an upper bound of the tissue's): an
-    impossible segmentation stops with nothing written.
+    impossible segmentation stops with nothing written. With ``n_patches`` (the number the slide was
+    cut into), a missing patch result stops too: its part of the slide would have no cell.
 
     Returns
     -------
@@ -255,6 +259,11 @@ def resolve_patches(
 
     if not patch_files:
         raise InputError(f"sample {sample}: no segmented patch to resolve")
+    if n_patches is not None and len(patch_files) != n_patches:
+        raise InputError(
+            f"sample {sample}: {len(patch_files)} segmented patches given, the slide was cut into {n_patches}: "
+            "the missing patches' part of the slide would have no cell"
+        )
     frames = [gpd.read_parquet(f) for f in sorted(map(str, patch_files))]
     cells = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else None
     if cells is None or len(cells) == 0:
