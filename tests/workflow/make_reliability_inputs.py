@@ -16,6 +16,9 @@
     make_reliability_inputs.py model-without-weights DIR  the small StarDist model's config.json alone in
                                                      DIR/he_model (a half-copied model folder), and a
                                                      samplesheet of hd1
+    make_reliability_inputs.py untrained-model DIR  DIR/he_model: the small StarDist model's config.json with
+                                                     its weights re-initialised as Keras initialises a new
+                                                     network (complete and loadable, but untrained)
 Each writes DIR/samplesheet.csv (and DIR/reference.h5ad where it changes the reference).
 """
 
@@ -116,6 +119,28 @@ def model_without_weights(out: Path) -> None:
     (out / "samplesheet.csv").write_text(f"sample,spaceranger_dir\nhd1,{hd1}\n")
 
 
+def untrained_model(out: Path) -> None:
+    import h5py
+    import numpy as np
+
+    model_without_weights(out)
+    for name in ("thresholds.json", "weights_best.h5"):
+        shutil.copy(REPO / "assets" / "stardist_synth_he" / name, out / "he_model")
+    rng = np.random.default_rng(0)
+
+    def init(name, item):  # Glorot-uniform kernels, zero biases
+        if isinstance(item, h5py.Dataset):
+            if name.endswith("kernel"):
+                fan_in, fan_out = int(np.prod(item.shape[:-1])), int(np.prod(item.shape[:-2])) * item.shape[-1]
+                limit = np.sqrt(6 / (fan_in + fan_out))
+                item[...] = rng.uniform(-limit, limit, item.shape)
+            else:
+                item[...] = 0
+
+    with h5py.File(out / "he_model" / "weights_best.h5", "r+") as handle:
+        handle.visititems(init)
+
+
 if __name__ == "__main__":
     kind, out = sys.argv[1], Path(sys.argv[2])
     out.mkdir(parents=True, exist_ok=True)
@@ -127,4 +152,5 @@ if __name__ == "__main__":
         "few-genes-reference": few_genes_reference,
         "hd-foreign-positions": hd_foreign_positions,
         "model-without-weights": model_without_weights,
+        "untrained-model": untrained_model,
     }[kind](out)
