@@ -7,7 +7,7 @@ import argparse
 import logging
 
 from spatialmap import cli
-from spatialmap.io.samplesheet import SEGMENTATIONS, read_samplesheet, write_checked
+from spatialmap.io.samplesheet import SEGMENTATIONS, check_models, read_samplesheet, write_checked
 
 log = logging.getLogger("spatialmap.check_samplesheet")
 
@@ -38,6 +38,16 @@ def main(argv: list[str] | None = None) -> None:
         help="cell boundaries of Visium HD cells mode and Xenium: auto = the platform's own when present, "
         "else StarDist on the H&E (default: auto)",
     )
+    parser.add_argument(
+        "--stardist-model",
+        default=None,
+        help="--stardist_model folder, checked (config.json, weights) when a slide is segmented by StarDist",
+    )
+    parser.add_argument(
+        "--no-download-check",
+        action="store_true",
+        help="do not check that a model to download (StarDist's 2D_versatile_he) can be downloaded (-stub runs)",
+    )
     parser.add_argument("--output", default="samplesheet.valid.csv", help="checked samplesheet to write")
     parser.add_argument("--process-name", default="CHECK_SAMPLESHEET", help="process name for versions.yml")
     parser.add_argument("--versions", default="versions.yml", help="versions file to write")
@@ -50,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         hd_mode=args.hd_mode,
         segmentation=args.segmentation,
     )
+    check_models(slides, args.stardist_model, downloads_allowed=not args.no_download_check)
     with cli.atomic_path(args.output) as tmp:
         write_checked(slides, tmp)
     groups = sorted({s.group for s in slides})

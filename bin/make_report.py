@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
             qc, methods, consensus=comparison.get("consensus_summary")
         ),
         "spatialmap_slide_qc_mqc.yaml": report.qc_table(qc),
+        **report.warning_sections(qc),
     }
     sections.update(reference_sections(_files(args.reference_files)))
     for method, records in methods.items():

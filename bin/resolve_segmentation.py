@@ -24,6 +24,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--output", required=True, type=Path, help="S.cells.parquet to write (cell polygons, full-res pixels)"
     )
+    parser.add_argument(
+        "--patch-info",
+        type=Path,
+        default=None,
+        help="folder of the patch_<i>.json files of make_patches.py: with it the cells are checked for plausibility "
+        "(median area, cells per 2 µm bin of the imaged patches) before they are written",
+    )
     parser.add_argument("--summary", required=True, type=Path, help="S.segmentation.json to write (cells, patches)")
     parser.add_argument(
         "--process-name", default="resolve_segmentation.py", help="process name written to the versions file"
@@ -34,7 +41,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    summary = segmentation.resolve_patches(args.patches, args.output, args.sample)
+    mpp, area_px, n_patches = None, None, None
+    if args.patch_info is not None:
+        mpp, area_px, n_patches = segmentation.patches_imaged(sorted(args.patch_info.glob("patch_*.json")), args.sample)
+    summary = segmentation.resolve_patches(
+        args.patches, args.output, args.sample, microns_per_pixel=mpp, imaged_area_px=area_px, method=args.method,
+        n_patches=n_patches,
+    )  # fmt: skip
     summary.update({"sample": args.sample, "method": args.method})
     with cli.atomic_path(args.summary) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")

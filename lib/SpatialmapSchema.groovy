@@ -128,6 +128,13 @@ class SpatialmapSchema {
             }
         }
         if (entry.pattern != null && typed instanceof String && !java.util.regex.Pattern.compile(entry.pattern.toString()).matcher(typed).find()) {
+            if (entry.pattern.toString().contains('\\S') && typed =~ /\s/) {
+                // a path with a space (the nf-core patterns ^\S+\.csv$ ...): say so, and how to get round it
+                return "Invalid parameter --${name} ${shown}: the path contains a space, which the pipeline does not accept " +
+                    "in file paths (a task's command line would split it there); rename the folder or file without " +
+                    "spaces, or copy the file to a path without any" +
+                    (entry.schema ? " (relative paths in a samplesheet are read from its own folder: give absolute ones if you copy only the samplesheet)" : '')
+            }
             return "Invalid parameter --${name} ${shown}: must match the pattern ${entry.pattern}" +
                 (entry.description ? " (${entry.description})" : '')
         }

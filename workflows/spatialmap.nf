@@ -17,14 +17,16 @@ workflow SPATIALMAP {
         error "--methods auto chooses the methods per slide; give it alone or list the methods instead (got ${params.methods})"
     }
     def mt_genes = params.mt_genes ? file(params.mt_genes, checkIfExists: true) : []
+    // the model folder is checked whole (config.json, weights present and readable) by CHECK_SAMPLESHEET,
+    // which knows the slides StarDist segments and names them; here only that it is a folder
     def stardist_model = params.stardist_model ? file(params.stardist_model, checkIfExists: true) : []
-    if (stardist_model && !file("${stardist_model}/config.json").exists()) {
-        error "spatialmap failed: --stardist_model ${params.stardist_model} is not a StarDist model folder (no config.json)"
+    if (stardist_model && !stardist_model.isDirectory()) {
+        error "spatialmap failed: --stardist_model ${params.stardist_model} is not a folder (a StarDist model folder holds config.json and weights_best.h5)"
     }
 
     versions = Channel.empty()
 
-    INPUT_CHECK(file(params.input, checkIfExists: true))
+    INPUT_CHECK(file(params.input, checkIfExists: true), stardist_model)
     versions = versions.mix(INPUT_CHECK.out.versions)
 
     SLIDE_PREPROCESS(INPUT_CHECK.out.slides, mt_genes, stardist_model)

@@ -5,10 +5,11 @@ include { CHECK_SAMPLESHEET } from '../../modules/local/check_samplesheet/main'
 
 workflow INPUT_CHECK {
     take:
-    samplesheet // file: the user's samplesheet CSV
+    samplesheet     // file: the user's samplesheet CSV
+    stardist_model  // value: --stardist_model folder, or [] (checked when a slide is segmented by StarDist)
 
     main:
-    CHECK_SAMPLESHEET(samplesheet, samplesheet.toAbsolutePath().parent.toString())
+    CHECK_SAMPLESHEET(samplesheet, samplesheet.toAbsolutePath().parent.toString(), stardist_model)
 
     slides = CHECK_SAMPLESHEET.out.csv
         .splitCsv(header: true)

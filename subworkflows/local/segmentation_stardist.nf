@@ -23,13 +23,15 @@ workflow SEGMENTATION_STARDIST {
         }
     SEGMENT_PATCH(per_patch, model)
 
-    // all patches of a slide, once every one is done: [ meta, [patch cells] ]
+    // all patches of a slide, once every one is done, with the patch files (their area and µm per pixel,
+    // for the plausibility check): [ meta, [patch cells], [patch_<i>.json] ]
     n_patches = MAKE_PATCHES.out.patches.map { meta, patches -> [meta, patches instanceof List ? patches.size() : 1] }
     grouped = SEGMENT_PATCH.out.cells
         .combine(n_patches, by: 0)
         .map { meta, cells, n -> [groupKey(meta, n), cells] }
         .groupTuple()
         .map { key, cells -> [key.getGroupTarget(), cells.sort { it.name }] }
+        .join(MAKE_PATCHES.out.patches)
     RESOLVE_SEGMENTATION(grouped)
 
     emit:

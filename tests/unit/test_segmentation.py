@@ -13,7 +13,8 @@ pytest.importorskip("sopa")
 
 from spatialmap.cli import InputError  # noqa: E402
 from spatialmap.io import sdata as io_hd  # noqa: E402
-from spatialmap.segmentation import stardist as segmentation
+from spatialmap.segmentation import models, plausibility  # noqa: E402
+from spatialmap.segmentation import stardist as segmentation  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = REPO / "assets" / "test_data_hd"
@@ -180,6 +181,69 @@ def test_stardist_small_model_on_one_patch(patches, tmp_path):
     assert _match(xy, whole[["x_px", "y_px"]].to_numpy(), max_px=3.0) >= 0.97
 
 
+def _untrained_model(folder: Path) -> Path:
+    """The small model's config.json with its weights re-initialised as Keras initialises a new network
+    (Glorot-uniform kernels, zero biases): a complete, loadable folder of an untrained StarDist."""
+    import shutil
+
+    import h5py
+
+    folder.mkdir()
+    for name in ("config.json", "thresholds.json", "weights_best.h5"):
+        shutil.copy(MODEL / name, folder / name)
+    rng = np.random.default_rng(0)
+
+    def init(name, item):
+        if isinstance(item, h5py.Dataset):
+            if name.endswith("kernel"):
+                fan_in, fan_out = int(np.prod(item.shape[:-1])), int(np.prod(item.shape[:-2])) * item.shape[-1]
+                limit = np.sqrt(6 / (fan_in + fan_out))
+                item[...] = rng.uniform(-limit, limit, item.shape)
+            else:
+                item[...] = 0
+
+    with h5py.File(folder / "weights_best.h5", "r+") as handle:
+        handle.visititems(init)
+    return folder
+
+
+@pytest.mark.skipif(not (MODEL / "config.json").is_file(), reason="the small StarDist model is not in assets/")
+def test_untrained_model_is_stopped_by_the_plausibility_check(tmp_path):
+    """The issue's broken model: loadable, so it runs, but its pixel-sized objects never become cells.
+
+    One 128 px patch at the centre of the slide (4096 µm², 1024 bins of 2 µm): the trained model's
+    nuclei pass the check that stops the untrained model's objects, before anything is written."""
+    pytest.importorskip("stardist")
+    untrained = _untrained_model(tmp_path / "untrained")
+    assert models.check_stardist_model(untrained, "sample hd1") == untrained / "weights_best.h5"
+    segmentation.make_patches(ASSETS / "hd1" / "outs", "hd1", tmp_path / "p.zarr", tmp_path / "patches", 128, 16)
+    files = sorted((tmp_path / "patches").glob("patch_*.json"))
+    centre = [f for f in files if _holds(json.loads(f.read_text())["bounds"], 256, 256)][0]
+    index = json.loads(centre.read_text())["index"]
+    mpp, area_px, n_patches = segmentation.patches_imaged([centre], "hd1")
+    assert n_patches == len(files) > 1
+    found = {}
+    for name, model in (("trained", MODEL), ("untrained", untrained)):
+        part = tmp_path / f"{name}.parquet"
+        found[name] = segmentation.segment_patch(tmp_path / "p.zarr", index, part, "hd1", model=model)
+        out = tmp_path / f"{name}.cells.parquet"
+        if name == "trained":
+            summary = segmentation.resolve_patches([part], out, "hd1", microns_per_pixel=mpp, imaged_area_px=area_px)
+            assert summary["median_area_um2"] > plausibility.WARN_MIN_MEDIAN_AREA_UM2 and out.is_file()
+            assert summary["cells_per_bin_imaged"] < plausibility.WARN_MAX_CELLS_PER_BIN
+            continue
+        with pytest.raises(InputError, match=r"^sample hd1: the stardist segmentation is implausible, not used: "):
+            segmentation.resolve_patches([part], out, "hd1", microns_per_pixel=mpp, imaged_area_px=area_px)
+        assert not out.exists()
+    # the untrained network finds an object at nearly every pixel, 100 times the trained model's nuclei
+    assert found["untrained"] > 100 * found["trained"] > 0
+
+
+def _holds(bounds, x, y) -> bool:
+    x0, y0, x1, y1 = bounds
+    return x0 <= x < x1 and y0 <= y < y1
+
+
 def test_stardist_model_folder_is_small():
     if not MODEL.is_dir():
         pytest.skip("the small StarDist model is not in assets/")
@@ -285,3 +349,30 @@ def test_stardist_scores_better_than_the_perturbed_boundaries(perturbed_hd, star
     # where the boundaries were wrong, StarDist still finds the cells
     perturbed = truth["perturbation"].to_numpy() != "none"
     assert (ours["match"][perturbed] >= 0).mean() >= STARDIST_MIN_MATCHED
+
+
+def test_resolve_refuses_a_missing_patch(tmp_path):
+    """The slide was cut into 2 patches, 1 result came back: half the slide would have no cell."""
+    import geopandas as gpd
+    from shapely.geometry import Point
+
+    gpd.GeoDataFrame(geometry=[Point(5, 5).buffer(4)]).to_parquet(tmp_path / "p0.parquet")
+    with pytest.raises(InputError, match="sample S: 1 segmented patches given, the slide was cut into 2"):
+        segmentation.resolve_patches([tmp_path / "p0.parquet"], tmp_path / "S.cells.parquet", "S", n_patches=2)
+    assert not (tmp_path / "S.cells.parquet").exists()
+
+
+def test_cells_off_the_slides_bins_are_refused(tmp_path):
+    """Boundaries of another slide: most cells lie where this slide has no in-tissue bin."""
+    import geopandas as gpd
+    from shapely.affinity import translate
+    from shapely.geometry import shape
+
+    geo = json.loads((ASSETS / "hd1/outs/segmented_outputs/cell_segmentations.geojson").read_text())
+    polygons = [shape(f["geometry"]) for f in geo["features"]]
+    moved = [translate(p, 600, 0) if i % 3 else p for i, p in enumerate(polygons)]  # 2 in 3 off the 512 px image
+    segmentation.write_cells(gpd.GeoDataFrame(geometry=moved), tmp_path / "hd1.cells.parquet")
+    with pytest.raises(InputError, match=r"sample hd1: 233 of the 350 stardist cells hold no in-tissue 2 µm bin"):
+        io_hd.read_visium_hd_cells(
+            ASSETS / "hd1" / "outs", "hd1", cells=tmp_path / "hd1.cells.parquet", method="stardist"
+        )

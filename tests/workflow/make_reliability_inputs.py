@@ -11,11 +11,20 @@
                                                      and Ensembl IDs renamed (mouse-like), one slide
     make_reliability_inputs.py few-genes-reference DIR a reference keeping 40 of slide1's genes: above
                                                      --min_shared_genes 20, below cell2location's 50
+    make_reliability_inputs.py hd-foreign-positions DIR the Visium HD slide hd1 with the 16 µm bins'
+                                                     tissue_positions.parquet in square_008um/ (as a bad copy)
+    make_reliability_inputs.py model-without-weights DIR  the small StarDist model's config.json alone in
+                                                     DIR/he_model (a half-copied model folder), and a
+                                                     samplesheet of hd1
+    make_reliability_inputs.py untrained-model DIR  DIR/he_model: the small StarDist model's config.json with
+                                                     its weights re-initialised as Keras initialises a new
+                                                     network (complete and loadable, but untrained)
 Each writes DIR/samplesheet.csv (and DIR/reference.h5ad where it changes the reference).
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -96,6 +105,42 @@ def few_genes_reference(out: Path) -> None:
     _one_slide_sheet(out)
 
 
+def hd_foreign_positions(out: Path) -> None:
+    shutil.copytree(REPO / "assets" / "test_data_hd" / "hd1", out / "hd1")
+    bins = out / "hd1" / "outs" / "binned_outputs"
+    shutil.copy(bins / "square_016um/spatial/tissue_positions.parquet", bins / "square_008um/spatial")
+    (out / "samplesheet.csv").write_text("sample,spaceranger_dir\nhd1,hd1/outs\n")
+
+
+def model_without_weights(out: Path) -> None:
+    (out / "he_model").mkdir()
+    shutil.copy(REPO / "assets" / "stardist_synth_he" / "config.json", out / "he_model")
+    hd1 = REPO / "assets" / "test_data_hd" / "hd1" / "outs"
+    (out / "samplesheet.csv").write_text(f"sample,spaceranger_dir\nhd1,{hd1}\n")
+
+
+def untrained_model(out: Path) -> None:
+    import h5py
+    import numpy as np
+
+    model_without_weights(out)
+    for name in ("thresholds.json", "weights_best.h5"):
+        shutil.copy(REPO / "assets" / "stardist_synth_he" / name, out / "he_model")
+    rng = np.random.default_rng(0)
+
+    def init(name, item):  # Glorot-uniform kernels, zero biases
+        if isinstance(item, h5py.Dataset):
+            if name.endswith("kernel"):
+                fan_in, fan_out = int(np.prod(item.shape[:-1])), int(np.prod(item.shape[:-2])) * item.shape[-1]
+                limit = np.sqrt(6 / (fan_in + fan_out))
+                item[...] = rng.uniform(-limit, limit, item.shape)
+            else:
+                item[...] = 0
+
+    with h5py.File(out / "he_model" / "weights_best.h5", "r+") as handle:
+        handle.visititems(init)
+
+
 if __name__ == "__main__":
     kind, out = sys.argv[1], Path(sys.argv[2])
     out.mkdir(parents=True, exist_ok=True)
@@ -105,4 +150,7 @@ if __name__ == "__main__":
         "ensembl-slides": ensembl_slides,
         "foreign-reference": foreign_reference,
         "few-genes-reference": few_genes_reference,
+        "hd-foreign-positions": hd_foreign_positions,
+        "model-without-weights": model_without_weights,
+        "untrained-model": untrained_model,
     }[kind](out)

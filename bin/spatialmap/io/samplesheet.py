@@ -153,11 +153,58 @@ def _check_visium_hd(where: str, outs: Path, hd_bin_size: int) -> None:
         for name in HD_BIN_FILES:
             if not (outs / folder / name).is_file():
                 raise InputError(f"{where}: Visium HD folder '{outs}' has no {folder}/{name}")
+        _check_hd_bin_size(where, outs, size)
     if not any(p.name.endswith("feature_slice.h5") for p in outs.iterdir()):
         raise InputError(
             f"{where}: Visium HD folder '{outs}' has no feature_slice.h5 (the Space Ranger file whose "
             "metadata the reader needs)"
         )
+
+
+HD_BARCODE_RE = re.compile(r"^s_(\d{3})um_")  # Space Ranger's bin barcodes: s_008um_<row>_<col>-1
+HD_MATRIX = "filtered_feature_bc_matrix.h5"
+HD_POSITIONS = "spatial/tissue_positions.parquet"
+
+
+def hd_first_barcodes(folder: Path, n: int = 5) -> dict[str, list[str]]:
+    """The first ``n`` bin barcodes of a Visium HD ``square_XXXum`` folder's matrix and positions file
+    (``{file name: barcodes}``), read without loading either file.
+
+    Raises
+    ------
+    OSError, ValueError, KeyError
+        A file that cannot be read (e.g. a partial copy).
+    """
+    import h5py
+    import pyarrow.parquet as pq
+
+    with h5py.File(folder / HD_MATRIX, "r") as handle:
+        matrix = [b.decode() if isinstance(b, bytes) else str(b) for b in handle["matrix/barcodes"][:n]]
+    batch = next(pq.ParquetFile(folder / HD_POSITIONS).iter_batches(batch_size=n, columns=["barcode"]), None)
+    positions = [] if batch is None else [str(b) for b in batch.column("barcode").to_pylist()]
+    return {HD_MATRIX: matrix, HD_POSITIONS: positions[:n]}
+
+
+def _check_hd_bin_size(where: str, outs: Path, size: int) -> None:
+    """The matrix and the positions of ``square_<size>um`` are of ``size`` µm bins (their barcodes say so):
+    a file copied from another bin size's folder is refused, naming it."""
+    folder = outs / "binned_outputs" / f"square_{size:03d}um"
+    try:
+        first = hd_first_barcodes(folder)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise InputError(
+            f"{where}: Visium HD folder '{outs}': {folder.name}/{HD_MATRIX} or {HD_POSITIONS} cannot be read "
+            f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); a partial copy? copy {folder.name}/ again"
+        ) from err
+    for name, barcodes in first.items():
+        sizes = {int(m.group(1)) for m in map(HD_BARCODE_RE.match, barcodes) if m}
+        if sizes and sizes != {size}:
+            other = f"{sorted(sizes)[0]} µm bins"
+            raise InputError(
+                f"{where}: the positions do not match the bins in Visium HD folder '{outs}': {folder.name}/{name} "
+                f"holds {other} (e.g. {barcodes[0]}), not the {size} µm bins of its folder; copy {folder.name}/ "
+                "again from the same Space Ranger run"
+            )
 
 
 def _check_xenium_dir(where: str, path: str) -> None:
@@ -328,6 +375,12 @@ def _check_row(
         )
     column = given[0]
     resolved = _resolve(record[column], base_dir)
+    if re.search(r"\s", Path(resolved).name):
+        # a task gets the file or folder under its own name: a space would split its command line there
+        raise InputError(
+            f"{where}: the {column} name '{Path(resolved).name}' contains a space, which the pipeline's tasks cannot "
+            "take; rename it (or link it under a name without spaces) and give that path"
+        )
     input_type = _check_input(where, column, resolved, hd_bin_size, hd_mode)
     group = record.get("group") or DEFAULT_GROUP
     if not NAME_RE.match(group):
@@ -339,6 +392,43 @@ def _check_row(
         group=group,
         segmentation=resolve_segmentation(where, input_type, resolved, hd_mode, segmentation),
     )
+
+
+STARDIST_SEGMENTATIONS = ("stardist", "stardist_proseg")  # the slides StarDist segments
+
+
+def check_models(slides: list[Slide], stardist_model: str | Path | None = None, downloads_allowed: bool = True) -> None:
+    """Before any task segments: the model the slides' segmentation needs is complete, or can be downloaded.
+
+    Parameters
+    ----------
+    slides
+        The checked rows.
+    stardist_model
+        ``--stardist_model``: checked (:func:`spatialmap.segmentation.models.check_stardist_model`) when
+        a slide is segmented by StarDist.
+    downloads_allowed
+        Without ``stardist_model``, StarDist downloads its pretrained model: it must be on this
+        machine or its host must answer (:func:`spatialmap.downloads.require`); False skips that
+        (``-stub`` runs download nothing).
+
+    Raises
+    ------
+    InputError
+        Naming the slides that need the model, the folder and the missing or broken file; or the
+        download that cannot be made and the parameter that avoids it.
+    """
+    from spatialmap import downloads
+    from spatialmap.segmentation import models
+
+    users = [s.sample for s in slides if s.segmentation in STARDIST_SEGMENTATIONS]
+    if not users:
+        return
+    where = ("sample " if len(users) == 1 else "samples ") + ", ".join(users)
+    if stardist_model:
+        models.check_stardist_model(stardist_model, where)
+    elif downloads_allowed:
+        downloads.require(downloads.STARDIST_HE, where)
 
 
 def write_checked(slides: list[Slide], path: str | Path) -> None:

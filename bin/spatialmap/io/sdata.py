@@ -30,6 +30,7 @@ import pandas as pd
 from spatialmap import keys
 from spatialmap.cli import InputError
 from spatialmap.io.visium import _as_csr_float32
+from spatialmap.segmentation import plausibility
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,41 @@ def read_sopa(reader: str, path, sample: str, **kwargs):
             return getattr(sopa.io, reader)(path, **kwargs)
     except (OSError, KeyError, ValueError, AssertionError, RuntimeError) as err:
         raise InputError(f"sample {sample}: sopa.io.{reader} cannot read {path}: {err}") from err
+
+
+def read_sopa_visium_hd(outs: Path, sample: str, bin_size: int):
+    """``sopa.io.visium_hd`` of the ``bin_size`` µm bins; when it fails on bins without a position, the
+    error says so (which file, how many bins, whose bins the positions are) instead of pandas' KeyError."""
+    try:
+        return read_sopa("visium_hd", outs, sample, bin_size=bin_size, load_segmentations_only=False)
+    except InputError:
+        problem = _hd_positions_problem(Path(outs) / "binned_outputs" / f"square_{bin_size:03d}um", sample)
+        if problem:
+            raise InputError(problem) from None
+        raise
+
+
+def _hd_positions_problem(folder: Path, sample: str) -> str | None:
+    """Why the bins of ``folder``'s matrix are not all in its ``tissue_positions.parquet``, or None."""
+    import h5py
+
+    from spatialmap.io.samplesheet import HD_MATRIX, HD_POSITIONS
+
+    try:
+        with h5py.File(folder / HD_MATRIX, "r") as handle:
+            bins = pd.Index([b.decode() for b in handle["matrix/barcodes"][:]])
+        positions = pd.Index(pd.read_parquet(folder / HD_POSITIONS, columns=["barcode"])["barcode"].astype(str))
+    except (OSError, ValueError, KeyError):
+        return None  # unreadable: the reader's own message stands
+    missing = bins.difference(positions)
+    if not len(missing):
+        return None
+    return (
+        f"sample {sample}: the positions do not match the bins: {len(missing):,} of {len(bins):,} bins of "
+        f"{folder.name}/{HD_MATRIX} (e.g. {missing[0]}) have no position in {folder.name}/{HD_POSITIONS} "
+        f"(which lists e.g. {positions[0] if len(positions) else 'nothing'}); copy {folder.name}/ again from the "
+        "same Space Ranger run"
+    )
 
 
 def write_new_store(sdata, path, exists_message: str) -> Path:
@@ -125,7 +161,7 @@ def read_visium_hd(outs_dir: str | Path, sample: str, bin_size: int = 8) -> ad.A
     folder = outs / "binned_outputs" / f"square_{bin_size:03d}um"
     if not folder.is_dir():
         raise InputError(f"sample {sample}: Visium HD folder {outs} has no binned_outputs/square_{bin_size:03d}um")
-    sdata = read_sopa("visium_hd", outs, sample, bin_size=bin_size, load_segmentations_only=False)
+    sdata = read_sopa_visium_hd(outs, sample, bin_size)
     table_key = f"square_{bin_size:03d}um"
     if table_key not in sdata.tables:
         raise InputError(f"sample {sample}: no {table_key} table read from {outs} (found {', '.join(sdata.tables)})")
@@ -194,17 +230,19 @@ def read_visium_hd_cells(
             "segmented_outputs/cell_segmentations.geojson (use --segmentation stardist to segment the H&E)"
         )
     polygons = None if cells is None else read_cells(cells, sample)
-    sdata = read_sopa("visium_hd", outs, sample, bin_size=2, load_segmentations_only=False)
+    sdata = read_sopa_visium_hd(outs, sample, 2)
     if "square_002um" not in sdata.tables:
         raise InputError(f"sample {sample}: no 2 µm bins read from {outs}")
     bins = sdata.tables["square_002um"]
     key = _hd_cell_shapes(sdata, bins, polygons, outs, sample)
     cell_ids = sdata.shapes[key].index.astype(str).to_numpy()
     segmented_area_px = sdata.shapes[key].area.to_numpy(dtype=float)  # as segmented (nuclei for StarDist)
-    total = float(bins.X.sum())  # before the aggregation
-    table = _aggregate_hd_bins(sdata, key, expand_radius_ratio, len(cell_ids), sample)
     factors = _read_json(_hd_cells_scalefactors_file(outs, sample), sample)
     mpp = float(factors["microns_per_pixel"])
+    # before any work on them: stops on cells no tissue can hold (the bins table: the in-tissue 2 µm bins)
+    warning = plausibility.check(sample, method, len(cell_ids), np.median(segmented_area_px) * mpp**2, bins.n_obs)
+    total = float(bins.X.sum())  # before the aggregation
+    table = _aggregate_hd_bins(sdata, key, expand_radius_ratio, len(cell_ids), sample)
     assignments = table.obsm["bins_assignments"].tocsr()
     n_bins = np.diff(assignments.indptr)
     id_column = "spaceranger_cell_id" if polygons is None else "segmentation_cell_id"
@@ -215,19 +253,41 @@ def read_visium_hd_cells(
     adata.obs["cell_area_um2"] = _hd_cell_area_px(sdata, key, table, expand_radius_ratio) * mpp**2
     adata.obs["bins_002um"] = n_bins
     adata.obs = adata.obs.drop(columns=[c for c in ("slide", "cell_id", "area") if c in adata.obs])
-    empty = n_bins == 0
-    if empty.all():
-        raise InputError(f"sample {sample}: no 2 µm bin centre lies in any of the {len(cell_ids)} {method} cells")
-    if empty.any():
-        log.info("sample %s: %d of %d %s cells hold no 2 µm bin centre and are left out", sample,
-                 int(empty.sum()), len(cell_ids), method)  # fmt: skip
-        adata = adata[~empty].copy()
+    adata = _drop_cells_without_bins(adata, n_bins, sample, method)
     reader = "sopa.io.visium_hd + sopa.aggregate" + ("" if polygons is None else f" ({method} polygons)")
     adata.uns[keys.UNS_SPATIAL] = {sample: _hd_cells_spatial(sdata, adata, factors, mpp, reader)}
-    adata.uns[keys.UNS_PLATFORM] = _hd_cells_qc(
-        adata, method, len(cell_ids), segmented_area_px, mpp, assignments, bins, total
-    )
+    qc = _hd_cells_qc(adata, method, len(cell_ids), segmented_area_px, mpp, assignments, bins, total)
+    adata.uns[keys.UNS_PLATFORM] = {**qc, **_warned(sample, warning)}
     return adata
+
+
+# A cell of 10 µm² or more (a disc over 2.83 µm across) always covers a centre of the 2 µm grid: only cells
+# off the in-tissue bins hold none. Over half of them off the bins is not a segmentation of this slide.
+MAX_CELLS_WITHOUT_BINS = 0.5
+
+
+def _drop_cells_without_bins(adata: ad.AnnData, n_bins: np.ndarray, sample: str, method: str) -> ad.AnnData:
+    """The cells holding at least one in-tissue 2 µm bin centre; raises when over
+    :data:`MAX_CELLS_WITHOUT_BINS` of them hold none."""
+    empty = n_bins == 0
+    if empty.mean() > MAX_CELLS_WITHOUT_BINS:
+        raise InputError(
+            f"sample {sample}: {int(empty.sum()):,} of the {len(n_bins):,} {method} cells hold no in-tissue 2 µm bin "
+            "centre: the cells do not lie on this slide's bins (boundaries of another slide, or another image?)"
+        )
+    if empty.any():
+        log.info("sample %s: %d of %d %s cells hold no 2 µm bin centre and are left out", sample,
+                 int(empty.sum()), len(n_bins), method)  # fmt: skip
+        adata = adata[~empty].copy()
+    return adata
+
+
+def _warned(sample: str, warning: str | None) -> dict:
+    """A plausibility warning logged, and as the QC field the report shows (empty when there is none)."""
+    if not warning:
+        return {}
+    log.warning("sample %s: %s", sample, warning)
+    return {"segmentation_warning": warning}
 
 
 def _hd_cells_qc(
@@ -242,6 +302,7 @@ def _hd_cells_qc(
         "median_segmented_area_um2": round(float(np.median(segmented_area_px)) * mpp**2, 3),
         "median_bins_per_cell": float(np.median(adata.obs["bins_002um"])),
         "pct_bins_in_cells": round(100.0 * float((assignments.sum(axis=0).A1 > 0).mean()), 3),
+        "cells_per_bin": round(n_cells / bins.n_obs, 4),  # cells found per in-tissue 2 µm bin
         "pct_transcripts_in_cells": round(100.0 * in_cells / total, 3) if total else float("nan"),
     }  # fmt: skip
 
@@ -347,6 +408,7 @@ def read_xenium(path: str | Path, sample: str) -> ad.AnnData:
     qc = {"platform": "xenium", "unit": "cell", "segmentation": "xenium", "cells_found": int(adata.n_obs)}
     qc["median_cell_area_um2"] = round(float(np.nanmedian(area)), 3)
     qc.update(transcript_assignment(sdata))
+    _check_cells(qc, sample, "xenium", adata.n_obs, float(np.nanmedian(area)))
     adata.uns[keys.UNS_PLATFORM] = qc
     return adata
 
@@ -412,7 +474,15 @@ def read_xenium_cells(path: str | Path, sample: str, cells: str | Path, method: 
         "median_cell_area_um2": round(float(np.median(area)), 3), "transcripts_decoded": decoded,
         "pct_transcripts_in_cells": round(100.0 * in_cells / decoded, 3) if decoded else float("nan"),
     }  # fmt: skip
+    _check_cells(adata.uns[keys.UNS_PLATFORM], sample, method, adata.n_obs, float(np.median(area)))
     return adata
+
+
+def _check_cells(qc: dict, sample: str, method: str, n_cells: int, median_area_um2: float) -> None:
+    """Xenium cells: the plausibility check of their median area (a Xenium bundle has no bins to count
+    them against); stops on an impossible one, adds ``segmentation_warning`` to ``qc`` for a suspect one."""
+    if np.isfinite(median_area_um2):
+        qc.update(_warned(sample, plausibility.check(sample, method, n_cells, median_area_um2, None)))
 
 
 def transcript_assignment(sdata) -> dict:

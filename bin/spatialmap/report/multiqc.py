@@ -176,6 +176,29 @@ def qc_table(qc: list[dict]) -> dict:
     }
 
 
+WARNING_KEYS = ("segmentation_warning",)  # QC fields holding a warning the report shows at its top
+
+
+def warning_sections(qc: list[dict]) -> dict:
+    """``{file name: section}``: the slides whose QC holds a warning (:data:`WARNING_KEYS`), as an alert
+    at the top of the report; empty when there is none."""
+    import html
+
+    rows = [(str(r.get("sample", "")), str(r[key])) for r in qc for key in WARNING_KEYS if r.get(key)]
+    if not rows:
+        return {}
+    items = "".join(f"<li><b>{html.escape(sample)}</b>: {html.escape(text)}</li>" for sample, text in rows)
+    return {
+        "spatialmap_warnings_mqc.yaml": {
+            "id": "spatialmap_warnings",
+            "section_name": "Warnings",
+            "description": "Results the pipeline finished but doubts: read these before the numbers below.",
+            "plot_type": "html",
+            "data": f'<div class="alert alert-warning"><ul>{items}</ul></div>',
+        }
+    }
+
+
 def heatmap(
     section_id: str,
     name: str,

@@ -32,7 +32,7 @@ import geopandas as gpd
 import numpy as np
 
 from spatialmap.cli import InputError, atomic_path
-from spatialmap.io.sdata import read_sopa
+from spatialmap.io.sdata import read_sopa, read_sopa_visium_hd
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def segment_visium_hd(
 
     outs = Path(outs_dir)
     version, suffix = _proseg_command(sample, extra_args, threads)
-    sdata = read_sopa("visium_hd", outs, sample, bin_size=2, load_segmentations_only=False)
+    sdata = read_sopa_visium_hd(outs, sample, 2)
     bins_key = sdata.attrs.get("bins_table", "square_002um")
     if bins_key not in sdata.tables:
         raise InputError(f"sample {sample}: no 2 µm bins (binned_outputs/square_002um) read from {outs}")

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from spatialmap.cli import InputError, atomic_path
-from spatialmap.io.sdata import read_cells, read_sopa, write_new_store  # noqa: F401 (read_cells: the cells file's reader, kept importable here)
+from spatialmap.io.sdata import read_cells, read_sopa_visium_hd, write_new_store  # noqa: F401 (read_cells: the cells file's reader, kept importable here)
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def _visium_hd_image(outs: Path, sample: str):
     import spatialdata
 
     # the image is what is needed: the 16 µm table is the smallest one to read along
-    sdata = read_sopa("visium_hd", outs, sample, bin_size=16, load_segmentations_only=False)
+    sdata = read_sopa_visium_hd(outs, sample, 16)
     key = sdata.attrs.get("cell_segmentation_image")
     if key not in sdata.images:
         raise InputError(
@@ -145,21 +145,36 @@ def make_patches(
     return len(patches)
 
 
-def stardist_method(model: str | Path | None = None, prob_thresh: float = 0.2, nms_thresh: float = 0.6):
+def stardist_method(
+    model: str | Path | None = None, prob_thresh: float = 0.2, nms_thresh: float = 0.6, where: str = "StarDist"
+):
     """sopa's StarDist patch method: a local model folder, or ``None`` for ``2D_versatile_he`` (downloaded).
+
+    The model is loaded first, so that a broken one stops here with one line: a local folder is
+    checked (:func:`spatialmap.segmentation.models.load_stardist_model`: config and weights present,
+    readable and matching), the pretrained one is fetched under :func:`spatialmap.downloads.fetching`
+    (no internet: one line naming ``--stardist_model``). ``where`` names the sample in messages.
 
     Raises
     ------
     InputError
-        A local model folder that does not hold a StarDist model (``config.json``).
+        A local folder that is not a complete, loadable StarDist model; the pretrained model
+        neither on this machine nor downloadable.
     """
     from sopa.segmentation.methods import stardist_patch
 
+    from spatialmap import downloads
+    from spatialmap.segmentation import models
+
     if model is not None:
-        model = Path(model)
-        if not (model / "config.json").is_file():
-            raise InputError(f"--stardist_model {model}: not a StarDist model folder (no config.json)")
-        return stardist_patch(model_type=None, local_model=str(model), prob_thresh=prob_thresh, nms_thresh=nms_thresh)
+        models.load_stardist_model(model, where)
+        return stardist_patch(
+            model_type=None, local_model=str(Path(model).absolute()), prob_thresh=prob_thresh, nms_thresh=nms_thresh
+        )
+    from stardist.models import StarDist2D
+
+    with downloads.fetching(downloads.STARDIST_HE, where):
+        StarDist2D.from_pretrained(DEFAULT_STARDIST_MODEL)  # downloaded once into Keras' cache; sopa loads it there
     return stardist_patch(model_type=DEFAULT_STARDIST_MODEL, prob_thresh=prob_thresh, nms_thresh=nms_thresh)
 
 
@@ -188,7 +203,7 @@ def segment_patch(
     n = len(sdata.shapes[PATCHES_KEY])
     if not 0 <= patch_index < n:
         raise InputError(f"sample {sample}: patch {patch_index} does not exist ({n} patches)")
-    method = method or stardist_method(model, prob_thresh, nms_thresh)
+    method = method or stardist_method(model, prob_thresh, nms_thresh, where=f"sample {sample}")
     segmentation = StainingSegmentation(
         sdata, method, channels=None, image_key=sdata.attrs.get("cell_segmentation_image"),
         min_area=min_area_px, clip_limit=0, gaussian_sigma=0,
@@ -201,20 +216,54 @@ def segment_patch(
     return len(cells)
 
 
-def resolve_patches(patch_files: list[str | Path], output: str | Path, sample: str, min_area_px: float = 0) -> dict:
+def patches_imaged(patch_files: list[str | Path], sample: str) -> tuple[float, float, int]:
+    """µm per pixel, the area (px²) the patches cover together and the number of patches the slide was cut
+    into, from ``make_patches``' ``patch_<i>.json``."""
+    from shapely.geometry import box
+    from shapely.ops import unary_union
+
+    try:
+        infos = [json.loads(Path(f).read_text()) for f in patch_files]
+        mpp = float(infos[0]["microns_per_pixel"])
+        area = unary_union([box(*info["bounds"]) for info in infos]).area
+        n_patches = int(infos[0]["n_patches"])
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as err:
+        raise InputError(f"sample {sample}: cannot read the patch files ({err})") from err
+    return mpp, float(area), n_patches
+
+
+def resolve_patches(
+    patch_files: list[str | Path], output: str | Path, sample: str, min_area_px: float = 0,
+    microns_per_pixel: float | None = None, imaged_area_px: float | None = None, method: str = "stardist",
+    n_patches: int | None = None,
+) -> dict:  # fmt: skip
     """Merge the patches' polygons (sopa's ``solve_conflicts`` on the overlaps) into ``<sample>.cells.parquet``.
+
+    With ``microns_per_pixel`` (and ``imaged_area_px``, the patches' area), the cells are checked
+    before they are written (:func:`spatialmap.segmentation.plausibility.check`: their median area,
+    and their number per 2 µm bin of the imaged area, an upper bound of the tissue's): an
+    impossible segmentation stops with nothing written. With ``n_patches`` (the number the slide was
+    cut into), a missing patch result stops too: its part of the slide would have no cell.
 
     Returns
     -------
-    ``patches``, ``cells_in_patches`` (before the overlaps are resolved) and ``cells`` (written).
+    ``patches``, ``cells_in_patches`` (before the overlaps are resolved) and ``cells`` (written);
+    with ``microns_per_pixel`` also ``median_area_um2`` and ``cells_per_bin_imaged``.
     """
     import geopandas as gpd
     import pandas as pd
     from sopa.segmentation import solve_conflicts
     from sopa.shapes import to_valid_polygons
 
+    from spatialmap.segmentation import plausibility
+
     if not patch_files:
         raise InputError(f"sample {sample}: no segmented patch to resolve")
+    if n_patches is not None and len(patch_files) != n_patches:
+        raise InputError(
+            f"sample {sample}: {len(patch_files)} segmented patches given, the slide was cut into {n_patches}: "
+            "the missing patches' part of the slide would have no cell"
+        )
     frames = [gpd.read_parquet(f) for f in sorted(map(str, patch_files))]
     cells = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else None
     if cells is None or len(cells) == 0:
@@ -226,9 +275,19 @@ def resolve_patches(patch_files: list[str | Path], output: str | Path, sample: s
         cells = cells[cells.area >= min_area_px]
     if len(cells) == 0:
         raise InputError(f"sample {sample}: no segmented cell is at least {min_area_px:g} px² large")
+    summary = {"patches": len(frames), "cells_in_patches": int(found)}
+    if microns_per_pixel:
+        median_um2 = float(np.median(cells.area)) * microns_per_pixel**2
+        bins = imaged_area_px * microns_per_pixel**2 / plausibility.BIN_AREA_UM2 if imaged_area_px else None
+        warning = plausibility.check(sample, method, len(cells), median_um2, bins, "of the imaged patches")
+        if warning:
+            log.warning("sample %s: %s", sample, warning)
+        summary.update({"median_area_um2": round(median_um2, 3)})
+        if bins:
+            summary["cells_per_bin_imaged"] = round(len(cells) / bins, 4)
     # a stable order (top to bottom, left to right) so the IDs do not depend on the patch order
     centroids = cells.geometry.centroid
     cells = cells.iloc[np.lexsort((centroids.x.to_numpy(), centroids.y.to_numpy()))]
     n = write_cells(cells, output, prefix="cell")
     log.info("sample %s: %d cells from %d patches (%d before resolving the overlaps)", sample, n, len(frames), found)
-    return {"patches": len(frames), "cells_in_patches": int(found), "cells": int(n)}
+    return {**summary, "cells": int(n)}

@@ -6,6 +6,7 @@ process CHECK_SAMPLESHEET {
     input:
     path samplesheet
     val base_dir
+    path stardist_model   // --stardist_model folder (checked when a slide is segmented by StarDist), or []
 
     output:
     path 'samplesheet.valid.csv', emit: csv
@@ -13,17 +14,21 @@ process CHECK_SAMPLESHEET {
 
     script:
     def args = task.ext.args ?: ''
+    def model_arg = stardist_model ? "--stardist-model ${stardist_model}" : ''
     """
     check_samplesheet.py ${samplesheet} \\
         --base-dir '${base_dir}' \\
+        ${model_arg} \\
         --output samplesheet.valid.csv \\
         --process-name '${task.process}' \\
         ${args}
     """
 
     stub:
+    // the real check, but no download is tried (a stub run downloads nothing)
     def args = task.ext.args ?: ''
+    def model_arg = stardist_model ? "--stardist-model ${stardist_model}" : ''
     """
-    check_samplesheet.py ${samplesheet} --base-dir '${base_dir}' --output samplesheet.valid.csv --process-name '${task.process}' ${args}
+    check_samplesheet.py ${samplesheet} --base-dir '${base_dir}' ${model_arg} --no-download-check --output samplesheet.valid.csv --process-name '${task.process}' ${args}
     """
 }

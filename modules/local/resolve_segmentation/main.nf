@@ -4,7 +4,7 @@ process RESOLVE_SEGMENTATION {
     container "${params.container_registry}/spatialmap-spatial:${params.container_tag}"
 
     input:
-    tuple val(meta), path(patch_cells, stageAs: 'patches/*')   // every patch's polygons of one slide
+    tuple val(meta), path(patch_cells, stageAs: 'patches/*'), path(patch_info, stageAs: 'info/*')   // every patch's polygons of one slide, and MAKE_PATCHES' patch_<i>.json
 
     output:
     tuple val(meta), path("${prefix}.cells.parquet"), emit: cells   // resolved cell polygons, full-res pixels
@@ -19,6 +19,7 @@ process RESOLVE_SEGMENTATION {
         --sample '${meta.id}' \\
         --output ${prefix}.cells.parquet \\
         --summary ${prefix}.segmentation.json \\
+        --patch-info info \\
         --process-name '${task.process}' \\
         ${args} \\
         patches/*
