@@ -345,6 +345,74 @@ def _rctd_proportions(result, mode: str, names: list[str]) -> tuple[np.ndarray, 
     return props, extra, {"n_types_counts": {str(k): int(v) for k, v in counts.items()}}
 
 
+#: rctd-py's doublet mode: a location's candidate types are those above this full-mode weight
+DOUBLET_CANDIDATE_WEIGHT = 0.01
+
+
+def _doublet_fits(weights: np.ndarray) -> int:
+    """The IRWLS fits rctd-py's doublet mode runs after its full fit: the pairs and single types of
+    every location's candidates, and one final fit per location (for the time left in progress lines)."""
+    k = weights.shape[1]
+    n = (np.asarray(weights) > DOUBLET_CANDIDATE_WEIGHT).sum(axis=1)
+    n = np.where(n == 0, min(3, k), np.where(n == 1, 2, n))  # rctd-py's fallbacks for 0 and 1 candidates
+    return int((n * (n - 1) // 2).sum() + n.sum() + len(n))
+
+
+@contextlib.contextmanager
+def _fit_progress(n_locations: int, mode: str) -> Iterator[None]:
+    """Progress lines while rctd-py fits, about one a minute (:class:`spatialmap.progress.Progress`):
+    locations of its full fit, then doublet mode's pair and singlet fits or multi mode's type-set fits.
+
+    Logging only: rctd-py's batch solvers (``rctd._full.solve_irwls_batch_shared``,
+    ``rctd._doublet.solve_irwls_batch``, ``rctd._multi.solve_irwls_batch``) are wrapped for the
+    block to count the locations or fits of each call (same arguments, same results returned), and
+    put back after.
+    """
+    import rctd._doublet as doublet_mod
+    import rctd._full as full_mod
+    import rctd._multi as multi_mod
+
+    from spatialmap.progress import Progress
+
+    stages = {"full": Progress(f"RCTD {mode} mode, full fit", n_locations, "locations")}
+    later = "pair and singlet fits" if mode == "doublet" else "type-set fits"
+    originals = {
+        (full_mod, "solve_irwls_batch_shared"): full_mod.solve_irwls_batch_shared,
+        (doublet_mod, "solve_irwls_batch"): doublet_mod.solve_irwls_batch,
+        (multi_mod, "solve_irwls_batch"): multi_mod.solve_irwls_batch,
+        (doublet_mod, "run_full_mode"): doublet_mod.run_full_mode,
+    }
+
+    def counted(original, stage: str):
+        def solver(*args, **kwargs):
+            weights, converged = original(*args, **kwargs)
+            if stage not in stages:  # the later fits start now (their rate from here)
+                stages[stage] = Progress(f"RCTD {mode} mode, {later}", stages.get("total"), "fits")
+            done = float(converged.float().mean()) if len(converged) else 1.0
+            stages[stage].advance(len(converged), note=f"{100 * done:.0f}% of the last batch converged")
+            return weights, converged
+
+        return solver
+
+    def full_fit_then_count(*args, **kwargs):
+        result = originals[(doublet_mod, "run_full_mode")](*args, **kwargs)
+        stages["total"] = _doublet_fits(result.weights)
+        return result
+
+    full_mod.solve_irwls_batch_shared = counted(full_mod.solve_irwls_batch_shared, "full")
+    doublet_mod.solve_irwls_batch = counted(doublet_mod.solve_irwls_batch, "later")
+    multi_mod.solve_irwls_batch = counted(multi_mod.solve_irwls_batch, "later")
+    doublet_mod.run_full_mode = full_fit_then_count
+    try:
+        yield
+    finally:
+        for (module, name), original in originals.items():
+            setattr(module, name, original)
+        for stage in ("full", "later"):
+            if stage in stages:
+                stages[stage].finish()
+
+
 def _rctd_fit(model, mode: str, batch_size):
     from rctd import run_doublet_mode, run_full_mode, run_multi_mode
     from rctd._types import auto_batch_size
@@ -471,7 +539,8 @@ def run(
         table,
         dict(cell_min=cell_min, n_max_cells=n_max_cells, min_UMI=ref_umi_min),
     )
-    result = _rctd_fit(model, mode, batch_size)
+    with _fit_progress(int(model.counts.shape[0]), mode):  # progress lines only
+        result = _rctd_fit(model, mode, batch_size)
     return _rctd_result(
         slide,
         inp,
