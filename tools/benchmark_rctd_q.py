@@ -15,9 +15,9 @@ Arms, run in turn in every repeat (the machine is shared: each figure is the min
     compilation, the table, its check against the package and the 444 MB file written), timed
     from outside; the table's own compute time is read from its JSON.
 
-The first repeat also compares the package's rows with the same rows of the fast table
-(largest absolute difference on the log scale), and the fast table with the committed sample
-``tests/unit/data/rctd_q_sample.npz``.
+The first repeat also compares the fast table (largest absolute difference on the log scale)
+with the package's timed rows, with the committed sample ``tests/unit/data/rctd_q_sample.npz``
+and with ``--check-rows`` random (sigma, count) rows over all grid points.
 
 ``--write-sample PATH`` instead writes that sample: the package's ``compute_q_matrix`` at the
 sample's sigmas, counts and grid points (the extremes included), about a minute.
@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -78,37 +79,63 @@ def write_sample(path: Path) -> None:
     print(f"{len(table)} entries written to {path}", file=sys.stderr)
 
 
-def run_package(sigmas: list[int], k: int) -> tuple[float, dict[int, np.ndarray]]:
-    """Seconds per (count, sigma) row of the package's ``compute_q_matrix``, and the rows."""
+def run_package(sigmas: list[int], k: int) -> tuple[float, float, dict[int, np.ndarray]]:
+    """Wall and CPU seconds per (count, sigma) row of the package's ``compute_q_matrix``, and the rows."""
     from rctd._likelihood import build_x_vals, compute_q_matrix
 
     x_vals = build_x_vals()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     rows = {s: compute_q_matrix(s / 100.0, x_vals, K_val=k) for s in sigmas}
-    return (time.perf_counter() - t0) / (len(sigmas) * (k + 3)), rows
+    n = len(sigmas) * (k + 3)
+    return (time.perf_counter() - t0) / n, (time.process_time() - c0) / n, rows
 
 
-def run_fast(workdir: Path, threads: int, repeat: int) -> tuple[float, float, Path]:
-    """Wall seconds of ``compute_rctd_q.py`` for the full default table from a cold start, its compute seconds."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_fast(workdir: Path, threads: int, repeat: int) -> tuple[float, float, float, Path]:
+    """Wall and CPU seconds of ``compute_rctd_q.py`` for the full default table from a cold start, and
+    the seconds of the table alone (its JSON: kernel compilation, the sums and the check)."""
     out = workdir / f"fast_{repeat}.npz"
     env = dict(os.environ, NUMBA_CACHE_DIR=str(workdir / f"numba_cache_{repeat}"), PYTHONPATH=str(REPO / "bin"))
     cmd = [sys.executable, str(REPO / "bin" / "compute_rctd_q.py"), "--output", str(out), "--k-max", "1000"]
     cmd += ["--sigma-step", "1", "--workers", str(threads), "--versions", str(workdir / "versions.yml")]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _children_cpu()
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wall = time.perf_counter() - t0
-    return wall, json.loads(out.with_suffix(".json").read_text())["seconds"], out
+    wall, cpu = time.perf_counter() - t0, _children_cpu() - c0
+    return wall, cpu, json.loads(out.with_suffix(".json").read_text())["seconds"], out
 
 
-def compare(table_path: Path, package_rows: dict[int, np.ndarray]) -> tuple[float, float]:
-    """Largest |difference| of the fast table from the package's rows, and from the committed sample."""
+def compare(table_path: Path, package_rows: dict[int, np.ndarray], check_rows: int) -> tuple[float, float, float]:
+    """Largest |difference| of the fast table from the package's rows, the committed sample, and random rows.
+
+    The random rows: ``check_rows`` (sigma, count) drawn over the whole table (seed 0), each computed
+    over all grid points with ``rctd._likelihood._get_q_single``, the package's routine behind each
+    row of ``compute_q_matrix`` (its ``log(max(., 1e-300))`` applied the same way).
+    """
+    from rctd._likelihood import _get_q_single, build_x_vals
+
+    x_vals = build_x_vals()
+    rng = np.random.default_rng(0)
     with np.load(table_path) as z:
         worst_rows = max(float(np.abs(z[f"Q_{s}"][: len(r)] - r).max()) for s, r in package_rows.items())
         with np.load(SAMPLE) as sample:
             e = sample["entries"]
             fast = np.array([z[f"Q_{s}"][k, i] for s, k, i in zip(e["sigma"], e["count"], e["grid"])])
         worst_sample = float(np.abs(fast - e["q"]).max())
-    return worst_rows, worst_sample
+        sigmas = sorted(int(n[2:]) for n in z.files if n.startswith("Q_"))
+        worst_random = 0.0
+        for _ in range(check_rows):
+            s, k = int(rng.choice(sigmas)), int(rng.integers(0, 1003))
+            ref = np.log(np.maximum(_get_q_single(x_vals, k, s / 100.0), 1e-300))
+            worst_random = max(worst_random, float(np.abs(z[f"Q_{s}"][k] - ref).max()))
+    return worst_rows, worst_sample, worst_random
+
+
+def _hours(per_row: list[float]) -> str:
+    return f"{min(per_row) * FULL_ROWS / 3600:.1f} / {statistics.median(per_row) * FULL_ROWS / 3600:.1f}"
 
 
 def _spread(values: list[float]) -> str:
@@ -122,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=3, help="times each arm runs (default: 3)")
     p.add_argument("--package-sigmas", default="10,100,200", help="sigmas (x100) the package's function runs")
     p.add_argument("--package-k", type=int, default=2, help="K_val of the package's rows: counts 0..K+2 (default: 2)")
+    p.add_argument("--check-rows", type=int, default=20, help="random (sigma, count) rows compared (default: 20)")
     p.add_argument("--write-sample", type=Path, default=None, help="write the unit test's sample here and stop")
     args = p.parse_args(argv)
     if args.write_sample:
@@ -129,36 +157,35 @@ def main(argv: list[str] | None = None) -> None:
         return
     args.workdir.mkdir(parents=True, exist_ok=True)
     sigmas = [int(s) for s in args.package_sigmas.split(",")]
-    per_row, walls, computes = [], [], []
+    per_row, per_row_cpu, walls, cpus, computes = [], [], [], [], []
     for repeat in range(args.repeats):
-        seconds, rows = run_package(sigmas, args.package_k)
+        seconds, cpu_row, rows = run_package(sigmas, args.package_k)
         per_row.append(seconds)
-        wall, compute, table = run_fast(args.workdir, args.threads, repeat)
+        per_row_cpu.append(cpu_row)
+        wall, cpu, compute, table = run_fast(args.workdir, args.threads, repeat)
         walls.append(wall)
+        cpus.append(cpu)
         computes.append(compute)
         if repeat == 0:
-            diff_rows, diff_sample = compare(table, rows)
+            diffs = compare(table, rows, args.check_rows)
         table.unlink()
-        print(f"repeat {repeat}: package {seconds:.3f} s per row; fast {wall:.1f} s wall ({compute:.1f} s compute)")
-    extrapolated = [s * FULL_ROWS for s in per_row]
-    print(
-        "\n| arm (min / median of %d) | full default table (126 sigmas x counts 0..1,000) |\n|---|---|\n"
-        "| rctd-py `compute_q_matrix`, one core | %.3f / %.3f s per (count, sigma) row: %.1f / %.1f CPU-hours "
-        "(extrapolated from %d rows) |\n"
-        "| `compute_rctd_q.py`, %d threads, cold start to file written | %s s wall (table alone: %s s) |\n"
-        % (
-            args.repeats,
-            min(per_row),
-            statistics.median(per_row),
-            min(extrapolated) / 3600,
-            statistics.median(extrapolated) / 3600,
-            len(sigmas) * (args.package_k + 3),
-            args.threads,
-            _spread(walls),
-            _spread(computes),
+        print(
+            f"repeat {repeat}: package {seconds:.3f} s per row ({cpu_row:.3f} CPU-s); "
+            f"fast {wall:.1f} s wall, {cpu:.1f} CPU-s ({compute:.1f} s the table alone)",
+            flush=True,
         )
+    print(
+        f"\n| arm (min / median of {args.repeats}) | wall | CPU |\n|---|---|---|\n"
+        f"| rctd-py `compute_q_matrix`, one core: the full default table extrapolated from "
+        f"{len(sigmas) * (args.package_k + 3)} (count, sigma) rows | {_hours(per_row)} h | {_hours(per_row_cpu)} h |\n"
+        f"| `compute_rctd_q.py --workers {args.threads}`, cold start to the 444 MB file written "
+        f"| {_spread(walls)} s | {_spread(cpus)} s |\n"
+        f"| of which the table (compilation, sums, check) | {_spread(computes)} s | |\n"
     )
-    print(f"largest |difference| (log scale): {diff_rows:.2e} on the package's rows, {diff_sample:.2e} on the sample")
+    print(
+        "largest |difference| (log scale) from the package: %.2e on its timed rows, %.2e on the committed sample, "
+        "%.2e on %d random rows of 439 grid points" % (*diffs, args.check_rows)
+    )
 
 
 if __name__ == "__main__":

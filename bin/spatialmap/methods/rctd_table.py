@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numba as nb
 import numpy as np
@@ -154,10 +155,9 @@ def _sweep(a, b, lam, lgam, inv, klo, khi, n_rows, log_step, t, starts, order, w
         out[k] = max(math.log(total) + log_step, LOG_FLOOR) if total > 0.0 else LOG_FLOOR
 
 
-@nb.njit(cache=True, nogil=True, parallel=True)
-def _tables(log_p, exp_y, y, x_vals, n_rows, tail, log_step, out):
-    """out[s, k, i] for every sigma s (rows of log_p), count k and grid point i."""
-    n_sigma = log_p.shape[0]
+@nb.njit(cache=True, nogil=True)
+def _tables(log_p, exp_y, y, x_vals, n_rows, tail, log_step, out, first, stride):
+    """out[s, k, i] for the (sigma s, grid point i) tasks first, first + stride, ... (one thread's share)."""
     n_x = x_vals.shape[0]
     n = y.shape[0]
     lgam = np.empty(n_rows)
@@ -166,37 +166,34 @@ def _tables(log_p, exp_y, y, x_vals, n_rows, tail, log_step, out):
         lgam[k] = math.lgamma(k + 1.0)
         inv[k + 1] = 1.0 / (k + 1.0)
     inv[0] = 0.0
-    n_tasks = n_sigma * n_x
-    n_chunks = min(n_tasks, 64)
-    for c in nb.prange(n_chunks):
-        a = np.empty(n)
-        b = np.empty(n)
-        lam = np.empty(n)
-        t = np.zeros(n)
-        hull = np.empty(n, dtype=np.int64)
-        klo = np.empty(n, dtype=np.int64)
-        khi = np.empty(n, dtype=np.int64)
-        order = np.empty(n, dtype=np.int64)
-        starts = np.empty(n_rows + 1, dtype=np.int64)
-        wlo = np.empty(n_rows + 1, dtype=np.int64)
-        whi = np.empty(n_rows + 1, dtype=np.int64)
-        env = np.empty(n_rows)
-        row = np.empty(n_rows)
-        for task in range(c, n_tasks, n_chunks):
-            s = task // n_x
-            i = task % n_x
-            x = x_vals[i]
-            log_x = math.log(x)
-            for j in range(n):
-                lam[j] = exp_y[j] * x
-                a[j] = log_p[s, j] - lam[j]
-                b[j] = y[j] + log_x
-                t[j] = 0.0
-            _envelope(a, b, n_rows, hull, env)
-            _intervals(a, b, env, n_rows, tail, klo, khi)
-            _sweep(a, b, lam, lgam, inv, klo, khi, n_rows, log_step, t, starts, order, wlo, whi, row)
-            for k in range(n_rows):
-                out[s, k, i] = row[k]
+    a = np.empty(n)
+    b = np.empty(n)
+    lam = np.empty(n)
+    t = np.zeros(n)
+    hull = np.empty(n, dtype=np.int64)
+    klo = np.empty(n, dtype=np.int64)
+    khi = np.empty(n, dtype=np.int64)
+    order = np.empty(n, dtype=np.int64)
+    starts = np.empty(n_rows + 1, dtype=np.int64)
+    wlo = np.empty(n_rows + 1, dtype=np.int64)
+    whi = np.empty(n_rows + 1, dtype=np.int64)
+    env = np.empty(n_rows)
+    row = np.empty(n_rows)
+    for task in range(first, log_p.shape[0] * n_x, stride):
+        s = task // n_x
+        i = task % n_x
+        x = x_vals[i]
+        log_x = math.log(x)
+        for j in range(n):
+            lam[j] = exp_y[j] * x
+            a[j] = log_p[s, j] - lam[j]
+            b[j] = y[j] + log_x
+            t[j] = 0.0
+        _envelope(a, b, n_rows, hull, env)
+        _intervals(a, b, env, n_rows, tail, klo, khi)
+        _sweep(a, b, lam, lgam, inv, klo, khi, n_rows, log_step, t, starts, order, wlo, whi, row)
+        for k in range(n_rows):
+            out[s, k, i] = row[k]
 
 
 def compute_q_tables(
@@ -231,12 +228,13 @@ def compute_q_tables(
     y = quadrature_grid()
     log_p = np.stack([log_density(s / 100.0, y) for s in sigmas])
     out = np.empty((len(sigmas), int(k_max) + 3, len(x_vals)))
-    previous = nb.get_num_threads()
-    nb.set_num_threads(max(1, min(int(threads), nb.config.NUMBA_NUM_THREADS)))
-    try:
-        _tables(log_p, np.exp(y), y, x_vals, int(k_max) + 3, float(tail), math.log(Y_STEP), out)
-    finally:
-        nb.set_num_threads(previous)
+    args = (log_p, np.exp(y), y, x_vals, int(k_max) + 3, float(tail), math.log(Y_STEP), out)
+    threads = max(1, int(threads))
+    if threads == 1:
+        _tables(*args, 0, 1)
+    else:  # the kernel releases the GIL: threads share the (sigma, grid point) tasks
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda first: _tables(*args, first, threads), range(threads)))
     return out
 
 
