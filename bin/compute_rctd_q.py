@@ -4,7 +4,7 @@
 rctd-py downloads this 400 MB table on first use; the pipeline computes it instead, once per
 run (and keeps it with Nextflow's storeDir), and hands it to every RCTD task. The default
 engine computes the package's ``compute_q_matrix`` sums with shared exponentials over the terms
-that count (within 1e-8 on the log scale; the full default table in about 20 s on 2 cores);
+that count (within 1e-8 on the log scale; the full default table in about 22 CPU-seconds);
 ``--engine package`` runs the package's own function (hours).
 
 Example::

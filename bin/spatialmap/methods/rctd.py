@@ -105,7 +105,7 @@ def compute_rctd_q_matrix(
     - ``fast`` (default): :func:`spatialmap.methods.rctd_table.compute_q_tables`, the same sums
       with shared exponentials over only the terms that count (each entry within 1e-8 of the
       package's on the log scale, checked on a few entries against the package every time): the
-      full default table (126 sigmas, counts 0..1,000) in about 20 s on 2 cores;
+      full default table (126 sigmas, counts 0..1,000) in about 12 CPU-seconds;
     - ``package``: the package's own ``compute_q_matrix`` per sigma, ~0.2 s per count value and
       sigma on one core (5-10 CPU-hours for the full default table).
 
