@@ -385,18 +385,23 @@ def _fit_progress(n_locations: int, mode: str) -> Iterator[None]:
 
     def counted(original, stage: str):
         def solver(*args, **kwargs):
-            weights, converged = original(*args, **kwargs)
+            result = original(*args, **kwargs)
+            converged = result[1] if isinstance(result, tuple) and len(result) == 2 else None
+            if converged is None or not hasattr(converged, "float"):  # another rctd-py: no lines, same fit
+                return result
             if stage not in stages:  # the later fits start now (their rate from here)
                 stages[stage] = Progress(f"RCTD {mode} mode, {later}", stages.get("total"), "fits")
             done = float(converged.float().mean()) if len(converged) else 1.0
             stages[stage].advance(len(converged), note=f"{100 * done:.0f}% of the last batch converged")
-            return weights, converged
+            return result
 
         return solver
 
     def full_fit_then_count(*args, **kwargs):
         result = originals[(doublet_mod, "run_full_mode")](*args, **kwargs)
-        stages["total"] = _doublet_fits(result.weights)
+        weights = getattr(result, "weights", None)
+        if weights is not None and np.ndim(weights) == 2:
+            stages["total"] = _doublet_fits(weights)
         return result
 
     full_mod.solve_irwls_batch_shared = counted(full_mod.solve_irwls_batch_shared, "full")
