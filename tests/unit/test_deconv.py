@@ -31,7 +31,8 @@ SLIDES = ("slide1", "slide2", "slide3")
 # Per-type Pearson r with the true proportions, on every slide and type (seeds fixed). Measured
 # minima: NNLS 0.87, FlashDeconv 0.86, RCTD 0.95 (full mode, the test table below).
 MIN_PEARSON = {"nnls": 0.8, "flashdeconv": 0.8, "rctd": 0.9}
-# A small likelihood table: counts up to 100, sigma 1.0 only (~15 s on one core).
+# A small likelihood table: counts up to 100, sigma 1.0 only (a second or two; the accuracy floors
+# above were measured with it).
 Q_SETTINGS = dict(k_max=100, sigma_step=0)
 METHOD_MODULES = {"rctd": rctd_method, "flashdeconv": flashdeconv_method, "nnls": nnls_method}
 METHODS = tuple(METHOD_MODULES)

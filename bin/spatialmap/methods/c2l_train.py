@@ -205,10 +205,13 @@ def _train_loop(
     """Epochs of ``epoch_loss()`` until ``rule`` stops them or ``max_epochs``; the optimiser's rate
     drops from ``rate`` to ``lr`` once the loss stops improving at it. Returns the loss history,
     the stop reason and the epoch of the drop (None: none)."""
+    from spatialmap.progress import Progress
+
     phase = 0  # first epoch at the current rate
     plateau = ConvergenceRule(min_epochs=0, window=rule.window, tol=rule.tol)
     lr_drop_epoch = None
-    every = log_every or max(1, min(max_epochs, 30000) // 10)
+    # a line about once a minute (epochs, rate, -ELBO, time left); log_every adds one every so many epochs
+    progress = Progress("cell2location training", max_epochs, "epochs", objective="-ELBO", cap=rule.tol > 0)
     history = np.empty(max_epochs, dtype=np.float64)
     stop = STOP_MAX_EPOCHS
     check_every = max(1, min(rule.window // 10, 100))
@@ -217,7 +220,8 @@ def _train_loop(
         loss = epoch_loss()
         history[epoch] = loss
         epoch += 1
-        if epoch % every == 0 or epoch == max_epochs:
+        progress.update(epoch, loss, note=f"lr {rate:g}")
+        if log_every and epoch % log_every == 0:
             log.info("epoch %d/%d: -ELBO %.6g", epoch, max_epochs, loss)
         if epoch % check_every:
             continue
@@ -275,7 +279,8 @@ def train_lean(
     jit
         Use ``JitTrace_ELBO`` for full-batch steps.
     log_every
-        Log the loss every so many epochs (default: about 10 lines).
+        Also log the loss every so many epochs (default: only the progress lines, about one a
+        minute: epochs done, rate, -ELBO, time left to the epoch cap; :mod:`spatialmap.progress`).
 
     Returns
     -------

@@ -362,7 +362,7 @@ def _fit_package(
         train_size=1,
         lr=lr,
         accelerator=device,
-        **quiet_trainer_kwargs(max_epochs),
+        **quiet_trainer_kwargs(max_epochs, "cell2location training (package engine)"),
     )
     seconds = time.perf_counter() - start
     sample_batch = combined.n_obs if batch_size is None else batch_size

@@ -2,8 +2,9 @@
 (:func:`rctd_auto_mode`: the mode rctd-py advises for the slide's kind of location).
 
 Its Poisson-lognormal likelihood table (the "Q matrices") is computed once by
-:func:`compute_rctd_q_matrix` with the package's own routine and handed to it as a local file
-through the package's ``RCTD_Q_MATRICES`` variable: nothing is downloaded.
+:func:`compute_rctd_q_matrix` (the package's numbers, computed by
+:mod:`spatialmap.methods.rctd_table` in seconds) and handed to it as a local file through the
+package's ``RCTD_Q_MATRICES`` variable: nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ def rctd_sigma_grid(step: int = 1) -> list[int]:
     return [s for i, s in enumerate(grid) if (i - start) % step == 0]
 
 
+ENGINES = ("fast", "package")  # how compute_rctd_q_matrix computes the table
+
+
 def _q_one(args: tuple[int, np.ndarray, int]) -> tuple[int, np.ndarray]:
     from rctd._likelihood import compute_q_matrix
 
@@ -76,31 +80,54 @@ def _q_one(args: tuple[int, np.ndarray, int]) -> tuple[int, np.ndarray]:
     return sigma, compute_q_matrix(sigma / 100.0, x_vals, K_val=k_max)
 
 
-def compute_rctd_q_matrix(path: str | os.PathLike, *, k_max: int = 1000, sigma_step: int = 1, workers: int = 1) -> Path:
-    """Compute rctd-py's likelihood table with its own routine and write it atomically.
+def _package_tables(sigmas: list[int], x_vals: np.ndarray, k_max: int, workers: int) -> dict[int, np.ndarray]:
+    """The table of every sigma with rctd-py's own ``compute_q_matrix`` (slow: ~0.2 s per count and sigma)."""
+    import multiprocessing
 
-    ``rctd._likelihood.compute_q_matrix(sigma / 100, build_x_vals(), K_val=k_max)`` for every
-    sigma of :func:`rctd_sigma_grid`, saved as the ``.npz`` layout the package downloads
-    (``X_vals`` and ``Q_<sigma>``), so ``rctd._likelihood.load_cached_q_matrices`` reads it
-    as its own. ``k_max`` is the largest count the table covers (rctd-py's default 1000;
-    larger counts are clamped to it, as in R spacexr). Cost: about 0.14 s per count value
-    and sigma on one core, i.e. ~5 CPU-hours for the full default table (126 sigmas, k_max
-    1000); ``workers`` processes share the sigmas. A JSON of the settings is written beside it.
+    jobs = [(s, x_vals, int(k_max)) for s in sigmas]
+    if workers > 1:
+        with multiprocessing.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+            return dict(pool.map(_q_one, jobs, chunksize=1))
+    return dict(map(_q_one, jobs))
 
-    Returns the path written.
+
+def compute_rctd_q_matrix(
+    path: str | os.PathLike, *, k_max: int = 1000, sigma_step: int = 1, workers: int = 1, engine: str = "fast"
+) -> Path:
+    """Compute rctd-py's likelihood table and write it atomically.
+
+    The numbers of ``rctd._likelihood.compute_q_matrix(sigma / 100, build_x_vals(), K_val=k_max)``
+    for every sigma of :func:`rctd_sigma_grid`, saved as the ``.npz`` layout the package downloads
+    (``X_vals`` and ``Q_<sigma>``), so ``rctd._likelihood.load_cached_q_matrices`` reads it as its
+    own. ``k_max`` is the largest count the table covers (rctd-py's default 1000; larger counts
+    are clamped to it, as in R spacexr). ``engine``:
+
+    - ``fast`` (default): :func:`spatialmap.methods.rctd_table.compute_q_tables`, the same sums
+      with shared exponentials over only the terms that count (each entry within 1e-8 of the
+      package's on the log scale, checked on a few entries against the package every time): the
+      full default table (126 sigmas, counts 0..1,000) in about 12 CPU-seconds;
+    - ``package``: the package's own ``compute_q_matrix`` per sigma, ~0.2 s per count value and
+      sigma on one core (5-10 CPU-hours for the full default table).
+
+    ``workers`` threads (``fast``) or processes (``package``) share the work. A JSON of the
+    settings is written beside the table. Returns the path written.
     """
     import json
-    import multiprocessing
 
     from rctd._likelihood import build_x_vals
 
+    from spatialmap.methods import rctd_table
+
     if k_max < 10:
         raise InputError(f"the table's largest count must be at least 10, not {k_max}")
+    if engine not in ENGINES:
+        raise InputError(f"the table's engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     path = Path(path)
     sigmas = rctd_sigma_grid(sigma_step)
     x_vals = build_x_vals()
     log.info(
-        "RCTD likelihood table: %d sigmas (%d..%d), counts 0..%d, %d worker(s)",
+        "RCTD likelihood table (%s engine): %d sigmas (%d..%d), counts 0..%d, %d worker(s)",
+        engine,
         len(sigmas),
         sigmas[0],
         sigmas[-1],
@@ -108,12 +135,13 @@ def compute_rctd_q_matrix(path: str | os.PathLike, *, k_max: int = 1000, sigma_s
         workers,
     )
     t0 = time.perf_counter()
-    jobs = [(s, x_vals, int(k_max)) for s in sigmas]
-    if workers > 1:
-        with multiprocessing.get_context("fork").Pool(min(workers, len(jobs))) as pool:
-            tables = dict(pool.map(_q_one, jobs, chunksize=1))
+    check = None
+    if engine == "fast":
+        stacked = rctd_table.compute_q_tables(sigmas, int(k_max), threads=workers)
+        check = rctd_table.check_against_package(stacked, sigmas, int(k_max))
+        tables = dict(zip(sigmas, stacked))
     else:
-        tables = dict(map(_q_one, jobs))
+        tables = _package_tables(sigmas, x_vals, int(k_max), workers)
     seconds = time.perf_counter() - t0
     arrays = {"X_vals": x_vals, **{f"Q_{s}": tables[s] for s in sigmas}}
     with atomic_path(path) as tmp:
@@ -123,13 +151,15 @@ def compute_rctd_q_matrix(path: str | os.PathLike, *, k_max: int = 1000, sigma_s
         "k_max": int(k_max),
         "sigma_step": int(sigma_step),
         "sigmas": sigmas,
+        "engine": engine,
+        "max_abs_diff_checked": check,  # fast engine: largest difference from the package on the entries checked
         "workers": int(workers),
         "seconds": round(seconds, 1),
         "rctd-py": base.package_version("rctd-py"),
     }
     with atomic_path(path.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(info, indent=2) + "\n")
-    log.info("RCTD likelihood table written to %s in %.1f s", path, seconds)
+    log.info("RCTD likelihood table written to %s (computed in %.1f s)", path, seconds)
     return path
 
 
@@ -315,6 +345,79 @@ def _rctd_proportions(result, mode: str, names: list[str]) -> tuple[np.ndarray, 
     return props, extra, {"n_types_counts": {str(k): int(v) for k, v in counts.items()}}
 
 
+#: rctd-py's doublet mode: a location's candidate types are those above this full-mode weight
+DOUBLET_CANDIDATE_WEIGHT = 0.01
+
+
+def _doublet_fits(weights: np.ndarray) -> int:
+    """The IRWLS fits rctd-py's doublet mode runs after its full fit: the pairs and single types of
+    every location's candidates, and one final fit per location (for the time left in progress lines)."""
+    k = weights.shape[1]
+    n = (np.asarray(weights) > DOUBLET_CANDIDATE_WEIGHT).sum(axis=1)
+    n = np.where(n == 0, min(3, k), np.where(n == 1, 2, n))  # rctd-py's fallbacks for 0 and 1 candidates
+    return int((n * (n - 1) // 2).sum() + n.sum() + len(n))
+
+
+@contextlib.contextmanager
+def _fit_progress(n_locations: int, mode: str) -> Iterator[None]:
+    """Progress lines while rctd-py fits, about one a minute (:class:`spatialmap.progress.Progress`):
+    locations of its full fit, then doublet mode's pair and singlet fits or multi mode's type-set fits.
+
+    Logging only: rctd-py's batch solvers (``rctd._full.solve_irwls_batch_shared``,
+    ``rctd._doublet.solve_irwls_batch``, ``rctd._multi.solve_irwls_batch``) are wrapped for the
+    block to count the locations or fits of each call (same arguments, same results returned), and
+    put back after.
+    """
+    import rctd._doublet as doublet_mod
+    import rctd._full as full_mod
+    import rctd._multi as multi_mod
+
+    from spatialmap.progress import Progress
+
+    stages = {"full": Progress(f"RCTD {mode} mode, full fit", n_locations, "locations")}
+    later = "pair and singlet fits" if mode == "doublet" else "type-set fits"
+    originals = {
+        (full_mod, "solve_irwls_batch_shared"): full_mod.solve_irwls_batch_shared,
+        (doublet_mod, "solve_irwls_batch"): doublet_mod.solve_irwls_batch,
+        (multi_mod, "solve_irwls_batch"): multi_mod.solve_irwls_batch,
+        (doublet_mod, "run_full_mode"): doublet_mod.run_full_mode,
+    }
+
+    def counted(original, stage: str):
+        def solver(*args, **kwargs):
+            result = original(*args, **kwargs)
+            converged = result[1] if isinstance(result, tuple) and len(result) == 2 else None
+            if converged is None or not hasattr(converged, "float"):  # another rctd-py: no lines, same fit
+                return result
+            if stage not in stages:  # the later fits start now (their rate from here)
+                stages[stage] = Progress(f"RCTD {mode} mode, {later}", stages.get("total"), "fits")
+            done = float(converged.float().mean()) if len(converged) else 1.0
+            stages[stage].advance(len(converged), note=f"{100 * done:.0f}% of the last batch converged")
+            return result
+
+        return solver
+
+    def full_fit_then_count(*args, **kwargs):
+        result = originals[(doublet_mod, "run_full_mode")](*args, **kwargs)
+        weights = getattr(result, "weights", None)
+        if weights is not None and np.ndim(weights) == 2:
+            stages["total"] = _doublet_fits(weights)
+        return result
+
+    full_mod.solve_irwls_batch_shared = counted(full_mod.solve_irwls_batch_shared, "full")
+    doublet_mod.solve_irwls_batch = counted(doublet_mod.solve_irwls_batch, "later")
+    multi_mod.solve_irwls_batch = counted(multi_mod.solve_irwls_batch, "later")
+    doublet_mod.run_full_mode = full_fit_then_count
+    try:
+        yield
+    finally:
+        for (module, name), original in originals.items():
+            setattr(module, name, original)
+        for stage in ("full", "later"):
+            if stage in stages:
+                stages[stage].finish()
+
+
 def _rctd_fit(model, mode: str, batch_size):
     from rctd import run_doublet_mode, run_full_mode, run_multi_mode
     from rctd._types import auto_batch_size
@@ -441,7 +544,8 @@ def run(
         table,
         dict(cell_min=cell_min, n_max_cells=n_max_cells, min_UMI=ref_umi_min),
     )
-    result = _rctd_fit(model, mode, batch_size)
+    with _fit_progress(int(model.counts.shape[0]), mode):  # progress lines only
+        result = _rctd_fit(model, mode, batch_size)
     return _rctd_result(
         slide,
         inp,

@@ -32,19 +32,28 @@ METHODS = ("regression", "means")
 # --------------------------------------------------------------------------------------------
 
 
-def quiet_trainer_kwargs(max_epochs: int) -> dict[str, Any]:
-    """Trainer options: no progress bar; log the loss ten times instead."""
+def quiet_trainer_kwargs(max_epochs: int, what: str = "training") -> dict[str, Any]:
+    """Trainer options: no progress bar; a progress line about once a minute instead (epochs, rate,
+    -ELBO, time left: :class:`spatialmap.progress.Progress`), and the last epoch's -ELBO."""
     from lightning.pytorch.callbacks import Callback
 
-    every = max(1, max_epochs // 10)
+    from spatialmap.progress import Progress
 
     class _LogLoss(Callback):
+        def __init__(self) -> None:
+            self.progress = None
+
+        def on_train_start(self, trainer, pl_module):
+            self.progress = Progress(what, max_epochs, "epochs", objective="-ELBO")
+
         def on_train_epoch_end(self, trainer, pl_module):
             epoch = trainer.current_epoch + 1
-            if epoch % every == 0 or epoch == max_epochs:
-                loss = trainer.callback_metrics.get("elbo_train")
-                if loss is not None:
-                    log.info("epoch %d/%d: -ELBO %.4g", epoch, max_epochs, float(loss))
+            loss = trainer.callback_metrics.get("elbo_train")
+            value = None if loss is None else float(loss)
+            if self.progress is not None:
+                self.progress.update(epoch, value)
+            if epoch == max_epochs and value is not None:
+                log.info("epoch %d/%d: -ELBO %.4g", epoch, max_epochs, value)
 
     return {"enable_progress_bar": False, "callbacks": [_LogLoss()], "enable_model_summary": False}
 
@@ -246,7 +255,7 @@ def _train_regression(
         train_size=1,
         lr=lr,
         accelerator=device,
-        **quiet_trainer_kwargs(max_epochs),
+        **quiet_trainer_kwargs(max_epochs, "reference signatures (regression model) training"),
     )
     return model, adata, device
 

@@ -1,4 +1,5 @@
-// RCTD's likelihood table, computed once with rctd-py's own routine (rctd-py would download it).
+// RCTD's likelihood table: rctd-py's compute_q_matrix numbers (rctd-py would download them),
+// computed in seconds by spatialmap.methods.rctd_table and checked against the package.
 // conf/modules.config gives it a storeDir: computed once per settings and kept across runs.
 process RCTD_QMATRIX {
     tag "${task.ext.prefix ?: 'rctd_q'}"
