@@ -1,13 +1,15 @@
 //
 // Map cell types onto the slides: cell2location jointly per group; Tangram, RCTD, FlashDeconv
-// and NNLS per slide. With --methods auto the methods are chosen per slide from its size after
-// QC (logged, and shown in the report). Where two or more methods ran: their agreement and a
-// consensus (COMPARE_METHODS).
+// and NNLS per slide. Each slide runs the methods of its plan (meta.methods, made in the slide QC
+// step by spatialmap.methods.registry.plan from --methods and the slide's size and kind; logged
+// here, and shown in the report). Where two or more methods ran: their agreement and a consensus
+// (COMPARE_METHODS).
 //
 // Every method's module emits the same per-slide outputs: json (<sample>.<method>_qc.json), maps
 // (figures), csv (proportions), h5ad (the mapped slide) and versions; extra figures for the report,
 // where a method has them, as figures. collectMethods gathers them the same way for every method,
-// so adding a method is its include and its call on runs('<name>'), its .out added to methodRuns.
+// so adding a method is its include and its call on runs('<name>'), its .out added to methodRuns
+// (and its registry entry: spatialmap.methods.registry).
 //
 include { CELL2LOCATION   } from '../../modules/local/cell2location/main'
 include { TANGRAM         } from '../../modules/local/tangram/main'
@@ -21,54 +23,6 @@ include { COMPARE_METHODS } from '../../modules/local/compare_methods/main'
 def splitPairs(pairs) {
     def sorted = pairs.sort { a, b -> a[0] <=> b[0] }
     [sorted.collect { it[0] }, sorted.collect { it[1] }]
-}
-
-// Locations (spots, bins or cells) a slide kept after QC, from its QC JSON; 0 when absent (stub runs)
-def locationsOf(json) {
-    def qc = new groovy.json.JsonSlurper().parseText(json.text)
-    (qc.spots_kept ?: qc.bins_kept ?: qc.cells_kept ?: 0) as long
-}
-
-// RCTD doublet mode's time on n locations at the measured ~0.09 s per bin on one core (tools/BENCHMARKS.md)
-def rctdEstimate(long n) {
-    def minutes = Math.round(n * 0.09d / 60)
-    minutes < 120 ? "${Math.max(minutes, 1)} min" : "${Math.round(minutes / 6d) / 10} h"
-}
-
-// The methods to run on a slide of n locations, and why (one line for the log and the report).
-// auto: all five up to `large` locations; above, the three that scale to Visium HD sizes
-// (README, "Choosing methods"), and of those RCTD only up to `rctdMax` locations (0: no limit):
-// its doublet mode, what --rctd_mode auto gives bins and cells, took ~0.09 s per bin on one core
-// (tools/BENCHMARKS.md), hours on a full Visium HD slide. Asked-for methods run as asked, except
-// Tangram's cells mode, which is skipped above `large` (its cells x locations map does not fit in
-// memory), and cell2location, skipped above `c2lMax` locations (0: no limit; days of training on CPU there).
-def chooseMethods(List requested, long n, long large, String tangramMode, long c2lMax = 0, long rctdMax = 0) {
-    def big = n > large
-    if (requested == ['auto']) {
-        def run = big ? ['rctd', 'flashdeconv', 'nnls'] : ['cell2location', 'tangram', 'rctd', 'flashdeconv', 'nnls']
-        def why = big ? "auto: ${n} locations > large_slide_locations ${large}: RCTD, FlashDeconv, NNLS (cell2location and Tangram only when asked)" :
-            "auto: ${n} locations <= large_slide_locations ${large}: all five methods"
-        if (rctdMax > 0 && n > rctdMax) {
-            run = run - ['rctd']
-            why = (big ? "auto: ${n} locations > large_slide_locations ${large}: FlashDeconv, NNLS (cell2location and Tangram only when asked)" :
-                "auto: ${n} locations <= large_slide_locations ${large}: cell2location, Tangram, FlashDeconv, NNLS") +
-                "; RCTD only when asked: ${n} locations > auto_rctd_max_locations ${rctdMax} " +
-                "(doublet mode ~0.09 s per bin on one core: ~${rctdEstimate(n)} at this size, extrapolated)"
-        }
-        return [run, why]
-    }
-    def run = requested.collect()
-    def why = "asked for (--methods ${requested.join(',')})"
-    if (big && 'tangram' in run && tangramMode == 'cells') {
-        run = run - ['tangram']
-        why += "; Tangram skipped: cells mode on ${n} locations > large_slide_locations ${large} (use --tangram_mode clusters)"
-    }
-    if (c2lMax > 0 && n > c2lMax && 'cell2location' in run) {
-        run = run - ['cell2location']
-        why += "; cell2location skipped: ${n} locations > c2l_max_locations ${c2lMax} (days of training at this size; " +
-            "use rctd (--rctd_mode doublet for bins and cells), flashdeconv or nnls, or raise --c2l_max_locations)"
-    }
-    [run, why]
 }
 
 // Method of a per-slide proportion table: <sample>.<method>_proportions.csv or <sample>.cell2location_q05.csv
@@ -104,67 +58,54 @@ def collectMethods(List outs) {
 
 workflow MAPPING {
     take:
-    slides      // channel: [ meta, qc h5ad ]
-    slide_json  // channel: [ meta, qc json ] (its spots_kept sizes the slide for --methods auto)
-    reference   // value: prepared reference h5ad
-    signatures  // value: signatures CSV (used by cell2location)
-    methods     // list: any of cell2location, tangram, rctd, flashdeconv, nnls; or ['auto']
+    slides         // channel: [ meta, qc h5ad ] (meta.methods, meta.locations, meta.selection: the slide's method plan)
+    reference      // value: prepared reference h5ad
+    signatures     // value: signatures CSV (used by cell2location)
+    rctd_q_matrix  // value: RCTD likelihood table (--rctd_q_matrix), or [] to compute it (RCTD_QMATRIX)
 
     main:
     versions  = Channel.empty()
-    def methodRuns = []  // the .out of every method that may run
+    def methodRuns = []  // the .out of every method; a method no slide's plan names gets no task
 
-    // [ meta + [locations, methods, selection], h5ad ]: the methods chosen for each slide
-    chosen = slides.map { meta, h5ad -> [meta.id, meta, h5ad] }
-        .join(slide_json.map { meta, json -> [meta.id, json] })
-        .map { id, meta, h5ad, json ->
-            def n = locationsOf(json)
-            def (run, why) = chooseMethods(methods, n, params.large_slide_locations as long, params.tangram_mode.toString(),
-                params.c2l_max_locations as long, params.auto_rctd_max_locations as long)
-            def line = "sample ${id}: ${n} locations; methods ${run.join(', ') ?: 'none'} (${why})"
-            if (why.contains('skipped')) { log.warn line } else { log.info line }
-            [meta + [locations: n, methods: run, selection: why.toString()], h5ad]
-        }
+    chosen = slides.map { meta, h5ad ->
+        def line = "sample ${meta.id}: ${meta.locations} locations; methods ${meta.methods.join(', ') ?: 'none'} (${meta.selection})"
+        if (meta.selection.contains('skipped')) { log.warn line } else { log.info line }
+        [meta, h5ad]
+    }
     def runs = { method -> chosen.filter { meta, h5ad -> method in meta.methods } }
-    def may = { method -> methods == ['auto'] || method in methods }
 
-    if (may('cell2location')) {
-        groups = runs('cell2location')
-            .map { meta, h5ad -> [meta.group, [meta.id, h5ad]] }
-            .groupTuple()
-            .map { group, pairs ->
-                def (samples, files) = splitPairs(pairs)
-                [[id: group], samples, files]
-            }
-        CELL2LOCATION(groups, signatures)
-        methodRuns << CELL2LOCATION.out
-    }
-    if (may('tangram')) {
-        TANGRAM(runs('tangram'), reference)
-        methodRuns << TANGRAM.out
-    }
-    if (may('rctd')) {
-        // the likelihood table: once per run (and kept across runs in --rctd_q_cache), never per slide
-        if (params.rctd_q_matrix) {
-            q_matrix = Channel.value(file(params.rctd_q_matrix, checkIfExists: true))
-        } else {
-            // computed only once a slide is known to run RCTD (with --methods auto, none may: slides
-            // above --auto_rctd_max_locations); first(): one table for all slides
-            RCTD_QMATRIX(runs('rctd').first().map { meta, h5ad -> true })
-            q_matrix = RCTD_QMATRIX.out.npz
-            versions = versions.mix(RCTD_QMATRIX.out.versions)
+    groups = runs('cell2location')
+        .map { meta, h5ad -> [meta.group, [meta.id, h5ad]] }
+        .groupTuple()
+        .map { group, pairs ->
+            def (samples, files) = splitPairs(pairs)
+            [[id: group], samples, files]
         }
-        RCTD(runs('rctd'), reference, q_matrix)
-        methodRuns << RCTD.out
+    CELL2LOCATION(groups, signatures)
+    methodRuns << CELL2LOCATION.out
+
+    TANGRAM(runs('tangram'), reference)
+    methodRuns << TANGRAM.out
+
+    // the likelihood table: once per run (and kept across runs in --rctd_q_cache), never per slide
+    if (rctd_q_matrix) {
+        q_matrix = Channel.value(rctd_q_matrix)
+    } else {
+        // computed only once a slide is known to run RCTD (with --methods auto, none may: slides
+        // above --auto_rctd_max_locations); first(): one table for all slides
+        RCTD_QMATRIX(runs('rctd').first().map { meta, h5ad -> true })
+        q_matrix = RCTD_QMATRIX.out.npz
+        versions = versions.mix(RCTD_QMATRIX.out.versions)
     }
-    if (may('flashdeconv')) {
-        FLASHDECONV(runs('flashdeconv'), reference)
-        methodRuns << FLASHDECONV.out
-    }
-    if (may('nnls')) {
-        NNLS(runs('nnls'), reference)
-        methodRuns << NNLS.out
-    }
+    RCTD(runs('rctd'), reference, q_matrix)
+    methodRuns << RCTD.out
+
+    FLASHDECONV(runs('flashdeconv'), reference)
+    methodRuns << FLASHDECONV.out
+
+    NNLS(runs('nnls'), reference)
+    methodRuns << NNLS.out
+
     def all = collectMethods(methodRuns)
     method_json = all.json      // every method's <sample>.<method>_qc.json
     method_png  = all.png       // every method's maps and figures

@@ -10,6 +10,7 @@ workflow REFERENCE_SIGNATURES {
     take:
     reference        // value: reference h5ad
     slides           // channel: [ meta, qc h5ad ]
+    slide_json       // channel: [ meta, qc json ] (each slide's method plan: the methods whose gene minimum it must meet)
     mt_genes         // value: mitochondrial gene list file, or []
     user_signatures  // value: signatures CSV given by the user, or []
     c2l_slides       // channel: [ meta, qc json ] of the slides cell2location runs on (none: no signatures)
@@ -19,7 +20,11 @@ workflow REFERENCE_SIGNATURES {
     PREPARE_REFERENCE(reference, mt_genes)
     versions = versions.mix(PREPARE_REFERENCE.out.versions)
 
-    CHECK_OVERLAP(PREPARE_REFERENCE.out.h5ad, slides.map { meta, h5ad -> h5ad }.collect(sort: true))
+    CHECK_OVERLAP(
+        PREPARE_REFERENCE.out.h5ad,
+        slides.map { meta, h5ad -> h5ad }.collect(sort: true),
+        slide_json.map { meta, json -> json }.collect(sort: true)
+    )
     versions = versions.mix(CHECK_OVERLAP.out.versions)
 
     signatures = Channel.empty()

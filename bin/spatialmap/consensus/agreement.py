@@ -10,7 +10,7 @@ the median r over slides and cell types.
 Method tables are found by file name: ``<sample>.<method>_proportions.csv`` for any method
 (sample names may contain dots, method ids may not), and cell2location's
 ``<sample>.cell2location_q05.csv``. A method the package does not know is compared like the
-others; it comes after the methods of :data:`METHOD_ORDER`.
+others; it comes after the registry's methods (:func:`spatialmap.methods.registry.order`).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from spatialmap.methods import registry
+
 log = logging.getLogger("spatialmap.consensus.agreement")
 
-#: order of the methods in the agreement tables; any other method comes after these, in name order
-METHOD_ORDER = ("cell2location", "tangram", "rctd", "flashdeconv", "nnls")
 LONG_COLUMNS = ["sample", "cell_type", "method_a", "method_b", "pearson_r", "n_spots"]
 #: per-slide table of cell2location (its 5% quantile abundances); every other method's:
 #: ``<sample>.<method>_proportions.csv``
@@ -158,9 +158,8 @@ def _constant(x: np.ndarray) -> bool:
 
 
 def method_order(methods: Iterable[str]) -> list[str]:
-    """Methods in :data:`METHOD_ORDER` order, then any other (a method added later) in name order."""
-    methods = list(dict.fromkeys(methods))
-    return [m for m in METHOD_ORDER if m in methods] + sorted(m for m in methods if m not in METHOD_ORDER)
+    """Methods in the registry's (report) order, then any other (a method added later) in name order."""
+    return registry.order(methods)
 
 
 def pair_agreement(a: pd.DataFrame, b: pd.DataFrame, sample: str, method_a: str, method_b: str) -> pd.DataFrame:

@@ -356,10 +356,11 @@ def prepare_inputs(
     """Check the inputs and restrict both to the genes expressed in both.
 
     InputError naming the sample: no spots or coordinates, unusable labels (:func:`check_labels`),
-    no (or fewer than the method's minimum, ``genes.METHOD_MIN_GENES``) shared genes.
+    no (or fewer than the method's minimum, the registry's ``min_genes``) shared genes.
     """
     import scipy.sparse as sp
 
+    from spatialmap.methods import registry
     from spatialmap.reference import genes as genes_
 
     name = sample_name(slide, sample)
@@ -374,7 +375,7 @@ def prepare_inputs(
             f"sample {name}: {method}: no gene is shared with the reference (and expressed in both); "
             "check that the slide and the reference name genes the same way"
         )
-    minimum = genes_.METHOD_MIN_GENES[method]
+    minimum = registry.get(method).min_genes
     if len(genes) < minimum:
         raise InputError(
             f"sample {name}: {method}: only {len(genes)} genes are shared with the reference; "

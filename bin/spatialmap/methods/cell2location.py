@@ -25,13 +25,12 @@ from scipy import sparse
 from spatialmap import keys
 from spatialmap.cli import InputError, atomic_path
 from spatialmap.device import resolve_accelerator, seed_everything
-from spatialmap.methods import base, c2l_train
+from spatialmap.methods import base, c2l_train, registry
 from spatialmap.methods.c2l_train import ConvergenceRule, TrainResult
-from spatialmap.reference.genes import METHOD_MIN_GENES
 from spatialmap.reference.signatures import hist2d_observed_expected, quiet_trainer_kwargs, save_model_dir
 
 NAME = "cell2location"
-LABEL = "cell2location"
+LABEL = registry.get(NAME).label  # the registry holds every method's label
 REPORT_COLUMNS = {
     "group": "cell2location group the slide was mapped in (one training run per group)",
     "device": "device cell2location trained on",
@@ -54,7 +53,7 @@ ENGINES = ("fast", "package")
 
 log = logging.getLogger("spatialmap.c2l")
 
-DEFAULT_MIN_SHARED_GENES = METHOD_MIN_GENES["cell2location"]
+DEFAULT_MIN_SHARED_GENES = registry.get(NAME).min_genes
 _SEP = "::"  # joins sample and barcode in the combined object's obs names
 
 

@@ -47,13 +47,13 @@ import pandas as pd
 import scipy.sparse as sp
 
 from spatialmap.device import resolve_accelerator, seed_everything
-from spatialmap.methods import base
-from spatialmap.reference.genes import METHOD_MIN_GENES, expressed, shared_expressed_genes
+from spatialmap.methods import base, registry
+from spatialmap.reference.genes import expressed, shared_expressed_genes
 
 log = logging.getLogger("spatialmap.tangram")
 
 NAME = "tangram"
-LABEL = "Tangram"
+LABEL = registry.get(NAME).label  # the registry holds every method's label
 REPORT_COLUMNS = {
     "mode": "cells (single cells mapped) or clusters (per-type averages)",
     "device": "device Tangram trained on",
@@ -66,8 +66,8 @@ REPORT_COLUMNS = {
 }
 HEADLINE = ("heldout_median", "heldout_p90")
 
-#: fewest genes shared with the reference and expressed in both (genes.METHOD_MIN_GENES)
-MIN_SHARED_GENES = METHOD_MIN_GENES["tangram"]
+#: fewest genes shared with the reference and expressed in both (the registry's min_genes)
+MIN_SHARED_GENES = registry.get(NAME).min_genes
 
 MODES = ("cells", "clusters")
 DENSITY_PRIORS = ("rna_count_based", "uniform")

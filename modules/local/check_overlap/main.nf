@@ -6,6 +6,7 @@ process CHECK_OVERLAP {
     input:
     path reference
     path slides, stageAs: 'slides/*'
+    path slide_qc, stageAs: 'slide_qc/*'  // the slides' QC JSONs: each one's method plan
 
     output:
     path 'reference.matched.h5ad', emit: h5ad
@@ -19,6 +20,7 @@ process CHECK_OVERLAP {
     check_overlap.py \\
         --reference ${reference} \\
         --slides ${slides} \\
+        --slide-qc ${slide_qc} \\
         --output-reference reference.matched.h5ad \\
         --output-tsv gene_overlap.tsv \\
         --output-json gene_overlap.json \\
