@@ -30,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--samples",
         nargs="+",
         default=None,
-        help="sample names of the slides, in the same order; default: each slide's obs['sample']",
+        help="sample names of the slides, in the same order; default: each slide's obs['sample'] (one value)",
     )
     parser.add_argument(
         "--ref-gene-column",
@@ -81,13 +81,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def sample_name(slide: ad.AnnData, path: Path) -> str:
-    """The slide's obs['sample'] (one value), else the file name up to the first dot."""
-    if keys.SAMPLE in slide.obs:
-        found = sorted(set(slide.obs[keys.SAMPLE].astype(str)))
-        if len(found) == 1:
-            return found[0]
-        raise cli.InputError(f"{path.name}: holds several samples ({', '.join(found)}); give --samples")
-    return path.name.split(".")[0]
+    """The slide's obs['sample'] (one value); the file name is never read for it."""
+    found = sorted(set(slide.obs[keys.SAMPLE].astype(str))) if keys.SAMPLE in slide.obs else []
+    if len(found) != 1:
+        held = f"holds several samples ({', '.join(found)})" if found else f"has no obs['{keys.SAMPLE}']"
+        raise cli.InputError(f"{path.name}: {held}; give --samples")
+    return found[0]
 
 
 def read_slides(paths: list[Path], samples: list[str] | None) -> dict[str, ad.AnnData]:

@@ -1,5 +1,10 @@
 #!/usr/bin/env python3
-"""Map reference cell types onto the slides of one group jointly with cell2location."""
+"""Map reference cell types onto the slides of one group jointly with cell2location.
+
+Writes the group's model and figures (``G.cell2location_model``, ``G.cell2location_*.png``) and, for
+each sample S, in the folder ``S/``: ``S.cell2location.h5ad``, ``S.cell2location_q05.csv``,
+``S.cell2location_maps.png`` and ``S.cell2location_qc.json``.
+"""
 
 from __future__ import annotations
 
@@ -220,17 +225,18 @@ def main(argv: list[str] | None = None) -> None:
             qc["epochs_run"],
             qc["stop_reason"],
         )
+        own = out / sample  # the slide's files, in a folder of its own (the group's beside them)
         plotting.plot_spatial_values(
             slide,
             slide.obsm[keys.C2L_Q05],
-            out / f"{sample}.cell2location_maps.png",
+            own / f"{sample}.cell2location_maps.png",
             f"{sample}: cell2location abundance (cells per spot, 5% quantile)",
             vmax_quantile=0.992,
         )
-        with cli.atomic_path(out / f"{sample}.cell2location_q05.csv") as tmp:
+        with cli.atomic_path(own / f"{sample}.cell2location_q05.csv") as tmp:
             slide.obsm[keys.C2L_Q05].to_csv(tmp, index_label="barcode")
-        base.write_qc_json(out / f"{sample}.cell2location_qc.json", base.contract_fields(c2l, method_result, qc))
-        with cli.atomic_path(out / f"{sample}.cell2location.h5ad") as tmp:
+        base.write_qc_json(own / f"{sample}.cell2location_qc.json", base.contract_fields(c2l, method_result, qc))
+        with cli.atomic_path(own / f"{sample}.cell2location.h5ad") as tmp:
             slide.write_h5ad(tmp, compression="gzip")
     cli.write_versions(
         args.versions, args.process_name, ["cell2location", "scvi-tools", "pyro-ppl", "torch", "anndata", "matplotlib"]

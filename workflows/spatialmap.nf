@@ -59,7 +59,7 @@ workflow SPATIALMAP {
         )
         versions = versions.mix(MAPPING.out.versions)
         // every method's <sample>.<method>_qc.json and figures, for the report
-        method_json = MAPPING.out.method_json
+        method_json = MAPPING.out.method_json.map { meta, method, f -> f }
         method_png = MAPPING.out.method_png.mix(REFERENCE_SIGNATURES.out.signature_png.flatten())
         method_selection = MAPPING.out.selection
         agreement = MAPPING.out.agreement

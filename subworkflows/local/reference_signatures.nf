@@ -20,9 +20,13 @@ workflow REFERENCE_SIGNATURES {
     PREPARE_REFERENCE(reference, mt_genes)
     versions = versions.mix(PREPARE_REFERENCE.out.versions)
 
+    // [ [samples], [qc h5ad] ] in sample order
+    slide_list = slides.map { meta, h5ad -> [meta.id, h5ad] }
+        .toSortedList { a, b -> a[0] <=> b[0] }
+        .map { pairs -> [pairs.collect { it[0] }, pairs.collect { it[1] }] }
     CHECK_OVERLAP(
         PREPARE_REFERENCE.out.h5ad,
-        slides.map { meta, h5ad -> h5ad }.collect(sort: true),
+        slide_list,
         slide_json.map { meta, json -> json }.collect(sort: true)
     )
     versions = versions.mix(CHECK_OVERLAP.out.versions)

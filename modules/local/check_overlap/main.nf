@@ -5,7 +5,7 @@ process CHECK_OVERLAP {
 
     input:
     path reference
-    path slides, stageAs: 'slides/*'
+    tuple val(samples), path(slides, stageAs: 'slides/*')  // every slide's sample and QC'd h5ad, in the same order
     path slide_qc, stageAs: 'slide_qc/*'  // the slides' QC JSONs: each one's method plan
 
     output:
@@ -20,6 +20,7 @@ process CHECK_OVERLAP {
     check_overlap.py \\
         --reference ${reference} \\
         --slides ${slides} \\
+        --samples ${samples.collect { "'${it}'" }.join(' ')} \\
         --slide-qc ${slide_qc} \\
         --output-reference reference.matched.h5ad \\
         --output-tsv gene_overlap.tsv \\

@@ -35,7 +35,7 @@ process TANGRAM {
     prefix = task.ext.prefix ?: meta.id
     """
     touch ${prefix}.tangram.h5ad ${prefix}.tangram_proportions.csv ${prefix}.tangram_counts.csv ${prefix}.tangram_maps.png ${prefix}.tangram_heldout_genes.csv
-    echo '{"sample": "${meta.id}"}' > ${prefix}.tangram_qc.json
+    echo '{"sample": "${meta.id}", "method": "tangram"}' > ${prefix}.tangram_qc.json
     printf '"%s":\\n    stub: "true"\\n' '${task.process}' > versions.yml
     """
 }
