@@ -221,9 +221,9 @@ def test_map_cell2location_script(tmp_path):
         [
             "--signatures",
             str(tmp_path / "sig.csv"),
-            "--slides",
+            "--slide",
             *map(str, paths),
-            "--samples",
+            "--sample",
             "S1",
             "S2",
             "--group",
@@ -276,9 +276,9 @@ def test_map_cell2location_script_sample_mismatch(tmp_path):
             [
                 "--signatures",
                 str(tmp_path / "sig.csv"),
-                "--slides",
+                "--slide",
                 str(tmp_path / "S1.h5ad"),
-                "--samples",
+                "--sample",
                 "X",
                 "--group",
                 "G",

@@ -202,7 +202,11 @@ def test_every_mapping_process_is_a_registry_method():
     """The processes mapping.nf includes are the registry's methods and the steps around them."""
     mapping = (REPO / "subworkflows" / "local" / "mapping.nf").read_text()
     included = set(re.findall(r"include \{ (\w+)\s+\} from", mapping))
-    assert included - {m.process for m in registry.METHODS} == {"RCTD_QMATRIX", "COMPARE_METHODS", "SUMMARISE_AGREEMENT"}
+    assert included - {m.process for m in registry.METHODS} == {
+        "RCTD_QMATRIX",
+        "COMPARE_METHODS",
+        "SUMMARISE_AGREEMENT",
+    }
 
 
 @pytest.mark.parametrize("method", registry.METHODS, ids=lambda m: m.name)
@@ -212,5 +216,6 @@ def test_each_method_module_names_itself_as_the_registry_does(method):
     module = importlib.import_module(f"spatialmap.methods.{method.name}")
     assert module.NAME == method.name and module.LABEL == method.label
     assert set(method.kinds) <= set(registry.KINDS) and method.scope in ("slide", "group")
+    assert method.needs in ("reference", "signatures")
     assert method.min_genes > 0
     assert sorted(m.label_rank for m in registry.METHODS) == list(range(1, len(registry.METHODS) + 1))

@@ -75,7 +75,9 @@ class Method:
     ``name``: its id (``--methods``, file names, ``modules/local/<name>``, the QC JSON's ``method``);
     ``label``: its display name; ``process``: its Nextflow process; ``family``: its image
     (``containers/<family>``, the module's ``container`` line); ``scope``: ``slide`` (one task per
-    slide) or ``group`` (the slides of a samplesheet group jointly); ``min_genes``: the fewest genes
+    slide) or ``group`` (the slides of a samplesheet group jointly: ``map_<name>.py`` takes several
+    ``--slide`` / ``--sample`` and a ``--group``); ``needs``: what it maps from, the prepared
+    ``reference`` h5ad or the cell-type ``signatures`` CSV; ``min_genes``: the fewest genes
     shared with the reference and expressed in both it works with; ``label_rank``: its place when
     ``--methods auto`` picks the method that labels each unit (1 first: the most accurate on the
     silver standard, tools/BENCHMARKS.md); ``kinds``: the kinds of location it suits (``--methods
@@ -90,6 +92,7 @@ class Method:
     scope: str
     min_genes: int
     label_rank: int
+    needs: str = "reference"
     kinds: tuple[str, ...] = KINDS
     auto_limit: Limit | None = None
     limit: Limit | None = None
@@ -113,6 +116,7 @@ METHODS: tuple[Method, ...] = (
         "group",
         min_genes=50,
         label_rank=2,
+        needs="signatures",
         # a model of the cells of each location: locations of several cells, not single cells
         kinds=("spot", "bin"),
         auto_limit=LARGE,

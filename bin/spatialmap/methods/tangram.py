@@ -557,3 +557,23 @@ def annotate_slide(slide: ad.AnnData, result: base.MethodResult) -> ad.AnnData:
         out.obsm[key] = frame
     out.uns[keys.UNS_TANGRAM] = {k: v for k, v in result.qc.items() if v is not None}
     return out
+
+
+def map_title(result: base.MethodResult) -> str:
+    """Title of the Tangram maps (the shared writer's hook): the mode and the held-out genes' median r."""
+    qc = result.qc
+    return (
+        f"{qc['sample']}: Tangram cell-type proportions ({qc['mode']} mode; held-out genes "
+        f"median r {qc['heldout_median']:.2f})"
+    )
+
+
+def extra_tables(result: base.MethodResult) -> dict[str, pd.DataFrame]:
+    """Tangram's tables beside the proportions (the shared writer's hook): expected cells per spot
+    (``_counts.csv``), each shared gene's held-out score (``_heldout_genes.csv``) and, with
+    ``--assignment``, each reference cell's most likely spot (``_assignment.csv``)."""
+    scores = result.extras["gene_scores"].sort_values(["heldout", "pearson_r"], ascending=[False, False])
+    tables = {"_counts.csv": result.abundances, "_heldout_genes.csv": scores}
+    if result.extras.get("assignment") is not None:
+        tables["_assignment.csv"] = result.extras["assignment"]
+    return tables

@@ -24,8 +24,8 @@ process CELL2LOCATION {
     """
     map_cell2location.py \\
         --signatures ${signatures} \\
-        --slides ${slides} \\
-        --samples ${slide_metas.collect { "'${it.id}'" }.join(' ')} \\
+        --slide ${slides} \\
+        --sample ${slide_metas.collect { "'${it.id}'" }.join(' ')} \\
         --group '${meta.id}' \\
         --threads ${task.cpus} \\
         --accelerator ${task.accelerator ? 'gpu' : 'auto'} \\
