@@ -40,8 +40,9 @@ workflow SPATIALMAP {
         // the slides whose plan runs cell2location: signatures are estimated only when there is one
         // (with --methods auto on Visium HD / Xenium slides, or above --c2l_max_locations, there is none)
         def c2l_slides = SLIDE_PREPROCESS.out.json.filter { meta, json -> 'cell2location' in meta.methods }
+        def reference = file(params.reference, checkIfExists: true)
         REFERENCE_SIGNATURES(
-            file(params.reference, checkIfExists: true),
+            [[id: reference.name], reference],
             SLIDE_PREPROCESS.out.h5ad,
             SLIDE_PREPROCESS.out.json,
             mt_genes,
