@@ -30,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--samples",
         nargs="+",
         default=None,
-        help="sample names of the slides, in the same order; default: each slide's obs['sample']",
+        help="sample names of the slides, in the same order; default: each slide's obs['sample'] (one value)",
     )
     parser.add_argument(
         "--ref-gene-column",
@@ -53,10 +53,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="stop when a slide shares fewer genes with the reference (default: %(default)s)",
     )
     parser.add_argument(
-        "--methods",
-        default="",
-        help="comma-separated mapping methods that will run ('auto': every method auto may choose); "
-        "each slide must share at least each method's minimum of genes expressed in both",
+        "--slide-qc",
+        nargs="*",
+        default=[],
+        type=Path,
+        help="the slides' QC JSONs (slide_qc.py): each slide must share at least the minimum of genes "
+        "expressed in both of every method its plan (method_plan) runs",
     )
     parser.add_argument(
         "--reference-name",
@@ -79,13 +81,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def sample_name(slide: ad.AnnData, path: Path) -> str:
-    """The slide's obs['sample'] (one value), else the file name up to the first dot."""
-    if keys.SAMPLE in slide.obs:
-        found = sorted(set(slide.obs[keys.SAMPLE].astype(str)))
-        if len(found) == 1:
-            return found[0]
-        raise cli.InputError(f"{path.name}: holds several samples ({', '.join(found)}); give --samples")
-    return path.name.split(".")[0]
+    """The slide's obs['sample'] (one value); the file name is never read for it."""
+    found = sorted(set(slide.obs[keys.SAMPLE].astype(str))) if keys.SAMPLE in slide.obs else []
+    if len(found) != 1:
+        held = f"holds several samples ({', '.join(found)})" if found else f"has no obs['{keys.SAMPLE}']"
+        raise cli.InputError(f"{path.name}: {held}; give --samples")
+    return found[0]
 
 
 def read_slides(paths: list[Path], samples: list[str] | None) -> dict[str, ad.AnnData]:
@@ -104,20 +105,20 @@ def read_slides(paths: list[Path], samples: list[str] | None) -> dict[str, ad.An
     return slides
 
 
-def method_list(value: str) -> list[str]:
-    """The methods named in ``--methods``; ``auto`` stands for every method it may choose."""
-    methods = [m.strip() for m in value.split(",") if m.strip()]
-    if "auto" in methods:
-        return list(genes.METHOD_MIN_GENES)
-    unknown = sorted(set(methods) - set(genes.METHOD_MIN_GENES))
-    if unknown:
-        raise cli.InputError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(genes.METHOD_MIN_GENES)}")
-    return methods
+def planned_methods(paths: list[Path]) -> dict[str, list[str]]:
+    """``{sample: methods}`` of the slides' plans, read from their QC JSONs (``sample``, ``method_plan``)."""
+    plans = {}
+    for path in paths:
+        record = json.loads(path.read_text())
+        if "sample" not in record or "method_plan" not in record:
+            raise cli.InputError(f"{path.name}: not a slide QC JSON with a method plan (sample, method_plan)")
+        plans[str(record["sample"])] = list(record["method_plan"]["methods"])
+    return plans
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    methods = method_list(args.methods)
+    methods = planned_methods(args.slide_qc)
     reference_name = args.reference_name or args.reference.name
     if not args.reference.is_file():
         raise cli.InputError(f"reference file {args.reference} does not exist")

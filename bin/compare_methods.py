@@ -1,28 +1,26 @@
 #!/usr/bin/env python3
-"""Compare every mapping method's cell-type maps, and combine them into a consensus map per slide.
+"""Compare the mapping methods' cell-type maps of one slide, and combine them into its consensus map.
 
-Method tables are recognised by name: ``<sample>.cell2location_q05.csv`` (abundances,
-normalised per spot here) and ``<sample>.<method>_proportions.csv`` for every other method,
-including one added later (sample names may contain dots). Outputs:
+Each table (``--proportions``) is named by its method (``--methods``, in the same order; the file
+names are not read): spots x cell types, proportions or abundances (cell2location's, normalised per
+spot here). Outputs, for sample S (``--sample``):
 
-- ``method_agreement.csv``: sample, cell_type, method_a, method_b, pearson_r, n_spots (every pair)
-- ``method_agreement_matrix.tsv``: ``<sample>: <a> vs <b>`` x cell types matrix of r (heatmap)
-- ``method_agreement_pairs.tsv``: methods x methods median r
-- ``consensus_summary.tsv`` and per slide ``<sample>.consensus_proportions.csv``,
-  ``<sample>.consensus_disagreement.csv`` and, with ``--slides``, ``<sample>.consensus_maps.png``
-  and ``<sample>.consensus_disagreement.png``.
+- ``S.method_agreement.csv``: sample, cell_type, method_a, method_b, pearson_r, n_spots (every pair;
+  full precision: summarise_agreement.py gathers the slides' tables)
+- ``S.consensus_summary.json``: the slide's row of the consensus summary
+- ``S.consensus_proportions.csv``, ``S.consensus_disagreement.csv`` and, with ``--slide``,
+  ``S.consensus_maps.png`` and ``S.consensus_disagreement.png``.
 
 Example::
 
-    compare_methods.py --proportions a.cell2location_q05.csv a.tangram_proportions.csv \\
-        a.rctd_proportions.csv --slides a.qc.h5ad --rule mean
+    compare_methods.py --sample a --methods cell2location tangram rctd --proportions a.cell2location_q05.csv \\
+        a.tangram_proportions.csv a.rctd_proportions.csv --slide a.qc.h5ad --rule mean
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-from collections import defaultdict
 from pathlib import Path
 
 from spatialmap import cli
@@ -37,18 +35,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from spatialmap.consensus.rules import DEFAULT_RULE, RULES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sample", required=True, help="sample name; prefix of every output file")
+    parser.add_argument(
+        "--methods", nargs="+", required=True, help="the method of each --proportions table, in the same order"
+    )
     parser.add_argument(
         "--proportions",
         nargs="+",
         required=True,
-        help="every method's per-slide table (index: barcode; columns: cell types)",
+        help="each method's table of the slide (index: barcode; columns: cell types)",
     )
     parser.add_argument(
-        "--slides",
-        nargs="*",
-        default=[],
-        help="slide h5ad files <sample>[.qc].h5ad: spot positions for the maps, counts for the "
-        "reconstruction-based rules",
+        "--slide",
+        default=None,
+        help="the slide's h5ad: spot positions for the maps, counts for the reconstruction-based rules",
     )
     parser.add_argument(
         "--signatures",
@@ -76,19 +76,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def read_tables(paths: list[str]) -> dict:
-    """``{sample: {method: table}}`` from method tables named ``<sample><suffix>``."""
+def read_tables(sample: str, methods: list[str], paths: list[str]) -> dict:
+    """``{method: table}`` of one slide, each table named by its method (``--methods``)."""
     import pandas as pd
 
-    from spatialmap.consensus.agreement import parse_table_name
-
-    tables: dict = defaultdict(dict)
-    for path in sorted(paths):
-        try:
-            sample, method = parse_table_name(path)
-        except ValueError as err:
-            raise cli.InputError(str(err)) from None
-        if method in tables[sample]:
+    if len(methods) != len(paths):
+        raise cli.InputError(f"sample {sample}: {len(methods)} methods but {len(paths)} tables")
+    tables: dict = {}
+    for method, path in zip(methods, paths):
+        if method in tables:
             raise cli.InputError(f"sample {sample}: two {method} tables given")
         if not Path(path).is_file():
             raise FileNotFoundError(f"{method} table of sample {sample}: no such file: {path}")
@@ -96,17 +92,8 @@ def read_tables(paths: list[str]) -> dict:
         table.index = table.index.astype(str)
         if table.shape[1] == 0 or len(table) == 0:
             raise cli.InputError(f"{method} table of sample {sample} ({path}) is empty")
-        tables[sample][method] = table
-    return dict(tables)
-
-
-def slide_paths(paths: list[str]) -> dict[str, Path]:
-    """``{sample: h5ad}`` from ``<sample>.qc.h5ad`` or ``<sample>.h5ad`` names."""
-    found = {}
-    for path in map(Path, paths):
-        name = path.name[: -len(".h5ad")] if path.name.endswith(".h5ad") else path.stem
-        found[name[: -len(".qc")] if name.endswith(".qc") else name] = path
-    return found
+        tables[method] = table
+    return tables
 
 
 def write_slide(outdir: Path, sample: str, result, slide_h5ad: Path | None) -> None:
@@ -150,7 +137,7 @@ def counts_of(sample: str, slide_h5ad: Path | None):
     import anndata as ad
 
     if slide_h5ad is None:
-        raise cli.InputError(f"sample {sample}: this consensus rule needs the slide file (--slides)")
+        raise cli.InputError(f"sample {sample}: this consensus rule needs the slide file (--slide)")
     return ad.read_h5ad(slide_h5ad)
 
 
@@ -191,36 +178,31 @@ def read_signatures(args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Agreement over every pair of methods, and the consensus of every slide with 2+ methods."""
+    """Agreement over every pair of the slide's methods (two or more), and its consensus."""
     args = parse_args(argv)
-    import pandas as pd
+    import json
 
     from spatialmap.consensus import agreement
     from spatialmap.consensus import rules as consensus
 
-    tables = read_tables(args.proportions)
-    slides = slide_paths(args.slides)
+    sample = args.sample
+    tables = read_tables(sample, args.methods, args.proportions)
+    if len(tables) < 2:
+        raise cli.InputError(f"sample {sample}: comparing methods needs at least 2, got {', '.join(tables)}")
+    slide_h5ad = Path(args.slide) if args.slide else None
     signatures = read_signatures(args) if args.rule in consensus.NEEDS_COUNTS else None
     outdir = Path(args.outdir)
-    long, matrix, pairs = agreement.compare_slides(tables)
-    rows = []
-    for sample, by_method in tables.items():
-        if len(by_method) < 2:
-            continue
-        slide = counts_of(sample, slides.get(sample)) if args.rule in consensus.NEEDS_COUNTS else None
-        result = slide_consensus(by_method, sample, args, slide, signatures)
-        write_slide(outdir, sample, result, slides.get(sample))
-        rows.append(consensus.summary(sample, result))
-    for name, frame, kwargs in (
-        ("method_agreement.csv", long, dict(index=False)),
-        ("method_agreement_matrix.tsv", matrix, dict(sep="\t")),
-        ("method_agreement_pairs.tsv", pairs, dict(sep="\t")),
-        ("consensus_summary.tsv", pd.DataFrame(rows).set_index("sample"), dict(sep="\t")),
-    ):
-        with cli.atomic_path(outdir / name) as tmp:
-            frame.to_csv(tmp, float_format="%.6g", na_rep="NA", **kwargs)
+    long = agreement.slide_agreement(tables, sample)
+    slide = counts_of(sample, slide_h5ad) if args.rule in consensus.NEEDS_COUNTS else None
+    result = slide_consensus(tables, sample, args, slide, signatures)
+    write_slide(outdir, sample, result, slide_h5ad)
+    # full precision: the run's tables are written once, from every slide's (summarise_agreement.py)
+    with cli.atomic_path(outdir / f"{sample}.method_agreement.csv") as tmp:
+        long.to_csv(tmp, index=False)
+    with cli.atomic_path(outdir / f"{sample}.consensus_summary.json") as tmp:
+        tmp.write_text(json.dumps(consensus.summary(sample, result), indent=2) + "\n")
     cli.write_versions(args.versions, args.process_name, PACKAGES)
-    log.info("compared %d methods on %d slides; consensus rule %s", len(pairs), len(rows), args.rule)
+    log.info("sample %s: compared %d methods; consensus rule %s", sample, len(tables), result.rule)
 
 
 if __name__ == "__main__":

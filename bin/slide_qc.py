@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Spot QC of one slide: metrics, mitochondrial genes moved out of X, spot filters, maps."""
+"""Spot QC of one slide: metrics, mitochondrial genes moved out of X, spot filters, maps; and the slide's
+method plan (which mapping methods run on it and why, from its size and kind of location), in its QC JSON."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import anndata as ad
 from spatialmap import cli, keys
 from spatialmap.io import sdata as io_hd
 from spatialmap.io import visium as io
+from spatialmap.methods import registry
 from spatialmap.qc import slide as qc
 
 log = logging.getLogger("spatialmap.slide_qc")
@@ -48,13 +50,51 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=100,
         help="maximum %% of a spot's counts in MT genes; 100: off (default: %(default)s)",
     )
+    plan = parser.add_argument_group("method plan", "which mapping methods run on the slide (registry.plan)")
+    plan.add_argument(
+        "--methods",
+        default=registry.AUTO,
+        help=f"auto (chosen from the slide's size and kind) or a comma-separated list of {', '.join(registry.NAMES)} "
+        "(default: %(default)s)",
+    )
+    for name, default in registry.SETTINGS.items():
+        plan.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=type(default),
+            default=default,
+            help=f"--{name} of the pipeline (default: %(default)s)",
+        )
+    parser.add_argument(
+        "--plan-only",
+        action="store_true",
+        help="write only the sample and its method plan for an empty slide to --output-json (stub runs)",
+    )
     parser.add_argument("--process-name", default="slide_qc.py", help="process name written to the versions file")
     parser.add_argument("--versions", default="versions.yml", type=Path, help="versions file to write")
     return parser.parse_args(argv)
 
 
+def method_plan(args: argparse.Namespace, locations: int, kind: str) -> dict:
+    """The slide's method plan as its QC JSON holds it (``method_plan``); logged as one line."""
+    settings = {name: getattr(args, name) for name in registry.SETTINGS}
+    plan = registry.plan(args.methods, locations, kind, settings)
+    line = (
+        f"sample {args.sample}: {locations} locations; methods {', '.join(plan.methods) or 'none'} ({plan.selection})"
+    )
+    (log.warning if "skipped" in plan.selection else log.info)(line)
+    return plan.to_json()
+
+
+def write_json(path: Path, summary: dict) -> None:
+    with cli.atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.plan_only:
+        write_json(args.output_json, {"sample": args.sample, "method_plan": method_plan(args, 0, "spot")})
+        return
     if not args.input.is_file():
         raise cli.InputError(f"sample {args.sample}: the slide file {args.input} does not exist")
     adata = ad.read_h5ad(args.input)
@@ -101,8 +141,10 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     qc.plot_qc_maps(before, args.output_png, kept=kept)
-    with cli.atomic_path(args.output_json) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    # the plan goes into the JSON only: the QC'd h5ad stays as it was
+    write_json(
+        args.output_json, {**summary, "method_plan": method_plan(args, after.n_obs, summary.get("unit", "spot"))}
+    )
     with cli.atomic_path(args.output_h5ad) as tmp:
         after.write_h5ad(tmp, compression="gzip")
     cli.write_versions(args.versions, args.process_name, ["scanpy", "anndata", "matplotlib", "numpy"])

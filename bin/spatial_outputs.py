@@ -30,7 +30,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--mapped", nargs="*", type=Path, default=[], help="mapping results of the slide (h5ad per method)"
     )
     parser.add_argument(
-        "--methods", default="", help="mapping methods in order of preference for the label (comma-separated)"
+        "--methods",
+        default="",
+        help="mapping methods in order of preference for the label (comma-separated; the slide plan's "
+        "label_methods); default: the registry's label preference",
     )
     parser.add_argument("--hd-bin-size", type=int, default=8, help="Visium HD bin size in µm (default: %(default)s)")
     parser.add_argument(

@@ -66,12 +66,13 @@ import pandas as pd  # noqa: E402
 from spatialmap import keys  # noqa: E402
 from spatialmap.consensus import agreement  # noqa: E402
 from spatialmap.consensus import rules as consensus  # noqa: E402
+from spatialmap.methods import registry  # noqa: E402
 from testdata import silver  # noqa: E402
 
 log = logging.getLogger("spatialmap.benchmark_methods")
 
 SCENARIOS = ("lymph_node", "generated", "pbmc68k")
-METHODS = ("cell2location", "tangram", "rctd", "flashdeconv", "nnls")
+METHODS = registry.NAMES
 LABEL_KEY = "cell_type"
 COLUMNS = [
     "scenario",

@@ -20,8 +20,13 @@ from pathlib import Path
 
 import pandas as pd
 
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO / "bin") not in sys.path:
+    sys.path.insert(0, str(REPO / "bin"))
+from spatialmap.methods import registry  # noqa: E402
+
 GPU_REQUEST = re.compile(r"^#SBATCH\s+--gres[ =]gpu:1\s*$", re.M)
-METHODS = ("cell2location", "tangram", "rctd", "flashdeconv", "nnls")
+METHODS = registry.NAMES
 #: per-type Pearson r with the truth that every method and the consensus reach on the test data
 #: (the pipeline tests hold each method to more: tests/workflow/test_pipeline_outputs.py)
 MIN_PEARSON = 0.8

@@ -4,14 +4,15 @@
 include { INPUT_CHECK          } from '../subworkflows/local/input_check'
 include { SLIDE_PREPROCESS     } from '../subworkflows/local/slide_preprocess'
 include { REFERENCE_SIGNATURES } from '../subworkflows/local/reference_signatures'
-include { MAPPING; chooseMethods; locationsOf } from '../subworkflows/local/mapping'
+include { MAPPING              } from '../subworkflows/local/mapping'
 include { SPATIAL_RESULTS      } from '../subworkflows/local/spatial_results'
 include { REPORT_TABLES        } from '../modules/local/report_tables/main'
 include { MULTIQC              } from '../modules/local/multiqc/main'
 
 workflow SPATIALMAP {
     main:
-    // values were checked against nextflow_schema.json in main.nf (allowed methods: x-list-enum there)
+    // values were checked against nextflow_schema.json in main.nf (allowed methods: x-list-enum there);
+    // each slide's methods are planned in its QC step (spatialmap.methods.registry.plan)
     def methods = params.methods.toString().tokenize(',')*.trim().findAll { it }
     if ('auto' in methods && methods.size() > 1) {
         error "--methods auto chooses the methods per slide; give it alone or list the methods instead (got ${params.methods})"
@@ -38,15 +39,14 @@ workflow SPATIALMAP {
 
     if (params.reference) {
         def user_signatures = params.signatures ? file(params.signatures, checkIfExists: true) : []
-        // the slides cell2location will run on, by MAPPING's rule: signatures are estimated only when there is one
+        // the slides whose plan runs cell2location: signatures are estimated only when there is one
         // (with --methods auto on Visium HD / Xenium slides, or above --c2l_max_locations, there is none)
-        def c2l_slides = SLIDE_PREPROCESS.out.json.filter { meta, json ->
-            'cell2location' in chooseMethods(methods, locationsOf(json), params.large_slide_locations as long,
-                params.tangram_mode.toString(), params.c2l_max_locations as long, params.auto_rctd_max_locations as long)[0]
-        }
+        def c2l_slides = SLIDE_PREPROCESS.out.json.filter { meta, json -> 'cell2location' in meta.methods }
+        def reference = file(params.reference, checkIfExists: true)
         REFERENCE_SIGNATURES(
-            file(params.reference, checkIfExists: true),
+            [[id: reference.name], reference],
             SLIDE_PREPROCESS.out.h5ad,
+            SLIDE_PREPROCESS.out.json,
             mt_genes,
             user_signatures,
             c2l_slides
@@ -56,14 +56,13 @@ workflow SPATIALMAP {
 
         MAPPING(
             SLIDE_PREPROCESS.out.h5ad,
-            SLIDE_PREPROCESS.out.json,
             REFERENCE_SIGNATURES.out.reference,
             REFERENCE_SIGNATURES.out.signatures,
-            methods
+            params.rctd_q_matrix ? file(params.rctd_q_matrix, checkIfExists: true) : []
         )
         versions = versions.mix(MAPPING.out.versions)
         // every method's <sample>.<method>_qc.json and figures, for the report
-        method_json = MAPPING.out.method_json
+        method_json = MAPPING.out.method_json.map { meta, method, f -> f }
         method_png = MAPPING.out.method_png.mix(REFERENCE_SIGNATURES.out.signature_png.flatten())
         method_selection = MAPPING.out.selection
         agreement = MAPPING.out.agreement

@@ -1,13 +1,16 @@
 //
 // Map cell types onto the slides: cell2location jointly per group; Tangram, RCTD, FlashDeconv
-// and NNLS per slide. With --methods auto the methods are chosen per slide from its size after
-// QC (logged, and shown in the report). Where two or more methods ran: their agreement and a
-// consensus (COMPARE_METHODS).
+// and NNLS per slide. Each slide runs the methods of its plan (meta.methods, made in the slide QC
+// step by spatialmap.methods.registry.plan from --methods and the slide's size and kind; logged
+// here, and shown in the report). Where two or more methods ran: their agreement and a consensus
+// (COMPARE_METHODS).
 //
-// Every method's module emits the same per-slide outputs: json (<sample>.<method>_qc.json), maps
-// (figures), csv (proportions), h5ad (the mapped slide) and versions; extra figures for the report,
-// where a method has them, as figures. collectMethods gathers them the same way for every method,
-// so adding a method is its include and its call on runs('<name>'), its .out added to methodRuns.
+// Every method's module emits the same per-slide outputs, [ meta, file ]: json (<sample>.<method>_qc.json),
+// maps (figures), csv (proportions), h5ad (the mapped slide), and versions; cell2location's group task
+// emits them per group, split back to one per slide (perSlide). methodOutputs gathers them the same way
+// for every method, so adding a method is its include, its call on runs('<name>') and
+// methodOutputs('<name>', <PROCESS>.out) added to methodRuns (and its registry entry:
+// spatialmap.methods.registry).
 //
 include { CELL2LOCATION   } from '../../modules/local/cell2location/main'
 include { TANGRAM         } from '../../modules/local/tangram/main'
@@ -16,176 +19,127 @@ include { RCTD            } from '../../modules/local/rctd/main'
 include { FLASHDECONV     } from '../../modules/local/flashdeconv/main'
 include { NNLS            } from '../../modules/local/nnls/main'
 include { COMPARE_METHODS } from '../../modules/local/compare_methods/main'
+include { SUMMARISE_AGREEMENT } from '../../modules/local/summarise_agreement/main'
 
-// [ [sample, file], ... ] sorted by sample -> [ [samples], [files] ]
+// [ [meta, file], ... ] sorted by sample -> [ [metas], [files] ]
 def splitPairs(pairs) {
-    def sorted = pairs.sort { a, b -> a[0] <=> b[0] }
+    def sorted = pairs.sort { a, b -> a[0].id <=> b[0].id }
     [sorted.collect { it[0] }, sorted.collect { it[1] }]
 }
 
-// Locations (spots, bins or cells) a slide kept after QC, from its QC JSON; 0 when absent (stub runs)
-def locationsOf(json) {
-    def qc = new groovy.json.JsonSlurper().parseText(json.text)
-    (qc.spots_kept ?: qc.bins_kept ?: qc.cells_kept ?: 0) as long
-}
-
-// RCTD doublet mode's time on n locations at the measured ~0.09 s per bin on one core (tools/BENCHMARKS.md)
-def rctdEstimate(long n) {
-    def minutes = Math.round(n * 0.09d / 60)
-    minutes < 120 ? "${Math.max(minutes, 1)} min" : "${Math.round(minutes / 6d) / 10} h"
-}
-
-// The methods to run on a slide of n locations, and why (one line for the log and the report).
-// auto: all five up to `large` locations; above, the three that scale to Visium HD sizes
-// (README, "Choosing methods"), and of those RCTD only up to `rctdMax` locations (0: no limit):
-// its doublet mode, what --rctd_mode auto gives bins and cells, took ~0.09 s per bin on one core
-// (tools/BENCHMARKS.md), hours on a full Visium HD slide. Asked-for methods run as asked, except
-// Tangram's cells mode, which is skipped above `large` (its cells x locations map does not fit in
-// memory), and cell2location, skipped above `c2lMax` locations (0: no limit; days of training on CPU there).
-def chooseMethods(List requested, long n, long large, String tangramMode, long c2lMax = 0, long rctdMax = 0) {
-    def big = n > large
-    if (requested == ['auto']) {
-        def run = big ? ['rctd', 'flashdeconv', 'nnls'] : ['cell2location', 'tangram', 'rctd', 'flashdeconv', 'nnls']
-        def why = big ? "auto: ${n} locations > large_slide_locations ${large}: RCTD, FlashDeconv, NNLS (cell2location and Tangram only when asked)" :
-            "auto: ${n} locations <= large_slide_locations ${large}: all five methods"
-        if (rctdMax > 0 && n > rctdMax) {
-            run = run - ['rctd']
-            why = (big ? "auto: ${n} locations > large_slide_locations ${large}: FlashDeconv, NNLS (cell2location and Tangram only when asked)" :
-                "auto: ${n} locations <= large_slide_locations ${large}: cell2location, Tangram, FlashDeconv, NNLS") +
-                "; RCTD only when asked: ${n} locations > auto_rctd_max_locations ${rctdMax} " +
-                "(doublet mode ~0.09 s per bin on one core: ~${rctdEstimate(n)} at this size, extrapolated)"
-        }
-        return [run, why]
+// A group task's per-slide outputs, [ group meta, slide metas, files ], as one [ slide meta, file ] per
+// slide: the file the task wrote for that slide, <sample>.<suffix> (named from the meta, never parsed)
+def perSlide(ch, String suffix) {
+    ch.flatMap { group, metas, files ->
+        def named = [files].flatten().collectEntries { f -> [f.name, f] }
+        metas.collect { m -> [m, named["${m.id}.${suffix}"]] }
     }
-    def run = requested.collect()
-    def why = "asked for (--methods ${requested.join(',')})"
-    if (big && 'tangram' in run && tangramMode == 'cells') {
-        run = run - ['tangram']
-        why += "; Tangram skipped: cells mode on ${n} locations > large_slide_locations ${large} (use --tangram_mode clusters)"
-    }
-    if (c2lMax > 0 && n > c2lMax && 'cell2location' in run) {
-        run = run - ['cell2location']
-        why += "; cell2location skipped: ${n} locations > c2l_max_locations ${c2lMax} (days of training at this size; " +
-            "use rctd (--rctd_mode doublet for bins and cells), flashdeconv or nnls, or raise --c2l_max_locations)"
-    }
-    [run, why]
 }
 
-// Method of a per-slide proportion table: <sample>.<method>_proportions.csv or <sample>.cell2location_q05.csv
-def tableMethod(name) {
-    name.endsWith('.cell2location_q05.csv') ? 'cell2location' : (name - ~/_proportions\.csv$/).tokenize('.')[-1]
-}
-
-// The files of a process output channel, whether it emits [ meta, file(s) ] tuples or file(s)
-def filesOf(ch) {
-    ch.flatMap { item -> [item].flatten().findAll { !(it instanceof Map) } }
-}
-
-// One method's outputs (its process's .out), the same for every method
-def methodOutputs(out) {
-    [
-        json:     filesOf(out.json),
-        png:      'figures' in out.getNames() ? filesOf(out.maps).mix(filesOf(out.figures)) : filesOf(out.maps),
-        csv:      filesOf(out.csv),
-        // [ sample id, <sample>.<method>.h5ad ]
-        mapped:   filesOf(out.h5ad).map { f -> [f.name - ~/\.[^.]+\.h5ad$/, f] },
-        versions: out.versions,
-    ]
+// One method's per-slide outputs (its process's .out, or per-slide channels of the same names) as
+// [ meta, method, file ] channels, the same for every method: json (<sample>.<method>_qc.json), maps,
+// csv (proportions), h5ad (the mapped slide); and its versions
+def methodOutputs(String method, out) {
+    def tag = { ch -> ch.map { meta, f -> [meta, method, f] } }
+    [json: tag(out.json), png: tag(out.maps), csv: tag(out.csv), mapped: tag(out.h5ad), versions: out.versions]
 }
 
 // Every method's outputs mixed per kind: [ json, png, csv, mapped, versions ] channels
 def collectMethods(List outs) {
     def kinds = ['json', 'png', 'csv', 'mapped', 'versions']
-    outs.inject(kinds.collectEntries { [it, Channel.empty()] }) { all, out ->
-        def one = methodOutputs(out)
+    outs.inject(kinds.collectEntries { [it, Channel.empty()] }) { all, one ->
         kinds.collectEntries { [it, all[it].mix(one[it])] }
     }
 }
 
 workflow MAPPING {
     take:
-    slides      // channel: [ meta, qc h5ad ]
-    slide_json  // channel: [ meta, qc json ] (its spots_kept sizes the slide for --methods auto)
-    reference   // value: prepared reference h5ad
-    signatures  // value: signatures CSV (used by cell2location)
-    methods     // list: any of cell2location, tangram, rctd, flashdeconv, nnls; or ['auto']
+    slides         // channel: [ meta, qc h5ad ] (meta.methods, meta.locations, meta.selection: the slide's method plan)
+    reference      // value: prepared reference h5ad
+    signatures     // value: signatures CSV (used by cell2location)
+    rctd_q_matrix  // value: RCTD likelihood table (--rctd_q_matrix), or [] to compute it (RCTD_QMATRIX)
 
     main:
     versions  = Channel.empty()
-    def methodRuns = []  // the .out of every method that may run
+    def methodRuns = []  // the .out of every method; a method no slide's plan names gets no task
 
-    // [ meta + [locations, methods, selection], h5ad ]: the methods chosen for each slide
-    chosen = slides.map { meta, h5ad -> [meta.id, meta, h5ad] }
-        .join(slide_json.map { meta, json -> [meta.id, json] })
-        .map { id, meta, h5ad, json ->
-            def n = locationsOf(json)
-            def (run, why) = chooseMethods(methods, n, params.large_slide_locations as long, params.tangram_mode.toString(),
-                params.c2l_max_locations as long, params.auto_rctd_max_locations as long)
-            def line = "sample ${id}: ${n} locations; methods ${run.join(', ') ?: 'none'} (${why})"
-            if (why.contains('skipped')) { log.warn line } else { log.info line }
-            [meta + [locations: n, methods: run, selection: why.toString()], h5ad]
-        }
+    chosen = slides.map { meta, h5ad ->
+        def line = "sample ${meta.id}: ${meta.locations} locations; methods ${meta.methods.join(', ') ?: 'none'} (${meta.selection})"
+        if (meta.selection.contains('skipped')) { log.warn line } else { log.info line }
+        [meta, h5ad]
+    }
     def runs = { method -> chosen.filter { meta, h5ad -> method in meta.methods } }
-    def may = { method -> methods == ['auto'] || method in methods }
 
-    if (may('cell2location')) {
-        groups = runs('cell2location')
-            .map { meta, h5ad -> [meta.group, [meta.id, h5ad]] }
-            .groupTuple()
-            .map { group, pairs ->
-                def (samples, files) = splitPairs(pairs)
-                [[id: group], samples, files]
-            }
-        CELL2LOCATION(groups, signatures)
-        methodRuns << CELL2LOCATION.out
-    }
-    if (may('tangram')) {
-        TANGRAM(runs('tangram'), reference)
-        methodRuns << TANGRAM.out
-    }
-    if (may('rctd')) {
-        // the likelihood table: once per run (and kept across runs in --rctd_q_cache), never per slide
-        if (params.rctd_q_matrix) {
-            q_matrix = Channel.value(file(params.rctd_q_matrix, checkIfExists: true))
-        } else {
-            // computed only once a slide is known to run RCTD (with --methods auto, none may: slides
-            // above --auto_rctd_max_locations); first(): one table for all slides
-            RCTD_QMATRIX(runs('rctd').first().map { meta, h5ad -> true })
-            q_matrix = RCTD_QMATRIX.out.npz
-            versions = versions.mix(RCTD_QMATRIX.out.versions)
+    groups = runs('cell2location')
+        .map { meta, h5ad -> [meta.group, [meta, h5ad]] }
+        .groupTuple()
+        .map { group, pairs ->
+            def (metas, files) = splitPairs(pairs)
+            [[id: group], metas, files]
         }
-        RCTD(runs('rctd'), reference, q_matrix)
-        methodRuns << RCTD.out
+    CELL2LOCATION(groups, signatures)
+    methodRuns << methodOutputs('cell2location', [
+        json:     perSlide(CELL2LOCATION.out.json, 'cell2location_qc.json'),
+        maps:     perSlide(CELL2LOCATION.out.maps, 'cell2location_maps.png'),
+        csv:      perSlide(CELL2LOCATION.out.csv, 'cell2location_q05.csv'),
+        h5ad:     perSlide(CELL2LOCATION.out.h5ad, 'cell2location.h5ad'),
+        versions: CELL2LOCATION.out.versions,
+    ])
+
+    TANGRAM(runs('tangram'), reference)
+    methodRuns << methodOutputs('tangram', TANGRAM.out)
+
+    // the likelihood table: once per run (and kept across runs in --rctd_q_cache), never per slide
+    if (rctd_q_matrix) {
+        q_matrix = Channel.value(rctd_q_matrix)
+    } else {
+        // computed only once a slide is known to run RCTD (with --methods auto, none may: slides
+        // above --auto_rctd_max_locations); first(): one table for all slides
+        RCTD_QMATRIX(runs('rctd').first().map { meta, h5ad -> true })
+        q_matrix = RCTD_QMATRIX.out.npz
+        versions = versions.mix(RCTD_QMATRIX.out.versions)
     }
-    if (may('flashdeconv')) {
-        FLASHDECONV(runs('flashdeconv'), reference)
-        methodRuns << FLASHDECONV.out
-    }
-    if (may('nnls')) {
-        NNLS(runs('nnls'), reference)
-        methodRuns << NNLS.out
-    }
+    RCTD(runs('rctd'), reference, q_matrix)
+    methodRuns << methodOutputs('rctd', RCTD.out)
+
+    FLASHDECONV(runs('flashdeconv'), reference)
+    methodRuns << methodOutputs('flashdeconv', FLASHDECONV.out)
+
+    NNLS(runs('nnls'), reference)
+    methodRuns << methodOutputs('nnls', NNLS.out)
+
     def all = collectMethods(methodRuns)
-    method_json = all.json      // every method's <sample>.<method>_qc.json
-    method_png  = all.png       // every method's maps and figures
-    proportions = all.csv       // every method's per-slide proportion table
-    mapped      = all.mapped    // [ sample id, mapped h5ad ], one per method (for SPATIAL_RESULTS)
+    method_json = all.json      // [ meta, method, <sample>.<method>_qc.json ]
+    method_png  = all.png.map { meta, method, f -> f }.mix(CELL2LOCATION.out.figures.map { meta, f -> f })
+    proportions = all.csv       // [ meta, method, the slide's proportion table ]
+    mapped      = all.mapped    // [ meta, method, mapped h5ad ] (for SPATIAL_RESULTS)
     versions    = versions.mix(all.versions)
 
-    // agreement and consensus: only where two or more methods ran (counted from the tables' names)
-    COMPARE_METHODS(
-        proportions.collect(sort: true).filter { files -> files.collect { tableMethod(it.name) }.unique().size() >= 2 },
-        slides.map { meta, h5ad -> h5ad }.collect(sort: true),
-        reference
+    // agreement and consensus, per slide: where two or more methods ran (counted from the slide's
+    // outputs; each slide's group is complete once every method of its plan gave its table)
+    to_compare = proportions
+        .map { meta, method, csv -> [groupKey(meta.id, meta.methods.size()), meta, method, csv] }
+        .groupTuple()
+        .filter { key, metas, methods, tables -> methods.size() >= 2 }
+        .map { key, metas, methods, tables ->
+            def order = (0..<methods.size()).toList().sort { methods[it] }
+            [metas[0].id, metas[0], order.collect { methods[it] }, order.collect { tables[it] }]
+        }
+        .join(slides.map { meta, h5ad -> [meta.id, h5ad] })
+        .map { id, meta, methods, tables, h5ad -> [meta, methods, tables, h5ad] }
+    COMPARE_METHODS(to_compare, reference)
+    // the run's tables, from every slide's
+    SUMMARISE_AGREEMENT(
+        COMPARE_METHODS.out.agreement.map { meta, f -> f }.collect(sort: true),
+        COMPARE_METHODS.out.summary.map { meta, f -> f }.collect(sort: true)
     )
-    versions  = versions.mix(COMPARE_METHODS.out.versions)
-    agreement = COMPARE_METHODS.out.matrix.mix(
-        COMPARE_METHODS.out.csv, COMPARE_METHODS.out.pairs, COMPARE_METHODS.out.summary,
-        COMPARE_METHODS.out.png.flatten()
+    versions  = versions.mix(COMPARE_METHODS.out.versions, SUMMARISE_AGREEMENT.out.versions)
+    agreement = SUMMARISE_AGREEMENT.out.matrix.mix(
+        SUMMARISE_AGREEMENT.out.csv, SUMMARISE_AGREEMENT.out.pairs, SUMMARISE_AGREEMENT.out.summary,
+        COMPARE_METHODS.out.png.flatMap { meta, f -> [f].flatten() }
     )
-    // [ sample id, consensus proportions, disagreement ] per slide with a consensus (for SPATIAL_RESULTS)
-    consensus = COMPARE_METHODS.out.consensus.flatten().map { f -> [f.name - '.consensus_proportions.csv', f] }
-        .join(COMPARE_METHODS.out.disagreement.flatten().map { f -> [f.name - '.consensus_disagreement.csv', f] })
+    // [ meta, consensus proportions, disagreement ] per slide with a consensus (for SPATIAL_RESULTS)
+    consensus = COMPARE_METHODS.out.consensus.join(COMPARE_METHODS.out.disagreement)
 
     // which methods ran on which slide, and why: a MultiQC table
     selection = chosen
@@ -198,12 +152,12 @@ workflow MAPPING {
         )
 
     emit:
-    method_json    // channel: every method's per-slide QC JSON (<sample>.<method>_qc.json)
+    method_json    // channel: [ meta, method, <sample>.<method>_qc.json ]
     method_png     // channel: every method's maps and figures
-    proportions    // channel: every method's per-slide proportion table
+    proportions    // channel: [ meta, method, the slide's proportion table ]
     selection      // channel: spatialmap_method_selection_mqc.tsv (methods per slide, for MultiQC)
-    agreement      // channel: agreement tables
-    mapped         // channel: [ sample id, mapped h5ad ], one per method and slide
-    consensus      // channel: [ sample id, <sample>.consensus_proportions.csv, <sample>.consensus_disagreement.csv ]
+    agreement      // channel: the run's agreement tables, the consensus summary and maps
+    mapped         // channel: [ meta, method, <sample>.<method>.h5ad ]
+    consensus      // channel: [ meta, <sample>.consensus_proportions.csv, <sample>.consensus_disagreement.csv ]
     versions       // channel: versions.yml
 }

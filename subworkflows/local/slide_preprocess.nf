@@ -2,12 +2,28 @@
 // Per slide: segment (Visium HD cells mode: StarDist per image patch, when asked or when
 // Space Ranger gave no boundaries; ProSeg when asked, Visium HD and Xenium, refining the platform's
 // cells or, stardist_proseg, StarDist's nuclei), read the Space Ranger outs/ (or AnnData), then QC and
-// remove mitochondrial genes
+// remove mitochondrial genes. SLIDE_QC also makes the slide's method plan (which mapping methods run on
+// it and why: spatialmap.methods.registry.plan); from here on every channel carries it in meta:
+// meta.methods, meta.locations, meta.selection, meta.label_methods.
 //
 include { SEGMENTATION_STARDIST } from './segmentation_stardist'
 include { SEGMENTATION_PROSEG   } from './segmentation_proseg'
 include { READ_SLIDE            } from '../../modules/local/read_slide/main'
 include { SLIDE_QC              } from '../../modules/local/slide_qc/main'
+
+// The method plan of a slide's QC JSON (method_plan, written by slide_qc.py) as meta fields
+def planOf(json) {
+    def plan = new groovy.json.JsonSlurper().parseText(json.text).method_plan
+    if (plan == null) {
+        error "spatialmap failed: ${json.name} holds no method plan (method_plan)"
+    }
+    [
+        locations:     plan.locations as long,
+        methods:       plan.methods.collect { it.toString() },
+        selection:     plan.selection.toString(),
+        label_methods: plan.label_methods.collect { it.toString() },
+    ]
+}
 
 workflow SLIDE_PREPROCESS {
     take:
@@ -40,11 +56,13 @@ workflow SLIDE_PREPROCESS {
         .map { meta, slide, c -> [meta, slide, c ?: []] }
     READ_SLIDE(to_read)
     SLIDE_QC(READ_SLIDE.out.h5ad, mt_genes)
+    // [ meta, meta + its method plan ]
+    planned = SLIDE_QC.out.json.map { meta, json -> [meta, meta + planOf(json)] }
 
     emit:
-    h5ad         = SLIDE_QC.out.h5ad                                   // channel: [ meta, qc h5ad ]
-    json         = SLIDE_QC.out.json                                   // channel: [ meta, qc json ]
-    png          = SLIDE_QC.out.png                                    // channel: [ meta, qc maps png ]
+    h5ad         = SLIDE_QC.out.h5ad.join(planned).map { meta, f, m -> [m, f] }  // channel: [ meta + plan, qc h5ad ]
+    json         = SLIDE_QC.out.json.join(planned).map { meta, f, m -> [m, f] }  // channel: [ meta + plan, qc json ]
+    png          = SLIDE_QC.out.png.join(planned).map { meta, f, m -> [m, f] }   // channel: [ meta + plan, qc maps png ]
     segmentation = SEGMENTATION_STARDIST.out.json.mix(SEGMENTATION_PROSEG.out.json)  // channel: [ meta, segmentation json ]
     cells        = cells                                               // channel: [ meta, <sample>.cells.parquet ] (pipeline's segmentations)
     versions     = READ_SLIDE.out.versions.mix(SLIDE_QC.out.versions, SEGMENTATION_STARDIST.out.versions, SEGMENTATION_PROSEG.out.versions)  // channel: versions.yml

@@ -10,24 +10,24 @@ def SPATIAL_TYPES = ['visium_hd', 'xenium', 'zarr']
 workflow SPATIAL_RESULTS {
     take:
     slides   // channel: [ meta, input folder or store ]
-    qc_h5ad  // channel: [ meta, qc h5ad ]
-    mapped   // channel: [ sample id, mapped h5ad ] (any number per slide, one per method)
+    qc_h5ad  // channel: [ meta, qc h5ad ] (meta with the slide's method plan: label_methods orders the label's methods)
+    mapped   // channel: [ meta, method, mapped h5ad ] (any number per slide, one per method)
     cells    // channel: [ meta, <sample>.cells.parquet ] (slides the pipeline segmented)
-    consensus // channel: [ sample id, <sample>.consensus_proportions.csv, <sample>.consensus_disagreement.csv ] (slides with 2+ methods)
+    consensus // channel: [ meta, <sample>.consensus_proportions.csv, <sample>.consensus_disagreement.csv ] (slides with 2+ methods)
 
     main:
-    per_slide = mapped.groupTuple()
+    per_slide = mapped.map { meta, method, h5ad -> [meta.id, h5ad] }.groupTuple()
     inputs = slides
         .filter { meta, path -> meta.input_type in SPATIAL_TYPES }
-        .map { meta, path -> [meta.id, meta, path] }
-        .join(qc_h5ad.map { meta, h5ad -> [meta.id, h5ad] })
+        .map { meta, path -> [meta.id, path] }
+        .join(qc_h5ad.map { meta, h5ad -> [meta.id, meta, h5ad] })
         .join(per_slide, remainder: true)
         .filter { it[1] != null }
         .join(cells.map { meta, c -> [meta.id, c] }, remainder: true)
         .filter { it[1] != null }
-        .join(consensus.map { id, props, scores -> [id, [props, scores]] }, remainder: true)
+        .join(consensus.map { meta, props, scores -> [meta.id, [props, scores]] }, remainder: true)
         .filter { it[1] != null }
-        .map { id, meta, path, h5ad, results, c, cs ->
+        .map { id, path, meta, h5ad, results, c, cs ->
             [meta, path, h5ad, (results ?: []).sort { it.name }, c ?: [], cs ? cs[0] : [], cs ? cs[1] : []]
         }
     SPATIAL_OUTPUTS(inputs)

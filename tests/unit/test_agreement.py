@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 
 import numpy as np
@@ -106,16 +107,6 @@ def test_bad_tables_are_refused():
         agreement.slide_agreement({"nnls": tangram_table()}, "S1")
 
 
-def test_table_names_give_sample_and_method():
-    assert agreement.parse_table_name("a.b.cell2location_q05.csv") == ("a.b", "cell2location")
-    assert agreement.parse_table_name("/x/slide_1.rctd_proportions.csv") == ("slide_1", "rctd")
-    assert agreement.parse_table_name("s.flashdeconv_proportions.csv") == ("s", "flashdeconv")
-    assert agreement.parse_table_name("s.1.foo_proportions.csv") == ("s.1", "foo")  # a method added later
-    for bad in ("s.consensus_proportions.csv", "rctd_proportions.csv", "s.rctd.csv", "s.a b_proportions.csv"):
-        with pytest.raises(ValueError, match="not a method table"):
-            agreement.parse_table_name(bad)
-
-
 def test_a_method_added_later_is_compared_after_the_known_ones():
     """A sixth method needs no edit here: it is ordered after the known methods, in name order."""
     assert agreement.method_order(["zeta", "nnls", "foo", "cell2location"]) == ["cell2location", "nnls", "foo", "zeta"]
@@ -157,65 +148,64 @@ def test_every_pair_of_n_methods():
         agreement.compare_slides({"S1": {"nnls": truth}})
 
 
-def test_compare_methods_script(tmp_path):
-    c2l_table().to_csv(tmp_path / "S.1.cell2location_q05.csv", index_label="barcode")
-    c2l_table().to_csv(tmp_path / "S2.cell2location_q05.csv", index_label="barcode")
-    tangram_table().to_csv(tmp_path / "S.1.tangram_proportions.csv", index_label="barcode")
-    tangram_table().to_csv(tmp_path / "S.1.nnls_proportions.csv", index_label="barcode")
-    script = _load_script("compare_methods.py")
-    files = [str(p) for p in sorted(tmp_path.glob("*.csv"))]
-    script.main(
-        [
-            "--proportions",
-            *files,
-            "--rule",
-            "mean",
-            "--outdir",
-            str(tmp_path / "out"),
-            "--versions",
-            str(tmp_path / "versions.yml"),
-        ]
+def _compare(tmp_path, sample, tables, *extra):
+    """compare_methods.py on one slide: ``{method: table}`` written to files whose names say nothing."""
+    files = []
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    for i, (method, table) in enumerate(tables.items()):
+        table.to_csv(tmp_path / f"table{i}.csv", index_label="barcode")
+        files.append(str(tmp_path / f"table{i}.csv"))
+    _load_script("compare_methods.py").main(
+        ["--sample", sample, "--methods", *tables, "--proportions", *files, "--rule", "mean"]
+        + ["--outdir", str(tmp_path / "out"), "--versions", str(tmp_path / "versions.yml"), *extra]
     )
-    out = tmp_path / "out"
-    long = pd.read_csv(out / "method_agreement.csv")
+    return tmp_path / "out"
+
+
+def test_compare_methods_and_summarise_agreement_scripts(tmp_path):
+    """Per slide: the agreement and consensus of its methods (named by --methods, not by the file
+    names); then the run's tables gathered from every slide's, in sample order."""
+    out = _compare(tmp_path, "S.1", {"cell2location": c2l_table(), "tangram": tangram_table(), "nnls": tangram_table()})
+    long = pd.read_csv(out / "S.1.method_agreement.csv")
     assert list(long.columns) == ["sample", "cell_type", "method_a", "method_b", "pearson_r", "n_spots"]
     assert set(long["sample"]) == {"S.1"} and len(long) == 3 * 3
     a = long[(long["method_a"] == "cell2location") & (long["method_b"] == "tangram")].set_index("cell_type")
     assert a.loc["A", "pearson_r"] == pytest.approx(0.8, abs=1e-6)
-    wide = pd.read_csv(out / "method_agreement_matrix.tsv", sep="\t", index_col=0)
-    assert "S.1: cell2location vs nnls" in wide.index and np.isnan(wide.loc["S.1: cell2location vs tangram", "C"])
-    summary = pd.read_csv(out / "consensus_summary.tsv", sep="\t", index_col=0)
-    assert list(summary.index) == ["S.1"] and summary.loc["S.1", "n_methods"] == 3
     consensus = pd.read_csv(out / "S.1.consensus_proportions.csv", index_col=0)
     np.testing.assert_allclose(consensus.sum(axis=1), 1.0, atol=1e-5)
-    assert (out / "S.1.consensus_disagreement.csv").is_file() and not (out / "S2.consensus_proportions.csv").exists()
+    assert (out / "S.1.consensus_disagreement.csv").is_file()
+    assert json.loads((out / "S.1.consensus_summary.json").read_text())["n_methods"] == 3
     assert '"compare_methods.py":' in (tmp_path / "versions.yml").read_text()
-    (tmp_path / "S.1.unknown.csv").write_text("barcode,A\nx,1\n")
-    with pytest.raises(InputError, match="not a method table"):
-        script.main(
-            ["--proportions", str(tmp_path / "S.1.unknown.csv"), files[0], "--rule", "mean", "--outdir", str(out)]
+    second = _compare(tmp_path / "b", "A0", {"rctd": c2l_table(), "nnls": tangram_table()})
+    _load_script("summarise_agreement.py").main(
+        ["--agreement", str(out / "S.1.method_agreement.csv"), str(second / "A0.method_agreement.csv")]
+        + ["--consensus-summary", str(out / "S.1.consensus_summary.json"), str(second / "A0.consensus_summary.json")]
+        + ["--outdir", str(tmp_path / "run"), "--versions", str(tmp_path / "v2.yml")]
+    )
+    run = tmp_path / "run"
+    gathered = pd.read_csv(run / "method_agreement.csv")
+    assert list(dict.fromkeys(gathered["sample"])) == ["A0", "S.1"] and len(gathered) == 3 + 9
+    wide = pd.read_csv(run / "method_agreement_matrix.tsv", sep="\t", index_col=0)
+    assert "S.1: cell2location vs nnls" in wide.index and np.isnan(wide.loc["S.1: cell2location vs tangram", "C"])
+    pairs = pd.read_csv(run / "method_agreement_pairs.tsv", sep="\t", index_col=0)
+    assert list(pairs.index) == ["cell2location", "tangram", "rctd", "nnls"]
+    summary = pd.read_csv(run / "consensus_summary.tsv", sep="\t", index_col=0)
+    assert list(summary.index) == ["A0", "S.1"] and summary.loc["S.1", "n_methods"] == 3
+    with pytest.raises(InputError, match="2 methods but 1 tables"):
+        _load_script("compare_methods.py").main(
+            ["--sample", "S", "--methods", "nnls", "rctd", "--proportions", str(tmp_path / "table0.csv")]
+        )
+    with pytest.raises(InputError, match="at least 2"):
+        _load_script("compare_methods.py").main(
+            ["--sample", "S", "--methods", "nnls", "--proportions", str(tmp_path / "table0.csv")]
         )
 
 
 def test_compare_methods_script_takes_a_method_added_later(tmp_path):
-    tangram_table().to_csv(tmp_path / "S.1.nnls_proportions.csv", index_label="barcode")
-    (tangram_table() * 2).to_csv(tmp_path / "S.1.foo_proportions.csv", index_label="barcode")
-    out = tmp_path / "out"
-    _load_script("compare_methods.py").main(
-        [
-            "--proportions",
-            *map(str, sorted(tmp_path.glob("*.csv"))),
-            "--rule",
-            "mean",
-            "--outdir",
-            str(out),
-            "--versions",
-            str(tmp_path / "versions.yml"),
-        ]
-    )
-    long = pd.read_csv(out / "method_agreement.csv")
+    out = _compare(tmp_path, "S.1", {"nnls": tangram_table(), "foo": tangram_table() * 2})
+    long = pd.read_csv(out / "S.1.method_agreement.csv")
     assert set(zip(long["method_a"], long["method_b"])) == {("nnls", "foo")}
-    assert pd.read_csv(out / "consensus_summary.tsv", sep="\t", index_col=0).loc["S.1", "n_methods"] == 2
+    assert json.loads((out / "S.1.consensus_summary.json").read_text())["n_methods"] == 2
 
 
 def test_compare_methods_weighted_rule_with_reference(tmp_path):
@@ -249,10 +239,15 @@ def test_compare_methods_weighted_rule_with_reference(tmp_path):
     out = tmp_path / "out"
     script.main(
         [
+            "--sample",
+            "S1",
+            "--methods",
+            "rctd",
+            "nnls",
             "--proportions",
             str(tmp_path / "S1.rctd_proportions.csv"),
             str(tmp_path / "S1.nnls_proportions.csv"),
-            "--slides",
+            "--slide",
             str(tmp_path / "S1.qc.h5ad"),
             "--reference",
             str(tmp_path / "reference.h5ad"),
@@ -265,15 +260,19 @@ def test_compare_methods_weighted_rule_with_reference(tmp_path):
     consensus = pd.read_csv(out / "S1.consensus_proportions.csv", index_col=0)
     assert np.abs(consensus - truth).to_numpy().mean() < 0.5 * np.abs(shuffled - truth).to_numpy().mean()
     assert (out / "S1.consensus_maps.png").stat().st_size > 0 and (out / "S1.consensus_disagreement.png").is_file()
-    summary = pd.read_csv(out / "consensus_summary.tsv", sep="\t", index_col=0)
-    assert summary.loc["S1", "rule"] == "spot_geometric"  # the default
+    assert json.loads((out / "S1.consensus_summary.json").read_text())["rule"] == "spot_geometric"  # the default
     with pytest.raises(InputError, match="needs --signatures or --reference"):
         script.main(
             [
+                "--sample",
+                "S1",
+                "--methods",
+                "rctd",
+                "nnls",
                 "--proportions",
                 str(tmp_path / "S1.rctd_proportions.csv"),
                 str(tmp_path / "S1.nnls_proportions.csv"),
-                "--slides",
+                "--slide",
                 str(tmp_path / "S1.qc.h5ad"),
                 "--rule",
                 "weighted",

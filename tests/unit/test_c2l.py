@@ -221,9 +221,9 @@ def test_map_cell2location_script(tmp_path):
         [
             "--signatures",
             str(tmp_path / "sig.csv"),
-            "--slides",
+            "--slide",
             *map(str, paths),
-            "--samples",
+            "--sample",
             "S1",
             "S2",
             "--group",
@@ -245,13 +245,13 @@ def test_map_cell2location_script(tmp_path):
         ]
     )
     for sample in ("S1", "S2"):
-        adata = ad.read_h5ad(out / f"{sample}.cell2location.h5ad")
+        adata = ad.read_h5ad(out / sample / f"{sample}.cell2location.h5ad")
         assert adata.var_names[0] == "ENSg00"  # original gene names kept
         assert list(adata.obsm[keys.C2L_Q05].columns) == TYPES
-        q05 = pd.read_csv(out / f"{sample}.cell2location_q05.csv", index_col=0)
+        q05 = pd.read_csv(out / sample / f"{sample}.cell2location_q05.csv", index_col=0)
         assert list(q05.index) == list(adata.obs_names) and list(q05.columns) == TYPES
         np.testing.assert_allclose(q05.to_numpy(), adata.obsm[keys.C2L_Q05].to_numpy(), rtol=1e-5)
-        qc = json.loads((out / f"{sample}.cell2location_qc.json").read_text())
+        qc = json.loads((out / sample / f"{sample}.cell2location_qc.json").read_text())
         assert qc["sample"] == sample and qc["group"] == "G" and qc["n_genes_used"] == N_GENES
         assert qc["epochs_run"] == 30 and qc["stop_reason"] == "max_epochs" and qc["final_loss"] > 0
         assert qc["train_seconds"] > 0
@@ -260,7 +260,7 @@ def test_map_cell2location_script(tmp_path):
         assert "group" in qc["report_columns"] and set(qc["mean_abundance"]) == set(TYPES)
         props = q05.div(q05.sum(axis=1), axis=0)
         assert qc["mean_proportions"] == pytest.approx(props.mean().to_dict(), rel=1e-4)
-        assert (out / f"{sample}.cell2location_maps.png").stat().st_size > 1000
+        assert (out / sample / f"{sample}.cell2location_maps.png").stat().st_size > 1000
     assert (out / "G.cell2location_model" / "model.pt").is_file()
     assert (out / "G.cell2location_training_loss.png").is_file()
     assert (out / "G.cell2location_reconstruction.png").is_file()
@@ -276,9 +276,9 @@ def test_map_cell2location_script_sample_mismatch(tmp_path):
             [
                 "--signatures",
                 str(tmp_path / "sig.csv"),
-                "--slides",
+                "--slide",
                 str(tmp_path / "S1.h5ad"),
-                "--samples",
+                "--sample",
                 "X",
                 "--group",
                 "G",

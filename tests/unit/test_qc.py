@@ -231,6 +231,22 @@ def test_scripts_read_and_qc_a_spaceranger_slide(make_outs, tmp_path):
     assert out.uns[keys.UNS_QC]["spots_kept"] == summary["spots_kept"] == out.n_obs
     assert OFF_TISSUE_IN_MATRIX not in out.obs_names
     assert (tmp_path / "v2.yml").read_text().startswith('"SLIDE_QC":')
+    # the slide's method plan: in the JSON (for the rest of the pipeline), not in the h5ad
+    assert summary["method_plan"] == {
+        "locations": out.n_obs,
+        "kind": "spot",
+        "methods": ["cell2location", "tangram", "rctd", "flashdeconv", "nnls"],
+        "selection": f"auto: {out.n_obs} locations <= large_slide_locations 20000: all five methods",
+        "label_methods": ["rctd", "cell2location", "tangram", "flashdeconv", "nnls"],
+    }
+    assert "method_plan" not in out.uns[keys.UNS_QC]
+    # stub runs: the plan alone, for an empty slide
+    slide_qc.main(
+        ["--input", "x", "--sample", "S2", "--output-h5ad", "x", "--output-json", str(tmp_path / "S2.qc.json")]
+        + ["--output-png", "x", "--plan-only", "--methods", "nnls,tangram", "--large-slide-locations", "5"]
+    )
+    stub = json.loads((tmp_path / "S2.qc.json").read_text())
+    assert stub["sample"] == "S2" and stub["method_plan"]["methods"] == ["nnls", "tangram"]
 
 
 def test_scripts_exit_1_with_one_line_when_nothing_passes(small_slide, tmp_path, capsys):

@@ -13,6 +13,7 @@ from scipy import sparse
 
 from conftest import BIN
 from spatialmap.cli import InputError
+from spatialmap.methods import registry
 from spatialmap.reference import prepare as reference
 
 TYPES = ["Bcell", "Tcell", "Mac"]
@@ -238,12 +239,12 @@ def test_gene_overlap_counts_only_genes_expressed_in_both_for_the_methods(ref):
 
 def test_method_minimums_are_the_ones_the_methods_apply():
     from spatialmap.methods import cell2location as c2l
+    from spatialmap.methods import registry
     from spatialmap.methods import tangram as tangram_map
-    from spatialmap.reference import genes
 
-    assert genes.METHOD_MIN_GENES["cell2location"] == c2l.DEFAULT_MIN_SHARED_GENES
-    assert genes.METHOD_MIN_GENES["tangram"] == tangram_map.MIN_SHARED_GENES
-    # RCTD, FlashDeconv and NNLS read genes.METHOD_MIN_GENES[method] itself (methods.base.prepare_inputs)
+    assert registry.get("cell2location").min_genes == c2l.DEFAULT_MIN_SHARED_GENES == 50
+    assert registry.get("tangram").min_genes == tangram_map.MIN_SHARED_GENES == 10
+    # RCTD, FlashDeconv and NNLS read registry.get(method).min_genes itself (methods.base.prepare_inputs)
 
 
 # --- gene filter -------------------------------------------------------------------------
@@ -335,15 +336,34 @@ def test_check_overlap_script_writes_table_and_fails_below_minimum(tmp_path, ref
     with pytest.raises(InputError, match=r"reference .*ref.* and slide S1 share 20 genes \(minimum 21"):
         script.main(common + ["--min-shared-genes", "21"])
     assert not tsv.exists()
+    # the slide's plan (its QC JSON, slide_qc.py): every method its plan runs must find its minimum
+    plan = registry.plan("auto", 243, "spot").to_json()
+    (tmp_path / "S1.qc.json").write_text(json.dumps({"sample": "S1", "method_plan": plan}))
     with pytest.raises(
         InputError,
         match=r"reference my_atlas.h5ad and slide S1 share 20 genes, 20 of them expressed "
         r"in both: too few for cell2location",
     ):
-        script.main(common + ["--min-shared-genes", "20", "--methods", "auto", "--reference-name", "my_atlas.h5ad"])
+        script.main(
+            common
+            + [
+                "--min-shared-genes",
+                "20",
+                "--slide-qc",
+                str(tmp_path / "S1.qc.json"),
+                "--reference-name",
+                "my_atlas.h5ad",
+            ]
+        )
     assert not tsv.exists() and not (tmp_path / "matched.h5ad").exists()
-    with pytest.raises(InputError, match="unknown method"):
-        script.main(common + ["--methods", "nnls,magic"])
+    # a plan without cell2location (a large slide under --methods auto): the 20 genes are enough
+    plan = registry.plan("auto", 30000, "spot").to_json()
+    (tmp_path / "S1.qc.json").write_text(json.dumps({"sample": "S1", "method_plan": plan}))
+    script.main(common + ["--min-shared-genes", "20", "--slide-qc", str(tmp_path / "S1.qc.json")])
+    assert tsv.exists()
+    (tmp_path / "S1.qc.json").write_text(json.dumps({"sample": "S1"}))
+    with pytest.raises(InputError, match="not a slide QC JSON with a method plan"):
+        script.main(common + ["--slide-qc", str(tmp_path / "S1.qc.json")])
 
 
 def test_gene_overlap_method_minimum_names_only_the_short_slide(ref):

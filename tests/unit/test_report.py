@@ -39,16 +39,14 @@ QC = {
 }
 
 
-def test_method_of_file_name_and_field(tmp_path):
-    assert report.method_of(tmp_path / "my.slide.1.rctd_qc.json", {}) == "rctd"
-    assert report.method_of(tmp_path / "a.cell2location_qc.json", {}) == "cell2location"
-    assert report.method_of(tmp_path / "a.whatever_qc.json", {"method": "nnls"}) == "nnls"
-    for bad in ("a.json", "rctd_qc.json"):
-        with pytest.raises(ValueError, match="<sample>.<method>_qc.json"):
-            report.method_of(tmp_path / bad, {})
+def test_method_and_sample_come_from_the_json_never_the_file_name(tmp_path):
+    assert report.method_of(tmp_path / "a.whatever_qc.json", {"method": "nnls", "sample": "a"}) == "nnls"
+    for record, missing in (({}, "method"), ({"method": "rctd"}, "sample")):
+        with pytest.raises(ValueError, match=f"must hold its '{missing}'"):
+            report.method_of(tmp_path / "my.slide.1.rctd_qc.json", record)
     paths = [
-        _write(tmp_path / "s.2.nnls_qc.json", {"n_spots_fitted": 3}),
-        _write(tmp_path / "s1.tangram_qc.json", {"sample": "s1"}),
+        _write(tmp_path / "x.json", {"sample": "s.2", "method": "nnls", "n_spots_fitted": 3}),
+        _write(tmp_path / "s1.tangram_qc.json", {"sample": "s1", "method": "tangram"}),
     ]
     by_method = report.read_method_json(paths)
     assert list(by_method) == ["nnls", "tangram"]  # name order: no method is special
@@ -193,7 +191,9 @@ def test_make_report_with_every_method(tmp_path):
                 device="cpu",
             ),
         ),
-        _write(tmp_path / "s.1.nnls_qc.json", {"sample": "s.1", "n_spots_fitted": 90, "seconds": 0.1}),  # no contract
+        _write(
+            tmp_path / "s.1.nnls_qc.json", {"sample": "s.1", "method": "nnls", "n_spots_fitted": 90, "seconds": 0.1}
+        ),  # no contract but method and sample
     ]
     matrix = pd.DataFrame(
         {"A": [0.9, 0.5]}, index=pd.Index(["s.1: cell2location vs tangram", "s.1: rctd vs nnls"], name="slide_pair")

@@ -42,13 +42,18 @@ def test_composition_counts_labels_of_the_label_method():
 
 
 def test_auto_methods_label_with_the_preferred_method_that_ran():
-    assert so.label_methods(["auto"]) == so.LABEL_PREFERENCE
-    assert so.label_methods([]) == so.LABEL_PREFERENCE
+    from spatialmap.methods import registry
+
+    assert (
+        so.label_methods([])
+        == registry.label_preference()
+        == ["rctd", "cell2location", "tangram", "flashdeconv", "nnls"]
+    )
     assert so.label_methods(["nnls", "rctd"]) == ["nnls", "rctd"]
 
 
 def test_a_method_added_later_is_collected_and_labels_when_no_preferred_method_ran():
-    """A sixth method ("foo", not in LABEL_PREFERENCE) needs no edit: its proportions are found in
+    """A sixth method ("foo", not in the registry's label preference) needs no edit: its proportions are found in
     its mapped h5ad, and it labels the units when it is the only method that ran."""
     slide = ad.AnnData(obs=pd.DataFrame(index=["u0", "u1", "u2"]))
     props = _props([[0.2, 0.7, 0.1], [0.9, 0.05, 0.05], [0.5, 0.1, 0.4]])
@@ -57,7 +62,7 @@ def test_a_method_added_later_is_collected_and_labels_when_no_preferred_method_r
     nnls.obsm["nnls_proportions"] = props.iloc[:, ::-1]
     nnls.obsm["consensus_proportions"] = props  # not a method
     assert so.methods_in(nnls) == ["nnls"] and so.methods_in(foo) == ["foo"]
-    methods = so.label_methods(["auto"])
+    methods = so.label_methods([])
     results = so.collect_results(slide, [foo, nnls], methods)
     assert list(results) == ["foo", "nnls"]  # in the order of the mapped files
     _, label_method = so.annotate(slide, results, methods)

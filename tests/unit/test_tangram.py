@@ -267,6 +267,7 @@ def test_map_tangram_script(tmp_path, monkeypatch):
     assert list(qc["report_columns"]) == list(tangram_map.REPORT_COLUMNS)
     assert qc["mean_proportions"] == pytest.approx(props.mean().to_dict(), abs=1e-5)
     assert len(pd.read_csv("S1.tangram_assignment.csv")) == 75
+    assert len(pd.read_csv("S1.tangram_filtered_spots.csv")) == 0  # every spot mapped
     out = ad.read_h5ad("S1.tangram.h5ad")
     np.testing.assert_allclose(out.obsm[keys.TANGRAM_PROPORTIONS].to_numpy(), props.to_numpy(), rtol=1e-5)
     assert list(out.obsm[keys.TANGRAM_COUNTS].columns) == TYPES

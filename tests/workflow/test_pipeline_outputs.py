@@ -158,14 +158,12 @@ def test_agreement_covers_every_slide_and_type(workflow_dir):
 def _method_tables(workflow_dir, sample: str) -> dict[str, pd.DataFrame]:
     """Every method's published proportions of one slide, ``{method: spots x types}`` summing to 1."""
     from spatialmap.consensus import agreement
+    from spatialmap.methods import registry
 
     tables = {}
-    for path in sorted(Path(workflow_dir, "results").glob(f"*/{sample}/{sample}.*.csv")):
-        try:
-            name, method = agreement.parse_table_name(path)
-        except ValueError:
-            continue
-        if name == sample:
+    for method in registry.NAMES:  # named from the sample and the method, as the pipeline names them
+        path = Path(workflow_dir, "results", method, sample, f"{sample}{agreement.table_suffix(method)}")
+        if path.is_file():
             tables[method] = agreement.to_proportions(pd.read_csv(path, index_col=0), method)
     return tables
 

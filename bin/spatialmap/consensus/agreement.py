@@ -7,35 +7,31 @@ as one long table (``sample, cell_type, method_a, method_b, pearson_r, n_spots``
 (``<sample>: <a> vs <b>`` rows x cell types) for a heatmap, and a methods x methods matrix of
 the median r over slides and cell types.
 
-Method tables are found by file name: ``<sample>.<method>_proportions.csv`` for any method
-(sample names may contain dots, method ids may not), and cell2location's
-``<sample>.cell2location_q05.csv``. A method the package does not know is compared like the
-others; it comes after the methods of :data:`METHOD_ORDER`.
+Each table comes named by its method (the pipeline passes sample and method from ``meta``; file
+names are never read for them); the methods write them as ``<sample>.<method>_proportions.csv``,
+cell2location as ``<sample>.cell2location_q05.csv`` (:func:`table_suffix`). A method the package
+does not know is compared like the others; it comes after the registry's methods
+(:func:`spatialmap.methods.registry.order`).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import re
-from pathlib import Path
 from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
+from spatialmap.methods import registry
+
 log = logging.getLogger("spatialmap.consensus.agreement")
 
-#: order of the methods in the agreement tables; any other method comes after these, in name order
-METHOD_ORDER = ("cell2location", "tangram", "rctd", "flashdeconv", "nnls")
 LONG_COLUMNS = ["sample", "cell_type", "method_a", "method_b", "pearson_r", "n_spots"]
 #: per-slide table of cell2location (its 5% quantile abundances); every other method's:
 #: ``<sample>.<method>_proportions.csv``
 C2L_TABLE_SUFFIX = ".cell2location_q05.csv"
 PROPORTIONS_SUFFIX = "_proportions.csv"
-#: not a method: the consensus of the methods (compare_methods.py writes <sample>.consensus_proportions.csv)
-NOT_METHODS = ("consensus",)
-_METHOD_ID = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def table_suffix(method: str) -> str:
@@ -51,24 +47,6 @@ C2L_PREFIXES = (
     "q05_cell_abundance_w_sf_",
     "means_cell_abundance_w_sf_",
 )
-
-
-def parse_table_name(path: str | Path) -> tuple[str, str]:
-    """``(sample, method)`` of a method table named ``<sample>.<method>_proportions.csv`` (any
-    method id: letters, digits, ``_``, ``-``) or ``<sample>.cell2location_q05.csv``.
-
-    Raises ``ValueError`` for any other name.
-    """
-    name = Path(path).name
-    if name.endswith(C2L_TABLE_SUFFIX) and len(name) > len(C2L_TABLE_SUFFIX):
-        return name[: -len(C2L_TABLE_SUFFIX)], "cell2location"
-    if name.endswith(PROPORTIONS_SUFFIX) and "." in name[: -len(PROPORTIONS_SUFFIX)]:
-        sample, method = name[: -len(PROPORTIONS_SUFFIX)].rsplit(".", 1)
-        if sample and _METHOD_ID.fullmatch(method) and method not in NOT_METHODS:
-            return sample, method
-    raise ValueError(
-        f"{name}: not a method table; expected <sample>.<method>{PROPORTIONS_SUFFIX} or <sample>{C2L_TABLE_SUFFIX}"
-    )
 
 
 def strip_c2l_prefix(columns: Iterable[str]) -> list[str]:
@@ -158,9 +136,8 @@ def _constant(x: np.ndarray) -> bool:
 
 
 def method_order(methods: Iterable[str]) -> list[str]:
-    """Methods in :data:`METHOD_ORDER` order, then any other (a method added later) in name order."""
-    methods = list(dict.fromkeys(methods))
-    return [m for m in METHOD_ORDER if m in methods] + sorted(m for m in methods if m not in METHOD_ORDER)
+    """Methods in the registry's (report) order, then any other (a method added later) in name order."""
+    return registry.order(methods)
 
 
 def pair_agreement(a: pd.DataFrame, b: pd.DataFrame, sample: str, method_a: str, method_b: str) -> pd.DataFrame:

@@ -13,9 +13,9 @@
 - a **cell-type composition** table per slide (mean proportion per type and method, the
   consensus as the method ``consensus``, and how many units each type labels);
 - for every unit, **one label and its probability** (argmax of the proportions of the
-  labelling method: the first of ``--methods`` that ran; with ``--methods auto``, the first
-  of ``LABEL_PREFERENCE`` that ran; where none of those ran, e.g. only a method added later,
-  the first method that ran, in name order);
+  labelling method: the first that ran of the slide's plan's ``label_methods``, the order of
+  ``--methods``, with ``--methods auto`` the registry's label preference; where none of those ran,
+  e.g. only a method added later, the first method that ran, in name order);
 - a **map** of the predicted types over the tissue (cells coloured by type; subsampled
   above ``MAX_PLOTTED`` units).
 """
@@ -34,21 +34,18 @@ import pandas as pd
 from spatialmap import keys
 from spatialmap.cli import InputError
 from spatialmap.io.sdata import write_new_store
+from spatialmap.methods import registry
 
 log = logging.getLogger(__name__)
 
-#: labelling method when the run chose its methods itself (``--methods auto``): the most
-#: accurate first, as measured on the silver standard (tools/BENCHMARKS.md). A method not listed
-#: (one added later) still labels a slide when none of these ran on it (:func:`annotate`).
-LABEL_PREFERENCE = ["rctd", "cell2location", "tangram", "flashdeconv", "nnls"]
-
 
 def label_methods(methods: list[str]) -> list[str]:
-    """The methods in order of preference for the label; ``auto`` (or none) means LABEL_PREFERENCE."""
+    """The methods in order of preference for the label (the pipeline gives the slide plan's
+    ``label_methods``); none given: the registry's label preference (``registry.label_rank``, the
+    most accurate on the silver standard first). A method not listed (one added later) still
+    labels a slide when none of these ran on it (:func:`annotate`)."""
     methods = [m for m in methods if m]
-    if not methods or methods == ["auto"]:
-        return list(LABEL_PREFERENCE)
-    return methods
+    return methods or registry.label_preference()
 
 
 PREDICTED_TYPE = "predicted_cell_type"

@@ -10,6 +10,12 @@ A method is one module of :mod:`spatialmap.methods` that defines
 - ``run(slide(s), reference or signatures, ..., **settings)``: returns a :class:`MethodResult`
   per slide (cell2location, which maps the slides of a group jointly: one per slide of the group).
 
+Its entry in :mod:`spatialmap.methods.registry` says the rest (label, scope, image, gene minimum,
+kinds of location, size limits). Its ``bin/map_<name>.py`` has one shape
+(:mod:`spatialmap.methods.script`): the common options, its own, ``run``, then the shared writer
+(:func:`write_outputs`, with optional hooks ``annotate_slide``, ``map_title``, ``extra_tables``); a
+group method defines ``write_group_outputs`` and ``write_slide_outputs`` instead.
+
 Heavy packages (torch, pyro, rctd, flashdeconv, tangram) are imported inside the functions that
 use them, so this module and every method's constants import in the light environment.
 
@@ -275,13 +281,14 @@ def plot_maps(
     *,
     max_spots: int = 20_000,
     seed: int = 0,
+    title: str | None = None,
 ) -> Path:
     """One map per cell type; above ``max_spots`` locations a seeded sample of them is drawn, larger."""
     from spatialmap.report.plotting import plot_spatial_values
 
     values = full_proportions(slide, result)
     n = slide.n_obs
-    title = (
+    title = title or (
         f"{result.qc.get('sample', '')}: {label} cell-type proportions "
         f"({result.qc.get('spots_fitted', len(result.proportions))} of {n} spots fitted; grey: left out)"
     )
@@ -310,7 +317,12 @@ def write_outputs(
 ) -> dict[str, Path]:
     """Write ``<prefix>.<NAME>.h5ad``, ``_proportions.csv``, ``_filtered_spots.csv``, ``_maps.png``
     and ``_qc.json`` into ``outdir``; return their paths by kind. The h5ad's ``uns`` holds the
-    method's own QC; the JSON adds :func:`contract_fields`."""
+    method's own QC; the JSON adds :func:`contract_fields`.
+
+    A method module may define hooks: ``annotate_slide(slide, result)`` (its own h5ad, instead of
+    :func:`annotate_slide`), ``map_title(result)`` (its maps' title) and ``extra_tables(result)``
+    (``{suffix: table}``: more ``<prefix>.<NAME><suffix>`` CSVs, e.g. Tangram's expected counts).
+    """
     name = method.NAME
     outdir = Path(outdir)
     paths = {
@@ -327,9 +339,15 @@ def write_outputs(
         result.proportions.rename_axis("barcode").to_csv(tmp, float_format="%.6g")
     with atomic_path(paths["filtered"]) as tmp:
         result.filtered().rename_axis("barcode").to_csv(tmp)
+    extra = getattr(method, "extra_tables", None)
+    for suffix, table in (extra(result) if extra else {}).items():
+        paths[suffix] = outdir / f"{prefix}.{name}{suffix}"
+        with atomic_path(paths[suffix]) as tmp:
+            table.to_csv(tmp, float_format="%.6g")
     write_qc_json(paths["json"], contract_fields(method, result))
-    plot_maps(slide, result, method.LABEL, paths["png"], max_spots=max_plot_spots, seed=seed)
-    annotated = annotate_slide(slide, result)
+    title = method.map_title(result) if hasattr(method, "map_title") else None
+    plot_maps(slide, result, method.LABEL, paths["png"], max_spots=max_plot_spots, seed=seed, title=title)
+    annotated = getattr(method, "annotate_slide", annotate_slide)(slide, result)
     with atomic_path(paths["h5ad"]) as tmp:
         annotated.write_h5ad(tmp)
     return paths
@@ -356,10 +374,11 @@ def prepare_inputs(
     """Check the inputs and restrict both to the genes expressed in both.
 
     InputError naming the sample: no spots or coordinates, unusable labels (:func:`check_labels`),
-    no (or fewer than the method's minimum, ``genes.METHOD_MIN_GENES``) shared genes.
+    no (or fewer than the method's minimum, the registry's ``min_genes``) shared genes.
     """
     import scipy.sparse as sp
 
+    from spatialmap.methods import registry
     from spatialmap.reference import genes as genes_
 
     name = sample_name(slide, sample)
@@ -374,7 +393,7 @@ def prepare_inputs(
             f"sample {name}: {method}: no gene is shared with the reference (and expressed in both); "
             "check that the slide and the reference name genes the same way"
         )
-    minimum = genes_.METHOD_MIN_GENES[method]
+    minimum = registry.get(method).min_genes
     if len(genes) < minimum:
         raise InputError(
             f"sample {name}: {method}: only {len(genes)} genes are shared with the reference; "

@@ -12,6 +12,7 @@ a plain SVI loop that stops at convergence, closed-form export from the guide) a
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,13 +26,12 @@ from scipy import sparse
 from spatialmap import keys
 from spatialmap.cli import InputError, atomic_path
 from spatialmap.device import resolve_accelerator, seed_everything
-from spatialmap.methods import base, c2l_train
+from spatialmap.methods import base, c2l_train, registry
 from spatialmap.methods.c2l_train import ConvergenceRule, TrainResult
-from spatialmap.reference.genes import METHOD_MIN_GENES
 from spatialmap.reference.signatures import hist2d_observed_expected, quiet_trainer_kwargs, save_model_dir
 
 NAME = "cell2location"
-LABEL = "cell2location"
+LABEL = registry.get(NAME).label  # the registry holds every method's label
 REPORT_COLUMNS = {
     "group": "cell2location group the slide was mapped in (one training run per group)",
     "device": "device cell2location trained on",
@@ -54,7 +54,7 @@ ENGINES = ("fast", "package")
 
 log = logging.getLogger("spatialmap.c2l")
 
-DEFAULT_MIN_SHARED_GENES = METHOD_MIN_GENES["cell2location"]
+DEFAULT_MIN_SHARED_GENES = registry.get(NAME).min_genes
 _SEP = "::"  # joins sample and barcode in the combined object's obs names
 
 
@@ -495,3 +495,60 @@ def plot_training_loss(result: MappingResult, out_png: str | Path, title: str) -
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------- outputs (the shared writer's group hooks)
+
+
+def write_group_outputs(result: MappingResult, group: str, outdir: str | Path, *, seed: int = 0) -> None:
+    """The group's files: ``<group>.cell2location_model/``, its training loss and reconstruction figures."""
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_model(result, out / f"{group}.cell2location_model")
+    plot_training_loss(
+        result,
+        out / f"{group}.cell2location_training_loss.png",
+        f"cell2location, group {group} (cap {result.settings['max_epochs']} epochs)",
+    )
+    plot_reconstruction(result, out / f"{group}.cell2location_reconstruction.png", seed=seed)
+
+
+def write_slide_outputs(
+    slide: ad.AnnData, result: base.MethodResult, group: str, outdir: str | Path, *, seed: int = 0
+) -> None:
+    """One slide's files in ``outdir``: ``S.cell2location.h5ad`` (``slide``, its own gene names kept,
+    with the abundance tables), ``S.cell2location_q05.csv``, ``S.cell2location_maps.png`` and
+    ``S.cell2location_qc.json`` (with the group)."""
+    from spatialmap.report.plotting import plot_spatial_values
+
+    sample, out = result.sample, Path(outdir)
+    mapped = result.extras["slide"]
+    for key in (keys.C2L_MEAN, keys.C2L_Q05, keys.C2L_Q95):
+        slide.obsm[key] = mapped.obsm[key]
+    for key in (keys.C2L_TOTAL_CELLS, keys.C2L_DETECTION):
+        slide.obs[key] = mapped.obs[key].to_numpy()
+    slide.uns[keys.UNS_C2L] = {**mapped.uns[keys.UNS_C2L], "group": group}
+    qc = {"sample": sample, "group": group, **{k: v for k, v in result.qc.items() if k != "sample"}}
+    log.info(
+        "sample %s: %.1f cells per spot on average; most abundant: %s; detection %.3f; reconstruction r %.3f; "
+        "%d epochs (%s)",
+        sample,
+        qc["mean_total_cells_per_spot"],
+        qc["most_abundant_type"],
+        qc["detection_sensitivity"],
+        qc["reconstruction_r"] if qc["reconstruction_r"] is not None else float("nan"),
+        qc["epochs_run"],
+        qc["stop_reason"],
+    )
+    plot_spatial_values(
+        slide,
+        slide.obsm[keys.C2L_Q05],
+        out / f"{sample}.cell2location_maps.png",
+        f"{sample}: cell2location abundance (cells per spot, 5% quantile)",
+        vmax_quantile=0.992,
+    )
+    with atomic_path(out / f"{sample}.cell2location_q05.csv") as tmp:
+        slide.obsm[keys.C2L_Q05].to_csv(tmp, index_label="barcode")
+    base.write_qc_json(out / f"{sample}.cell2location_qc.json", base.contract_fields(sys.modules[__name__], result, qc))
+    with atomic_path(out / f"{sample}.cell2location.h5ad") as tmp:
+        slide.write_h5ad(tmp, compression="gzip")

@@ -10,10 +10,10 @@ import numpy as np
 
 from spatialmap import keys
 from spatialmap.cli import InputError
-from spatialmap.methods import base
+from spatialmap.methods import base, registry
 
 NAME = "flashdeconv"
-LABEL = "FlashDeconv"
+LABEL = registry.get(NAME).label  # the registry holds every method's label
 REPORT_COLUMNS = {
     **base.COUNT_METHOD_COLUMNS,
     "genes_used": "genes FlashDeconv used",

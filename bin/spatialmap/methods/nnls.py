@@ -11,12 +11,12 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
-from spatialmap.methods import base
+from spatialmap.methods import base, registry
 
 log = logging.getLogger("spatialmap.methods.nnls")
 
 NAME = "nnls"
-LABEL = "NNLS"
+LABEL = registry.get(NAME).label  # the registry holds every method's label
 REPORT_COLUMNS = {
     **base.COUNT_METHOD_COLUMNS,
     "genes_used": "genes the fit used",

@@ -24,12 +24,12 @@ import scipy.sparse as sp
 
 from spatialmap import keys
 from spatialmap.cli import InputError, atomic_path
-from spatialmap.methods import base
+from spatialmap.methods import base, registry
 
 log = logging.getLogger("spatialmap.methods.rctd")
 
 NAME = "rctd"
-LABEL = "RCTD"
+LABEL = registry.get(NAME).label  # the registry holds every method's label
 REPORT_COLUMNS = {
     **base.COUNT_METHOD_COLUMNS,
     "mode": "RCTD mode fitted (full, doublet or multi)",

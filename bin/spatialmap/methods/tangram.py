@@ -47,13 +47,13 @@ import pandas as pd
 import scipy.sparse as sp
 
 from spatialmap.device import resolve_accelerator, seed_everything
-from spatialmap.methods import base
-from spatialmap.reference.genes import METHOD_MIN_GENES, expressed, shared_expressed_genes
+from spatialmap.methods import base, registry
+from spatialmap.reference.genes import expressed, shared_expressed_genes
 
 log = logging.getLogger("spatialmap.tangram")
 
 NAME = "tangram"
-LABEL = "Tangram"
+LABEL = registry.get(NAME).label  # the registry holds every method's label
 REPORT_COLUMNS = {
     "mode": "cells (single cells mapped) or clusters (per-type averages)",
     "device": "device Tangram trained on",
@@ -66,8 +66,8 @@ REPORT_COLUMNS = {
 }
 HEADLINE = ("heldout_median", "heldout_p90")
 
-#: fewest genes shared with the reference and expressed in both (genes.METHOD_MIN_GENES)
-MIN_SHARED_GENES = METHOD_MIN_GENES["tangram"]
+#: fewest genes shared with the reference and expressed in both (the registry's min_genes)
+MIN_SHARED_GENES = registry.get(NAME).min_genes
 
 MODES = ("cells", "clusters")
 DENSITY_PRIORS = ("rna_count_based", "uniform")
@@ -557,3 +557,23 @@ def annotate_slide(slide: ad.AnnData, result: base.MethodResult) -> ad.AnnData:
         out.obsm[key] = frame
     out.uns[keys.UNS_TANGRAM] = {k: v for k, v in result.qc.items() if v is not None}
     return out
+
+
+def map_title(result: base.MethodResult) -> str:
+    """Title of the Tangram maps (the shared writer's hook): the mode and the held-out genes' median r."""
+    qc = result.qc
+    return (
+        f"{qc['sample']}: Tangram cell-type proportions ({qc['mode']} mode; held-out genes "
+        f"median r {qc['heldout_median']:.2f})"
+    )
+
+
+def extra_tables(result: base.MethodResult) -> dict[str, pd.DataFrame]:
+    """Tangram's tables beside the proportions (the shared writer's hook): expected cells per spot
+    (``_counts.csv``), each shared gene's held-out score (``_heldout_genes.csv``) and, with
+    ``--assignment``, each reference cell's most likely spot (``_assignment.csv``)."""
+    scores = result.extras["gene_scores"].sort_values(["heldout", "pearson_r"], ascending=[False, False])
+    tables = {"_counts.csv": result.abundances, "_heldout_genes.csv": scores}
+    if result.extras.get("assignment") is not None:
+        tables["_assignment.csv"] = result.extras["assignment"]
+    return tables

@@ -28,12 +28,6 @@ log = logging.getLogger("spatialmap.reference.genes")
 VAR_NAMES = "var_names"
 UNS_KEY = "spatialmap_gene_matching"
 
-#: The fewest genes each mapping method works with: genes shared by the slide and the reference
-#: and expressed in both. The overlap check refuses a slide below the minimum of a method that
-#: will run (check_overlap.py); each method checks the same number again on what it trains on
-#: (c2l.DEFAULT_MIN_SHARED_GENES, deconv.MIN_SHARED_GENES, tangram_map.MIN_SHARED_GENES).
-METHOD_MIN_GENES = {"cell2location": 50, "tangram": 10, "rctd": 10, "flashdeconv": 10, "nnls": 10}
-
 
 @dataclass
 class GeneMatch:

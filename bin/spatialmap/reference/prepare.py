@@ -16,7 +16,8 @@ import pandas as pd
 from scipy import sparse
 
 from spatialmap.cli import InputError
-from spatialmap.reference.genes import METHOD_MIN_GENES, expressed
+from spatialmap.methods import registry
+from spatialmap.reference.genes import expressed
 
 log = logging.getLogger("spatialmap.reference.prepare")
 
@@ -366,7 +367,7 @@ def gene_overlap(
     label_key: str,
     n_markers: int = 50,
     min_shared_genes: int = 100,
-    methods: Sequence[str] = (),
+    methods: Sequence[str] | Mapping[str, Sequence[str]] = (),
     reference_name: str = "the reference",
 ) -> GeneOverlap:
     """How many genes, and how many top markers of each label, each slide shares with the reference.
@@ -382,8 +383,9 @@ def gene_overlap(
     min_shared_genes
         Raise :class:`InputError` naming every slide that shares fewer genes.
     methods
-        The mapping methods that will run: a slide must also share, expressed in both, at
-        least :data:`spatialmap.reference.genes.METHOD_MIN_GENES` genes for each of them.
+        The mapping methods that will run, on every slide or ``{sample: methods}`` (each slide's
+        plan): a slide must also share, expressed in both, at least the registry's ``min_genes``
+        genes for each of them (:mod:`spatialmap.methods.registry`).
     reference_name
         The reference as the user named it (its file name), for the messages.
     """
@@ -429,7 +431,7 @@ def check_overlap_minimums(
     slides: Mapping[str, ad.AnnData],
     table: pd.DataFrame,
     min_shared_genes: int,
-    methods: Sequence[str],
+    methods: Sequence[str] | Mapping[str, Sequence[str]],
     reference_name: str,
 ) -> None:
     """Raise :class:`InputError` for every slide below ``min_shared_genes`` shared genes, or
@@ -456,7 +458,8 @@ def check_overlap_minimums(
             )
             continue
         n_expressed = sum(1 for g in slide_names[expressed(slide.X)] if g in ref_expressed)
-        short = {m: n for m in methods if n_expressed < (n := METHOD_MIN_GENES.get(m, 0))}
+        planned = methods.get(str(sample), ()) if isinstance(methods, Mapping) else methods
+        short = {m: n for m in planned if n_expressed < (n := registry.get(m).min_genes)}
         if short:
             needs = ", ".join(f"{m} needs {n}" for m, n in short.items())
             problems.append(

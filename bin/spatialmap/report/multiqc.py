@@ -323,25 +323,20 @@ METHOD_SECTION_ORDER = 800
 
 
 def method_of(path: str | Path, record: dict) -> str:
-    """Mapping method of a QC JSON: its ``method`` field, else the ``.<method>_qc.json`` file suffix."""
-    if record.get("method"):
-        return str(record["method"])
-    name = Path(path).name
-    if not name.endswith("_qc.json") or "." not in name[: -len("_qc.json")]:
-        raise ValueError(f"{name}: a method QC file must be named <sample>.<method>_qc.json")
-    return name[: -len("_qc.json")].rsplit(".", 1)[-1]
+    """Mapping method of a QC JSON: its ``method`` field (every method writes it; the file name is not read)."""
+    for key in ("method", "sample"):
+        if not record.get(key):
+            raise ValueError(f"{Path(path).name}: a method QC JSON must hold its '{key}'")
+    return str(record["method"])
 
 
 def read_method_json(paths: Iterable[str | Path]) -> dict[str, list[dict]]:
-    """``{method: [QC records sorted by sample]}`` from ``<sample>.<method>_qc.json`` files, methods
-    in name order. A record without a ``sample`` field gets the file name before ``.<method>_qc.json``."""
+    """``{method: [QC records sorted by sample]}`` from the methods' QC JSONs (each holds its ``method``
+    and ``sample``), methods in name order."""
     by_method: dict[str, list[dict]] = defaultdict(list)
     for path in paths:
         record = json.loads(Path(path).read_text())
-        method = method_of(path, record)
-        if "sample" not in record:
-            record["sample"] = Path(path).name[: -len(f".{method}_qc.json")]
-        by_method[method].append(record)
+        by_method[method_of(path, record)].append(record)
     return {m: sorted(by_method[m], key=lambda r: str(r["sample"])) for m in sorted(by_method)}
 
 

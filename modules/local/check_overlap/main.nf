@@ -4,14 +4,15 @@ process CHECK_OVERLAP {
     container "${params.container_registry}/spatialmap-core:${params.container_tag}"
 
     input:
-    path reference
-    path slides, stageAs: 'slides/*'
+    tuple val(meta), path(reference)  // the prepared reference
+    tuple val(samples), path(slides, stageAs: 'slides/*')  // every slide's sample and QC'd h5ad, in the same order
+    path slide_qc, stageAs: 'slide_qc/*'  // the slides' QC JSONs: each one's method plan
 
     output:
-    path 'reference.matched.h5ad', emit: h5ad
-    path 'gene_overlap.tsv' , emit: tsv
-    path 'gene_overlap.json', emit: json
-    path 'versions.yml'     , emit: versions
+    tuple val(meta), path('reference.matched.h5ad'), emit: h5ad
+    tuple val(meta), path('gene_overlap.tsv')      , emit: tsv
+    tuple val(meta), path('gene_overlap.json')     , emit: json
+    path 'versions.yml'                            , emit: versions
 
     script:
     def args = task.ext.args ?: ''
@@ -19,6 +20,8 @@ process CHECK_OVERLAP {
     check_overlap.py \\
         --reference ${reference} \\
         --slides ${slides} \\
+        --samples ${samples.collect { "'${it}'" }.join(' ')} \\
+        --slide-qc ${slide_qc} \\
         --output-reference reference.matched.h5ad \\
         --output-tsv gene_overlap.tsv \\
         --output-json gene_overlap.json \\

@@ -1,16 +1,16 @@
 process ESTIMATE_SIGNATURES {
-    tag "${reference.name}"
+    tag "${meta.id}"
     label 'process_gpu'
     container "${params.container_registry}/spatialmap-cell2location:${params.container_tag}"
 
     input:
-    path reference
+    tuple val(meta), path(reference)  // the matched reference (genes named as on the slides)
 
     output:
-    path 'signatures.csv'   , emit: csv
-    path 'reference_model'  , emit: model
-    path 'reference.*.png'  , emit: png
-    path 'versions.yml'     , emit: versions
+    tuple val(meta), path('signatures.csv') , emit: csv
+    tuple val(meta), path('reference_model'), emit: model
+    tuple val(meta), path('reference.*.png'), emit: png
+    path 'versions.yml'                     , emit: versions
 
     script:
     def args = task.ext.args ?: ''

@@ -1,16 +1,16 @@
 process PREPARE_REFERENCE {
-    tag "${reference.name}"
+    tag "${meta.id}"
     label 'process_low'
     container "${params.container_registry}/spatialmap-core:${params.container_tag}"
 
     input:
-    path reference
+    tuple val(meta), path(reference)  // meta: [ id: the reference's file name ]
     path mt_genes   // optional list of mitochondrial genes; [] when not given
 
     output:
-    path 'reference.prepared.h5ad', emit: h5ad
-    path 'reference_summary.json' , emit: json
-    path 'versions.yml'           , emit: versions
+    tuple val(meta), path('reference.prepared.h5ad'), emit: h5ad
+    tuple val(meta), path('reference_summary.json') , emit: json
+    path 'versions.yml'                             , emit: versions
 
     script:
     def args = task.ext.args ?: ''

@@ -28,6 +28,7 @@ process SPATIAL_OUTPUTS {
         --input-type ${meta.input_type} \\
         --input ${slide} \\
         --qc-h5ad ${qc_h5ad} \\
+        --methods '${meta.label_methods.join(',')}' \\
         ${results} ${cells_arg} ${consensus_args} \\
         --process-name '${task.process}' \\
         ${args}

@@ -10,6 +10,7 @@ process TANGRAM {
     output:
     tuple val(meta), path("${prefix}.tangram.h5ad")              , emit: h5ad
     tuple val(meta), path("${prefix}.tangram_proportions.csv")   , emit: csv
+    tuple val(meta), path("${prefix}.tangram_filtered_spots.csv"), emit: filtered
     tuple val(meta), path("${prefix}.tangram_counts.csv")        , emit: counts
     tuple val(meta), path("${prefix}.tangram_maps.png")          , emit: maps
     tuple val(meta), path("${prefix}.tangram_heldout_genes.csv") , emit: heldout
@@ -34,8 +35,8 @@ process TANGRAM {
     stub:
     prefix = task.ext.prefix ?: meta.id
     """
-    touch ${prefix}.tangram.h5ad ${prefix}.tangram_proportions.csv ${prefix}.tangram_counts.csv ${prefix}.tangram_maps.png ${prefix}.tangram_heldout_genes.csv
-    echo '{"sample": "${meta.id}"}' > ${prefix}.tangram_qc.json
+    touch ${prefix}.tangram.h5ad ${prefix}.tangram_proportions.csv ${prefix}.tangram_filtered_spots.csv ${prefix}.tangram_counts.csv ${prefix}.tangram_maps.png ${prefix}.tangram_heldout_genes.csv
+    echo '{"sample": "${meta.id}", "method": "tangram"}' > ${prefix}.tangram_qc.json
     printf '"%s":\\n    stub: "true"\\n' '${task.process}' > versions.yml
     """
 }
