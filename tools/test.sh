@@ -73,7 +73,17 @@ if [[ $tier == heavy && $# == 0 ]]; then
 fi
 
 echo "== pipeline tests, $tier tier (pytest-workflow tests/workflow --tag $tier)"
-"$python" -m pytest tests/workflow -p no:cacheprovider --git-aware --symlink "${keep[@]}" \
+# workflows start in the order they are collected: the heavy tier's longest (the test profile, cell2location
+# trained to convergence, through SLURM) first, so it is not the last one still running
+# (the files named one by one, in that order: a folder argument collects in name order)
+paths=(tests/workflow)
+if [[ $tier == heavy ]]; then
+    paths=(tests/workflow/test_pipeline.yml)
+    for f in tests/workflow/test_*.yml tests/workflow/test_*.py; do
+        [[ $f == tests/workflow/test_pipeline.yml ]] || paths+=("$f")
+    done
+fi
+"$python" -m pytest "${paths[@]}" -p no:cacheprovider --git-aware --symlink "${keep[@]}" \
     --wt "${WORKFLOW_THREADS:-2}" --basetemp "$basetemp" --tag "$tier" "$@"
 
 if [[ $tier == heavy && $# == 0 ]]; then
