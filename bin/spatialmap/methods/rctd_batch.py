@@ -1,0 +1,302 @@
+"""rctd-py's per-location fits (full, doublet and multi mode) batched on the CPU with numba.
+
+rctd-py (0.4) batches its fits over locations with torch, but every IRWLS iteration of a batch
+walks ~30 temporary arrays of locations x genes through memory (its likelihood spline,
+``rctd._likelihood.calc_q_all``, is eager torch on the CPU), and its doublet and multi fits keep
+every location of a batch iterating until the slowest has converged (``solve_irwls_batch`` has no
+compaction). On a CPU that costs ~0.1 s per 8 µm bin in doublet mode. Here each fit (one location
+and its types) runs its whole IRWLS in one compiled loop over the genes, the fits of a step in
+parallel over the task's cores, each stopping when it has converged.
+
+It is the same fit, ported line by line from the installed package (which stays the reference;
+``tests/unit/test_rctd_batch.py`` and ``tools/benchmark_rctd_batch.py`` compare the two):
+
+- the likelihood: rctd-py's table (``q_mat``) and spline (``sq_mat``), interpolated with the
+  formulas of ``calc_q_all`` (its grid index ``m`` read from a table computed with its own torch
+  expression, float32 rounding included);
+- the IRWLS of ``solve_irwls_batch`` (doublet and multi scoring, 25 iterations; final weights, 50)
+  and ``solve_irwls_batch_shared`` (full mode, 50): start 1/k, clamp, prediction floor
+  ``max(1e-4, nUMI 1e-7)`` in float32 as rctd-py computes it, PSD projection (closed form for 1 and
+  2 types, ``eigh`` above), the box-constrained step (its closed form for 2 types, Gauss-Seidel
+  with its KKT check and active-set finish above), step 0.3, L1 change <= 0.001;
+- the candidate rules, pair and singlet scores, ``check_pairs_type`` and the four-branch spot
+  class of ``run_doublet_mode``; the forward selection, confidence check and final weights of
+  ``run_multi_mode``.
+
+What differs is the order of floating-point sums (a loop here, BLAS there): scores and weights
+agree to ~1e-12, and a location can only change where a score difference or an L1 change sits
+on a threshold to that precision. Platform effects and sigma are rctd-py's own (unchanged).
+Float64 only; on a GPU rctd-py's own batches are fast, so ``engine="auto"`` keeps them there.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import numpy as np
+
+log = logging.getLogger("spatialmap.methods.rctd_batch")
+
+#: ``batched``: the fits here; ``package``: rctd-py's own loop; ``auto``: batched on the CPU in float64
+ENGINES = ("auto", "batched", "package")
+MODES = ("full", "doublet", "multi")
+#: fits per compiled call: a progress line (done, rate, ETA) is logged about once a minute between calls
+CHUNK = 20_000
+PROGRESS_SECONDS = 60.0
+
+# rctd-py's fixed settings (rctd._doublet, rctd._multi, rctd._irwls)
+WEIGHT_THRESHOLD = 0.01  # candidate types: full-mode weight above this
+SCORE_ITER = 25  # IRWLS iterations of a pair / singlet / multi score
+FINAL_ITER = 50  # IRWLS iterations of full mode and of the final weights
+MIN_CHANGE = 0.001
+STEP = 0.3
+PSD_EPS = 1e-3
+KKT_TOL = 1e-10  # rctd._irwls._kkt_tol in float64
+INF = 1e18
+
+
+def choose_engine(engine: str, mode: str, device: str, dtype: str) -> tuple[bool, str]:
+    """Whether the batched fit runs, and why (``engine`` as asked; ``auto``: CPU and float64)."""
+    if engine not in ENGINES:
+        raise ValueError(f"RCTD engine must be one of {', '.join(ENGINES)}, not '{engine}'")
+    if engine == "package":
+        return False, "package: rctd-py's own loop (asked for)"
+    if engine == "batched":
+        if dtype != "float64":
+            raise ValueError("the batched RCTD fit computes in float64; use --dtype float64 or the package engine")
+        return True, "batched: spatialmap's batched CPU fit (asked for)"
+    if device != "cpu":
+        return False, "auto: rctd-py's own batches on the GPU"
+    if dtype != "float64":
+        return False, "auto: rctd-py's own loop (float32 asked for)"
+    return True, "auto: spatialmap's batched CPU fit (the same fit as rctd-py's, in float64)"
+
+
+# --------------------------------------------------------------------------- the likelihood
+
+
+def grid_index_table() -> np.ndarray:
+    """rctd-py's spline interval ``m`` for every ``l = floor(sqrt(lambda / 1e-6))`` (0..40,000).
+
+    Computed with the torch expression of ``rctd._likelihood._calc_q_all_impl`` itself, so the
+    float32 step in it (``l.float() - 48.7499``) rounds exactly as it does there.
+    """
+    import torch
+
+    ell = torch.arange(0, 40_001, dtype=torch.long)
+    m = torch.clamp(ell - 9, max=40) + torch.clamp(
+        torch.ceil(torch.sqrt(torch.clamp(ell.float() - 48.7499, min=0.0) * 4.0)).long() - 2,
+        min=0,
+    )
+    return m.numpy().astype(np.int64)
+
+
+def spline_terms(q_mat: np.ndarray, sq_mat: np.ndarray, x_vals: np.ndarray) -> np.ndarray:
+    """Per count and grid interval ``m``, the four terms of ``calc_q_all`` that do not depend on lambda.
+
+    ``[diff3, diff4, zi / hi, zi1 / hi]`` with the same operations as rctd-py (so the same values),
+    computed once instead of for every gene of every iteration. Shape ``(counts, intervals, 4)``.
+    """
+    q = np.asarray(q_mat, dtype=np.float64)
+    sq = np.asarray(sq_mat, dtype=np.float64)
+    x = np.asarray(x_vals, dtype=np.float64)
+    out = np.zeros((q.shape[0], q.shape[1], 4))
+    hi = x[1:] - x[:-1]  # interval m (1-based in rctd-py's indexing): x[m] - x[m - 1]
+    fti, fti1, zi, zi1 = q[:, 1:], q[:, :-1], sq[:, 1:], sq[:, :-1]
+    out[:, 1:, 0] = fti / hi - zi * hi / 6.0
+    out[:, 1:, 1] = fti1 / hi - zi1 * hi / 6.0
+    out[:, 1:, 2] = zi / hi
+    out[:, 1:, 3] = zi1 / hi
+    return out
+
+
+def _kernels():
+    """The compiled kernels (numba is imported, and they are compiled or loaded from its cache, on first use)."""
+    global _KERNELS
+    if _KERNELS is None:
+        from spatialmap.methods import rctd_batch_kernels
+
+        _KERNELS = rctd_batch_kernels
+    return _KERNELS
+
+
+_KERNELS = None
+
+
+class Model:
+    """What every fit reads: counts, nUMI, profiles and the likelihood, as the kernels want them."""
+
+    def __init__(self, counts, numi, norm_profiles, q_mat, sq_mat, x_vals):
+        self.Y = np.ascontiguousarray(counts, dtype=np.float64)
+        self.numi = np.asarray(numi, dtype=np.float32)  # rctd-py keeps nUMI in float32
+        self.PT = np.ascontiguousarray(np.asarray(norm_profiles, dtype=np.float64).T)  # types x genes
+        self.terms = spline_terms(q_mat, sq_mat, x_vals)
+        self.q = np.ascontiguousarray(q_mat, dtype=np.float64)
+        self.sq = np.ascontiguousarray(sq_mat, dtype=np.float64)
+        self.x = np.ascontiguousarray(x_vals, dtype=np.float64)
+        self.mtab = grid_index_table()
+        self.kval = int(self.q.shape[0] - 3)
+        self.lam_hi = float(self.x[-1] - 1e-4)
+        self.n, self.g = self.Y.shape
+        self.k = self.PT.shape[0]
+
+
+# --------------------------------------------------------------------------- running the fits
+
+
+def fit_tasks(model: Model, pix: np.ndarray, types: np.ndarray, *, shared: bool, max_iter: int, score: bool,
+              what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """IRWLS of every task (location ``pix[i]``, types ``types[i]``): weights, converged, score.
+
+    ``shared``: rctd-py's full-mode arithmetic (``solve_irwls_batch_shared``), else that of
+    ``solve_irwls_batch``. ``score``: also the negative log-likelihood of the fitted prediction
+    (rctd-py's ``calc_log_likelihood_batch``). Runs in chunks of :data:`CHUNK`, logging progress
+    about once a minute.
+    """
+    kern = _kernels()
+    pix = np.ascontiguousarray(pix, dtype=np.int64)
+    types = np.ascontiguousarray(types, dtype=np.int64)
+    m, k = types.shape
+    weights = np.zeros((m, k))
+    converged = np.zeros(m, dtype=np.bool_)
+    scores = np.zeros(m)
+    t0 = last = time.perf_counter()
+    for start in range(0, m, CHUNK):
+        end = min(start + CHUNK, m)
+        kern.fit_many(model.Y, model.numi, model.PT, pix[start:end], types[start:end], shared, max_iter, score,
+                      model.terms, model.x, model.mtab, model.kval, model.lam_hi,
+                      weights[start:end], converged[start:end], scores[start:end])  # fmt: skip
+        now = time.perf_counter()
+        if now - last >= PROGRESS_SECONDS and end < m:
+            rate = end / (now - t0)
+            log.info("RCTD %s: %d of %d fits, %.0f fits/s, about %.0f s left", what, end, m, rate, (m - end) / rate)
+            last = now
+    log.info("RCTD %s: %d fits of %d type(s) in %.1f s", what, m, k, time.perf_counter() - t0)
+    return weights, converged, scores
+
+
+def full_weights(model: Model) -> tuple[np.ndarray, np.ndarray]:
+    """Full mode: every location's weights over all types (``run_full_mode``), and convergence."""
+    pix = np.arange(model.n, dtype=np.int64)
+    types = np.broadcast_to(np.arange(model.k, dtype=np.int64), (model.n, model.k))
+    w, conv, _ = fit_tasks(model, pix, types, shared=True, max_iter=FINAL_ITER, score=False, what="full-mode fit")
+    return w, conv
+
+
+def run_full(model: Model, cell_type_names, pixel_mask):
+    """rctd-py's ``FullResult`` of full mode."""
+    from rctd._types import FullResult
+
+    weights, converged = full_weights(model)
+    return FullResult(weights=weights, cell_type_names=cell_type_names, converged=converged, pixel_mask=pixel_mask)
+
+
+def doublet_candidates(w_full: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate types of every location, as ``run_doublet_mode`` picks them.
+
+    Types whose full-mode weight is above 0.01, in type order; none: the first three types;
+    one: that type and type 0 (type 1 when it is type 0). Returns a boolean locations x types
+    mask and, for the one-candidate case, nothing more: the mask says it all.
+    """
+    n, k = w_full.shape
+    cand = w_full > WEIGHT_THRESHOLD
+    count = cand.sum(axis=1)
+    cand[count == 0, : min(3, k)] = True
+    one = np.flatnonzero(count == 1)
+    if len(one):
+        only = cand[one].argmax(axis=1)
+        cand[one, np.where(only == 0, 1, 0)] = True
+    return cand, cand.sum(axis=1)
+
+
+def _pairs(cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (location, t1 < t2) pair of candidates, locations in order, pairs in rctd-py's order."""
+    n, k = cand.shape
+    rows, firsts, seconds = [], [], []
+    for t1 in range(k):
+        for t2 in range(t1 + 1, k):
+            both = np.flatnonzero(cand[:, t1] & cand[:, t2])
+            rows.append(both)
+            firsts.append(np.full(len(both), t1))
+            seconds.append(np.full(len(both), t2))
+    pix = np.concatenate(rows)
+    types = np.column_stack([np.concatenate(firsts), np.concatenate(seconds)])
+    order = np.lexsort((types[:, 1], types[:, 0], pix))
+    return pix[order], types[order]
+
+
+def run_doublet(model: Model, cell_type_names, pixel_mask, config):
+    """rctd-py's ``DoubletResult`` of doublet mode, every step batched."""
+    from rctd._types import DoubletResult
+
+    t0 = time.perf_counter()
+    names = list(cell_type_names)
+    class_of, user_classes = _classes(names, config)
+    w_full, _ = full_weights(model)
+    cand, n_cand = doublet_candidates(w_full)
+    pair_pix, pair_types = _pairs(cand)
+    log.info("RCTD doublet: %d locations, %d candidate pairs, %d singles", model.n, len(pair_pix), int(n_cand.sum()))
+    _, _, pair_scores = fit_tasks(model, pair_pix, pair_types, shared=False, max_iter=SCORE_ITER, score=True,
+                                  what="pair scores")  # fmt: skip
+    single_pix, single_t = np.nonzero(cand)
+    _, _, single_scores = fit_tasks(model, single_pix, single_t[:, None], shared=False, max_iter=SCORE_ITER,
+                                    score=True, what="singlet scores")  # fmt: skip
+    singles = np.full(cand.shape, INF)
+    singles[single_pix, single_t] = single_scores
+    starts = np.searchsorted(pair_pix, np.arange(model.n + 1))
+    out = _kernels().classify_doublets(starts, pair_types, pair_scores, singles, class_of,
+                                       float(config.CONFIDENCE_THRESHOLD), float(config.DOUBLET_THRESHOLD))  # fmt: skip
+    spot_class, first, second, first_class, second_class, min_score, singlet_score = out
+    final_types = np.column_stack([first, second]).astype(np.int64)
+    w_final, _, _ = fit_tasks(model, np.arange(model.n), final_types, shared=False, max_iter=FINAL_ITER, score=False,
+                              what="final doublet weights")  # fmt: skip
+    weights_doublet = w_final / np.maximum(w_final.sum(axis=1, keepdims=True), 1e-10)
+    log.info("RCTD doublet mode: %d locations in %.1f s", model.n, time.perf_counter() - t0)
+    names_arr = np.array([user_classes[c] for c in names]) if user_classes is not None else None
+    return DoubletResult(
+        weights=w_full, weights_doublet=weights_doublet, spot_class=spot_class.astype(np.int32),
+        first_type=first.astype(np.int32), second_type=second.astype(np.int32), first_class=first_class,
+        second_class=second_class, min_score=min_score.astype(np.float32),
+        singlet_score=singlet_score.astype(np.float32), cell_type_names=cell_type_names, pixel_mask=pixel_mask,
+        first_class_name=names_arr[first] if names_arr is not None else None,
+        second_class_name=names_arr[second] if names_arr is not None else None,
+    )  # fmt: skip
+
+
+def _classes(names: list[str], config) -> tuple[np.ndarray, dict | None]:
+    """Class id of every type (``config.class_df``; None: each type its own class), checked as rctd-py checks it."""
+    user = config.class_df
+    if user is None:
+        return np.arange(len(names), dtype=np.int64), None
+    missing = [ct for ct in names if ct not in user]
+    if missing:
+        raise ValueError(
+            f"class_df is missing entries for cell types: {missing}. "
+            "Every cell type in the reference must be mapped to a class."
+        )
+    bad = [k for k, v in user.items() if v is None or (isinstance(v, float) and math.isnan(v))]
+    if bad:
+        raise ValueError(f"class_df has None/NaN class values for keys: {bad}")
+    labels = {c: i for i, c in enumerate(dict.fromkeys(str(user[ct]) for ct in names))}
+    return np.array([labels[str(user[ct])] for ct in names], dtype=np.int64), user
+
+
+def fit(rctd_model, mode: str):
+    """The result rctd-py's ``run_<mode>_mode`` gives for a fitted ``rctd.RCTD`` object, batched."""
+    if mode not in MODES:
+        raise ValueError(f"RCTD mode must be one of {', '.join(MODES)}, not '{mode}'")
+    if rctd_model.config.dtype != "float64":
+        raise ValueError("the batched RCTD fit computes in float64")
+    model = Model(rctd_model.counts, rctd_model.nUMI, rctd_model.norm_profiles, rctd_model.q_mat,
+                  rctd_model.sq_mat, rctd_model.x_vals)  # fmt: skip
+    names = rctd_model.reference.cell_type_names
+    mask = rctd_model._pixel_mask  # read only: which input spots passed RCTD's filters
+    if mode == "full":
+        return run_full(model, names, mask)
+    if mode == "doublet":
+        return run_doublet(model, names, mask, rctd_model.config)
+    from spatialmap.methods.rctd_multi import run_multi
+
+    return run_multi(model, names, mask, rctd_model.config)
