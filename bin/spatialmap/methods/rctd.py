@@ -315,10 +315,16 @@ def _rctd_proportions(result, mode: str, names: list[str]) -> tuple[np.ndarray, 
     return props, extra, {"n_types_counts": {str(k): int(v) for k, v in counts.items()}}
 
 
-def _rctd_fit(model, mode: str, batch_size):
+def _rctd_fit(model, mode: str, batch_size, batched: bool = False):
     from rctd import run_doublet_mode, run_full_mode, run_multi_mode
     from rctd._types import auto_batch_size
 
+    # --- hook: the batched CPU fit (spatialmap.methods.rctd_batch), the same fit as the package's loop below
+    if batched:
+        from spatialmap.methods import rctd_batch
+
+        return rctd_batch.fit(model, mode)
+    # --- end of hook
     n_genes, n_types = model.norm_profiles.shape
     if batch_size == "auto":
         batch_size = auto_batch_size(n_genes, n_types, 8 if model.config.dtype == "float64" else 4)
@@ -362,6 +368,7 @@ def run(
     compile: bool = False,
     dtype: str = "float64",
     batch_size: int | str = "auto",
+    engine: str = "auto",
     **kw: Any,
 ) -> base.MethodResult:
     """RCTD (rctd-py) on one slide.
@@ -391,6 +398,9 @@ def run(
     threads, compile, dtype, batch_size
         Torch CPU threads; ``torch.compile`` (off: the first compile takes 10-20 min);
         float precision; spots per batch (``auto``: from free GPU memory).
+    engine
+        ``auto`` (the batched CPU fit of :mod:`spatialmap.methods.rctd_batch` on the CPU in
+        float64, rctd-py's own loop on a GPU), ``batched`` or ``package`` (rctd-py's own loop).
     **kw
         Other ``rctd.RCTDConfig`` fields (e.g. ``DOUBLET_THRESHOLD``).
     """
@@ -410,6 +420,7 @@ def run(
     table = read_q_table_info(q_matrix_path)
     inp = base.prepare_inputs(slide, reference, label_key, sample=name, method=NAME, min_cells=cell_min)
     device = "cuda" if resolve_accelerator(accelerator, threads) == "gpu" else "cpu"
+    batched, engine_reason = _choose_engine(engine, device, dtype, name)
     seed_everything(seed)
     config = RCTDConfig(
         UMI_min=umi_min,
@@ -441,7 +452,8 @@ def run(
         table,
         dict(cell_min=cell_min, n_max_cells=n_max_cells, min_UMI=ref_umi_min),
     )
-    result = _rctd_fit(model, mode, batch_size)
+    log.info("sample %s: RCTD fit engine %s", name, engine_reason)
+    result = _rctd_fit(model, mode, batch_size, batched)
     return _rctd_result(
         slide,
         inp,
@@ -465,9 +477,21 @@ def run(
             compile=compile,
             dtype=dtype,
             seed=seed,
+            engine=engine,
+            engine_used=engine_reason,
             **kw,
         ),
     )
+
+
+def _choose_engine(engine: str, device: str, dtype: str, name: str) -> tuple[bool, str]:
+    """Whether the batched CPU fit runs (:func:`spatialmap.methods.rctd_batch.choose_engine`), and why."""
+    from spatialmap.methods import rctd_batch
+
+    try:
+        return rctd_batch.choose_engine(engine, device, dtype)
+    except ValueError as err:
+        raise InputError(f"sample {name}: rctd: {err}") from err
 
 
 def _choose_mode(slide: ad.AnnData, mode: str, name: str) -> tuple[str, str]:

@@ -57,7 +57,7 @@ KKT_TOL = 1e-10  # rctd._irwls._kkt_tol in float64
 INF = 1e18
 
 
-def choose_engine(engine: str, mode: str, device: str, dtype: str) -> tuple[bool, str]:
+def choose_engine(engine: str, device: str, dtype: str) -> tuple[bool, str]:
     """Whether the batched fit runs, and why (``engine`` as asked; ``auto``: CPU and float64)."""
     if engine not in ENGINES:
         raise ValueError(f"RCTD engine must be one of {', '.join(ENGINES)}, not '{engine}'")
@@ -265,6 +265,94 @@ def run_doublet(model: Model, cell_type_names, pixel_mask, config):
     )  # fmt: skip
 
 
+def _first_per_location(pix: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Index of each location's lowest score (the first in task order on a tie, as rctd-py's strict ``<``)."""
+    order = np.lexsort((np.arange(len(pix)), scores, pix))
+    keep = np.ones(len(order), dtype=bool)
+    keep[1:] = pix[order][1:] != pix[order][:-1]
+    return order[keep]
+
+
+def _forward_selection(model: Model, cand: np.ndarray, config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``run_multi_mode``'s forward selection: each location's types, how many, and its score.
+
+    Round k scores every active location's list plus each remaining candidate (``k`` types,
+    25 iterations); the best is added when it lowers the score by more than ``DOUBLET_THRESHOLD``
+    (the first type always), else the location stops.
+    """
+    n, most = model.n, int(config.MAX_MULTI_TYPES)
+    types = np.full((n, most), -1, dtype=np.int64)
+    count = np.zeros(n, dtype=np.int64)
+    current = np.full(n, INF)
+    active = np.ones(n, dtype=bool)
+    for k in range(1, most + 1):
+        pix, new = np.nonzero(cand & active[:, None])
+        if not len(pix):
+            break
+        task_types = np.column_stack([types[pix, : k - 1], new])
+        _, _, scores = fit_tasks(model, pix, task_types, shared=False, max_iter=SCORE_ITER, score=True,
+                                 what=f"multi scores, {k} type(s)")  # fmt: skip
+        best = _first_per_location(pix, scores)
+        where, chosen, score = pix[best], new[best], scores[best]
+        gains = ~(score > current[where] - config.DOUBLET_THRESHOLD)
+        add = gains | (count[where] == 0)
+        types[where[add], k - 1] = chosen[add]
+        count[where[add]] += 1
+        current[where[add]] = score[add]
+        cand[where[add], chosen[add]] = False
+        active[:] = False
+        active[where[gains]] = True
+    return types, count, current
+
+
+def _confidence(model: Model, cand: np.ndarray, types: np.ndarray, count: np.ndarray, current: np.ndarray, config):
+    """``run_multi_mode``'s confidence: a type is unsure when swapping it for a remaining candidate scores
+    within ``CONFIDENCE_THRESHOLD`` of the chosen set."""
+    conf = np.zeros(types.shape, dtype=bool)
+    for k in range(1, types.shape[1] + 1):
+        rows = np.flatnonzero(count == k)
+        conf[rows, :k] = True
+        for i in range(k):
+            local, new = np.nonzero(cand[rows])
+            if not len(local):
+                continue
+            pix = rows[local]
+            keep = [j for j in range(k) if j != i]
+            task_types = np.column_stack([types[pix][:, keep], new])
+            _, _, scores = fit_tasks(model, pix, task_types, shared=False, max_iter=SCORE_ITER, score=True,
+                                     what=f"multi confidence, {k} type(s)")  # fmt: skip
+            unsure = np.unique(pix[scores < current[pix] + config.CONFIDENCE_THRESHOLD])
+            conf[unsure, i] = False
+    return conf
+
+
+def run_multi(model: Model, cell_type_names, pixel_mask, config):
+    """rctd-py's ``MultiResult`` of multi mode, every step batched."""
+    from rctd._types import MultiResult
+
+    t0 = time.perf_counter()
+    w_full, _ = full_weights(model)
+    cand = w_full > WEIGHT_THRESHOLD
+    none = np.flatnonzero(~cand.any(axis=1))
+    cand[none, w_full[none].argmax(axis=1)] = True
+    types, count, current = _forward_selection(model, cand, config)
+    conf = _confidence(model, cand, types, count, current, config)
+    sub = np.zeros(types.shape, dtype=np.float32)
+    for k in range(1, types.shape[1] + 1):
+        rows = np.flatnonzero(count == k)
+        if not len(rows):
+            continue
+        w, _, _ = fit_tasks(model, rows, types[rows, :k], shared=False, max_iter=FINAL_ITER, score=False,
+                            what=f"multi final weights, {k} type(s)")  # fmt: skip
+        total = w.sum(axis=1, keepdims=True)
+        sub[rows, :k] = np.where(total > 0, w / np.where(total > 0, total, 1.0), w)
+    log.info("RCTD multi mode: %d locations in %.1f s", model.n, time.perf_counter() - t0)
+    return MultiResult(
+        weights=w_full, sub_weights=sub, cell_type_indices=types.astype(np.int32), n_types=count.astype(np.int32),
+        conf_list=conf, min_score=current.astype(np.float32), cell_type_names=cell_type_names, pixel_mask=pixel_mask,
+    )  # fmt: skip
+
+
 def _classes(names: list[str], config) -> tuple[np.ndarray, dict | None]:
     """Class id of every type (``config.class_df``; None: each type its own class), checked as rctd-py checks it."""
     user = config.class_df
@@ -283,12 +371,24 @@ def _classes(names: list[str], config) -> tuple[np.ndarray, dict | None]:
     return np.array([labels[str(user[ct])] for ct in names], dtype=np.int64), user
 
 
+def _set_threads() -> int:
+    """Numba's threads: torch's (the task's CPUs, set by ``resolve_accelerator``), at most numba's pool."""
+    import numba
+    import torch
+
+    threads = max(1, min(int(torch.get_num_threads()), int(numba.config.NUMBA_NUM_THREADS)))
+    numba.set_num_threads(threads)
+    return threads
+
+
 def fit(rctd_model, mode: str):
     """The result rctd-py's ``run_<mode>_mode`` gives for a fitted ``rctd.RCTD`` object, batched."""
     if mode not in MODES:
         raise ValueError(f"RCTD mode must be one of {', '.join(MODES)}, not '{mode}'")
     if rctd_model.config.dtype != "float64":
         raise ValueError("the batched RCTD fit computes in float64")
+    threads = _set_threads()
+    log.info("RCTD %s mode: batched fit of %d locations on %d thread(s)", mode, len(rctd_model.nUMI), threads)
     model = Model(rctd_model.counts, rctd_model.nUMI, rctd_model.norm_profiles, rctd_model.q_mat,
                   rctd_model.sq_mat, rctd_model.x_vals)  # fmt: skip
     names = rctd_model.reference.cell_type_names
@@ -297,6 +397,4 @@ def fit(rctd_model, mode: str):
         return run_full(model, names, mask)
     if mode == "doublet":
         return run_doublet(model, names, mask, rctd_model.config)
-    from spatialmap.methods.rctd_multi import run_multi
-
     return run_multi(model, names, mask, rctd_model.config)
