@@ -451,6 +451,7 @@ def run(
         config,
         table,
         dict(cell_min=cell_min, n_max_cells=n_max_cells, min_UMI=ref_umi_min),
+        batched,
     )
     log.info("sample %s: RCTD fit engine %s", name, engine_reason)
     result = _rctd_fit(model, mode, batch_size, batched)
@@ -502,7 +503,14 @@ def _choose_mode(slide: ad.AnnData, mode: str, name: str) -> tuple[str, str]:
 
 
 def _rctd_model(
-    slide: ad.AnnData, reference: ad.AnnData, label_key: str, inp: base.Inputs, config, table: dict, ref_settings: dict
+    slide: ad.AnnData,
+    reference: ad.AnnData,
+    label_key: str,
+    inp: base.Inputs,
+    config,
+    table: dict,
+    ref_settings: dict,
+    batched: bool = False,
 ):
     """rctd-py's reference and RCTD object, its platform effects fitted (reads the local table)."""
     from rctd import RCTD, Reference
@@ -530,7 +538,12 @@ def _rctd_model(
             raise InputError(f"sample {name}: rctd: {err}") from err
         del rctd_slide
         try:
-            model.fit_platform_effects()
+            if batched:  # --- hook: the same sigma search, batched (spatialmap.methods.rctd_batch)
+                from spatialmap.methods import rctd_batch
+
+                rctd_batch.fit_platform_effects(model)
+            else:
+                model.fit_platform_effects()
         except ValueError as err:  # e.g. no spot above UMI_min_sigma to estimate sigma on (sparse bins, small panels)
             raise InputError(f"sample {name}: rctd: {err}") from err
     model.genes_shared = n_common

@@ -31,6 +31,7 @@ Float64 only; on a GPU rctd-py's own batches are fast, so ``engine="auto"`` keep
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -77,6 +78,7 @@ def choose_engine(engine: str, device: str, dtype: str) -> tuple[bool, str]:
 # --------------------------------------------------------------------------- the likelihood
 
 
+@functools.cache
 def grid_index_table() -> np.ndarray:
     """rctd-py's spline interval ``m`` for every ``l = floor(sqrt(lambda / 1e-6))`` (0..40,000).
 
@@ -126,21 +128,24 @@ _KERNELS = None
 
 
 class Model:
-    """What every fit reads: counts, nUMI, profiles and the likelihood, as the kernels want them."""
+    """What every fit reads: counts, nUMI, profiles and the likelihood's spline terms, as the kernels want them."""
 
-    def __init__(self, counts, numi, norm_profiles, q_mat, sq_mat, x_vals):
+    def __init__(self, counts, numi, norm_profiles, terms: np.ndarray, x_vals):
         self.Y = np.ascontiguousarray(counts, dtype=np.float64)
         self.numi = np.asarray(numi, dtype=np.float32)  # rctd-py keeps nUMI in float32
         self.PT = np.ascontiguousarray(np.asarray(norm_profiles, dtype=np.float64).T)  # types x genes
-        self.terms = spline_terms(q_mat, sq_mat, x_vals)
-        self.q = np.ascontiguousarray(q_mat, dtype=np.float64)
-        self.sq = np.ascontiguousarray(sq_mat, dtype=np.float64)
+        self.terms = terms
         self.x = np.ascontiguousarray(x_vals, dtype=np.float64)
         self.mtab = grid_index_table()
-        self.kval = int(self.q.shape[0] - 3)
+        self.kval = int(terms.shape[0] - 3)  # the table's largest count (rctd-py: Q_mat.shape[0] - 3)
         self.lam_hi = float(self.x[-1] - 1e-4)
         self.n, self.g = self.Y.shape
         self.k = self.PT.shape[0]
+
+    @classmethod
+    def from_tables(cls, counts, numi, norm_profiles, q_mat, sq_mat, x_vals) -> Model:
+        """From rctd-py's likelihood table and spline of one sigma."""
+        return cls(counts, numi, norm_profiles, spline_terms(q_mat, sq_mat, x_vals), x_vals)
 
 
 # --------------------------------------------------------------------------- running the fits
@@ -389,8 +394,8 @@ def fit(rctd_model, mode: str):
         raise ValueError("the batched RCTD fit computes in float64")
     threads = _set_threads()
     log.info("RCTD %s mode: batched fit of %d locations on %d thread(s)", mode, len(rctd_model.nUMI), threads)
-    model = Model(rctd_model.counts, rctd_model.nUMI, rctd_model.norm_profiles, rctd_model.q_mat,
-                  rctd_model.sq_mat, rctd_model.x_vals)  # fmt: skip
+    model = Model.from_tables(rctd_model.counts, rctd_model.nUMI, rctd_model.norm_profiles, rctd_model.q_mat,
+                              rctd_model.sq_mat, rctd_model.x_vals)  # fmt: skip
     names = rctd_model.reference.cell_type_names
     mask = rctd_model._pixel_mask  # read only: which input spots passed RCTD's filters
     if mode == "full":
@@ -398,3 +403,163 @@ def fit(rctd_model, mode: str):
     if mode == "doublet":
         return run_doublet(model, names, mask, rctd_model.config)
     return run_multi(model, names, mask, rctd_model.config)
+
+
+def parity(batched, package, mode: str) -> dict:
+    """How far a batched result is from rctd-py's own on the same fitted ``rctd.RCTD`` (numbers, not verdicts).
+
+    Every mode: ``locations`` and ``weights_max_diff`` (full-mode weights). Doublet: the share of
+    locations with the same ``first_type``, ``second_type`` and ``spot_class``, and the largest
+    differences of ``weights_doublet`` and of the pair / singlet scores. Multi: the share with the
+    same number of types, the same types (in order), the same first type and confidence flags,
+    and the largest ``sub_weights`` difference. Full: the share with the same convergence flag.
+    """
+
+    def share(a, b) -> float:
+        a, b = np.asarray(a), np.asarray(b)
+        same = (a == b) if a.ndim == 1 else (a == b).all(axis=1)
+        return float(same.mean()) if len(same) else 1.0
+
+    def diff(a, b) -> float:
+        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        return float(np.abs(a - b).max()) if a.size else 0.0
+
+    out = {"locations": int(len(batched.weights)), "weights_max_diff": diff(batched.weights, package.weights)}
+    if mode == "full":
+        out["converged_same"] = share(batched.converged, package.converged)
+    elif mode == "doublet":
+        out.update(
+            first_type_same=share(batched.first_type, package.first_type),
+            second_type_same=share(batched.second_type, package.second_type),
+            spot_class_same=share(batched.spot_class, package.spot_class),
+            weights_doublet_max_diff=diff(batched.weights_doublet, package.weights_doublet),
+            min_score_max_diff=diff(batched.min_score, package.min_score),
+            singlet_score_max_diff=diff(batched.singlet_score, package.singlet_score),
+        )
+    else:
+        out.update(
+            n_types_same=share(batched.n_types, package.n_types),
+            types_same=share(batched.cell_type_indices, package.cell_type_indices),
+            first_type_same=share(batched.cell_type_indices[:, 0], package.cell_type_indices[:, 0]),
+            conf_same=share(batched.conf_list, package.conf_list),
+            sub_weights_max_diff=diff(batched.sub_weights, package.sub_weights),
+            min_score_max_diff=diff(batched.min_score, package.min_score),
+        )
+    return out
+
+
+SIGMA_START = 100  # rctd-py's choose_sigma starts here (its sigma_init)
+
+
+def fit_platform_effects(rctd_model) -> None:
+    """``rctd.RCTD.fit_platform_effects`` with its sigma search (``rctd._sigma.choose_sigma``) batched.
+
+    rctd-py's own method runs first with ``sigma_override=100`` (every step but the search: gene
+    lists, counts_MIN filter, bulk fit, profiles; sigma 100 is in every table the pipeline uses),
+    then :func:`choose_sigma` searches as the package does and the table of the sigma chosen is
+    set as the package sets it. The search's IRWLS fits (1,000 locations, up to 8 epochs) and its
+    likelihood sums (17 sigmas x 5 scale factors over the sampled counts) are the costly part of
+    the package's method on a large slide: eager torch there, the batched kernels here.
+    """
+    from rctd._likelihood import compute_spline_coefficients, load_cached_q_matrices
+
+    if rctd_model.is_normalized:
+        return
+    rctd_model.fit_platform_effects(sigma_override=SIGMA_START)
+    t0 = time.perf_counter()
+    cache = load_cached_q_matrices()
+    x_vals = cache.pop("X_vals")
+    tables = {k.replace("Q_", ""): v for k, v in cache.items()}
+    sigma = choose_sigma(
+        rctd_model.counts, rctd_model.nUMI, rctd_model.norm_profiles, tables, x_vals, rctd_model.config
+    )
+    key = str(sigma) if str(sigma) in tables else str(min((int(k) for k in tables), key=lambda s: abs(s - sigma)))
+    target = np.float32 if rctd_model.config.dtype == "float32" else np.float64
+    rctd_model.sigma = sigma
+    rctd_model.q_mat = tables[key].astype(target)
+    rctd_model.sq_mat = compute_spline_coefficients(tables[key], x_vals).astype(target)
+    log.info(
+        "RCTD sigma (batched search, as rctd-py's choose_sigma): %.2f in %.1f s", sigma / 100, time.perf_counter() - t0
+    )
+
+
+# long: rctd._sigma.choose_sigma step by step (its random draws, epochs, window and float32 scores)
+def choose_sigma(counts, numi, norm_profiles, tables: dict, x_vals, config) -> int:
+    """rctd-py's ``choose_sigma``: the sigma (x100) of its search, with the batched fits and sums.
+
+    Seeded as the package (42): ``N_fit`` locations above ``UMI_min_sigma`` UMIs; each epoch fits
+    them in full mode at the current sigma, then scores the fixed prediction (x 0.8..1.2) under the
+    sigmas within 8 grid steps, keeping each sigma's best factor; the lowest score moves the search,
+    which stops when it stays. Scores are rounded to float32, as the package stores them.
+    """
+    from rctd._likelihood import compute_spline_coefficients
+    from rctd._sigma import SIGMA_ALL
+
+    rng = np.random.default_rng(42)
+    numi = np.asarray(numi)
+    valid = np.where(numi > config.UMI_min_sigma)[0]
+    if len(valid) == 0:
+        raise ValueError(f"No pixels found with UMI > {config.UMI_min_sigma}. Try decreasing min_umi.")
+    fit_idx = rng.choice(valid, size=min(config.N_fit, len(valid)), replace=False)
+    counts = np.asarray(counts[fit_idx], dtype=np.float64)
+    profiles = np.asarray(norm_profiles, dtype=np.float64)
+    x = np.asarray(x_vals, dtype=np.float64)
+    splines: dict[str, np.ndarray] = {}
+
+    def terms(key: str) -> np.ndarray:
+        if key not in splines:
+            splines[key] = spline_terms(tables[key], compute_spline_coefficients(tables[key], x_vals), x)
+        return splines[key]
+
+    mtab, kval, lam_hi = grid_index_table(), int(config.K_val), float(x[-1] - 1e-4)  # K_val: as the package passes it
+    factors = np.arange(8, 13, dtype=np.float64) / 10.0
+    sigma = SIGMA_START
+    for _ in range(config.N_epoch):
+        if str(sigma) not in tables:
+            sigma = int(SIGMA_ALL[np.argmin(np.abs(SIGMA_ALL - sigma))])
+        sub = Model(counts, numi[fit_idx], profiles, terms(str(sigma)), x)
+        weights, _ = full_weights(sub)
+        prediction = np.maximum((np.clip(weights, 0.0, None) @ profiles.T) * sub.numi[:, None], 1e-4).reshape(-1)
+        observed = counts.reshape(-1)
+        if prediction.shape[0] > 1_000_000:
+            pick = rng.choice(prediction.shape[0], size=1_000_000, replace=False)
+            prediction, observed = prediction[pick], observed[pick]
+        where = np.flatnonzero(SIGMA_ALL == round(sigma))
+        at = int(where[0]) if len(where) else int(np.argmin(np.abs(SIGMA_ALL - round(sigma))))
+        candidates = [int(s) for s in SIGMA_ALL[max(0, at - 8) : min(len(SIGMA_ALL), at + 9)] if str(s) in tables]
+        if not candidates:
+            break
+        scores = np.array([min(np.float32(_kernels().neg_log_likelihood(observed, prediction * f, terms(str(s)), x,
+                                                                         mtab, kval, lam_hi)) for f in factors)
+                           for s in candidates], dtype=np.float32)  # fmt: skip
+        previous, sigma = sigma, candidates[int(np.argmin(scores))]
+        if sigma == previous:
+            break
+    return sigma
+
+
+def fitted_model(slide, reference, label_key: str, q_matrix_path, *, threads: int = 1, umi_min: int = 100, **kw):
+    """rctd-py's ``RCTD`` object of a slide with its platform effects and sigma fitted, as ``rctd.run`` builds it.
+
+    For comparing the engines on the same inputs (``tests/unit/test_rctd_batch.py``,
+    ``tools/benchmark_rctd_batch.py``): fit it once, then :func:`fit` and :func:`package_fit`.
+    """
+    from rctd import RCTDConfig
+
+    from spatialmap.device import resolve_accelerator
+    from spatialmap.methods import base
+    from spatialmap.methods import rctd as rctd_method
+
+    table = rctd_method.read_q_table_info(q_matrix_path)
+    inp = base.prepare_inputs(slide, reference, label_key, sample=None, method="rctd", min_cells=25)
+    resolve_accelerator("cpu", threads)
+    config = RCTDConfig(UMI_min=umi_min, K_val=table["k_max"], device="cpu", compile=False, dtype="float64", **kw)
+    ref_settings = dict(cell_min=25, n_max_cells=10_000, min_UMI=100)
+    return rctd_method._rctd_model(slide, reference, label_key, inp, config, table, ref_settings)
+
+
+def package_fit(rctd_model, mode: str, batch_size: int = 10_000):
+    """rctd-py's own ``run_<mode>_mode`` on a fitted ``RCTD`` object (what ``--rctd_engine package`` runs)."""
+    from spatialmap.methods import rctd as rctd_method
+
+    return rctd_method._rctd_fit(rctd_model, mode, batch_size, batched=False)

@@ -251,7 +251,53 @@ def _box_qp(dm, dv, lb, k, out):
         out[:] = _active_set(dm, dv, lb, k, out.copy())
 
 
-# long: one IRWLS fit, rctd-py's iteration written out in one loop so that numba keeps it in registers
+#: fastmath flags of the sums over genes only: vectorised and reassociated, as BLAS sums in rctd-py
+SUMS = {"reassoc", "contract"}
+
+
+@njit(cache=True, fastmath=SUMS)
+def _dot(a, b):
+    """sum_g a[g] b[g]."""
+    total = 0.0
+    for g in range(a.shape[0]):
+        total += a[g] * b[g]
+    return total
+
+
+@njit(cache=True, fastmath=SUMS)
+def _dot3(a, b, c):
+    """sum_g (a[g] b[g]) c[g]."""
+    total = 0.0
+    for g in range(a.shape[0]):
+        total += (a[g] * b[g]) * c[g]
+    return total
+
+
+@njit(cache=True)
+def _design(numi_d, pt, types, shared):
+    """Rows of the task's design: P[:, t] (``shared``, rctd-py's full mode) or S = nUMI P[:, t]."""
+    k, n_genes = types.shape[0], pt.shape[1]
+    rows = np.empty((k, n_genes))
+    for j in range(k):
+        for g in range(n_genes):
+            rows[j, g] = pt[types[j], g] if shared else numi_d * pt[types[j], g]
+    return rows
+
+
+@njit(cache=True)
+def _prediction(rows, sol, numi_d, shared, thr, out):
+    """``|S w|`` (or ``|nUMI (P w)|``), at least the threshold: rctd-py's prediction of every gene."""
+    k, n_genes = rows.shape
+    out[:] = 0.0
+    for j in range(k):
+        for g in range(n_genes):
+            out[g] += rows[j, g] * sol[j]
+    for g in range(n_genes):
+        pred = abs(numi_d * out[g]) if shared else abs(out[g])
+        out[g] = _clamp_min(pred, thr)
+
+
+# long: one IRWLS fit, rctd-py's iteration written out (prediction, derivatives, gradient and Hessian, step)
 @njit(cache=True)
 def irwls(yrow, numi, pt, types, shared, max_iter, terms, x, mtab, kval, lam_hi, w):
     """One location's IRWLS over ``types``: ``solve_irwls_batch`` (``shared`` False) or ``_shared``.
@@ -264,57 +310,46 @@ def irwls(yrow, numi, pt, types, shared, max_iter, terms, x, mtab, kval, lam_hi,
     thr = float(_clamp_min(np.float32(numi32 * np.float32(1e-7)), np.float32(1e-4)))
     numi_d = float(numi32)
     numi2 = float(np.float32(numi32 * numi32))
+    rows = _design(numi_d, pt, types, shared)
+    pairs = np.empty((k * (k + 1) // 2, n_genes))  # shared: P_i P_j (rctd-py's P_outer)
+    if shared:
+        c = 0
+        for i in range(k):
+            for j in range(i, k):
+                for g in range(n_genes):
+                    pairs[c, g] = rows[i, g] * rows[j, g]
+                c += 1
+    pred = np.empty(n_genes)
+    d1s = np.empty(n_genes)
+    d2s = np.empty(n_genes)
     sol = np.empty(k)
-    grad = np.empty(k)
     hess = np.empty((k, k))
     dm = np.empty((k, k))
     dv = np.empty(k)
     lb = np.empty(k)
     delta = np.empty(k)
-    prof = np.empty(k)
     for j in range(k):
         w[j] = 1.0 / k
     for it in range(max_iter):
         for j in range(k):
             sol[j] = _clamp_min(w[j], 0.0)
-        grad[:] = 0.0
-        hess[:, :] = 0.0
+        _prediction(rows, sol, numi_d, shared, thr, pred)
         for g in range(n_genes):
-            s = 0.0
-            if shared:
-                for j in range(k):
-                    prof[j] = pt[types[j], g]
-                    s += sol[j] * prof[j]
-                pred = abs(numi_d * s)
-            else:
-                for j in range(k):
-                    prof[j] = numi_d * pt[types[j], g]  # S = nUMI * P
-                    s += prof[j] * sol[j]
-                pred = abs(s)
-            pred = _clamp_min(pred, thr)
-            d1, d2 = _derivatives(yrow[g], pred, terms, x, mtab, kval, lam_hi)
-            if shared:
-                a = d1 * numi_d
-                b = (-d2) * numi2
-                for i in range(k):
-                    grad[i] += a * prof[i]
-                    for j in range(i, k):
-                        hess[i, j] += b * (prof[i] * prof[j])
-            else:
-                nd2 = -d2
-                for i in range(k):
-                    grad[i] += d1 * prof[i]
-                    swi = prof[i] * nd2
-                    for j in range(i, k):
-                        hess[i, j] += swi * prof[j]
+            d1, d2 = _derivatives(yrow[g], pred[g], terms, x, mtab, kval, lam_hi)
+            d1s[g] = d1 * numi_d if shared else d1  # shared: grad = -(d1 nUMI) @ P
+            d2s[g] = (-d2) * numi2 if shared else -d2  # shared: hess = ((-d2) nUMI^2) @ P_outer
+        c = 0
         for i in range(k):
-            for j in range(i + 1, k):
+            dv[i] = _dot(d1s, rows[i])  # = -grad
+            for j in range(i, k):
+                hess[i, j] = _dot(d2s, pairs[c]) if shared else _dot3(rows[i], d2s, rows[j])
                 hess[j, i] = hess[i, j]
+                c += 1
         norm = _clamp_min(_psd(hess, k), 1e-10)
         for i in range(k):
             for j in range(k):
                 dm[i, j] = hess[i, j] / norm + (1e-7 if i == j else 0.0)
-            dv[i] = grad[i] / norm  # -grad / norm, grad being -(d1 @ S)
+            dv[i] = dv[i] / norm  # -grad / norm
             lb[i] = -sol[i]
         _box_qp(dm, dv, lb, k, delta)
         change = 0.0
@@ -330,15 +365,29 @@ def irwls(yrow, numi, pt, types, shared, max_iter, terms, x, mtab, kval, lam_hi,
 @njit(cache=True)
 def score(yrow, numi, pt, types, w, terms, x, mtab, kval, lam_hi):
     """``calc_log_likelihood_batch`` of a fit: -sum log P(y | max(S w, 1e-4)), S = nUMI * P."""
-    numi_d = float(np.float32(numi))
-    total = 0.0
+    rows = _design(float(np.float32(numi)), pt, types, False)
+    expected = np.empty(yrow.shape[0])
+    _prediction(rows, w, 1.0, False, 1e-4, expected)  # sum_j S_j w_j, at least 1e-4 (w >= 0 after a step)
     for g in range(yrow.shape[0]):
-        e = 0.0
-        for j in range(types.shape[0]):
-            e += (numi_d * pt[types[j], g]) * w[j]
-        e = _clamp_min(e, 1e-4)
-        total += _log_likelihood(yrow[g], e, terms, x, mtab, kval, lam_hi)
+        expected[g] = _log_likelihood(yrow[g], expected[g], terms, x, mtab, kval, lam_hi)
+    return -_sum(expected)
+
+
+@njit(cache=True, parallel=True)
+def neg_log_likelihood(observed, prediction, terms, x, mtab, kval, lam_hi):
+    """-sum log P(observed | prediction) on the spline (``-torch.sum(calc_q_all(...)[0])``), in parallel."""
+    total = 0.0
+    for i in prange(observed.shape[0]):
+        total += _log_likelihood(observed[i], prediction[i], terms, x, mtab, kval, lam_hi)
     return -total
+
+
+@njit(cache=True, fastmath=SUMS)
+def _sum(a):
+    total = 0.0
+    for g in range(a.shape[0]):
+        total += a[g]
+    return total
 
 
 @njit(cache=True, parallel=True)
