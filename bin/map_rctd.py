@@ -19,6 +19,7 @@ from spatialmap import cli
 PACKAGES = ["rctd-py", "torch", "numba", "scipy", "anndata"]
 
 
+# long: one add_argument per option of RCTD (as map_cell2location.parse_args)
 def main(argv: list[str] | None = None) -> None:
     """Run RCTD on one slide and write its outputs."""
     from spatialmap.device import ACCELERATORS

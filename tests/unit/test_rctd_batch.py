@@ -82,6 +82,32 @@ def test_batched_fit_is_the_package_fit(slides, reference, q_table, name, mode, 
         np.testing.assert_array_equal(batched.spot_class, package.spot_class)
 
 
+@pytest.fixture(scope="module")
+def q_table_sigmas(tmp_path_factory):
+    """A table of five sigmas around 1.0 (counts up to 10; ~10 s), so that the sigma search can move."""
+    from rctd._likelihood import build_x_vals, compute_q_matrix
+
+    x = build_x_vals()
+    path = tmp_path_factory.mktemp("rctd_q_sigmas") / "q.npz"
+    arrays = {"X_vals": x, **{f"Q_{s}": compute_q_matrix(s / 100, x, K_val=10) for s in (84, 92, 100, 108, 116)}}
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+    return path
+
+
+def test_sigma_search_is_rctd_pys_own(slides, reference, q_table_sigmas):
+    """The batched search (rctd_batch.choose_sigma) picks the sigma rctd-py's choose_sigma picked."""
+    from rctd._likelihood import load_cached_q_matrices
+
+    model = rctd_batch.fitted_model(slides["hd_bins"], reference, "cell_type", q_table_sigmas, UMI_min_sigma=150)
+    with rctd_method.rctd_q_table(q_table_sigmas):
+        tables = load_cached_q_matrices()
+    x = tables.pop("X_vals")
+    tables = {k.replace("Q_", ""): v for k, v in tables.items()}
+    ours = rctd_batch.choose_sigma(model.counts, model.nUMI, model.norm_profiles, tables, x, model.config)
+    assert ours == model.sigma != 100  # the package's choice, away from where the search starts
+
+
 def test_engines_through_run_give_the_same_sigma_and_proportions(slides, reference, q_table):
     slide = slides["hd_bins"][:300].copy()
     runs = {
