@@ -16,13 +16,14 @@ from __future__ import annotations
 
 from spatialmap import cli
 
-PACKAGES = ["rctd-py", "torch", "scipy", "anndata"]
+PACKAGES = ["rctd-py", "torch", "numba", "scipy", "anndata"]
 
 
+# long: one add_argument per option of RCTD (as map_cell2location.parse_args)
 def main(argv: list[str] | None = None) -> None:
     """Run RCTD on one slide and write its outputs."""
     from spatialmap.device import ACCELERATORS
-    from spatialmap.methods import rctd, script
+    from spatialmap.methods import rctd, rctd_batch, script
 
     parser = script.common_parser(__doc__.splitlines()[0], "rctd")
     parser.add_argument("--q-matrix", required=True, help="RCTD likelihood table (.npz from compute_rctd_q.py)")
@@ -32,6 +33,13 @@ def main(argv: list[str] | None = None) -> None:
         default="auto",
         help="auto (doublet for cells and bins up to 8 µm, full for spots and larger bins, as "
         "rctd-py advises), full, doublet or multi (default: auto)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=rctd_batch.ENGINES,
+        default="auto",
+        help="how the per-spot fits run: auto (the batched CPU fit, the same fit as rctd-py's, on the CPU in float64; "
+        "rctd-py's own batches on a GPU), batched, or package (rctd-py's own loop) (default: auto)",
     )
     parser.add_argument("--umi-min", type=int, default=100, help="spots with fewer UMIs are left out (default: 100)")
     parser.add_argument(
@@ -95,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         threads=args.threads,
         compile=args.compile,
         dtype=args.dtype,
+        engine=args.engine,
     )
     script.finish(args, slide, result, rctd, PACKAGES)
 

@@ -418,10 +418,16 @@ def _fit_progress(n_locations: int, mode: str) -> Iterator[None]:
                 stages[stage].finish()
 
 
-def _rctd_fit(model, mode: str, batch_size):
+def _rctd_fit(model, mode: str, batch_size, batched: bool = False):
     from rctd import run_doublet_mode, run_full_mode, run_multi_mode
     from rctd._types import auto_batch_size
 
+    # --- hook: the batched CPU fit (spatialmap.methods.rctd_batch), the same fit as the package's loop below
+    if batched:
+        from spatialmap.methods import rctd_batch
+
+        return rctd_batch.fit(model, mode)
+    # --- end of hook
     n_genes, n_types = model.norm_profiles.shape
     if batch_size == "auto":
         batch_size = auto_batch_size(n_genes, n_types, 8 if model.config.dtype == "float64" else 4)
@@ -465,6 +471,7 @@ def run(
     compile: bool = False,
     dtype: str = "float64",
     batch_size: int | str = "auto",
+    engine: str = "auto",
     **kw: Any,
 ) -> base.MethodResult:
     """RCTD (rctd-py) on one slide.
@@ -494,6 +501,9 @@ def run(
     threads, compile, dtype, batch_size
         Torch CPU threads; ``torch.compile`` (off: the first compile takes 10-20 min);
         float precision; spots per batch (``auto``: from free GPU memory).
+    engine
+        ``auto`` (the batched CPU fit of :mod:`spatialmap.methods.rctd_batch` on the CPU in
+        float64, rctd-py's own loop on a GPU), ``batched`` or ``package`` (rctd-py's own loop).
     **kw
         Other ``rctd.RCTDConfig`` fields (e.g. ``DOUBLET_THRESHOLD``).
     """
@@ -513,6 +523,7 @@ def run(
     table = read_q_table_info(q_matrix_path)
     inp = base.prepare_inputs(slide, reference, label_key, sample=name, method=NAME, min_cells=cell_min)
     device = "cuda" if resolve_accelerator(accelerator, threads) == "gpu" else "cpu"
+    batched, engine_reason = _choose_engine(engine, device, dtype, name)
     seed_everything(seed)
     config = RCTDConfig(
         UMI_min=umi_min,
@@ -543,9 +554,11 @@ def run(
         config,
         table,
         dict(cell_min=cell_min, n_max_cells=n_max_cells, min_UMI=ref_umi_min),
+        batched,
     )
-    with _fit_progress(int(model.counts.shape[0]), mode):  # progress lines only
-        result = _rctd_fit(model, mode, batch_size)
+    log.info("sample %s: RCTD fit engine %s", name, engine_reason)
+    with _fit_progress(int(model.counts.shape[0]), mode):  # progress lines only (of rctd-py's own solvers)
+        result = _rctd_fit(model, mode, batch_size, batched)
     return _rctd_result(
         slide,
         inp,
@@ -569,9 +582,21 @@ def run(
             compile=compile,
             dtype=dtype,
             seed=seed,
+            engine=engine,
+            engine_used=engine_reason,
             **kw,
         ),
     )
+
+
+def _choose_engine(engine: str, device: str, dtype: str, name: str) -> tuple[bool, str]:
+    """Whether the batched CPU fit runs (:func:`spatialmap.methods.rctd_batch.choose_engine`), and why."""
+    from spatialmap.methods import rctd_batch
+
+    try:
+        return rctd_batch.choose_engine(engine, device, dtype)
+    except ValueError as err:
+        raise InputError(f"sample {name}: rctd: {err}") from err
 
 
 def _choose_mode(slide: ad.AnnData, mode: str, name: str) -> tuple[str, str]:
@@ -582,7 +607,14 @@ def _choose_mode(slide: ad.AnnData, mode: str, name: str) -> tuple[str, str]:
 
 
 def _rctd_model(
-    slide: ad.AnnData, reference: ad.AnnData, label_key: str, inp: base.Inputs, config, table: dict, ref_settings: dict
+    slide: ad.AnnData,
+    reference: ad.AnnData,
+    label_key: str,
+    inp: base.Inputs,
+    config,
+    table: dict,
+    ref_settings: dict,
+    batched: bool = False,
 ):
     """rctd-py's reference and RCTD object, its platform effects fitted (reads the local table)."""
     from rctd import RCTD, Reference
@@ -610,7 +642,12 @@ def _rctd_model(
             raise InputError(f"sample {name}: rctd: {err}") from err
         del rctd_slide
         try:
-            model.fit_platform_effects()
+            if batched:  # --- hook: the same sigma search, batched (spatialmap.methods.rctd_batch)
+                from spatialmap.methods import rctd_batch
+
+                rctd_batch.fit_platform_effects(model)
+            else:
+                model.fit_platform_effects()
         except ValueError as err:  # e.g. no spot above UMI_min_sigma to estimate sigma on (sparse bins, small panels)
             raise InputError(f"sample {name}: rctd: {err}") from err
     model.genes_shared = n_common
