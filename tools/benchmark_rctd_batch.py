@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """RCTD's batched CPU fit against rctd-py's own loop, side by side on the same inputs: parity and time.
 
-For each data set, rctd-py fits the platform effects and sigma once (``rctd_batch.fitted_model``,
+For each data set, rctd-py fits the platform effects and sigma once (``spatialmap.methods.rctd.fitted_model``,
 as the pipeline's RCTD does), then both engines fit that same ``rctd.RCTD`` object in one process,
 ``--repeats`` times each, alternating: rctd-py's ``run_<mode>_mode`` (``--rctd_engine package``)
 and ``rctd_batch.fit`` (``--rctd_engine batched``; its first call compiles, or loads numba's cache,
@@ -72,11 +72,11 @@ def xenium_cells():
 
 def side_by_side(name: str, slide, reference, q_matrix: Path, mode: str, threads: int, repeats: int) -> dict:
     """Both engines on the same fitted RCTD object: parity and times."""
-    from spatialmap.methods import rctd_batch
+    from spatialmap.methods import rctd, rctd_batch
 
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
-        model = rctd_batch.fitted_model(slide, reference, "cell_type", q_matrix, threads=threads)
+        model = rctd.fitted_model(slide, reference, "cell_type", q_matrix, threads=threads)
     setup = time.perf_counter() - t0
     t0 = time.perf_counter()
     rctd_batch.fit(model, mode)
@@ -85,7 +85,7 @@ def side_by_side(name: str, slide, reference, q_matrix: Path, mode: str, threads
     for _ in range(repeats):
         t0, c0 = time.perf_counter(), time.process_time()
         with contextlib.redirect_stdout(io.StringIO()):
-            package = rctd_batch.package_fit(model, mode)
+            package = rctd.package_fit(model, mode)
         times["package"].append(time.perf_counter() - t0)
         times["package_cpu"].append(time.process_time() - c0)
         t0, c0 = time.perf_counter(), time.process_time()

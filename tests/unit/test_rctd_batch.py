@@ -72,8 +72,8 @@ def _assert_same_fit(numbers: dict, mode: str) -> None:
 )
 def test_batched_fit_is_the_package_fit(slides, reference, q_table, name, mode, n):
     slide = slides[name] if n is None else slides[name][:n].copy()
-    model = rctd_batch.fitted_model(slide, reference, "cell_type", q_table)
-    package = rctd_batch.package_fit(model, mode)
+    model = rctd_method.fitted_model(slide, reference, "cell_type", q_table)
+    package = rctd_method.package_fit(model, mode)
     batched = rctd_batch.fit(model, mode)
     numbers = rctd_batch.parity(batched, package, mode)
     assert numbers["locations"] == int(np.asarray(model._pixel_mask).sum()) > 150
@@ -99,7 +99,7 @@ def test_sigma_search_is_rctd_pys_own(slides, reference, q_table_sigmas):
     """The batched search (rctd_batch.choose_sigma) picks the sigma rctd-py's choose_sigma picked."""
     from rctd._likelihood import load_cached_q_matrices
 
-    model = rctd_batch.fitted_model(slides["hd_bins"], reference, "cell_type", q_table_sigmas, UMI_min_sigma=150)
+    model = rctd_method.fitted_model(slides["hd_bins"], reference, "cell_type", q_table_sigmas, UMI_min_sigma=150)
     with rctd_method.rctd_q_table(q_table_sigmas):
         tables = load_cached_q_matrices()
     x = tables.pop("X_vals")

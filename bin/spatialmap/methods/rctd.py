@@ -693,3 +693,27 @@ def _rctd_result(slide, inp: base.Inputs, model, result, mode, table, device, t0
     )
     base.finish_qc(qc, proportions, t0)
     return base.MethodResult(NAME, inp.sample, proportions, qc, spot_qc=spot_qc)
+
+
+def fitted_model(slide, reference, label_key: str, q_matrix_path, *, threads: int = 1, umi_min: int = 100, **kw):
+    """rctd-py's ``RCTD`` object of a slide with its platform effects and sigma fitted, as ``rctd.run`` builds it.
+
+    For comparing the engines on the same inputs (``tests/unit/test_rctd_batch.py``,
+    ``tools/benchmark_rctd_batch.py``): fit it once, then :func:`spatialmap.methods.rctd_batch.fit` and :func:`package_fit`.
+    """
+    from rctd import RCTDConfig
+
+    from spatialmap.device import resolve_accelerator
+    from spatialmap.methods import base
+
+    table = read_q_table_info(q_matrix_path)
+    inp = base.prepare_inputs(slide, reference, label_key, sample=None, method="rctd", min_cells=25)
+    resolve_accelerator("cpu", threads)
+    config = RCTDConfig(UMI_min=umi_min, K_val=table["k_max"], device="cpu", compile=False, dtype="float64", **kw)
+    ref_settings = dict(cell_min=25, n_max_cells=10_000, min_UMI=100)
+    return _rctd_model(slide, reference, label_key, inp, config, table, ref_settings)
+
+
+def package_fit(rctd_model, mode: str, batch_size: int = 10_000):
+    """rctd-py's own ``run_<mode>_mode`` on a fitted ``RCTD`` object (what ``--rctd_engine package`` runs)."""
+    return _rctd_fit(rctd_model, mode, batch_size, batched=False)
