@@ -4,7 +4,7 @@ Each engine fits the same ``rctd.RCTD`` object (platform effects and sigma fitte
 rctd-py): the generated Visium HD 8 µm bins and Xenium cells (doublet mode, what
 ``--rctd_mode auto`` gives them), the Visium test slide (full mode) and some of the bins in multi
 mode. Same first type on >= 99.5% of locations, same spot class on >= 99%, weights within 1e-3
-(measured: identical types and classes, weights within 1e-9). And through ``rctd.run``: the same
+(measured: identical types and classes, full-mode weights within ~1e-9, doublet weights ~1e-16). And through ``rctd.run``: the same
 sigma, proportions and spot classes with ``engine="batched"`` as with ``engine="package"``.
 """
 
