@@ -8,10 +8,9 @@
 #                                 whole graph, the failure line, the out-of-memory retry)
 #   bash tools/test.sh --heavy    heavy tier: ProSeg (compiled once into the cache) and its unit
 #                                 tests, then the pipeline tests tagged `heavy` (the test
-#                                 profile with every method and its numbers, run through a
-#                                 one-node SLURM cluster, Visium HD and Xenium, StarDist per
-#                                 patch, ProSeg, gene-ID matching, resume after a kill, no partial
-#                                 files), then the SLURM checks of the test profile's run
+#                                 profile with every method and its numbers, Visium HD and
+#                                 Xenium, StarDist per patch, ProSeg, gene-ID matching, resume
+#                                 after a kill, no partial files), then the SLURM test
 #                                 (tools/test_slurm.sh, root) and the container test
 #                                 (tools/test_containers.sh) of the image families whose inputs
 #                                 changed since containers/verified.tsv, which reuses the local
@@ -61,20 +60,8 @@ if [[ $tier == fast ]]; then
 fi
 
 export PATH="$cache/env/bin:$PATH"
-slurm_dir="${TMPDIR:-/tmp}/spatialmap-slurm-heavy"
-if [[ $tier == heavy && $# == 0 ]]; then
-    # the SLURM test shares the test profile's run: the pipeline test `test profile` runs through a
-    # one-node cluster started here (tests/workflow/run_test_profile.sh), checked after the tests
-    echo "== SLURM cluster for the test profile (tools/test_slurm.sh --start)"
-    rm -rf "$slurm_dir"
-    bash tools/test_slurm.sh --start "$slurm_dir"
-    trap 'bash tools/test_slurm.sh --stop "$slurm_dir"' EXIT
-    export SPATIALMAP_SLURM_DIR="$slurm_dir/slurm"
-fi
-
-echo "== pipeline tests, $tier tier (pytest-workflow tests/workflow --tag $tier)"
 # workflows start in the order they are collected: the heavy tier's longest (the test profile, cell2location
-# trained to convergence, through SLURM) first, so it is not the last one still running
+# trained to convergence) first, so it is not the last one still running
 # (the files named one by one, in that order: a folder argument collects in name order)
 paths=(tests/workflow)
 if [[ $tier == heavy ]]; then
@@ -87,8 +74,8 @@ fi
     --wt "${WORKFLOW_THREADS:-2}" --basetemp "$basetemp" --tag "$tier" "$@"
 
 if [[ $tier == heavy && $# == 0 ]]; then
-    echo "== SLURM test of the test profile's run (tools/test_slurm.sh --check)"
-    bash tools/test_slurm.sh --check "$slurm_dir" "$basetemp/test_profile/results:$basetemp/test_profile/work"
+    echo "== SLURM test (tools/test_slurm.sh)"
+    bash tools/test_slurm.sh
     if [[ ${#families[@]} == 0 ]]; then
         echo "== container test skipped: every image family's inputs are those verified in containers/verified.tsv" \
             "(SPATIALMAP_TEST_CONTAINERS=1 builds and tests them all)"

@@ -11,17 +11,8 @@
 #     so those jobs can be scheduled;
 # then stops the daemons it started. About 15-20 minutes on 2 cores.
 # Usage: tools/test_slurm.sh [workdir]     (default: a new folder under ${TMPDIR:-/tmp})
-#
-# The heavy tier (tools/test.sh --heavy) shares the test profile's run with the pipeline test
-# `test profile` instead of running it a second time:
-#   tools/test_slurm.sh --start DIR             start the cluster and leave it up; the pipeline test
-#                                               runs through it when SPATIALMAP_SLURM_DIR=DIR/slurm
-#   tools/test_slurm.sh --check DIR RESULTS:WORK   step 2 and the checks of both runs, on that run
-#   tools/test_slurm.sh --stop DIR              stop the daemons --start started
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-mode=all
-case "${1:-}" in --start|--check|--stop) mode=${1#--}; shift ;; esac
 run_dir=${1:-$(mktemp -d "${TMPDIR:-/tmp}/spatialmap-slurm.XXXXXX")}
 mkdir -p "$run_dir"
 run_dir=$(cd "$run_dir" && pwd)
@@ -29,22 +20,6 @@ cache=${SPATIALMAP_CACHE:-$HOME/.cache/spatialmap}
 python="$cache/env/bin/python"
 log() { echo "[test_slurm] $*" >&2; }
 die() { echo "[test_slurm] ERROR: $*" >&2; exit 1; }
-
-conf="$run_dir/slurm"
-export SLURM_CONF="$conf/slurm.conf"
-stop_daemons() {
-    for pidfile in "$conf/slurmd.pid" "$conf/slurmctld.pid" "$conf/munged.pid"; do
-        if [[ -s $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-            kill "$(cat "$pidfile")" 2>/dev/null || true
-        fi
-    done
-    log "daemons stopped"
-}
-if [[ $mode == stop ]]; then stop_daemons; exit 0; fi
-if [[ $mode == check ]]; then
-    [[ -s "$SLURM_CONF" ]] || die "no cluster in $run_dir (tools/test_slurm.sh --start $run_dir first)"
-    run=${2:?--check DIR RESULTS:WORK: the run of the test profile through the cluster}
-fi
 
 [[ $(id -u) == 0 ]] || die "needs root (apt-get, munged and slurmd)"
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
@@ -54,8 +29,8 @@ if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
 fi
 bash "$repo/tools/setup.sh" >/dev/null
 
-start_cluster() {
 # ---- a one-node cluster: 2 CPUs, 20 GB, one (declared) GPU ---------------------------------
+conf="$run_dir/slurm"
 mkdir -p "$conf/state" "$conf/spool"
 node=$(hostname -s)
 cat > "$conf/slurm.conf" <<EOF
@@ -88,6 +63,18 @@ NodeName=$node CPUs=2 RealMemory=20000 Gres=gpu:1 State=UNKNOWN
 PartitionName=spatialmap Nodes=$node Default=YES MaxTime=INFINITE State=UP
 EOF
 echo "NodeName=$node Name=gpu File=/dev/null" > "$conf/gres.conf"
+export SLURM_CONF="$conf/slurm.conf"
+
+started=()
+stop_daemons() {
+    for pidfile in "$conf/slurmd.pid" "$conf/slurmctld.pid" "$conf/munged.pid"; do
+        if [[ -s $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+            kill "$(cat "$pidfile")" 2>/dev/null || true
+        fi
+    done
+    log "daemons stopped"
+}
+trap stop_daemons EXIT
 
 mkdir -p /run/munge && chown munge:munge /run/munge && chmod 755 /run/munge
 if [[ -S /run/munge/munge.socket.2 ]] && munge -n </dev/null | unmunge >/dev/null 2>&1; then
@@ -111,27 +98,13 @@ log "cluster up (SLURM_CONF=$SLURM_CONF)"
 
 # quicker polling than the profile's, for the test's many short jobs
 printf 'executor {\n    pollInterval      = "2 sec"\n    queueStatInterval = "5 sec"\n}\n' > "$conf/poll.config"
-}
 
-if [[ $mode == start ]]; then
-    start_cluster
-    log "left up for the heavy tier: SPATIALMAP_SLURM_DIR=$conf (tools/test_slurm.sh --stop $run_dir stops it)"
-    exit 0
-fi
-trap stop_daemons EXIT
+# ---- 1. the test profile through SLURM ------------------------------------------------------
 cd "$run_dir"
 export PATH="$cache/env/bin:$PATH"
-if [[ $mode == all ]]; then
-    start_cluster
-    # ---- 1. the test profile through SLURM --------------------------------------------------
-    log "1/2: -profile test,local,slurm"
-    bash "$repo/tools/nextflow" run "$repo/main.nf" -profile test,local,slurm -c "$conf/poll.config" -work-dir "$run_dir/work" \
-        --max_memory 16.GB --outdir "$run_dir/results" > "$run_dir/run.log" 2>&1 || { tail -40 "$run_dir/run.log" >&2; die "the SLURM run failed"; }
-    run="$run_dir/results:$run_dir/work"
-else
-    log "1/2: the test profile's run through the cluster: $run"
-    trap - EXIT  # --check leaves the daemons to --stop
-fi
+log "1/2: -profile test,local,slurm"
+bash "$repo/tools/nextflow" run "$repo/main.nf" -profile test,local,slurm -c "$conf/poll.config" -work-dir "$run_dir/work" \
+    --max_memory 16.GB --outdir "$run_dir/results" > "$run_dir/run.log" 2>&1 || { tail -40 "$run_dir/run.log" >&2; die "the SLURM run failed"; }
 
 # ---- 2. the graph with the gpu profile (stub) -----------------------------------------------
 log "2/2: -profile test,local,slurm,gpu -stub"
@@ -140,6 +113,6 @@ bash "$repo/tools/nextflow" run "$repo/main.nf" -profile test,local,slurm,gpu -s
     || { tail -40 "$run_dir/run_gpu.log" >&2; die "the SLURM stub run failed"; }
 
 "$python" "$repo/tools/check_slurm_jobs.py" --repo "$repo" \
-    --run "$run" --gpu-run "$run_dir/results_gpu:$run_dir/work_gpu" \
+    --run "$run_dir/results:$run_dir/work" --gpu-run "$run_dir/results_gpu:$run_dir/work_gpu" \
     --max-cpus 2 --max-memory-gb 16 --test-data "$repo/assets/test_data"
 log "passed"
