@@ -160,3 +160,28 @@ def test_likelihood_is_rctd_pys_own():
     np.testing.assert_allclose(mine[:, 0], d1, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(mine[:, 1], d2, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(mine0, d0, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("rows", [rctd_method.BULK_SUM_ROWS, 7])
+def test_bulk_fit_with_sums_in_blocks_is_the_packages_to_the_bit(rows, monkeypatch):
+    """rctd-py's fit_bulk copies the bulk counts to long double whole (5.2 GB on a full HD slide);
+    summed a block at a time the platform effects are the same to the bit, and the package's own
+    sum is back in place after the block."""
+    import torch
+    from rctd import _normalize, fit_bulk
+
+    monkeypatch.setattr(rctd_method, "BULK_SUM_ROWS", rows)
+    rng = np.random.default_rng(3)
+    counts = rng.poisson(rng.gamma(0.5, 2.0, size=60), size=(40_000, 60)).astype(np.float32)
+    numi = (counts.sum(axis=1) + rng.poisson(80, size=40_000)).astype(np.float32)
+    profiles = rng.dirichlet(np.ones(60), size=5).T.astype(np.float32)
+    args = (torch.tensor(profiles), torch.tensor(counts), torch.tensor(numi))
+    original = _normalize._longdouble_sum
+    want = fit_bulk(*args)
+    with rctd_method.bulk_sums_in_blocks():
+        assert _normalize._longdouble_sum is not original
+        got = fit_bulk(*args)
+    assert _normalize._longdouble_sum is original
+    assert torch.equal(want[0], got[0]) and torch.equal(want[1], got[1])
+    blocks = rctd_method._longdouble_sum_in_blocks(args[1], 0)
+    assert torch.equal(blocks, original(args[1], 0))

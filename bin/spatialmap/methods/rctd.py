@@ -210,6 +210,48 @@ def rctd_q_table(path: str | os.PathLike) -> Iterator[None]:
 # --------------------------------------------------------------------------- RCTD
 
 
+#: rows of the bulk counts summed at a time by :func:`bulk_sums_in_blocks` (x ~1,400 genes x 16 bytes: ~0.4 GB)
+BULK_SUM_ROWS = 16_384
+
+
+def _longdouble_sum_in_blocks(t, dim: int, rows: int | None = None):
+    """``rctd._normalize._longdouble_sum`` a block of rows at a time: the same long-double sums.
+
+    The package converts the whole matrix to ``np.longdouble`` before summing, a 16-byte copy of
+    every value at once (5.2 GB for the 239,886 x 1,360 bulk counts of a full Visium HD slide). Here each
+    block of ``rows`` is converted and summed into a long-double accumulator. Counts are whole
+    numbers, and whole numbers below 2**64 add exactly in long double in any order, so the sums,
+    and everything rctd-py derives from them, are the package's to the bit (unit test).
+    """
+    import torch
+
+    rows = rows or BULK_SUM_ROWS
+    arr = t.detach().cpu().numpy()
+    if arr.ndim != 2 or dim != 0 or arr.shape[0] <= rows:
+        return torch.tensor(arr.astype(np.longdouble).sum(axis=dim).astype(np.float64), dtype=t.dtype, device=t.device)
+    total = np.zeros(arr.shape[1], dtype=np.longdouble)
+    for start in range(0, arr.shape[0], rows):
+        total += arr[start : start + rows].astype(np.longdouble).sum(axis=0)
+    return torch.tensor(total.astype(np.float64), dtype=t.dtype, device=t.device)
+
+
+@contextlib.contextmanager
+def bulk_sums_in_blocks() -> Iterator[None]:
+    """rctd-py's platform-effect step (``fit_bulk``) with its long-double sums taken in blocks.
+
+    Swaps the package's ``_longdouble_sum`` (looked up in ``rctd._normalize`` at each call) for
+    :func:`_longdouble_sum_in_blocks` for the duration of the block; restored after.
+    """
+    from rctd import _normalize
+
+    original = _normalize._longdouble_sum
+    _normalize._longdouble_sum = _longdouble_sum_in_blocks
+    try:
+        yield
+    finally:
+        _normalize._longdouble_sum = original
+
+
 def _light(adata: ad.AnnData, obs: pd.DataFrame | None = None) -> ad.AnnData:
     """Counts and names only (what rctd-py reads), without copying the rest of the object."""
     return ad.AnnData(
@@ -642,16 +684,23 @@ def _rctd_model(
             raise InputError(f"sample {name}: rctd: {err}") from err
         del rctd_slide
         try:
-            if batched:  # --- hook: the same sigma search, batched (spatialmap.methods.rctd_batch)
-                from spatialmap.methods import rctd_batch
-
-                rctd_batch.fit_platform_effects(model)
-            else:
-                model.fit_platform_effects()
+            with bulk_sums_in_blocks():  # the package's sums without its 16-byte copy of the counts
+                _fit_platform_effects(model, batched)
         except ValueError as err:  # e.g. no spot above UMI_min_sigma to estimate sigma on (sparse bins, small panels)
             raise InputError(f"sample {name}: rctd: {err}") from err
     model.genes_shared = n_common
     return model
+
+
+def _fit_platform_effects(model, batched: bool) -> None:
+    """rctd-py's platform effects and sigma; with ``batched``, its sigma search batched
+    (:func:`spatialmap.methods.rctd_batch.fit_platform_effects`, the same search)."""
+    if batched:
+        from spatialmap.methods import rctd_batch
+
+        rctd_batch.fit_platform_effects(model)
+    else:
+        model.fit_platform_effects()
 
 
 def _rctd_result(slide, inp: base.Inputs, model, result, mode, table, device, t0, settings) -> base.MethodResult:

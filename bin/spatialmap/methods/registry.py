@@ -24,7 +24,7 @@ AUTO = "auto"
 #: the plan's settings (pipeline parameters) and their defaults (nextflow.config)
 SETTINGS = {
     "large_slide_locations": 20000,
-    "auto_rctd_max_locations": 50000,
+    "auto_rctd_max_locations": 0,
     "c2l_max_locations": 100000,
     "tangram_mode": "cells",
 }
