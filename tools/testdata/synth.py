@@ -131,6 +131,46 @@ class Layout:
 
 
 @dataclass(frozen=True)
+class TypeFields:
+    """The cell types' spatial fields of one slide: what its true compositions are made of.
+
+    A location's composition is each type's field divided by its ``scale`` (the field's maximum
+    over the points it was anchored on), raised to ``contrast``, plus ``background``, normalised
+    to sum 1. Evaluating it draws no random number.
+
+    Attributes
+    ----------
+    layouts
+        One :class:`Layout` per cell type.
+    scale
+        Each layout's maximum over the anchor points.
+    contrast
+        Power the scaled fields are raised to (higher: purer locations).
+    background
+        Share-like constant added to every powered field.
+    """
+
+    layouts: tuple[Layout, ...]
+    scale: np.ndarray
+    contrast: float
+    background: float
+
+    @classmethod
+    def anchored(
+        cls, layouts: list[Layout], x: np.ndarray, y: np.ndarray, contrast: float, background: float
+    ) -> TypeFields:
+        """The fields of ``layouts`` scaled to peak at 1 over the points ``x, y``."""
+        raw = np.column_stack([layout(x, y) for layout in layouts])
+        return cls(tuple(layouts), raw.max(axis=0), contrast, background)
+
+    def composition(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """True composition (points x types, rows sum to 1) at normalised coordinates ``x, y``."""
+        fields = np.column_stack([layout(x, y) for layout in self.layouts])
+        fields = (fields / self.scale) ** self.contrast + self.background
+        return fields / fields.sum(axis=1, keepdims=True)
+
+
+@dataclass(frozen=True)
 class TissueShape:
     """A wobbly, rotated ellipse; a point is tissue where ``score(x, y) <= threshold``."""
 
@@ -184,6 +224,9 @@ class SimulatedSlide:
         ``{"lowres": array, "hires": array}`` RGB uint8 images (hires only if the form has one).
     form
         Space Ranger version form of the files.
+    type_fields
+        The cell types' spatial fields (normalised coordinates of :func:`normalised_coords`):
+        ``abundance`` divided by its row sums is their composition at the spots.
     """
 
     name: str
@@ -196,6 +239,7 @@ class SimulatedSlide:
     scalefactors: dict[str, float]
     images: dict[str, np.ndarray]
     form: SlideForm
+    type_fields: TypeFields | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -490,7 +534,7 @@ def cells_per_spot(layout: Layout, x: np.ndarray, y: np.ndarray, centre: tuple[f
 
 def simulate_abundance(
     rng: np.random.Generator, x: np.ndarray, y: np.ndarray, n_cell_types: int
-) -> tuple[np.ndarray, Layout, tuple[float, float]]:
+) -> tuple[np.ndarray, Layout, tuple[float, float], TypeFields]:
     """True cells of each type at spots ``x, y``.
 
     Proportions follow the type layouts (scaled to peak at 1 in the tissue, so every type
@@ -499,19 +543,19 @@ def simulate_abundance(
 
     Returns
     -------
-    ``(abundance, density_layout, density_centre)``: spots x types abundances, and the
-    total-cell field with its standardisation (for drawing the image).
+    ``(abundance, density_layout, density_centre, type_fields)``: spots x types abundances, the
+    total-cell field with its standardisation (for drawing the image), and the type fields the
+    proportions come from.
     """
     layouts = make_type_layouts(rng, x, y, n_cell_types)
-    fields = np.column_stack([layout(x, y) for layout in layouts])
-    fields = (fields / fields.max(axis=0)) ** LAYOUT_CONTRAST + LAYOUT_BACKGROUND
-    proportions = fields / fields.sum(axis=1, keepdims=True)
+    type_fields = TypeFields.anchored(layouts, x, y, LAYOUT_CONTRAST, LAYOUT_BACKGROUND)
+    proportions = type_fields.composition(x, y)
     density = make_blob_layout(rng, x, y, 2, 4)
     values = density(x, y)
     centre = (float(values.mean()), float(values.std()) or 1.0)
     total = cells_per_spot(density, x, y, centre) * rng.lognormal(0.0, 0.08, x.size)
     total = np.clip(total, MIN_CELLS_PER_SPOT, MAX_CELLS_PER_SPOT)
-    return proportions * total[:, None], density, centre
+    return proportions * total[:, None], density, centre, type_fields
 
 
 def simulate_mt_share(rng: np.random.Generator, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -618,7 +662,7 @@ def simulate_slide(
 
     order = np.flatnonzero(inside)[np.argsort(positions["barcode"].to_numpy()[inside], kind="stable")]
     barcodes = positions["barcode"].to_numpy()[order].tolist()
-    abundance, density, centre = simulate_abundance(rng, x[order], y[order], signatures.shape[1])
+    abundance, density, centre, type_fields = simulate_abundance(rng, x[order], y[order], signatures.shape[1])
     mt_share = simulate_mt_share(rng, x[order], y[order])
     counts, detection = simulate_spot_counts(rng, abundance, signatures, mt_share)
 
@@ -641,6 +685,7 @@ def simulate_slide(
         scalefactors=scalefactors,
         images=images,
         form=form,
+        type_fields=type_fields,
     )
 
 

@@ -73,6 +73,7 @@ class SimulatedCells:
     radius: np.ndarray
     types: np.ndarray  # integer type index per cell
     type_names: list[str]
+    type_fields: synth.TypeFields | None = None  # the fields the types were drawn from (coordinates of _normalised)
 
     @property
     def n(self) -> int:
@@ -137,13 +138,12 @@ def place_cells(
     xy = np.asarray(kept)
     nx, ny = _normalised(xy[:, 0], xy[:, 1], side_um)
     layouts = synth.make_type_layouts(rng, nx, ny, n_types)
-    fields = np.column_stack([layout(nx, ny) for layout in layouts])
-    fields = (fields / fields.max(axis=0)) ** TYPE_CONTRAST + TYPE_BACKGROUND
-    probs = fields / fields.sum(axis=1, keepdims=True)
+    type_fields = synth.TypeFields.anchored(layouts, nx, ny, TYPE_CONTRAST, TYPE_BACKGROUND)
+    probs = type_fields.composition(nx, ny)
     types = (rng.random(len(xy))[:, None] > np.cumsum(probs, axis=1)).sum(axis=1)
     types = np.minimum(types, n_types - 1)
     radius = rng.uniform(*CELL_RADIUS_UM, len(xy))
-    return SimulatedCells(xy[:, 0], xy[:, 1], radius, types, synth.cell_type_names(n_types))
+    return SimulatedCells(xy[:, 0], xy[:, 1], radius, types, synth.cell_type_names(n_types), type_fields)
 
 
 def cell_gene_counts(
