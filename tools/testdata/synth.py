@@ -26,6 +26,7 @@ import scipy.sparse as sp
 from PIL import Image
 
 from spatialmap import cli, keys
+from testdata import regions
 
 log = logging.getLogger("testdata.synth")
 
@@ -227,6 +228,8 @@ class SimulatedSlide:
     type_fields
         The cell types' spatial fields (normalised coordinates of :func:`normalised_coords`):
         ``abundance`` divided by its row sums is their composition at the spots.
+    regions
+        The true regions of the in-tissue spots (index ``barcodes``; :func:`testdata.regions.true_regions`).
     """
 
     name: str
@@ -240,6 +243,7 @@ class SimulatedSlide:
     images: dict[str, np.ndarray]
     form: SlideForm
     type_fields: TypeFields | None = None
+    regions: pd.DataFrame | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -674,6 +678,9 @@ def simulate_slide(
     truth = pd.DataFrame(
         abundance, index=pd.Index(barcodes, name="barcode"), columns=pd.Index(signatures.columns, name=None)
     )
+    composition = pd.DataFrame(type_fields.composition(x[order], y[order]), index=truth.index, columns=truth.columns)
+    spots = positions.iloc[order]
+    edges = regions.hex_grid_edges(spots[keys.ARRAY_ROW].to_numpy(), spots[keys.ARRAY_COL].to_numpy())
     return SimulatedSlide(
         name=name,
         positions=positions,
@@ -686,6 +693,7 @@ def simulate_slide(
         images=images,
         form=form,
         type_fields=type_fields,
+        regions=regions.true_regions(composition, edges),
     )
 
 
@@ -803,7 +811,7 @@ def write_slide(outdir: Path, slide: SimulatedSlide, genes: pd.DataFrame) -> dic
 
 
 def write_truth(outdir: Path, slide: SimulatedSlide) -> dict[str, Path]:
-    """Write the slide's true abundances and proportions under ``outdir/truth``."""
+    """Write the slide's true abundances, proportions and regions under ``outdir/truth``."""
     truth = outdir / "truth"
     paths = {
         "abundance": truth / f"{slide.name}_abundance.csv",
@@ -812,6 +820,9 @@ def write_truth(outdir: Path, slide: SimulatedSlide) -> dict[str, Path]:
     abundance = slide.abundance
     write_csv(paths["abundance"], abundance, float_format="%.5g")
     write_csv(paths["proportions"], abundance.div(abundance.sum(axis=1), axis=0), float_format="%.5g")
+    if slide.regions is not None:
+        paths["regions"] = truth / f"{slide.name}_regions.csv"
+        write_csv(paths["regions"], slide.regions, float_format="%.5g")
     return paths
 
 
@@ -866,6 +877,12 @@ def readme_text(params: dict[str, int], slides: list[SimulatedSlide], types: lis
         "- `truth/signatures.csv`: nuclear genes x cell types, true expected counts per cell.",
         "- `truth/<slide>_abundance.csv`: in-tissue barcodes x cell types, true number of cells.",
         "- `truth/<slide>_proportions.csv`: the same normalised to sum 1 per spot.",
+        "- `truth/<slide>_regions.csv`: the true regions (for spatial domains): per in-tissue spot its `region`"
+        " (the area where one cell type's field dominates the composition, patches under"
+        f" {regions.MIN_REGION_FRACTION:.0%} of the spots merged into their neighbours), the region's"
+        " `dominant_types` (the elbow-gap of its mean composition against the rest of the slide),"
+        f" `location_types` (the spot's own top type, `A/B` when the second is within {regions.DOMINANCE_MARGIN:g})"
+        " and the true composition (as the proportions). See `tools/testdata/regions.py`.",
         "- `<slide>/outs/`: Space Ranger layout: `filtered_feature_bc_matrix.h5` (10x HDF5 v3, in-tissue spots),"
         " `metrics_summary.csv`, `spatial/scalefactors_json.json`, `spatial/tissue_lowres_image.png`.",
         "",

@@ -37,11 +37,12 @@ import scipy.sparse as sp
 from PIL import Image
 
 from spatialmap import cli, keys
-from testdata import synth
+from testdata import regions, synth
 
 log = logging.getLogger("testdata.synth_hd")
 
 HD_BIN_SIZES = (2, 8, 16)  # µm; Space Ranger's binned_outputs/square_XXXum
+TRUTH_BIN_SIZES = (8, 16)  # µm; the bin sizes the pipeline maps, with proportions and regions in the truth
 HD_MICRONS_PER_PIXEL = 0.5  # full-resolution image (real slides: ~0.27)
 HD_MARGIN_PX = 16  # image border around the bin grid
 HD_DETECTION = 0.10  # mean share of a cell's signature UMIs captured on Visium HD
@@ -239,7 +240,9 @@ def simulate_hd(seed: int, signatures: pd.DataFrame, side_um: int = 240, n_cells
     -------
     dict with ``cells`` (:class:`SimulatedCells`), ``tissue``, ``side_um``,
     ``bins`` (``{bin_um: (counts of in-tissue bins, positions of all bins)}``) and
-    ``truth`` (``{bin_um: in-tissue bins x types share of cell-derived nuclear counts}``).
+    ``truth`` (``{bin_um: in-tissue bins x types share of cell-derived nuclear counts}``) and
+    ``regions`` (the true regions: ``{bin_um: of the in-tissue bins}`` for ``TRUTH_BIN_SIZES``, and
+    ``"cells"``: of the cells, index :func:`hd_cell_ids`).
     """
     if side_um % 16:
         raise ValueError(f"the HD slide side must be a multiple of 16 µm, got {side_um}")
@@ -283,10 +286,47 @@ def simulate_hd(seed: int, signatures: pd.DataFrame, side_um: int = 240, n_cells
             index=pd.Index(positions["barcode"].to_numpy()[inside], name="barcode"),
             columns=list(signatures.columns),
         ).assign(cell_counts=total.ravel().astype(int))
+    true_regions = {bin_um: bin_regions(cells, side_um, bins[bin_um][1]) for bin_um in TRUTH_BIN_SIZES}
+    true_regions["cells"] = cell_regions(cells, side_um, hd_cell_ids(cells.n))
     return {
         "cells": cells, "tissue": tissue, "side_um": side_um, "bins": bins, "truth": truth,
-        "counts2": counts2, "in_tissue2": in_tissue2, "n_side2": n_side2,
+        "counts2": counts2, "in_tissue2": in_tissue2, "n_side2": n_side2, "regions": true_regions,
     }  # fmt: skip
+
+
+def hd_cell_ids(n: int) -> np.ndarray:
+    """IDs of the HD slide's true cells in the truth tables: ``hdcell00001`` ..."""
+    return np.array([f"hdcell{i + 1:05d}" for i in range(n)])
+
+
+def bin_regions(cells: SimulatedCells, side_um: float, positions: pd.DataFrame) -> pd.DataFrame:
+    """True regions of the in-tissue bins of ``positions`` (pixel columns in µm), from the cells' type fields.
+
+    The composition is the fields at each bin's centre; neighbours are the 4 bins around it.
+    See :mod:`testdata.regions`.
+    """
+    inside = positions[positions[keys.IN_TISSUE].to_numpy() == 1]
+    nx, ny = _normalised(inside["pxl_col_in_fullres"].to_numpy(), inside["pxl_row_in_fullres"].to_numpy(), side_um)
+    composition = pd.DataFrame(
+        cells.type_fields.composition(nx, ny),
+        index=pd.Index(inside["barcode"].to_numpy(), name="barcode"),
+        columns=list(cells.type_names),
+    )
+    edges = regions.square_grid_edges(inside[keys.ARRAY_ROW].to_numpy(), inside[keys.ARRAY_COL].to_numpy())
+    return regions.true_regions(composition, edges)
+
+
+def cell_regions(cells: SimulatedCells, side_um: float, ids: np.ndarray) -> pd.DataFrame:
+    """True regions of the cells (index ``ids``), from their type fields at the cell centres.
+
+    Neighbours are the Delaunay graph of the centres. A cell's own type was drawn from this
+    composition, so it need not be its region's dominant type. See :mod:`testdata.regions`.
+    """
+    nx, ny = _normalised(cells.x, cells.y, side_um)
+    composition = pd.DataFrame(
+        cells.type_fields.composition(nx, ny), index=pd.Index(ids, name="cell_id"), columns=list(cells.type_names)
+    )
+    return regions.true_regions(composition, regions.delaunay_edges(cells.x, cells.y))
 
 
 def hd_segmentation(hd: dict) -> dict:
@@ -787,7 +827,8 @@ def simulate_xenium(seed: int, signatures: pd.DataFrame, side_um: int = 200, n_c
     -------
     dict with ``cells``, ``tissue``, ``side_um``, ``transcripts`` (DataFrame in
     ``transcripts.parquet`` form), ``matrix`` (cells x panel genes, Q20 transcripts assigned
-    to cells), ``controls`` (cells x control probes) and ``cell_ids``.
+    to cells), ``controls`` (cells x control probes), ``cell_ids`` and ``regions`` (the true
+    regions of the cells, :func:`cell_regions`).
     """
     rng = np.random.default_rng([seed, _STREAM_XENIUM])
     tissue = tissue_for(rng, side_um)
@@ -838,6 +879,7 @@ def simulate_xenium(seed: int, signatures: pd.DataFrame, side_um: int = 200, n_c
         "controls": full[:, n_genes:].astype(np.int64),
         "cell_ids": ids,
         "cell_prefix": prefix,
+        "regions": cell_regions(cells, side_um, ids),
     }
 
 
@@ -1061,10 +1103,17 @@ def generate(
     synth.write_csv(paths["truth"]["hd1_cells"], hd_truth, index=False)
     xen_truth = cells_truth(xen["cells"], xen["cell_ids"], lambda v: np.asarray(v) / XENIUM_PIXEL_SIZE)
     synth.write_csv(paths["truth"]["xenium1_cells"], xen_truth, index=False)
-    for bin_um in (8, 16):
+    for bin_um in TRUTH_BIN_SIZES:
         key = f"hd1_bins_{bin_um:03d}um"
         paths["truth"][key] = truth / f"{key}_proportions.csv"
         synth.write_csv(paths["truth"][key], hd["truth"][bin_um], float_format="%.5g")
+    for key, table in (
+        *((f"hd1_bins_{b:03d}um_regions", hd["regions"][b]) for b in TRUTH_BIN_SIZES),
+        ("hd1_cells_regions", hd["regions"]["cells"]),
+        ("xenium1_cells_regions", xen["regions"]),
+    ):
+        paths["truth"][key] = truth / f"{key}.csv"
+        synth.write_csv(paths["truth"][key], table, float_format="%.5g")
     paths["samplesheet"] = outdir / "samplesheet.csv"
     write_hd_samplesheet(paths["samplesheet"], "hd1", "xenium1", visium_dir)
     paths["readme"] = outdir / "README.md"
@@ -1088,7 +1137,7 @@ def hd_cells_truth(hd: dict, seg: dict) -> pd.DataFrame:
     ``seg`` is the true cells' segmentation (:func:`hd_segmentation`).
     """
     n = hd["cells"].n
-    truth = cells_truth(hd["cells"], np.array([f"hdcell{i + 1:05d}" for i in range(n)]), um_to_hd_px)
+    truth = cells_truth(hd["cells"], hd_cell_ids(n), um_to_hd_px)
     truth.insert(1, "spaceranger_cell_id", [f"cellid_{i:09d}-1" for i in seg["cell_ids"]])
     truth["bins_002um"] = np.bincount(seg["bin_cell"][seg["bin_cell"] >= 0], minlength=n)
     return truth
@@ -1177,6 +1226,14 @@ def readme_text(params: dict, hd: dict, xen: dict, types: list[str]) -> str:
             " pixels), radius.",
             "- `truth/hd1_bins_008um_proportions.csv`, `..._016um_...`: per in-tissue bin, the share of its cell-derived"
             " nuclear counts emitted by each type (`cell_counts`: those counts).",
+            "- `truth/hd1_bins_008um_regions.csv`, `..._016um_...`, `truth/hd1_cells_regions.csv`,"
+            " `truth/xenium1_cells_regions.csv`: the true regions (for spatial domains) of the in-tissue bins and the"
+            " cells: `region` (the area where one cell type's smooth field, the one the cell types are drawn from,"
+            f" dominates the composition; patches under {regions.MIN_REGION_FRACTION:.0%} of the locations merged into"
+            " their neighbours), the region's `dominant_types` (the elbow-gap of its mean composition against the"
+            " rest of the slide), `location_types` (the location's own top type, `A/B` when the second is within"
+            f" {regions.DOMINANCE_MARGIN:g}) and the fields' composition at the bin or cell centre. A cell's drawn"
+            " type need not be its region's. See `tools/testdata/regions.py`.",
             "- `samplesheet.csv`: a standard Visium slide of `../test_data`, the HD slide and the Xenium region.",
             "",
         ]
