@@ -47,8 +47,8 @@ def test_auto_large_slide_above_the_rctd_limit():
     assert plan.methods == ("flashdeconv", "nnls")
     assert plan.selection == (
         "auto: 731 locations > large_slide_locations 200: FlashDeconv, NNLS (cell2location and Tangram only "
-        "when asked); RCTD only when asked: 731 locations > auto_rctd_max_locations 200 (doublet mode ~0.09 s "
-        "per bin on one core: ~1 min at this size, extrapolated)"
+        "when asked); RCTD only when asked: 731 locations > auto_rctd_max_locations 200 (the cap set with "
+        "--auto_rctd_max_locations; 0 lifts it)"
     )
 
 
@@ -66,12 +66,10 @@ def test_auto_rctd_limit_zero_is_no_limit():
     assert plan.methods == ("rctd", "flashdeconv", "nnls")
 
 
-@pytest.mark.parametrize(
-    ("n", "text"),
-    [(100, "1 min"), (40_000, "60 min"), (79_999, "2 h"), (302_500, "7.6 h"), (400_000, "10 h")],
-)
-def test_rctd_estimate_rounds_as_the_pipeline_did(n, text):
-    assert registry.rctd_estimate(n) == text
+def test_rctd_runs_in_auto_at_any_size_by_default():
+    """The default has no RCTD cap: a full Visium HD slide (302,500 bins) gets RCTD, FlashDeconv, NNLS."""
+    assert registry.SETTINGS["auto_rctd_max_locations"] == 0
+    assert registry.plan("auto", 302_500, "bin").methods == ("rctd", "flashdeconv", "nnls")
 
 
 def test_auto_on_cells_leaves_out_the_method_unsuited_to_cells():

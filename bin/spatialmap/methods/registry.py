@@ -35,16 +35,6 @@ def _round(x: float) -> int:
     return math.floor(x + 0.5)
 
 
-def rctd_estimate(n: int) -> str:
-    """RCTD doublet mode's time on ``n`` locations at the measured ~0.09 s per bin on one core
-    (tools/BENCHMARKS.md): minutes below two hours, else hours to one decimal (``6 h``, ``6.5 h``)."""
-    minutes = _round(n * 0.09 / 60)
-    if minutes < 120:
-        return f"{max(minutes, 1)} min"
-    tenths = _round(minutes / 6)
-    return f"{tenths // 10} h" if tenths % 10 == 0 else f"{tenths / 10} h"
-
-
 @dataclass(frozen=True)
 class Limit:
     """An upper bound on a slide's locations for a method, set by the pipeline parameter ``setting``
@@ -149,12 +139,11 @@ METHODS: tuple[Method, ...] = (
         "slide",
         min_genes=10,
         label_rank=1,
-        # doublet mode, what --rctd_mode auto gives bins and cells, took ~0.09 s per bin on one core
+        # no size limit of its own: the batched fit took a full Visium HD slide (302,500 bins) in
+        # ~5 min on 2 cores (tools/BENCHMARKS.md); a user may cap it (0, the default: no cap)
         auto_limit=Limit(
             "auto_rctd_max_locations",
-            note=lambda n, c: (
-                f"doublet mode ~0.09 s per bin on one core: ~{rctd_estimate(n)} at this size, extrapolated"
-            ),
+            note=lambda n, c: "the cap set with --auto_rctd_max_locations; 0 lifts it",
         ),
     ),
     Method("flashdeconv", "FlashDeconv", "FLASHDECONV", "deconv", "slide", min_genes=10, label_rank=4),
