@@ -35,17 +35,22 @@ def _clamp_min(a, lo):
 
 
 @njit(cache=True)
-def _derivatives(y, lam, terms, x, mtab, kval, lam_hi):
-    """``calc_q_all``'s first and second derivative of log P(y | lam) (its d1_vec, d2_vec)."""
+def _spline_cell(y, lam, x, mtab, kval, lam_hi):
+    """``calc_q_all``'s look-up: the count's row (capped at ``kval``), the grid interval ``m`` of the
+    clamped ``lam`` and its distances to the interval's ends."""
     if y > kval:
         y = kval
     lam = _clamp_min(lam, 1e-4)
     if lam > lam_hi:
         lam = lam_hi
     m = mtab[int(math.floor(math.sqrt(lam / 1e-6)))]
-    diff1 = lam - x[m - 1]
-    diff2 = x[m] - lam
-    yi = int(y)
+    return int(y), m, lam - x[m - 1], x[m] - lam
+
+
+@njit(cache=True)
+def _derivatives(y, lam, terms, x, mtab, kval, lam_hi):
+    """``calc_q_all``'s first and second derivative of log P(y | lam) (its d1_vec, d2_vec)."""
+    yi, m, diff1, diff2 = _spline_cell(y, lam, x, mtab, kval, lam_hi)
     zdi, zdi1 = terms[yi, m, 2], terms[yi, m, 3]
     d1 = zdi * (diff1 * diff1) / 2.0 - zdi1 * (diff2 * diff2) / 2.0 + terms[yi, m, 0] - terms[yi, m, 1]
     d2 = zdi * diff1 + zdi1 * diff2
@@ -55,15 +60,7 @@ def _derivatives(y, lam, terms, x, mtab, kval, lam_hi):
 @njit(cache=True)
 def _log_likelihood(y, lam, terms, x, mtab, kval, lam_hi):
     """``calc_q_all``'s d0_vec: log P(y | lam) on the spline."""
-    if y > kval:
-        y = kval
-    lam = _clamp_min(lam, 1e-4)
-    if lam > lam_hi:
-        lam = lam_hi
-    m = mtab[int(math.floor(math.sqrt(lam / 1e-6)))]
-    diff1 = lam - x[m - 1]
-    diff2 = x[m] - lam
-    yi = int(y)
+    yi, m, diff1, diff2 = _spline_cell(y, lam, x, mtab, kval, lam_hi)
     zdi, zdi1 = terms[yi, m, 2], terms[yi, m, 3]
     cubic = zdi * (diff1 * diff1 * diff1) / 6.0 + zdi1 * (diff2 * diff2 * diff2) / 6.0
     return cubic + terms[yi, m, 0] * diff1 + terms[yi, m, 1] * diff2
