@@ -3,7 +3,6 @@ engine's convergence rule, closed-form export and parity with the package's own 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,23 +12,16 @@ import pandas as pd
 import pytest
 from scipy import sparse
 
-from conftest import BIN
 from spatialmap import keys
 from spatialmap.cli import InputError
 from spatialmap.methods import c2l_train
 from spatialmap.methods import cell2location as c2l
+from spatialmap.scripts import map_cell2location
 
 TYPES = ["A", "B", "C"]
 N_GENES = 40
 N_SPOTS = 20
 FAST = dict(max_epochs=60, num_samples=20, seed=0, accelerator="cpu", threads=1, min_shared_genes=10)
-
-
-def _load_script(name):
-    spec = importlib.util.spec_from_file_location(name.replace(".py", ""), BIN / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def true_signatures() -> pd.DataFrame:
@@ -216,7 +208,7 @@ def test_map_cell2location_script(tmp_path):
         slide.write_h5ad(paths[-1])
     true_signatures().to_csv(tmp_path / "sig.csv", index_label="gene")
     out = tmp_path / "out"
-    script = _load_script("map_cell2location.py")
+    script = map_cell2location
     script.main(
         [
             "--signatures",
@@ -270,7 +262,7 @@ def test_map_cell2location_script_sample_mismatch(tmp_path):
     slide, _ = make_slide("S1", 1)
     slide.write_h5ad(tmp_path / "S1.h5ad")
     true_signatures().to_csv(tmp_path / "sig.csv")
-    script = _load_script("map_cell2location.py")
+    script = map_cell2location
     with pytest.raises(InputError, match="sample X: .* holds sample\\(s\\) S1"):
         script.main(
             [
