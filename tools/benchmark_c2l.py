@@ -36,24 +36,20 @@ import argparse
 import json
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
+from spatialmap import cli
+from spatialmap.io import visium as io
+from spatialmap.methods import c2l_train
+from spatialmap.methods import cell2location as c2l
+from spatialmap.reference import signatures
+from testdata import synth
+
 REPO = Path(__file__).resolve().parents[1]
-for p in (REPO / "bin", REPO / "tools"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from spatialmap import cli  # noqa: E402
-from spatialmap.io import visium as io  # noqa: E402
-from spatialmap.methods import c2l_train  # noqa: E402
-from spatialmap.methods import cell2location as c2l  # noqa: E402
-from spatialmap.reference import signatures  # noqa: E402
-from testdata import synth  # noqa: E402
 
 log = logging.getLogger("spatialmap.benchmark_c2l")
 SCENARIOS = ("test_data", "lymph_node", "generated")

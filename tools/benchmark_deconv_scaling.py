@@ -17,24 +17,21 @@ Example::
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
+import anndata as ad
 import numpy as np
 import pandas as pd
+from scipy import sparse
+
+from spatialmap import keys
+from spatialmap.io import visium as io
+from spatialmap.methods import flashdeconv, nnls, rctd
+from spatialmap.methods import tangram as tangram_map
+from spatialmap.qc import slide as qc
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bin"))
-
-import anndata as ad  # noqa: E402
-from scipy import sparse  # noqa: E402
-
-from spatialmap import keys  # noqa: E402
-from spatialmap.io import visium as io  # noqa: E402
-from spatialmap.methods import flashdeconv, nnls, rctd  # noqa: E402
-from spatialmap.methods import tangram as tangram_map  # noqa: E402
-from spatialmap.qc import slide as qc  # noqa: E402
 
 TEST_DATA = REPO / "assets" / "test_data"
 

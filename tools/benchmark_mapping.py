@@ -48,21 +48,19 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
+from spatialmap import cli, keys
+from spatialmap.consensus import agreement
+from spatialmap.io import visium as io
+from spatialmap.methods import cell2location as c2l
+from spatialmap.qc import slide as qc
+from spatialmap.reference import prepare as reference
+from spatialmap.reference import signatures
+from testdata import synth
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO / "bin") not in sys.path:
-    sys.path.insert(0, str(REPO / "bin"))
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from spatialmap import cli, keys  # noqa: E402
-from spatialmap.consensus import agreement  # noqa: E402
-from spatialmap.io import visium as io  # noqa: E402
-from spatialmap.methods import cell2location as c2l  # noqa: E402
-from spatialmap.qc import slide as qc  # noqa: E402
-from spatialmap.reference import prepare as reference  # noqa: E402
-from spatialmap.reference import signatures  # noqa: E402
-from testdata import synth  # noqa: E402
 
 log = logging.getLogger("spatialmap.benchmark")
 

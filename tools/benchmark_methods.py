@@ -52,22 +52,19 @@ from __future__ import annotations
 import argparse
 import logging
 import platform
-import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
+from spatialmap import keys
+from spatialmap.consensus import agreement
+from spatialmap.consensus import rules as consensus
+from spatialmap.methods import registry
+from testdata import silver
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO / "bin") not in sys.path:
-    sys.path.insert(0, str(REPO / "bin"))
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from spatialmap import keys  # noqa: E402
-from spatialmap.consensus import agreement  # noqa: E402
-from spatialmap.consensus import rules as consensus  # noqa: E402
-from spatialmap.methods import registry  # noqa: E402
-from testdata import silver  # noqa: E402
 
 log = logging.getLogger("spatialmap.benchmark_methods")
 

@@ -32,10 +32,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bin"))
+from spatialmap import cli
 
-from spatialmap import cli  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def hd_subset(workdir: Path, n_bins: int, seed: int):

@@ -39,13 +39,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
+from spatialmap import cli
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO / "bin") not in sys.path:
-    sys.path.insert(0, str(REPO / "bin"))
-
-import numpy as np  # noqa: E402
-
-from spatialmap import cli  # noqa: E402
 
 SAMPLE = REPO / "tests" / "unit" / "data" / "rctd_q_sample.npz"
 # the committed sample: smallest and largest sigma and around sigma 1.0 and the grid's change of

@@ -3,8 +3,8 @@
 
 The package default is ``Cell2location.train(max_epochs=30000)`` followed by
 ``export_posterior(num_samples=1000)``. On the unit test's small data (2 slides x 20 spots,
-40 genes, 3 types; ``tests/unit/test_c2l.py``) that takes about 25 CPU minutes, too long
-for every CI run, so it is computed once with this script and stored as
+40 genes, 3 types; ``tools/testdata/c2l_small.py``, which ``tests/unit/test_c2l.py`` uses) that
+takes about 25 CPU minutes, too long for every CI run, so it is computed once with this script and stored as
 ``tests/unit/data/c2l_parity_package30000.npz`` (posterior mean, 5% quantile and SD of the
 abundances ``w_sf``, per spot and type). The unit test trains the fast engine on the same
 data, signatures and seed and compares against it.
@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-for p in (REPO / "bin", REPO / "tests" / "unit"):
-    sys.path.insert(0, str(p))
+import numpy as np
 
-import numpy as np  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 OUT = REPO / "tests" / "unit" / "data" / "c2l_parity_package30000.npz"
 
@@ -35,10 +32,10 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
 
-    import test_c2l as t  # the test's own data and signatures
     from spatialmap.methods import cell2location as c2l
+    from testdata import c2l_small as t  # the test's own data and signatures (tools/testdata)
 
-    slides = {s: t.make_slide(s, seed=i + 1)[0] for i, s in enumerate(["S1", "S2"])}
+    slides = t.parity_slides()
     wall0, cpu0 = time.perf_counter(), time.process_time()
     res = c2l.run(
         slides, t.true_signatures(), engine="package", num_samples=1000, max_epochs=args.epochs, **t.PARITY_COMMON

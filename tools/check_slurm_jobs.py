@@ -20,10 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from spatialmap.methods import registry
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO / "bin") not in sys.path:
-    sys.path.insert(0, str(REPO / "bin"))
-from spatialmap.methods import registry  # noqa: E402
 
 GPU_REQUEST = re.compile(r"^#SBATCH\s+--gres[ =]gpu:1\s*$", re.M)
 METHODS = registry.NAMES

@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bin"))  # the pipeline package
-
-from spatialmap import cli  # noqa: E402
-from testdata import synth_hd  # noqa: E402
+from spatialmap import cli
+from testdata import synth_hd
 
 log = logging.getLogger("spatialmap.make_hd_test_data")
 

@@ -2,7 +2,8 @@
 # Idempotent set-up of everything the pipeline needs to run with -profile local:
 #   - Nextflow 24.10.0 and its runtime jars, resolved from Maven Central
 #     (skipped when a `nextflow` is already on PATH);
-#   - the pinned Python environment (requirements.lock) in a virtualenv;
+#   - the pinned Python environment (requirements.lock) in a virtualenv, and this checkout's
+#     spatialmap package (pyproject.toml) installed into it, editable (the `spatialmap` command);
 #   - with --with-proseg: the ProSeg binary (crates.io, exact version, --locked) for
 #     --segmentation proseg with -profile local, in $cache/proseg-<version>/bin.
 #   - with --with-lint: ruff, the linter, at the version ruff.toml requires, in
@@ -43,6 +44,29 @@ setup_python() {
         touch "$dest/.complete"
     fi
     ln -sfn "$dest" "$cache/env"
+    setup_package "$dest"
+}
+
+# The spatialmap package (pyproject.toml: bin/spatialmap and the `spatialmap` entry point),
+# editable, so that this checkout's code is what `python tools/x.py` and `spatialmap` run. Offline:
+# no dependencies (the lock is the environment) and no build isolation (the lock's setuptools
+# builds it). The virtualenv is shared by every checkout using this cache, so the install points at
+# the checkout that ran this last: it is redone (a few seconds) when that was another checkout or
+# pyproject.toml / the package's __init__.py (its version) changed, and skipped otherwise.
+setup_package() {
+    local env=$1 want
+    want="$repo $(cat "$repo/pyproject.toml" "$repo/bin/spatialmap/__init__.py" | sha256sum | cut -c1-12)"
+    (
+        flock 9  # one install at a time in the shared environment
+        if [[ "$(cat "$env/.spatialmap-package" 2>/dev/null)" == "$want" ]] \
+            && compgen -G "$env/lib/python3*/site-packages/spatialmap-*.dist-info" >/dev/null; then
+            exit 0
+        fi
+        log "installing the spatialmap package of $repo into $env (editable)"
+        "$env/bin/python" -m pip install -q --no-deps --no-build-isolation --no-index --disable-pip-version-check \
+            -e "$repo"
+        echo "$want" > "$env/.spatialmap-package"
+    ) 9> "$env/.spatialmap-package.lock"
 }
 
 # ProSeg 3.2.0 (the version of containers/Dockerfile's proseg-build stage) needs Rust >= 1.88:

@@ -25,9 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bin"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))  # the test-data generators (testdata)
-
 log = logging.getLogger("spatialmap.train_stardist")
 
 

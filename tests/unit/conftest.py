@@ -9,22 +9,18 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
-import sys
 from pathlib import Path
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import io as spio
 from scipy import sparse
 
+# the package (bin/) and the test-data generators (tools/testdata) import through pyproject.toml's
+# [tool.pytest.ini_options] pythonpath
 BIN = Path(__file__).resolve().parents[2] / "bin"
-TOOLS = BIN.parent / "tools"  # the test-data generators (package testdata)
-for _path in (BIN, TOOLS):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-
-import anndata as ad  # noqa: E402
 
 # Features of the tiny slide: a duplicated symbol, human MT genes, one antibody feature.
 FEATURES = pd.DataFrame(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 
@@ -10,18 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import BIN
 from spatialmap.cli import InputError
 from spatialmap.consensus import agreement
+from spatialmap.scripts import compare_methods, summarise_agreement
 
 SPOTS = ["s1-1", "s2-1", "s3-1", "s4-1"]
-
-
-def _load_script(name):
-    spec = importlib.util.spec_from_file_location(name.replace(".py", ""), BIN / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def c2l_table() -> pd.DataFrame:
@@ -155,7 +147,7 @@ def _compare(tmp_path, sample, tables, *extra):
     for i, (method, table) in enumerate(tables.items()):
         table.to_csv(tmp_path / f"table{i}.csv", index_label="barcode")
         files.append(str(tmp_path / f"table{i}.csv"))
-    _load_script("compare_methods.py").main(
+    compare_methods.main(
         ["--sample", sample, "--methods", *tables, "--proportions", *files, "--rule", "mean"]
         + ["--outdir", str(tmp_path / "out"), "--versions", str(tmp_path / "versions.yml"), *extra]
     )
@@ -177,7 +169,7 @@ def test_compare_methods_and_summarise_agreement_scripts(tmp_path):
     assert json.loads((out / "S.1.consensus_summary.json").read_text())["n_methods"] == 3
     assert '"compare_methods.py":' in (tmp_path / "versions.yml").read_text()
     second = _compare(tmp_path / "b", "A0", {"rctd": c2l_table(), "nnls": tangram_table()})
-    _load_script("summarise_agreement.py").main(
+    summarise_agreement.main(
         ["--agreement", str(out / "S.1.method_agreement.csv"), str(second / "A0.method_agreement.csv")]
         + ["--consensus-summary", str(out / "S.1.consensus_summary.json"), str(second / "A0.consensus_summary.json")]
         + ["--outdir", str(tmp_path / "run"), "--versions", str(tmp_path / "v2.yml")]
@@ -192,13 +184,11 @@ def test_compare_methods_and_summarise_agreement_scripts(tmp_path):
     summary = pd.read_csv(run / "consensus_summary.tsv", sep="\t", index_col=0)
     assert list(summary.index) == ["A0", "S.1"] and summary.loc["S.1", "n_methods"] == 3
     with pytest.raises(InputError, match="2 methods but 1 tables"):
-        _load_script("compare_methods.py").main(
+        compare_methods.main(
             ["--sample", "S", "--methods", "nnls", "rctd", "--proportions", str(tmp_path / "table0.csv")]
         )
     with pytest.raises(InputError, match="at least 2"):
-        _load_script("compare_methods.py").main(
-            ["--sample", "S", "--methods", "nnls", "--proportions", str(tmp_path / "table0.csv")]
-        )
+        compare_methods.main(["--sample", "S", "--methods", "nnls", "--proportions", str(tmp_path / "table0.csv")])
 
 
 def test_compare_methods_script_takes_a_method_added_later(tmp_path):
@@ -235,7 +225,7 @@ def test_compare_methods_weighted_rule_with_reference(tmp_path):
     truth.to_csv(tmp_path / "S1.rctd_proportions.csv")
     shuffled = pd.DataFrame(rng.dirichlet(np.ones(3), 60), index=spots, columns=types)
     shuffled.to_csv(tmp_path / "S1.nnls_proportions.csv")
-    script = _load_script("compare_methods.py")
+    script = compare_methods
     out = tmp_path / "out"
     script.main(
         [

@@ -116,7 +116,7 @@ def test_check_samplesheet_leaves_no_half_written_csv(tmp_path, monkeypatch):
     """A failure while samplesheet.valid.csv is written leaves no file (no partial, no temporary)."""
     from types import SimpleNamespace
 
-    import check_samplesheet
+    from spatialmap.scripts import check_samplesheet
 
     sheet = tmp_path / "samplesheet.csv"
     sheet.write_text("sample,h5ad\ns1,s1.h5ad\n")

@@ -3,7 +3,6 @@ engine's convergence rule, closed-form export and parity with the package's own 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,55 +10,15 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import sparse
 
-from conftest import BIN
 from spatialmap import keys
 from spatialmap.cli import InputError
 from spatialmap.methods import c2l_train
 from spatialmap.methods import cell2location as c2l
+from spatialmap.scripts import map_cell2location
+from testdata.c2l_small import N_GENES, N_SPOTS, PARITY_COMMON, TYPES, make_slide, parity_slides, true_signatures
 
-TYPES = ["A", "B", "C"]
-N_GENES = 40
-N_SPOTS = 20
 FAST = dict(max_epochs=60, num_samples=20, seed=0, accelerator="cpu", threads=1, min_shared_genes=10)
-
-
-def _load_script(name):
-    spec = importlib.util.spec_from_file_location(name.replace(".py", ""), BIN / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def true_signatures() -> pd.DataFrame:
-    rng = np.random.default_rng(0)
-    sig = rng.uniform(1, 3, size=(N_GENES, len(TYPES)))
-    for k in range(len(TYPES)):
-        sig[8 * k : 8 * k + 8, k] = 40.0
-    return pd.DataFrame(sig, index=[f"g{i:02d}" for i in range(N_GENES)], columns=TYPES)
-
-
-def make_slide(sample: str, seed: int) -> tuple[ad.AnnData, pd.DataFrame]:
-    """Spots with 0-6 cells of each type; same barcodes on every slide (as on real Visium)."""
-    rng = np.random.default_rng(seed)
-    sig = true_signatures()
-    abundance = pd.DataFrame(rng.integers(0, 7, size=(N_SPOTS, len(TYPES))).astype(float), columns=TYPES)
-    mu = abundance.to_numpy() @ sig.to_numpy().T * 0.5
-    counts = rng.poisson(mu).astype(np.float32)
-    barcodes = [f"BC{i:03d}-1" for i in range(N_SPOTS)]
-    abundance.index = barcodes
-    genes = list(sig.index) + ["extra1", "extra2"]  # two genes not in the signatures
-    counts = np.hstack([counts, rng.poisson(2, size=(N_SPOTS, 2)).astype(np.float32)])
-    slide = ad.AnnData(
-        X=sparse.csr_matrix(counts),
-        obs=pd.DataFrame({"sample": sample}, index=barcodes),
-        var=pd.DataFrame({"gene_ids": [f"ENS{g}" for g in genes]}, index=genes),
-    )
-    yy, xx = np.divmod(np.arange(N_SPOTS), 5)
-    slide.obsm["spatial"] = np.column_stack([100.0 * xx, 100.0 * yy])
-    slide.uns["note"] = "kept"
-    return slide, abundance
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +175,7 @@ def test_map_cell2location_script(tmp_path):
         slide.write_h5ad(paths[-1])
     true_signatures().to_csv(tmp_path / "sig.csv", index_label="gene")
     out = tmp_path / "out"
-    script = _load_script("map_cell2location.py")
+    script = map_cell2location
     script.main(
         [
             "--signatures",
@@ -270,7 +229,7 @@ def test_map_cell2location_script_sample_mismatch(tmp_path):
     slide, _ = make_slide("S1", 1)
     slide.write_h5ad(tmp_path / "S1.h5ad")
     true_signatures().to_csv(tmp_path / "sig.csv")
-    script = _load_script("map_cell2location.py")
+    script = map_cell2location
     with pytest.raises(InputError, match="sample X: .* holds sample\\(s\\) S1"):
         script.main(
             [
@@ -304,16 +263,9 @@ def test_map_cell2location_script_sample_mismatch(tmp_path):
 # run that stops at convergence of the ELBO lands at a slightly different point of that drift.
 # Measured here: 1.86 SD (8.6% of the mean abundance).
 PARITY_REFERENCE = Path(__file__).parent / "data" / "c2l_parity_package30000.npz"
-PARITY_COMMON = dict(
-    n_cells_per_location=9, detection_alpha=20, seed=0, accelerator="cpu", threads=1, min_shared_genes=10
-)
 PARITY_MIN_R = 0.99  # Pearson r per cell type, posterior mean and 5% quantile
 PARITY_MAD_SD = 2.5  # mean |fast - package| of the abundances, in mean posterior SDs: see the note below
 EXPORT_EPOCHS = 300  # a short package training for the export comparison (same guide, two exports)
-
-
-def parity_slides():
-    return {s: make_slide(s, seed=i + 1)[0] for i, s in enumerate(["S1", "S2"])}
 
 
 @pytest.fixture(scope="module")

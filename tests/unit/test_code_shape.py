@@ -5,11 +5,14 @@
   if any) or between its ``def`` and its first statement (the signature and first body line).
 - Nothing under ``bin/`` imports ``testdata``: the test-data generators live in ``tools/testdata``
   and are not part of the pipeline.
+- Every ``bin/<name>.py`` (what a process calls) is the same few-line shim of the module
+  ``spatialmap.scripts.<name>``, which holds the script's code and a ``main(argv)``; the two are one-to-one.
 """
 
 from __future__ import annotations
 
 import ast
+import os
 import re
 from pathlib import Path
 
@@ -130,3 +133,38 @@ def test_the_import_check_sees_every_form():
     )
     hits = [m for m, _ in _imported_modules(ast.parse(source)) if "testdata" in m.strip(".").split(".")]
     assert len(hits) == 7, hits
+
+
+# what every bin/<name>.py is, word for word: Nextflow calls the script (bin/ is on the task's PATH), and
+# Python imports first from the script's own folder, so the package beside it is the one imported
+SHIM = """#!/usr/bin/env python3
+\"\"\"The command-line script {name}.py: its code, docstring and --help are in spatialmap.scripts.{name}.\"\"\"
+
+from spatialmap import cli
+from spatialmap.scripts.{name} import main
+
+if __name__ == "__main__":
+    cli.run(main)
+"""
+SCRIPTS = BIN / "spatialmap" / "scripts"
+
+
+def test_every_bin_script_is_a_shim_of_its_package_module():
+    shims = sorted(BIN.glob("*.py"))
+    assert len(shims) >= 20
+    wrong = [p.name for p in shims if p.read_text(encoding="utf-8") != SHIM.format(name=p.stem)]
+    assert not wrong, f"not the shim (tests/unit/test_code_shape.py SHIM): {wrong}"
+    assert all(os.access(p, os.X_OK) for p in shims), "a bin/ script is not executable"
+
+
+def test_scripts_modules_and_bin_scripts_are_one_to_one_and_each_has_main():
+    modules = {p.stem for p in SCRIPTS.glob("*.py") if p.stem != "__init__"}
+    assert modules == {p.stem for p in BIN.glob("*.py")}
+    for name in sorted(modules):
+        tree = ast.parse((SCRIPTS / f"{name}.py").read_text(encoding="utf-8"))
+        mains = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main"]
+        assert len(mains) == 1, name
+        args = mains[0].args
+        assert [a.arg for a in args.args] == ["argv"] and len(args.defaults) == 1, name  # main(argv=None)
+        assert ast.get_docstring(tree), f"{name}: the docstring is the script's description"
+        assert "__main__" not in (SCRIPTS / f"{name}.py").read_text(encoding="utf-8"), f"{name}: the shim runs it"

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+import image_families  # tools/image_families.py (tools/ is on pytest's pythonpath)
+
 REPO = Path(__file__).resolve().parents[2]
 CONTAINERS = REPO / "containers"
 DOCKERFILE = CONTAINERS / "Dockerfile"
@@ -22,6 +24,7 @@ MODULES = sorted(REPO.glob("modules/local/*/main.nf"))
 
 
 def load_sync():
+    """containers/sync_requirements.py, by its path: containers/ is the images' build context, not a package."""
     spec = importlib.util.spec_from_file_location("sync_requirements", CONTAINERS / "sync_requirements.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -264,16 +267,6 @@ def test_every_engine_and_cloud_profile_is_defined():
     for profile in ("docker", "podman", "singularity", "apptainer", "gpu", "awsbatch", "google_batch"):
         assert re.search(rf"^\s*{profile}\s*\{{", text, flags=re.M), f"no {profile} profile"
     assert "includeConfig 'conf/cloud.config'" in (REPO / "nextflow.config").read_text()
-
-
-def load_families():
-    spec = importlib.util.spec_from_file_location("image_families", REPO / "tools" / "image_families.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-image_families = load_families()
 
 
 def test_verified_record_names_every_family_once():

@@ -3,7 +3,6 @@ the RCTD likelihood table (computed once, read locally, no network), bad input, 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import socket
 import urllib.request
@@ -25,6 +24,7 @@ from spatialmap.methods import flashdeconv as flashdeconv_method
 from spatialmap.methods import nnls as nnls_method
 from spatialmap.methods import rctd as rctd_method
 from spatialmap.qc import slide as qc
+from spatialmap.scripts import compute_rctd_q, map_flashdeconv, map_nnls, map_rctd
 
 TEST_DATA = BIN.parent / "assets" / "test_data"
 SLIDES = ("slide1", "slide2", "slide3")
@@ -36,13 +36,6 @@ MIN_PEARSON = {"nnls": 0.8, "flashdeconv": 0.8, "rctd": 0.9}
 Q_SETTINGS = dict(k_max=100, sigma_step=0)
 METHOD_MODULES = {"rctd": rctd_method, "flashdeconv": flashdeconv_method, "nnls": nnls_method}
 METHODS = tuple(METHOD_MODULES)
-
-
-def _load_script(name):
-    spec = importlib.util.spec_from_file_location(name.replace(".py", ""), BIN / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _no_network(monkeypatch):
@@ -352,9 +345,9 @@ def test_scripts_write_every_output(reference, q_table, tmp_path, monkeypatch):
     reference.write_h5ad(tmp_path / "ref.h5ad")
     monkeypatch.chdir(tmp_path)
     common = ["--slide", "slide1.qc.h5ad", "--sample", "slide1", "--reference", "ref.h5ad", "--selection", "auto: test"]
-    _load_script("map_nnls.py").main(common)
-    _load_script("map_flashdeconv.py").main(common + ["--sketch-dim", "256", "--lambda-spatial", "auto"])
-    _load_script("map_rctd.py").main(common + ["--q-matrix", str(q_table), "--accelerator", "cpu"])
+    map_nnls.main(common)
+    map_flashdeconv.main(common + ["--sketch-dim", "256", "--lambda-spatial", "auto"])
+    map_rctd.main(common + ["--q-matrix", str(q_table), "--accelerator", "cpu"])
     for method in METHODS:
         props = pd.read_csv(f"slide1.{method}_proportions.csv", index_col=0)
         assert props.index.name == "barcode" and list(props.index) == list(slide.obs_names)
@@ -394,9 +387,7 @@ def test_script_refuses_a_slide_of_another_sample(reference, tmp_path):
     slide.write_h5ad(tmp_path / "s.h5ad")
     reference.write_h5ad(tmp_path / "ref.h5ad")
     with pytest.raises(InputError, match=r"sample X: .* holds sample\(s\) slide1"):
-        _load_script("map_nnls.py").main(
-            ["--slide", str(tmp_path / "s.h5ad"), "--sample", "X", "--reference", str(tmp_path / "ref.h5ad")]
-        )
+        map_nnls.main(["--slide", str(tmp_path / "s.h5ad"), "--sample", "X", "--reference", str(tmp_path / "ref.h5ad")])
 
 
 def test_maps_of_large_slides_draw_a_sample(reference, tmp_path):
@@ -409,7 +400,7 @@ def test_maps_of_large_slides_draw_a_sample(reference, tmp_path):
 def test_compute_q_script(tmp_path, monkeypatch):
     _no_network(monkeypatch)
     monkeypatch.chdir(tmp_path)
-    _load_script("compute_rctd_q.py").main(["--output", "q.npz", "--k-max", "12", "--sigma-step", "0"])
+    compute_rctd_q.main(["--output", "q.npz", "--k-max", "12", "--sigma-step", "0"])
     assert rctd_method.read_q_table_info(tmp_path / "q.npz") == {
         "path": str((tmp_path / "q.npz").resolve()),
         "sigmas": [100],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import anndata as ad
@@ -10,18 +9,11 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from conftest import BIN, MATRIX_BARCODES, OFF_TISSUE_IN_MATRIX
+from conftest import MATRIX_BARCODES, OFF_TISSUE_IN_MATRIX
 from spatialmap import keys
 from spatialmap.cli import InputError
 from spatialmap.qc import slide as qc
-
-
-def _load_script(name):
-    spec = importlib.util.spec_from_file_location(name.replace(".py", ""), BIN / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from spatialmap.scripts import read_slide, slide_qc
 
 # --- finding MT genes --------------------------------------------------------------------
 
@@ -183,8 +175,6 @@ def test_plot_qc_maps_smoke(small_slide, tmp_path):
 
 
 def test_scripts_read_and_qc_a_spaceranger_slide(make_outs, tmp_path):
-    read_slide = _load_script("read_slide.py")
-    slide_qc = _load_script("slide_qc.py")
     raw = tmp_path / "S1.raw.h5ad"
     read_slide.main(
         [
@@ -252,7 +242,6 @@ def test_scripts_read_and_qc_a_spaceranger_slide(make_outs, tmp_path):
 def test_scripts_exit_1_with_one_line_when_nothing_passes(small_slide, tmp_path, capsys):
     from spatialmap import cli
 
-    slide_qc = _load_script("slide_qc.py")
     path = tmp_path / "S1.raw.h5ad"
     small_slide.write_h5ad(path)
     args = [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import anndata as ad
@@ -11,22 +10,15 @@ import pandas as pd
 import pytest
 from scipy import sparse
 
-from conftest import BIN
 from spatialmap.cli import InputError
 from spatialmap.methods import registry
 from spatialmap.reference import prepare as reference
+from spatialmap.scripts import check_overlap, prepare_reference
 
 TYPES = ["Bcell", "Tcell", "Mac"]
 GENES = [f"G{i:02d}" for i in range(30)] + ["MT-CO1", "mt-Nd1", "MTOR"]
 # Markers: Bcell G00-G04, Tcell G05-G09, Mac G10-G14; the rest are shared background.
 MARKERS = {t: [f"G{i:02d}" for i in range(5 * k, 5 * k + 5)] for k, t in enumerate(TYPES)}
-
-
-def _load_script(name):
-    spec = importlib.util.spec_from_file_location(name.replace(".py", ""), BIN / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def make_reference(cells_per_type=(12, 12, 12), seed=0) -> ad.AnnData:
@@ -274,7 +266,7 @@ def test_gene_filter_too_strict_is_reported(ref):
 
 
 def test_prepare_reference_script(tmp_path, ref_file):
-    script = _load_script("prepare_reference.py")
+    script = prepare_reference
     out, js = tmp_path / "prep.h5ad", tmp_path / "prep.json"
     script.main(
         [
@@ -303,7 +295,7 @@ def test_prepare_reference_script(tmp_path, ref_file):
 
 
 def test_check_overlap_script_writes_table_and_fails_below_minimum(tmp_path, ref_file):
-    script = _load_script("check_overlap.py")
+    script = check_overlap
     slide = _slide(GENES[:20])
     slide.obs["sample"] = "S1"
     slide.write_h5ad(tmp_path / "S1.h5ad")

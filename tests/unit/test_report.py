@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import BIN
 from spatialmap.methods import cell2location
 from spatialmap.report import multiqc as report
-
-
-def _load_script(name):
-    spec = importlib.util.spec_from_file_location(name.replace(".py", ""), BIN / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from spatialmap.scripts import make_report
 
 
 def _write(path, content):
@@ -130,7 +122,7 @@ def _make_report(tmp_path, files, *extra):
         for s in sorted({json.loads(f.read_text()).get("sample") or f.name.split(".")[0] for f in files})
     ]
     out = tmp_path / "mqc"
-    _load_script("make_report.py").main(
+    make_report.main(
         [
             "--qc",
             *map(str, qc),

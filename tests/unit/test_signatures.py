@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import sparse
 
-from conftest import BIN
 from spatialmap import device
 from spatialmap.cli import InputError
 from spatialmap.reference import signatures
+from spatialmap.scripts import estimate_signatures
 
 TYPES = ["A", "B", "C"]
 N_GENES = 40
-
-
-def _load_script(name):
-    spec = importlib.util.spec_from_file_location(name.replace(".py", ""), BIN / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def true_signatures(seed=0) -> pd.DataFrame:
@@ -145,7 +136,7 @@ def test_load_signatures_csv_missing_file(tmp_path):
 
 def test_estimate_signatures_script_means(tmp_path, ref):
     ref.write_h5ad(tmp_path / "ref.h5ad")
-    script = _load_script("estimate_signatures.py")
+    script = estimate_signatures
     prefix = tmp_path / "reference"
     script.main(
         [

@@ -186,10 +186,8 @@ def _consensus_files(tmp_path, sample, units, types=("A", "B", "C"), seed=0, lef
     """Two methods' proportions on ``units`` and their consensus, written by compare_methods.py as
     the pipeline writes it. The last ``left_out_of_all`` units no method fitted; the
     ``left_out_of_one`` before them only the first method fitted."""
-    import importlib.util
-
-    from conftest import BIN
     from spatialmap.consensus import rules as consensus
+    from spatialmap.scripts import compare_methods
 
     rng = np.random.default_rng(seed)
     units = list(units)
@@ -198,10 +196,7 @@ def _consensus_files(tmp_path, sample, units, types=("A", "B", "C"), seed=0, lef
     nnls = truth.iloc[: len(units) - left_out_of_all]
     flash = (noisy / noisy.sum(axis=1).to_numpy()[:, None]).iloc[: len(units) - left_out_of_all - left_out_of_one]
     result = consensus.slide_consensus({"nnls": nnls, "flashdeconv": flash}, sample, "mean")
-    spec = importlib.util.spec_from_file_location("compare_methods", BIN / "compare_methods.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    script.write_slide(tmp_path, sample, result, None)
+    compare_methods.write_slide(tmp_path, sample, result, None)
     return tmp_path / f"{sample}.consensus_proportions.csv", tmp_path / f"{sample}.consensus_disagreement.csv", result
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -318,6 +319,8 @@ def test_script_reports_bad_input_in_one_line(tmp_path):
         [sys.executable, str(REPO / "tools" / "make_test_data.py"), "--outdir", str(tmp_path), "--grid", "2"],
         capture_output=True,
         text=True,
+        # this checkout's package, wherever the shared environment's editable install points (as tools/test.sh)
+        env={**os.environ, "PYTHONPATH": str(REPO / "bin")},
     )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == "ERROR: grid must be at least 4 spots wide, got 2"

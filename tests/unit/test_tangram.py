@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import anndata as ad
@@ -11,10 +10,10 @@ import pandas as pd
 import pytest
 from scipy import sparse
 
-from conftest import BIN
 from spatialmap import keys
 from spatialmap.cli import InputError
 from spatialmap.methods import tangram as tangram_map
+from spatialmap.scripts import map_tangram
 
 TYPES = ["A", "B", "C"]
 N_MARKERS = 8  # true markers per type: genes g00-g07 for A, g08-g15 for B, g16-g23 for C
@@ -22,13 +21,6 @@ N_GENES = 40  # g24-g39 are flat background genes
 N_SPOTS = 30
 CELLS_PER_TYPE = 25
 FAST = dict(n_markers=N_MARKERS, num_epochs=150, learning_rate=0.1, seed=0, accelerator="cpu")
-
-
-def _load_script(name):
-    spec = importlib.util.spec_from_file_location(name.replace(".py", ""), BIN / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def signatures() -> np.ndarray:
@@ -219,7 +211,7 @@ def test_map_tangram_script(tmp_path, monkeypatch):
     slide.write_h5ad(tmp_path / "S1.qc.h5ad")
     make_reference().write_h5ad(tmp_path / "ref.h5ad")
     monkeypatch.chdir(tmp_path)
-    script = _load_script("map_tangram.py")
+    script = map_tangram
     script.main(
         [
             "--slide",
@@ -282,7 +274,7 @@ def test_map_tangram_script_sample_mismatch(tmp_path):
     slide, _ = make_slide("S1")
     slide.write_h5ad(tmp_path / "S1.qc.h5ad")
     make_reference().write_h5ad(tmp_path / "ref.h5ad")
-    script = _load_script("map_tangram.py")
+    script = map_tangram
     with pytest.raises(InputError, match="sample X: .* holds sample\\(s\\) S1"):
         script.main(
             ["--slide", str(tmp_path / "S1.qc.h5ad"), "--sample", "X", "--reference", str(tmp_path / "ref.h5ad")]

@@ -29,14 +29,13 @@ import sys
 import warnings
 from pathlib import Path
 
+import anndata as ad
+import pandas as pd
+
+from spatialmap import keys
+from spatialmap.io import visium as io
+
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "bin"))
-
-import anndata as ad  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from spatialmap import keys  # noqa: E402
-from spatialmap.io import visium as io  # noqa: E402
 
 TEST_DATA = REPO / "assets" / "test_data"
 SLIDES = ("slide1", "slide2", "slide3")

@@ -7,7 +7,6 @@ The HD slide and the Xenium region were generated with cells of known type and p
 from __future__ import annotations
 
 import json
-import sys
 import warnings
 from pathlib import Path
 
@@ -16,8 +15,6 @@ import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "bin"))
-sys.path.insert(0, str(REPO / "tools"))  # the test-data generators (testdata)
 
 HD = REPO / "assets" / "test_data_hd"
 SLIDES = ("hd1", "visium1", "xenium1")

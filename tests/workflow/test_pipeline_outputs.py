@@ -7,7 +7,6 @@ composition per spot, so mapping accuracy is asserted against the truth.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import anndata as ad
@@ -15,12 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "bin"))
+from spatialmap import keys
+from spatialmap.io import visium as io
+from spatialmap.qc import slide as qc
 
-from spatialmap import keys  # noqa: E402
-from spatialmap.io import visium as io  # noqa: E402
-from spatialmap.qc import slide as qc  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 TEST_DATA = REPO / "assets" / "test_data"
 SLIDES = ("slide1", "slide2", "slide3")

@@ -9,7 +9,6 @@ no other true cell's match); the predicted type of the matched cells is compared
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,6 @@ import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "bin"))
 
 HD = REPO / "assets" / "test_data_hd"
 MATCH_UM = 3.0  # centroid within 3 µm of the true centre (true cell radius 3.6-4.4 µm)

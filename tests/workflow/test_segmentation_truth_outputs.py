@@ -9,7 +9,6 @@ metric blind to bad segmentations.
 from __future__ import annotations
 
 import json
-import sys
 import warnings
 from pathlib import Path
 
@@ -18,8 +17,6 @@ import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "bin"))
-sys.path.insert(0, str(REPO / "tools"))  # the test-data generators (testdata)
 
 SAMPLE = "hd1_perturbed"
 # thresholds fixed before the run (from the construction: ~30% of the true cells perturbed, each below IoU 0.5)
