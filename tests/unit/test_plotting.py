@@ -43,3 +43,23 @@ def test_the_default_keeps_full_slide_maps_at_100000_spots(tmp_path, monkeypatch
     drawn = _drawn(monkeypatch)
     plotting.plot_spatial_values(coords, pd.DataFrame({"A": np.arange(n, dtype=float)}), tmp_path / "c.png", "big")
     assert drawn == [100_000]
+
+
+def test_a_drawn_sample_widens_its_spots_to_cover_the_tissue(tmp_path, monkeypatch):
+    """1,000 of 4,000 spots drawn: each twice as wide (sqrt(4)), so the sample covers the area all 4,000
+    would and the tissue image does not show between them; all drawn: the spots' own size."""
+    import matplotlib.collections
+
+    widths = []
+    real = matplotlib.collections.EllipseCollection
+
+    def spy(widths_, *args, **kwargs):
+        widths.append(float(np.atleast_1d(widths_)[0]))
+        return real(widths_, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.collections, "EllipseCollection", spy)
+    coords = np.random.default_rng(3).uniform(0, 500, size=(4000, 2))
+    values = pd.DataFrame({"A": np.arange(4000, dtype=float)})
+    plotting.plot_spatial_values(coords, values, tmp_path / "all.png", "slide", max_points=None)
+    plotting.plot_spatial_values(coords, values, tmp_path / "some.png", "slide", max_points=1000)
+    assert widths[1] == 2 * widths[0]

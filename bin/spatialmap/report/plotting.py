@@ -92,12 +92,12 @@ def plot_spatial_values(
     """
     coords, image, scalef, diameter = _geometry(adata_or_coords, library_id, show_image)
     values = _align_values(adata_or_coords, values, len(coords))
-    coords, values, title = _subsample(coords, values, title, max_points, seed)
+    coords, values, title, widen = _subsample(coords, values, title, max_points, seed)
     if values.shape[1] == 0:
         raise ValueError("no column to plot")
     if ncols < 1:
         raise ValueError("ncols must be at least 1")
-    fig = _figure(coords * scalef, diameter * scalef * spot_scale, image, values, title, cmap=cmap, ncols=ncols,
+    fig = _figure(coords * scalef, diameter * scalef * spot_scale * widen, image, values, title, cmap=cmap, ncols=ncols,
                   panel_size=panel_size, vmax_quantile=vmax_quantile, dpi=dpi, palette=palette)  # fmt: skip
     out_png = Path(out_png)
     with atomic_path(out_png) as tmp:
@@ -106,12 +106,17 @@ def plot_spatial_values(
 
 
 def _subsample(coords: np.ndarray, values: pd.DataFrame, title: str | None, max_points: int | None, seed: int):
-    """Above ``max_points`` spots, a seeded sample of that many (in slide order), the title saying so."""
+    """Above ``max_points`` spots, a seeded sample of that many (in slide order), the title saying so,
+    and the factor that widens each drawn spot so the sample covers the tissue as all spots would
+    (sqrt of all / drawn; 1 when all are drawn): without it the tissue image shows between the
+    spots of a full Visium HD slide and mixes into their colours."""
+    widen = 1.0
     if max_points is not None and len(coords) > max_points:
         pick = np.sort(np.random.default_rng(seed).choice(len(coords), max_points, replace=False))
-        title = f"{title or ''}{', ' if title else ''}{max_points:,} of {len(coords):,} drawn"
+        widen = math.sqrt(len(coords) / max_points)
+        title = f"{title or ''}{', ' if title else ''}{max_points:,} of {len(coords):,} drawn, each {widen:.1f}x wider"
         coords, values = coords[pick], values.iloc[pick]
-    return coords, values, title
+    return coords, values, title, widen
 
 
 def _extent(xy: np.ndarray, diam: float) -> tuple[float, float, float, float, float]:
