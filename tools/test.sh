@@ -61,9 +61,10 @@ fi
 
 export PATH="$cache/env/bin:$PATH"
 # the helpers the pipeline tests run (python tests/workflow/make_*.py, tools/make_hd_test_data.py) import
-# this checkout's package even while another checkout's setup.sh re-points the shared environment's
-# editable install (the tasks' bin/ scripts import the package beside them anyway)
-export PYTHONPATH="$repo/bin${PYTHONPATH:+:$PYTHONPATH}"
+# this checkout's package and test-data generators (tools/testdata) even while another checkout's
+# setup.sh re-points the shared environment's editable install (the tasks' bin/ scripts import the
+# package beside them anyway)
+export PYTHONPATH="$repo/bin:$repo/tools${PYTHONPATH:+:$PYTHONPATH}"
 # workflows start in the order they are collected: the heavy tier's longest (the test profile, cell2location
 # trained to convergence) first, so it is not the last one still running
 # (the files named one by one, in that order: a folder argument collects in name order)

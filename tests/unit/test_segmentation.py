@@ -15,6 +15,7 @@ from spatialmap.cli import InputError  # noqa: E402
 from spatialmap.io import sdata as io_hd  # noqa: E402
 from spatialmap.segmentation import models, plausibility  # noqa: E402
 from spatialmap.segmentation import stardist as segmentation  # noqa: E402
+from testdata import stardist_models  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = REPO / "assets" / "test_data_hd"
@@ -181,32 +182,6 @@ def test_stardist_small_model_on_one_patch(patches, tmp_path):
     assert _match(xy, whole[["x_px", "y_px"]].to_numpy(), max_px=3.0) >= 0.97
 
 
-def _untrained_model(folder: Path) -> Path:
-    """The small model's config.json with its weights re-initialised as Keras initialises a new network
-    (Glorot-uniform kernels, zero biases): a complete, loadable folder of an untrained StarDist."""
-    import shutil
-
-    import h5py
-
-    folder.mkdir()
-    for name in ("config.json", "thresholds.json", "weights_best.h5"):
-        shutil.copy(MODEL / name, folder / name)
-    rng = np.random.default_rng(0)
-
-    def init(name, item):
-        if isinstance(item, h5py.Dataset):
-            if name.endswith("kernel"):
-                fan_in, fan_out = int(np.prod(item.shape[:-1])), int(np.prod(item.shape[:-2])) * item.shape[-1]
-                limit = np.sqrt(6 / (fan_in + fan_out))
-                item[...] = rng.uniform(-limit, limit, item.shape)
-            else:
-                item[...] = 0
-
-    with h5py.File(folder / "weights_best.h5", "r+") as handle:
-        handle.visititems(init)
-    return folder
-
-
 @pytest.mark.skipif(not (MODEL / "config.json").is_file(), reason="the small StarDist model is not in assets/")
 def test_untrained_model_is_stopped_by_the_plausibility_check(tmp_path):
     """The issue's broken model: loadable, so it runs, but its pixel-sized objects never become cells.
@@ -214,7 +189,7 @@ def test_untrained_model_is_stopped_by_the_plausibility_check(tmp_path):
     One 128 px patch at the centre of the slide (4096 µm², 1024 bins of 2 µm): the trained model's
     nuclei pass the check that stops the untrained model's objects, before anything is written."""
     pytest.importorskip("stardist")
-    untrained = _untrained_model(tmp_path / "untrained")
+    untrained = stardist_models.untrained_model(tmp_path / "untrained", MODEL)
     assert models.check_stardist_model(untrained, "sample hd1") == untrained / "weights_best.h5"
     segmentation.make_patches(ASSETS / "hd1" / "outs", "hd1", tmp_path / "p.zarr", tmp_path / "patches", 128, 16)
     files = sorted((tmp_path / "patches").glob("patch_*.json"))

@@ -119,25 +119,10 @@ def model_without_weights(out: Path) -> None:
 
 
 def untrained_model(out: Path) -> None:
-    import h5py
-    import numpy as np
+    from testdata import stardist_models
 
     model_without_weights(out)
-    for name in ("thresholds.json", "weights_best.h5"):
-        shutil.copy(REPO / "assets" / "stardist_synth_he" / name, out / "he_model")
-    rng = np.random.default_rng(0)
-
-    def init(name, item):  # Glorot-uniform kernels, zero biases
-        if isinstance(item, h5py.Dataset):
-            if name.endswith("kernel"):
-                fan_in, fan_out = int(np.prod(item.shape[:-1])), int(np.prod(item.shape[:-2])) * item.shape[-1]
-                limit = np.sqrt(6 / (fan_in + fan_out))
-                item[...] = rng.uniform(-limit, limit, item.shape)
-            else:
-                item[...] = 0
-
-    with h5py.File(out / "he_model" / "weights_best.h5", "r+") as handle:
-        handle.visititems(init)
+    stardist_models.untrained_model(out / "he_model")
 
 
 if __name__ == "__main__":
