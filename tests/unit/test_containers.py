@@ -100,7 +100,7 @@ def copied_files(family: str) -> list[str]:
 
 
 def test_every_family_has_its_stage():
-    assert FAMILIES == ["cell2location", "core", "deconv", "spatial", "tangram"]
+    assert FAMILIES == ["annotation", "cell2location", "core", "deconv", "spatial", "tangram"]
     assert set(FAMILIES) <= set(stages()), "containers/Dockerfile lacks a stage per family"
 
 
@@ -134,6 +134,7 @@ def test_requirement_files_are_the_closure_of_the_lock():
 def test_image_has_the_packages_its_scripts_import(family):
     """The families hold the libraries the issue names for them, at the locked versions."""
     wanted = {
+        "annotation": {"celltypist", "scikit-learn", "scanpy", "anndata", "leidenalg"},
         "core": {"scanpy", "anndata", "multiqc", "pyarrow", "pyyaml"},
         "cell2location": {"cell2location", "scvi-tools", "pyro-ppl", "torch", "scanpy"},
         "tangram": {"tangram-sc", "torch", "scanpy"},
@@ -144,7 +145,7 @@ def test_image_has_the_packages_its_scripts_import(family):
     if "torch.txt" in copied_files(family):
         held |= set(requirement_pins(CONTAINERS / "torch.txt"))
     assert wanted <= held, f"{family} image lacks {sorted(wanted - held)}"
-    if family in ("core", "spatial"):
+    if family in ("annotation", "core", "spatial"):
         assert "torch" not in held, f"the {family} image must stay free of torch"
 
 
