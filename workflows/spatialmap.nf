@@ -24,10 +24,16 @@ workflow SPATIALMAP {
     if (stardist_model && !stardist_model.isDirectory()) {
         error "spatialmap failed: --stardist_model ${params.stardist_model} is not a folder (a StarDist model folder holds config.json and weights_best.h5)"
     }
+    // a local CellTypist model: a file here; its content (a CellTypist pickle, read without running it)
+    // is checked by CHECK_SAMPLESHEET, before any slide is read
+    def celltypist_model = params.celltypist_model ? file(params.celltypist_model, checkIfExists: true) : []
+    if (celltypist_model && !celltypist_model.isFile()) {
+        error "spatialmap failed: --celltypist_model ${params.celltypist_model} is not a file (a CellTypist model is a .pkl)"
+    }
 
     versions = Channel.empty()
 
-    INPUT_CHECK(file(params.input, checkIfExists: true), stardist_model)
+    INPUT_CHECK(file(params.input, checkIfExists: true), stardist_model, celltypist_model)
     versions = versions.mix(INPUT_CHECK.out.versions)
 
     SLIDE_PREPROCESS(INPUT_CHECK.out.slides, mt_genes, stardist_model)
@@ -58,7 +64,8 @@ workflow SPATIALMAP {
             SLIDE_PREPROCESS.out.h5ad,
             REFERENCE_SIGNATURES.out.reference,
             REFERENCE_SIGNATURES.out.signatures,
-            params.rctd_q_matrix ? file(params.rctd_q_matrix, checkIfExists: true) : []
+            params.rctd_q_matrix ? file(params.rctd_q_matrix, checkIfExists: true) : [],
+            celltypist_model
         )
         versions = versions.mix(MAPPING.out.versions)
         // every method's <sample>.<method>_qc.json and figures, for the report
@@ -74,6 +81,9 @@ workflow SPATIALMAP {
         method_png = method_png.mix(SPATIAL_RESULTS.out.png.map { meta, f -> f })
     } else {
         log.info "No --reference given: running reading and QC only (no mapping)"
+        if (celltypist_model) {
+            log.warn "--celltypist_model is used only with --reference (CellTypist runs in the mapping): ignored"
+        }
     }
 
     REPORT_TABLES(

@@ -19,6 +19,12 @@ RCTD_SPOT_CLASS = "rctd_spot_class"  # RCTD doublet mode: reject, singlet, doubl
 RCTD_FIRST_TYPE = "rctd_first_type"  # RCTD doublet mode: first (main) cell type
 RCTD_SECOND_TYPE = "rctd_second_type"  # RCTD doublet mode: second cell type
 RCTD_N_TYPES = "rctd_n_types"  # RCTD multi mode: number of cell types in the spot
+CELLTYPIST_PREDICTED = "celltypist_predicted_label"  # CellTypist: the best-matching type of the cell alone
+CELLTYPIST_CONFIDENCE = "celltypist_confidence"  # CellTypist: that type's probability (its conf_score)
+CELLTYPIST_OVER_CLUSTERING = "celltypist_over_clustering"  # CellTypist: the cluster majority voting used
+CELLTYPIST_MAJORITY = "celltypist_majority_voting"  # CellTypist: its cluster's most predicted type
+CELLTYPIST_LABEL = "celltypist_label"  # CellTypist: majority vote (else prediction), 'Unassigned' if not confident
+CELLTYPIST_LOW_CONFIDENCE = "celltypist_low_confidence"  # CellTypist: its label's probability < the minimum
 
 # obsm
 SPATIAL = "spatial"  # spot centres, full-resolution pixels, columns (x, y)

@@ -7,9 +7,10 @@ workflow INPUT_CHECK {
     take:
     samplesheet     // file: the user's samplesheet CSV
     stardist_model  // value: --stardist_model folder, or [] (checked when a slide is segmented by StarDist)
+    celltypist_model // value: --celltypist_model .pkl, or [] (checked: a CellTypist model)
 
     main:
-    CHECK_SAMPLESHEET(samplesheet, samplesheet.toAbsolutePath().parent.toString(), stardist_model)
+    CHECK_SAMPLESHEET(samplesheet, samplesheet.toAbsolutePath().parent.toString(), stardist_model, celltypist_model)
 
     slides = CHECK_SAMPLESHEET.out.csv
         .splitCsv(header: true)

@@ -1,6 +1,7 @@
 //
 // Map cell types onto the slides: cell2location jointly per group; Tangram, RCTD, FlashDeconv
-// and NNLS per slide. Each slide runs the methods of its plan (meta.methods, made in the slide QC
+// and NNLS per slide; CellTypist per slide of cells (Xenium, Visium HD cells), with a model trained
+// once per run on the reference (TRAIN_CELLTYPIST) or the user's (--celltypist_model). Each slide runs the methods of its plan (meta.methods, made in the slide QC
 // step by spatialmap.methods.registry.plan from --methods and the slide's size and kind; logged
 // here, and shown in the report). Where two or more methods ran: their agreement and a consensus
 // (COMPARE_METHODS).
@@ -18,6 +19,8 @@ include { RCTD_QMATRIX    } from '../../modules/local/rctd_qmatrix/main'
 include { RCTD            } from '../../modules/local/rctd/main'
 include { FLASHDECONV     } from '../../modules/local/flashdeconv/main'
 include { NNLS            } from '../../modules/local/nnls/main'
+include { TRAIN_CELLTYPIST } from '../../modules/local/train_celltypist/main'
+include { CELLTYPIST      } from '../../modules/local/celltypist/main'
 include { COMPARE_METHODS } from '../../modules/local/compare_methods/main'
 include { SUMMARISE_AGREEMENT } from '../../modules/local/summarise_agreement/main'
 
@@ -58,6 +61,7 @@ workflow MAPPING {
     reference      // value: prepared reference h5ad
     signatures     // value: signatures CSV (used by cell2location)
     rctd_q_matrix  // value: RCTD likelihood table (--rctd_q_matrix), or [] to compute it (RCTD_QMATRIX)
+    celltypist_model // value: CellTypist model (--celltypist_model .pkl), or [] to train one (TRAIN_CELLTYPIST)
 
     main:
     versions  = Channel.empty()
@@ -107,6 +111,22 @@ workflow MAPPING {
 
     NNLS(runs('nnls'), reference)
     methodRuns << methodOutputs('nnls', NNLS.out)
+
+    // CellTypist's model: once per run (never per slide), trained only once the slides it labels are
+    // known (with --methods auto, the slides of cells), on the genes all of them share
+    if (celltypist_model) {
+        ct_model = Channel.value(celltypist_model)
+    } else {
+        TRAIN_CELLTYPIST(
+            runs('celltypist').map { meta, h5ad -> h5ad }.collect(sort: true)
+                .combine(reference.map { ref -> [ref] })
+                .map { items -> [[id: 'celltypist'], items[-1], items[0..-2]] }
+        )
+        ct_model = TRAIN_CELLTYPIST.out.model.map { meta, pkl -> pkl }.first()  // a value: every slide's task reads it
+        versions = versions.mix(TRAIN_CELLTYPIST.out.versions)
+    }
+    CELLTYPIST(runs('celltypist'), ct_model)
+    methodRuns << methodOutputs('celltypist', CELLTYPIST.out)
 
     def all = collectMethods(methodRuns)
     method_json = all.json      // [ meta, method, <sample>.<method>_qc.json ]

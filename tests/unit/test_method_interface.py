@@ -34,9 +34,10 @@ def method_modules():
     return found
 
 
-def test_the_five_methods_are_found():
+def test_the_six_methods_are_found():
     assert sorted(m.rsplit(".", 1)[1] for m in method_modules()) == [
         "cell2location",
+        "celltypist",
         "flashdeconv",
         "nnls",
         "rctd",
@@ -58,10 +59,10 @@ def test_each_method_implements_the_protocol(module_name):
 
 
 def test_method_constants_import_without_the_heavy_packages():
-    """base and every method module import with torch, pyro, rctd, flashdeconv and tangram absent."""
+    """base and every method module import with torch, pyro, rctd, flashdeconv, tangram and celltypist absent."""
     code = (
         "import sys\n"
-        "for name in ('torch', 'pyro', 'rctd', 'flashdeconv', 'tangram', 'cell2location', 'scvi'):\n"
+        "for name in ('torch', 'pyro', 'rctd', 'flashdeconv', 'tangram', 'cell2location', 'scvi', 'celltypist', 'sklearn'):\n"
         "    sys.modules[name] = None  # importing it raises ImportError\n"
         "import importlib\n"
         f"for m in {method_modules() + ['spatialmap.methods.base', 'spatialmap.methods.script']!r}:\n"

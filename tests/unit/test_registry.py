@@ -75,17 +75,43 @@ def test_rctd_runs_in_auto_at_any_size_by_default():
 def test_auto_on_cells_leaves_out_the_method_unsuited_to_cells():
     plan = registry.plan("auto", 252, "cell")
     assert "cell2location" not in plan.methods
-    assert plan.methods == ("tangram", "rctd", "flashdeconv", "nnls")
+    assert plan.methods == ("tangram", "rctd", "flashdeconv", "nnls", "celltypist")
     assert plan.selection == (
-        "auto: 252 locations <= large_slide_locations 20000: Tangram, RCTD, FlashDeconv, NNLS; "
+        "auto: 252 locations <= large_slide_locations 20000: Tangram, RCTD, FlashDeconv, NNLS, CellTypist; "
         "cell2location only when asked: it suits spots and bins, not cells"
     )
-    # a large cell slide: the size rule already names cell2location, said once
+    assert plan.label_methods == ("rctd", "tangram", "flashdeconv", "nnls", "celltypist")
+    # a large cell slide: the size rule already names cell2location, said once; CellTypist has no size limit
     large = registry.plan("auto", 252, "cell", {"large_slide_locations": 200})
+    assert large.methods == ("rctd", "flashdeconv", "nnls", "celltypist")
     assert large.selection == (
-        "auto: 252 locations > large_slide_locations 200: RCTD, FlashDeconv, NNLS "
+        "auto: 252 locations > large_slide_locations 200: RCTD, FlashDeconv, NNLS, CellTypist "
         "(cell2location and Tangram only when asked)"
     )
+    assert registry.plan("auto", 302_500, "cell").methods == ("rctd", "flashdeconv", "nnls", "celltypist")
+
+
+@pytest.mark.parametrize("kind", ["spot", "bin"])
+def test_auto_on_spots_and_bins_does_not_count_celltypist(kind):
+    """CellTypist is none of the methods of spots and bins: auto neither runs nor mentions it there."""
+    plan = registry.plan("auto", 243, kind)
+    assert plan.methods == ALL_FIVE and "CellTypist" not in plan.selection
+    assert plan.selection == "auto: 243 locations <= large_slide_locations 20000: all five methods"
+
+
+@pytest.mark.parametrize("kind", ["spot", "bin"])
+def test_celltypist_asked_for_on_spots_and_bins_is_refused(kind):
+    plan = registry.plan("celltypist,nnls", 731, kind)
+    assert plan.methods == ("nnls",) and plan.label_methods == ("nnls",)
+    assert plan.selection == (
+        f"asked for (--methods celltypist,nnls); CellTypist skipped: it labels single cells and these "
+        f"locations are {kind}s, of several cells each (use a deconvolution method: rctd, flashdeconv, nnls; "
+        "or --hd_mode cells on Visium HD)"
+    )
+    alone = registry.plan("celltypist", 731, kind)
+    assert alone.methods == () and "CellTypist skipped" in alone.selection
+    # on cells it runs as asked, at any size
+    assert registry.plan("celltypist,nnls", 10**6, "cell").methods == ("celltypist", "nnls")
 
 
 @pytest.mark.parametrize("kind", registry.KINDS)
@@ -107,8 +133,9 @@ def test_asked_for_runs_as_asked_in_the_order_given():
     plan = registry.plan("nnls,rctd", 10**6, "cell")
     assert plan.methods == ("nnls", "rctd") and plan.label_methods == ("nnls", "rctd")
     assert plan.selection == "asked for (--methods nnls,rctd)"
-    # cell2location on cells, when asked, runs
+    # cell2location on cells, when asked, runs: unsuited is not refused (only refuse_kind refuses)
     assert registry.plan(["cell2location"], 50, "cell").methods == ("cell2location",)
+    assert [m.name for m in registry.METHODS if m.refuse_kind] == ["celltypist"]
 
 
 def test_asked_tangram_cells_mode_is_skipped_on_large_slides_only_in_cells_mode():
@@ -202,6 +229,7 @@ def test_every_mapping_process_is_a_registry_method():
     included = set(re.findall(r"include \{ (\w+)\s+\} from", mapping))
     assert included - {m.process for m in registry.METHODS} == {
         "RCTD_QMATRIX",
+        "TRAIN_CELLTYPIST",
         "COMPARE_METHODS",
         "SUMMARISE_AGREEMENT",
     }
@@ -214,6 +242,6 @@ def test_each_method_module_names_itself_as_the_registry_does(method):
     module = importlib.import_module(f"spatialmap.methods.{method.name}")
     assert module.NAME == method.name and module.LABEL == method.label
     assert set(method.kinds) <= set(registry.KINDS) and method.scope in ("slide", "group")
-    assert method.needs in ("reference", "signatures")
+    assert method.needs in ("reference", "signatures", "model")
     assert method.min_genes > 0
     assert sorted(m.label_rank for m in registry.METHODS) == list(range(1, len(registry.METHODS) + 1))

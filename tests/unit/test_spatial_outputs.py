@@ -47,7 +47,7 @@ def test_auto_methods_label_with_the_preferred_method_that_ran():
     assert (
         so.label_methods([])
         == registry.label_preference()
-        == ["rctd", "cell2location", "tangram", "flashdeconv", "nnls"]
+        == ["rctd", "cell2location", "tangram", "flashdeconv", "nnls", "celltypist"]
     )
     assert so.label_methods(["nnls", "rctd"]) == ["nnls", "rctd"]
 

@@ -71,7 +71,10 @@ class Method:
     shared with the reference and expressed in both it works with; ``label_rank``: its place when
     ``--methods auto`` picks the method that labels each unit (1 first: the most accurate on the
     silver standard, tools/BENCHMARKS.md); ``kinds``: the kinds of location it suits (``--methods
-    auto`` picks it only on those); ``auto_limit``: the bound above which ``--methods auto`` leaves
+    auto`` picks it only on those); ``refuse_kind``: for a method that makes no sense on the other
+    kinds (CellTypist labels single cells; a spot or bin holds several), why, for the plan: asked for on
+    another kind it is skipped on that slide (``(kind) -> text``; None: asked for, it runs on any kind,
+    as cell2location does on cells); ``auto_limit``: the bound above which ``--methods auto`` leaves
     it out; ``limit``: the bound above which it is skipped even when asked for.
     """
 
@@ -84,6 +87,7 @@ class Method:
     label_rank: int
     needs: str = "reference"
     kinds: tuple[str, ...] = KINDS
+    refuse_kind: Callable[[str], str] | None = None
     auto_limit: Limit | None = None
     limit: Limit | None = None
     #: what the log says when ``limit`` skips it: (locations, bound) -> text after "skipped: "
@@ -91,6 +95,10 @@ class Method:
 
     def suits(self, kind: str) -> bool:
         return kind in self.kinds
+
+    def refuses(self, kind: str) -> bool:
+        """Whether it never runs on ``kind``, even when asked for."""
+        return self.refuse_kind is not None and not self.suits(kind)
 
 
 #: large_slide_locations: 0 leaves every slide above it (it is not a "no limit")
@@ -148,6 +156,22 @@ METHODS: tuple[Method, ...] = (
     ),
     Method("flashdeconv", "FlashDeconv", "FLASHDECONV", "deconv", "slide", min_genes=10, label_rank=4),
     Method("nnls", "NNLS", "NNLS", "deconv", "slide", min_genes=10, label_rank=5),
+    Method(
+        "celltypist",
+        "CellTypist",
+        "CELLTYPIST",
+        "annotation",
+        "slide",
+        min_genes=10,
+        # last: a classifier of single cells, not yet measured against the others on the silver standard
+        label_rank=6,
+        needs="model",
+        kinds=("cell",),
+        refuse_kind=lambda kind: (
+            f"it labels single cells and these locations are {kind}s, of several cells each "
+            "(use a deconvolution method: rctd, flashdeconv, nnls; or --hd_mode cells on Visium HD)"
+        ),
+    ),
 )
 BY_NAME: dict[str, Method] = {m.name: m for m in METHODS}
 NAMES: tuple[str, ...] = tuple(BY_NAME)
@@ -231,7 +255,9 @@ def _auto(n: int, kind: str, settings: Mapping[str, object]) -> tuple[list[str],
     # cell2location and Tangram: only up to large_slide_locations (said once, in parentheses)
     sized = [m.name for m in METHODS if m.auto_limit is not None and m.auto_limit.setting == LARGE.setting]
     run, notes = [], []
-    for m in METHODS:
+    # a method that refuses the kind (CellTypist on spots and bins) is not one of this kind's methods
+    candidates = [m for m in METHODS if not m.refuses(kind)]
+    for m in candidates:
         if m.name in sized and big:
             continue
         if _over(m.auto_limit, n, settings):
@@ -244,7 +270,7 @@ def _auto(n: int, kind: str, settings: Mapping[str, object]) -> tuple[list[str],
             notes.append(f"; {m.label} only when asked: it suits {suits}, not {kind}s")
         else:
             run.append(m.name)
-    listed = f"all {_COUNT.get(len(run), len(run))} methods" if len(run) == len(METHODS) else _labels(run) or "none"
+    listed = f"all {_COUNT.get(len(run), len(run))} methods" if len(run) == len(candidates) else _labels(run) or "none"
     why = f"auto: {n} locations {'>' if big else '<='} large_slide_locations {large}: {listed}"
     if big and sized:
         why += f" ({_labels(sized, ' and ')} only when asked)"
@@ -257,9 +283,11 @@ def plan(
     """The methods to run on a slide of ``locations`` locations of ``kind`` (spot, bin, cell).
 
     ``auto``: every method that suits the kind, up to its ``auto_limit`` (cell2location and Tangram
-    up to ``large_slide_locations``, RCTD up to ``auto_rctd_max_locations``; 0: no limit).
-    Asked-for methods run as asked, except where their ``limit`` skips them (Tangram's cells mode
-    above ``large_slide_locations``; cell2location above ``c2l_max_locations``).
+    up to ``large_slide_locations``, RCTD up to ``auto_rctd_max_locations``; 0: no limit); "all N
+    methods" counts the methods of the kind (CellTypist is none of spots' and bins').
+    Asked-for methods run as asked, except where the kind refuses them (``refuse_kind``: CellTypist
+    on spots and bins) or their ``limit`` skips them (Tangram's cells mode above
+    ``large_slide_locations``; cell2location above ``c2l_max_locations``).
     ``settings``: the parameters of :data:`SETTINGS` (defaults for those missing).
     """
     settings = {**SETTINGS, **(settings or {})}
@@ -275,7 +303,10 @@ def plan(
     run = list(methods)
     why = f"asked for (--methods {','.join(methods)})"
     for m in METHODS:
-        if m.name in run and _over(m.limit, locations, settings):
+        if m.name in run and m.refuses(kind):
+            run.remove(m.name)
+            why += f"; {m.label} skipped: {m.refuse_kind(kind)}"
+        elif m.name in run and _over(m.limit, locations, settings):
             run.remove(m.name)
             why += f"; {m.label} skipped: {m.limit_text(locations, m.limit.bound(settings))}"
     return Plan(locations, kind, tuple(run), why, tuple(run))

@@ -7,7 +7,9 @@ inputs, writing the outputs. A script adds its method's own options and calls it
   expected counts, held-out genes and assignment);
 - a group method (``scope`` ``group``, cell2location): several ``--slide`` / ``--sample`` and a
   ``--group``; :func:`read_group` gives the slides and the signatures, :func:`finish_group` writes
-  the group's files and each slide's (the method's ``write_group_outputs``, ``write_slide_outputs``).
+  the group's files and each slide's (the method's ``write_group_outputs``, ``write_slide_outputs``);
+- a method that maps from a trained model (registry ``needs`` ``model``, CellTypist): ``--model``
+  instead of ``--reference``; :func:`read_slide` gives the slide.
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ def common_parser(description: str, method: str, *, device: bool = False) -> arg
             required=True,
             type=Path,
             help="signatures CSV: genes x cell types (expected counts per cell)",
+        )
+    elif entry.needs == "model":
+        parser.add_argument(
+            "--model", required=True, type=Path, help="the trained model (CellTypist: a .pkl), trained once per run"
         )
     else:
         parser.add_argument(
@@ -112,6 +118,14 @@ def _read_slide(path, sample: str) -> ad.AnnData:
         if names != {sample}:
             raise cli.InputError(f"sample {sample}: the slide {path} holds sample(s) {', '.join(sorted(names))}")
     return slide
+
+
+def read_slide(args: argparse.Namespace) -> ad.AnnData:
+    """The slide alone (a method that maps from a model: ``--model``), genes renamed by ``--slide-gene-column``."""
+    from spatialmap.reference.prepare import use_gene_column
+
+    slide = _read_slide(args.slide, args.sample)
+    return use_gene_column(slide, getattr(args, "slide_gene_column", None), f"slide {args.sample}")
 
 
 def read_inputs(args: argparse.Namespace) -> tuple[ad.AnnData, ad.AnnData]:

@@ -43,6 +43,11 @@ def main(argv: list[str] | None = None) -> None:
         help="--stardist_model folder, checked (config.json, weights) when a slide is segmented by StarDist",
     )
     parser.add_argument(
+        "--celltypist-model",
+        default=None,
+        help="--celltypist_model file, checked to be a CellTypist model (its pickle read without running it)",
+    )
+    parser.add_argument(
         "--no-download-check",
         action="store_true",
         help="do not check that a model to download (StarDist's 2D_versatile_he) can be downloaded (-stub runs)",
@@ -60,6 +65,10 @@ def main(argv: list[str] | None = None) -> None:
         segmentation=args.segmentation,
     )
     check_models(slides, args.stardist_model, downloads_allowed=not args.no_download_check)
+    if args.celltypist_model:
+        from spatialmap.methods.celltypist import check_model_file
+
+        check_model_file(args.celltypist_model)
     with cli.atomic_path(args.output) as tmp:
         write_checked(slides, tmp)
     groups = sorted({s.group for s in slides})

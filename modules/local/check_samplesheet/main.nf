@@ -7,6 +7,7 @@ process CHECK_SAMPLESHEET {
     path samplesheet
     val base_dir
     path stardist_model   // --stardist_model folder (checked when a slide is segmented by StarDist), or []
+    path celltypist_model // --celltypist_model .pkl (checked: a CellTypist model, read without running it), or []
 
     output:
     path 'samplesheet.valid.csv', emit: csv
@@ -15,10 +16,12 @@ process CHECK_SAMPLESHEET {
     script:
     def args = task.ext.args ?: ''
     def model_arg = stardist_model ? "--stardist-model ${stardist_model}" : ''
+    def celltypist_arg = celltypist_model ? "--celltypist-model ${celltypist_model}" : ''
     """
     check_samplesheet.py ${samplesheet} \\
         --base-dir '${base_dir}' \\
         ${model_arg} \\
+        ${celltypist_arg} \\
         --output samplesheet.valid.csv \\
         --process-name '${task.process}' \\
         ${args}
@@ -28,7 +31,8 @@ process CHECK_SAMPLESHEET {
     // the real check, but no download is tried (a stub run downloads nothing)
     def args = task.ext.args ?: ''
     def model_arg = stardist_model ? "--stardist-model ${stardist_model}" : ''
+    def celltypist_arg = celltypist_model ? "--celltypist-model ${celltypist_model}" : ''
     """
-    check_samplesheet.py ${samplesheet} --base-dir '${base_dir}' ${model_arg} --no-download-check --output samplesheet.valid.csv --process-name '${task.process}' ${args}
+    check_samplesheet.py ${samplesheet} --base-dir '${base_dir}' ${model_arg} ${celltypist_arg} --no-download-check --output samplesheet.valid.csv --process-name '${task.process}' ${args}
     """
 }
