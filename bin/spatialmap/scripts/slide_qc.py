@@ -68,6 +68,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="write only the sample and its method plan for an empty slide to --output-json (stub runs)",
     )
+    parser.add_argument(
+        "--plan-kind",
+        choices=registry.KINDS,
+        default="spot",
+        help="--plan-only: the slide's kind of location, from its samplesheet row (default: %(default)s)",
+    )
     parser.add_argument("--process-name", default="slide_qc.py", help="process name written to the versions file")
     parser.add_argument("--versions", default="versions.yml", type=Path, help="versions file to write")
     return parser.parse_args(argv)
@@ -92,7 +98,7 @@ def write_json(path: Path, summary: dict) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.plan_only:
-        write_json(args.output_json, {"sample": args.sample, "method_plan": method_plan(args, 0, "spot")})
+        write_json(args.output_json, {"sample": args.sample, "method_plan": method_plan(args, 0, args.plan_kind)})
         return
     if not args.input.is_file():
         raise cli.InputError(f"sample {args.sample}: the slide file {args.input} does not exist")

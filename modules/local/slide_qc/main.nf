@@ -32,10 +32,12 @@ process SLIDE_QC {
     stub:
     prefix = task.ext.prefix ?: meta.id
     def args = task.ext.args ?: ''
-    // the QC JSON holds the sample and its method plan (for an empty slide): the rest of the graph reads the plan
+    // the QC JSON holds the sample and its method plan (for an empty slide of the row's kind of location:
+    // cells where the row is segmented, Xenium and Visium HD cells): the rest of the graph reads the plan
+    def kind = meta.segmentation && meta.segmentation != 'none' ? 'cell' : (meta.input_type == 'visium_hd' ? 'bin' : 'spot')
     """
     touch ${prefix}.qc.h5ad ${prefix}.qc_maps.png
-    slide_qc.py --plan-only --input ${h5ad} --sample '${meta.id}' --output-h5ad ${prefix}.qc.h5ad \\
+    slide_qc.py --plan-only --plan-kind ${kind} --input ${h5ad} --sample '${meta.id}' --output-h5ad ${prefix}.qc.h5ad \\
         --output-json ${prefix}.qc.json --output-png ${prefix}.qc_maps.png ${args}
     printf '"%s":\\n    stub: "true"\\n' '${task.process}' > versions.yml
     """
