@@ -288,3 +288,21 @@ def test_nothing_is_downloaded_and_home_is_left_alone(tmp_path):
     env.pop("CELLTYPIST_FOLDER", None)
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, env=env)
     assert not (Path(tmp_path) / ".celltypist").exists()
+
+
+def test_the_over_clustering_graph_of_many_cells():
+    """From 8,192 cells scanpy's neighbours run pynndescent, whose csr_array scanpy 1.11.5 cannot read
+    under scipy 1.17: the graph made here (CellTypist's steps) works there, and its clusters are the cells'."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    n, groups = ct.PYNNDESCENT_FROM + 8, 4
+    group = rng.integers(0, groups, n)
+    means = rng.gamma(1.0, 1.0, (groups, 120)) * (rng.random((groups, 120)) < 0.3) * 8 + 0.2
+    counts = sp.csr_matrix(rng.poisson(means[group]).astype(np.float32))
+    query = ad.AnnData(X=ct.lognormalise(counts), var=pd.DataFrame(index=[f"g{i}" for i in range(120)]))
+    ct.neighbour_graph(query)
+    graph = query.obsp["connectivities"]
+    assert graph.shape == (n, n) and query.obsm["X_pca"].shape[0] == n
+    rows, cols = graph.nonzero()
+    assert (group[rows] == group[cols]).mean() > 0.99  # neighbours are of the cell's own group

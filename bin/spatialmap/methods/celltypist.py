@@ -79,6 +79,10 @@ TARGET_SUM = 1e4  #: CellTypist's expression scale: log1p of counts per 10,000
 UNASSIGNED = "Unassigned"  #: the label of a cell of low confidence (CellTypist's own word)
 DEFAULT_MIN_CONFIDENCE = 0.5  #: CellTypist's p_thres: below it, its prob-match mode assigns no type
 DEFAULT_MAX_GENES = 5000  #: more shared genes than this: the reference's most variable ones train the model
+#: more reference cells than this: mini-batch SGD (CellTypist's advice for large references; below
+#: 10,000 cells it warns the batches are too few). Full SGD needed 342 epochs on 20,000 depth-matched
+#: cells (149 s on 2,000 genes), mini-batches 12 s at the same accuracy (tools/BENCHMARKS.md)
+MINI_BATCH_ABOVE = 10_000
 #: fewest cells majority voting runs on (CellTypist skips it at 50 or fewer)
 MIN_VOTING_CELLS = 51
 #: fewest genes expressed in >= 5 cells for CellTypist's over-clustering (50 principal components)
@@ -367,6 +371,7 @@ def train(
     top_genes: int = 300,
     alpha: float = 1e-4,
     max_iter: int | None = None,
+    mini_batch: bool | None = None,
     seed: int = 0,
     threads: int = 1,
 ):
@@ -383,8 +388,10 @@ def train(
     passes ``multi_class``, which scikit-learn 1.8 removed), seeded with ``seed``;
     ``feature_selection`` and ``top_genes``: CellTypist's two-pass training, the second on the
     ``top_genes`` genes of largest weight per type (skipped, and said so, with ``top_genes`` genes or
-    fewer); ``alpha``, ``max_iter``: the SGD classifier's; ``threads``: CellTypist's ``n_jobs`` (its
-    one-vs-rest fits run in parallel).
+    fewer); ``alpha``, ``max_iter``: the SGD classifier's; ``mini_batch``: CellTypist's mini-batch
+    SGD (10 epochs of 100 batches of 1,000 cells drawn from the reference: a cost that stops growing
+    with the reference), None: above :data:`MINI_BATCH_ABOVE` cells; ``threads``: CellTypist's
+    ``n_jobs`` (its one-vs-rest fits run in parallel).
 
     Returns the ``Model``; ``model.description['spatialmap']`` holds what :func:`run` and the report
     need (the normalisation genes, cells, types, settings, seconds, the accuracy on the training cells).
@@ -396,6 +403,8 @@ def train(
             "celltypist: %d genes, not more than top_genes %d: no feature selection", len(data.features), top_genes
         )
         feature_selection = False
+    if mini_batch is None:
+        mini_batch = len(data.labels) > MINI_BATCH_ABOVE
     celltypist = import_celltypist()
     np.random.seed(seed)  # CellTypist's mini-batches draw from numpy's global generator
     model = celltypist.train(
@@ -407,6 +416,7 @@ def train(
         alpha=alpha,
         max_iter=max_iter,
         n_jobs=threads,
+        mini_batch=bool(mini_batch),
         feature_selection=feature_selection,
         top_genes=top_genes,
         random_state=seed,
@@ -415,7 +425,8 @@ def train(
     )
     accuracy = float(np.mean(_predict(model, data.dense, data.features) == data.labels))
     settings = {
-        "trainer": "SGD logistic regression (celltypist.train use_SGD=True)",
+        "trainer": f"{'mini-batch ' if mini_batch else ''}SGD logistic regression (celltypist.train use_SGD=True)",
+        "mini_batch": bool(mini_batch),
         **{"max_genes": max_genes, "depth_matching": depth_matching, "feature_selection": feature_selection},
         **{"top_genes": top_genes, "alpha": alpha, "max_iter": max_iter, "seed": seed, "threads": threads},
     }
@@ -481,6 +492,61 @@ def _voting_clusters(query: ad.AnnData, over_clustering: str | None, obs: pd.Dat
             f"skipped: {genes} genes are expressed in 5 or more cells (its over-clustering needs {MIN_VOTING_GENES})",
         )
     return None, "over CellTypist's over-clustering (Leiden on the cells' expression)"
+
+
+#: from this many cells scanpy's neighbours use pynndescent (euclidean; below, exact distances)
+PYNNDESCENT_FROM = 8192
+
+
+def neighbour_graph(query: ad.AnnData) -> None:
+    """CellTypist's over-clustering graph of ``query`` (log-normalised), put in its ``obsp``, where
+    ``celltypist.annotate`` finds it and runs its Leiden over-clustering on it.
+
+    The steps of CellTypist's own ``Classifier._construct_neighbor_graph``: genes in >= 5 cells, the
+    2,500 most variable, scaled (max 10), 50 principal components, 10 neighbours. Done here because
+    scanpy 1.11.5 cannot take pynndescent 0.7.0's neighbours under scipy 1.17 (a ``csr_array``, which
+    has no ``getnnz``: ``sc.pp.neighbors`` fails from 8,192 cells): the same pynndescent search, with
+    scanpy's settings for it, is handed over as a ``csr_matrix``.
+    """
+    import scanpy as sc
+
+    data = query.copy()
+    sc.pp.filter_genes(data, min_cells=5)
+    sc.pp.highly_variable_genes(data, n_top_genes=min(2500, data.n_vars))
+    data = data[:, data.var["highly_variable"].to_numpy()].copy()
+    sc.pp.scale(data, max_value=10)
+    n_pcs = min(50, data.n_vars - 1, data.n_obs - 1)
+    sc.pp.pca(data, n_comps=n_pcs)
+    transformer = None
+    if data.n_obs >= PYNNDESCENT_FROM:
+        transformer = _csr_matrix_nndescent(data.n_obs, n_neighbors=10)
+    sc.pp.neighbors(data, n_neighbors=10, n_pcs=n_pcs, transformer=transformer)
+    query.obsm["X_pca"] = data.obsm["X_pca"]
+    query.obsp["connectivities"] = data.obsp["connectivities"]
+    query.obsp["distances"] = data.obsp["distances"]
+    query.uns["neighbors"] = data.uns["neighbors"]
+
+
+def _csr_matrix_nndescent(n_obs: int, n_neighbors: int):
+    """pynndescent's kNN transformer with scanpy's default settings for it, giving a ``csr_matrix``."""
+    import scanpy as sc
+    from pynndescent import PyNNDescentTransformer
+
+    class CSRMatrixNNDescent(PyNNDescentTransformer):
+        def fit_transform(self, X, y=None, **kwargs):
+            return sp.csr_matrix(super().fit_transform(X, y, **kwargs))
+
+        def transform(self, X, y=None):
+            return sp.csr_matrix(super().transform(X, y))
+
+    return CSRMatrixNNDescent(
+        n_neighbors=n_neighbors,
+        metric="euclidean",
+        random_state=0,
+        n_jobs=sc.settings.n_jobs,
+        n_trees=min(64, 5 + round(n_obs**0.5 / 20.0)),
+        n_iters=max(5, round(np.log2(n_obs))),
+    )
 
 
 def _model_genes(slide: ad.AnnData, model, name: str) -> tuple[list[str], list[str]]:
@@ -653,6 +719,8 @@ def run(
     clusters, voting = (False, "off (--celltypist_majority_voting false)")
     if majority_voting:
         clusters, voting = _voting_clusters(query, over_clustering, slide.obs)
+    if clusters is None:
+        neighbour_graph(query)  # CellTypist's over-clustering runs on it
     celltypist = import_celltypist()
     result = celltypist.annotate(
         query, model=model, mode="best match", majority_voting=clusters is not False, over_clustering=clusters

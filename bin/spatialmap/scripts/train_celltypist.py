@@ -83,6 +83,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--alpha", type=float, default=1e-4, help="L2 regularisation of the SGD classifier (default: %(default)s)"
     )
+    parser.add_argument(
+        "--mini-batch",
+        choices=("auto", "true", "false"),
+        default="auto",
+        help=f"CellTypist's mini-batch SGD; auto: above {celltypist.MINI_BATCH_ABOVE} reference cells (default: auto)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the training (default: 0)")
     parser.add_argument("--threads", type=int, default=1, help="parallel one-vs-rest fits (default: 1)")
     parser.add_argument("--output", default="celltypist_model.pkl", help="model to write (default: %(default)s)")
@@ -105,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         feature_selection=args.feature_selection == "true",
         top_genes=args.top_genes,
         alpha=args.alpha,
+        mini_batch=None if args.mini_batch == "auto" else args.mini_batch == "true",
         seed=args.seed,
         threads=args.threads,
     )
