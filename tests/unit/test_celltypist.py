@@ -306,3 +306,42 @@ def test_the_over_clustering_graph_of_many_cells():
     assert graph.shape == (n, n) and query.obsm["X_pca"].shape[0] == n
     rows, cols = graph.nonzero()
     assert (group[rows] == group[cols]).mean() > 0.99  # neighbours are of the cell's own group
+
+
+def test_chunked_annotation_is_celltypists_own(xenium, xenium_model):
+    """annotate(): CellTypist's prediction in chunks, then its majority voting: the numbers of one
+    celltypist.annotate call on every cell."""
+    used, norm_genes = ct._model_genes(xenium, xenium_model, "xenium1")
+    query, _ = ct._query(xenium, used, norm_genes, "xenium1")
+    ours = ct.annotate(query.copy(), xenium_model, chunk=100)
+    whole = query.copy()
+    ct.neighbour_graph(whole)
+    theirs = ct.import_celltypist().annotate(whole, model=xenium_model, majority_voting=True)
+    pd.testing.assert_frame_equal(ours.probability_matrix, theirs.probability_matrix)
+    for column in ("predicted_labels", "over_clustering", "majority_voting"):
+        assert (ours.predicted_labels[column].astype(str) == theirs.predicted_labels[column].astype(str)).all()
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"feature_selection": True, "top_genes": 50}], ids=["sgd", "feature_selection"]
+)
+def test_the_lean_trainer_fits_celltypists_own_model(reference, xenium, options):
+    """fit_model: celltypist.train's model (use_SGD=True) with the scaling done in place."""
+    data = ct.training_data(reference, "cell_type", [xenium])
+    c = ct.import_celltypist()
+    np.random.seed(0)
+    theirs = c.train(
+        data.dense.copy(),
+        labels=data.labels,
+        genes=np.asarray(data.features),
+        check_expression=False,
+        use_SGD=True,
+        random_state=0,
+        **options,
+    )
+    ours, accuracy = ct.fit_model(data, seed=0, **options)
+    assert list(ours.features) == list(theirs.features)
+    assert np.allclose(ours.scaler.mean_, theirs.scaler.mean_, rtol=1e-5, atol=1e-6)
+    assert np.allclose(ours.scaler.scale_, theirs.scaler.scale_, rtol=1e-5)
+    assert np.allclose(ours.classifier.coef_, theirs.classifier.coef_, rtol=1e-3, atol=1e-3)
+    assert accuracy == 1.0

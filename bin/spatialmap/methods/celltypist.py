@@ -197,14 +197,28 @@ def model_info(model) -> dict:
 # --------------------------------------------------------------------------- normalisation
 
 
-def lognormalise(counts, target_sum: float = TARGET_SUM) -> sp.csr_matrix:
-    """log1p of each row scaled to ``target_sum`` (rows of zero stay zero), float32 CSR."""
-    counts = sp.csr_matrix(counts, dtype=np.float64)
-    totals = np.asarray(counts.sum(axis=1)).ravel()
+#: rows of a sparse matrix changed at once (bounds the temporary arrays of :func:`lognormalise` and
+#: :func:`match_depth` on large references)
+ROW_CHUNK = 10_000
+
+
+def _row_values(matrix: sp.csr_matrix, per_row: np.ndarray):
+    """``(slice of matrix.data, per_row repeated over its values)`` for each chunk of rows."""
+    for start in range(0, matrix.shape[0], ROW_CHUNK):
+        stop = min(start + ROW_CHUNK, matrix.shape[0])
+        a, b = matrix.indptr[start], matrix.indptr[stop]
+        yield slice(a, b), np.repeat(per_row[start:stop], np.diff(matrix.indptr[start : stop + 1]))
+
+
+def lognormalise(counts, target_sum: float = TARGET_SUM, copy: bool = True) -> sp.csr_matrix:
+    """log1p of each row scaled to ``target_sum`` (rows of zero stay zero), float32 CSR; ``copy``
+    False: a float32 CSR ``counts`` is changed in place (no second matrix of a large reference)."""
+    counts = sp.csr_matrix(counts, dtype=np.float32, copy=copy)
+    totals = np.asarray(counts.sum(axis=1, dtype=np.float64)).ravel()
     scale = np.divide(target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
-    out = sp.diags(scale) @ counts
-    out.data = np.log1p(out.data)
-    return sp.csr_matrix(out, dtype=np.float32)
+    for values, factor in _row_values(counts, scale):
+        counts.data[values] = np.log1p(counts.data[values] * factor)
+    return counts
 
 
 def _columns(adata: ad.AnnData, genes: Sequence[str]) -> sp.csr_matrix:
@@ -231,7 +245,7 @@ def slide_depths(slides: Sequence[ad.AnnData], genes: Sequence[str]) -> np.ndarr
     return totals[totals > 0]
 
 
-def match_depth(counts: sp.csr_matrix, depths: np.ndarray, seed: int) -> tuple[sp.csr_matrix, dict]:
+def match_depth(counts, depths: np.ndarray, seed: int, copy: bool = True) -> tuple[sp.csr_matrix, dict]:
     """The reference's counts thinned to the slides' depth: each cell's counts kept each with probability
     ``min(1, d / its total)``, ``d`` drawn from the slides' counts per cell (``depths``), seeded.
 
@@ -239,25 +253,25 @@ def match_depth(counts: sp.csr_matrix, depths: np.ndarray, seed: int) -> tuple[s
     classifier then learns looks like the slide's cells: as sparse (a Xenium or Visium HD cell holds a
     tenth or less of a single-cell profile's counts on the same genes), with the same zeros; trained on
     the full counts, CellTypist's one-vs-rest probabilities on the sparse cells fall below 0.5 for types
-    it still ranks first (the test Xenium cells: tools/BENCHMARKS.md).
+    it still ranks first (the test Xenium cells: tools/BENCHMARKS.md). ``copy`` False: a float32 CSR
+    ``counts`` is thinned in place.
     """
     rng = np.random.default_rng(seed)
-    counts = sp.csr_matrix(counts, dtype=np.float64)
-    totals = np.asarray(counts.sum(axis=1)).ravel()
+    counts = sp.csr_matrix(counts, dtype=np.float32, copy=copy)
+    totals = np.asarray(counts.sum(axis=1, dtype=np.float64)).ravel()
     target = rng.choice(depths, size=counts.shape[0], replace=True)
     keep = np.minimum(1.0, np.divide(target, totals, out=np.ones_like(totals), where=totals > 0))
-    thinned = counts.copy()
-    per_value = np.repeat(keep, np.diff(counts.indptr))
-    thinned.data = rng.binomial(np.rint(counts.data).astype(np.int64), per_value).astype(np.float64)
-    thinned.eliminate_zeros()
-    after = np.asarray(thinned.sum(axis=1)).ravel()
+    for values, p in _row_values(counts, keep):
+        counts.data[values] = rng.binomial(np.rint(counts.data[values]).astype(np.int64), p)
+    counts.eliminate_zeros()
+    after = np.asarray(counts.sum(axis=1, dtype=np.float64)).ravel()
     summary = {
         "slide_median_counts": float(np.median(depths)),
         "reference_median_counts": float(np.median(totals)),
         "reference_median_counts_matched": float(np.median(after)),
         "reference_cells_thinned": int((keep < 1).sum()),
     }
-    return thinned, summary
+    return counts, summary
 
 
 def most_variable(lognorm: sp.csr_matrix, genes: Sequence[str], n: int) -> list[str]:
@@ -323,7 +337,7 @@ def training_data(
         depths = slide_depths(slides, genes)
         if depths.size == 0:
             raise InputError(f"celltypist: no cell of the slides has counts on the {len(genes)} genes")
-        counts, matched = match_depth(counts, depths, seed)
+        counts, matched = match_depth(counts, depths, seed, copy=False)  # counts: this function's own copy
         summary = {"depth_matching": True, **matched}
         log.info(
             "celltypist: reference thinned to the slides' depth: median %.0f counts per cell on the genes (slides: %.0f)",
@@ -335,12 +349,20 @@ def training_data(
         log.warning(
             "celltypist: %d reference cells have no counts on the %d genes: left out", (~has_counts).sum(), len(genes)
         )
-    lognorm = lognormalise(counts[np.flatnonzero(has_counts)])
+    if not has_counts.all():
+        counts = counts[np.flatnonzero(has_counts)]
+    lognorm = lognormalise(counts, copy=False)
+    del counts
     labels = labels.to_numpy()[has_counts]
     sizes = pd.Series(labels).value_counts().sort_index()
     if len(sizes) < 2:
         raise InputError(f"celltypist: the reference has {len(sizes)} cell type; at least 2 are needed")
-    features = most_variable(lognorm, genes, max_genes)
+    # genes the (thinned) reference no longer expresses are no inputs (celltypist.train drops them too)
+    candidates = list(genes)
+    kept = np.flatnonzero(np.bincount(lognorm.indices, minlength=len(genes)) > 0)
+    if len(kept) < len(genes):
+        lognorm, candidates = lognorm[:, kept], [genes[i] for i in kept]
+    features = most_variable(lognorm, candidates, max_genes)
     summary.update(
         {
             "cells": int(has_counts.sum()),
@@ -348,13 +370,16 @@ def training_data(
             "cell_types": {str(k): int(v) for k, v in sizes.items()},
         }
     )
-    dense = lognorm[:, pd.Index(genes).get_indexer(features)].toarray()
+    if len(features) < len(candidates):
+        lognorm = lognorm[:, pd.Index(candidates).get_indexer(features)]
+    dense = lognorm.toarray()
+    del lognorm
     log.info(
         "celltypist: training on %d reference cells, %d types, %d genes (%s; normalised over %d genes)",
         len(labels),
         len(sizes),
         len(features),
-        f"the {max_genes} most variable" if len(features) < len(genes) else "all shared",
+        f"the {max_genes} most variable" if len(features) < len(candidates) else "all those expressed",
         len(genes),
     )
     return TrainingData(dense, labels, features, list(genes), summary)
@@ -405,27 +430,18 @@ def train(
         feature_selection = False
     if mini_batch is None:
         mini_batch = len(data.labels) > MINI_BATCH_ABOVE
-    celltypist = import_celltypist()
-    np.random.seed(seed)  # CellTypist's mini-batches draw from numpy's global generator
-    model = celltypist.train(
-        data.dense,
-        labels=data.labels,
-        genes=np.asarray(data.features),
-        check_expression=False,  # normalised here, over more genes than the classifier's inputs
-        use_SGD=True,
+    model, accuracy = fit_model(
+        data,
         alpha=alpha,
         max_iter=max_iter,
-        n_jobs=threads,
         mini_batch=bool(mini_batch),
         feature_selection=feature_selection,
         top_genes=top_genes,
-        random_state=seed,
-        details="trained by spatialmap (TRAIN_CELLTYPIST) on the run's prepared reference",
-        source="spatialmap",
+        seed=seed,
+        threads=threads,
     )
-    accuracy = float(np.mean(_predict(model, data.dense, data.features) == data.labels))
     settings = {
-        "trainer": f"{'mini-batch ' if mini_batch else ''}SGD logistic regression (celltypist.train use_SGD=True)",
+        "trainer": f"{'mini-batch ' if mini_batch else ''}SGD logistic regression (CellTypist's, use_SGD=True)",
         "mini_batch": bool(mini_batch),
         **{"max_genes": max_genes, "depth_matching": depth_matching, "feature_selection": feature_selection},
         **{"top_genes": top_genes, "alpha": alpha, "max_iter": max_iter, "seed": seed, "threads": threads},
@@ -447,12 +463,68 @@ def train(
     return model
 
 
-def _predict(model, dense: np.ndarray, genes: Sequence[str]) -> np.ndarray:
-    """The model's best match for log-normalised cells (columns ``genes``), as CellTypist scores them."""
-    columns = pd.Index(list(genes)).get_indexer(model.features)
-    scaled = (dense[:, columns] - model.scaler.mean_) / model.scaler.scale_
-    scaled[scaled > 10] = 10
-    return np.asarray(model.classifier.predict(scaled)).astype(str)
+def fit_model(
+    data: TrainingData,
+    *,
+    alpha: float = 1e-4,
+    max_iter: int | None = None,
+    mini_batch: bool = False,
+    feature_selection: bool = False,
+    top_genes: int = 300,
+    seed: int = 0,
+    threads: int = 1,
+):
+    """CellTypist's model of ``data``: what ``celltypist.train(data.dense, use_SGD=True, ...)`` fits,
+    in a quarter of its memory; returns the ``Model`` and its accuracy on the training cells.
+
+    ``celltypist.train``'s steps, in its order, with its own classifier function
+    (``celltypist.train._SGDClassifier``: one-vs-rest SGD logistic regression, optionally in
+    mini-batches, and the second pass of its feature selection): a ``StandardScaler`` (centred), values
+    above 10 clipped, the default ``max_iter`` by cell count. Only the scaling differs: fitted and
+    applied in place, by chunks of rows, where ``StandardScaler.fit_transform`` takes a float64 copy
+    and a scaled copy of the whole matrix (100,000 cells x 5,000 genes: 11.2 GB at its peak, against
+    about 4 here). ``data.dense`` is scaled in place. The unit tests check the two give one model.
+    """
+    celltypist = import_celltypist()
+    from celltypist.train import _SGDClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    dense, labels, features = data.dense, data.labels, np.asarray(data.features)
+    scaler = StandardScaler(with_mean=True)
+    for start in range(0, dense.shape[0], ROW_CHUNK):
+        scaler.partial_fit(dense[start : start + ROW_CHUNK])
+    for start in range(0, dense.shape[0], ROW_CHUNK):
+        dense[start : start + ROW_CHUNK] = np.minimum(scaler.transform(dense[start : start + ROW_CHUNK]), 10)
+    if max_iter is None:  # celltypist.train's defaults
+        max_iter = 1000 if len(labels) < 50_000 else 500 if len(labels) < 500_000 else 200
+    sgd = dict(alpha=alpha, max_iter=max_iter, n_jobs=threads, mini_batch=mini_batch, random_state=seed)
+    sgd.update(batch_number=100, batch_size=1000, epochs=10, balance_cell_type=False)
+    np.random.seed(seed)  # CellTypist's mini-batches draw from numpy's global generator
+    classifier = _SGDClassifier(indata=dense, labels=labels, **sgd)
+    columns = np.arange(len(features))
+    if feature_selection:  # celltypist.train's second pass, on the top_genes genes of largest weight per type
+        columns = np.unique(np.argpartition(np.abs(classifier.coef_), -top_genes, axis=1)[:, -top_genes:])
+        classifier = _SGDClassifier(indata=dense[:, columns], labels=labels, **sgd)
+        for name in ("mean_", "var_", "scale_"):
+            setattr(scaler, name, getattr(scaler, name)[columns])
+        scaler.n_features_in_ = len(columns)
+    classifier.features = features[columns]
+    classifier.n_features_in_ = len(columns)
+    description = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "details": "trained by spatialmap (TRAIN_CELLTYPIST) on the run's prepared reference",
+        "url": "",
+        "source": "spatialmap",
+        "version": "",
+        "number_celltypes": len(classifier.classes_),
+    }
+    predicted = np.concatenate(
+        [
+            np.asarray(classifier.predict(dense[start : start + ROW_CHUNK][:, columns])).astype(str)
+            for start in range(0, dense.shape[0], ROW_CHUNK)
+        ]
+    )
+    return celltypist.models.Model(classifier, scaler, description), float(np.mean(predicted == labels))
 
 
 def training_summary(model) -> dict:
@@ -503,7 +575,8 @@ def neighbour_graph(query: ad.AnnData) -> None:
     ``celltypist.annotate`` finds it and runs its Leiden over-clustering on it.
 
     The steps of CellTypist's own ``Classifier._construct_neighbor_graph``: genes in >= 5 cells, the
-    2,500 most variable, scaled (max 10), 50 principal components, 10 neighbours. Done here because
+    2,500 most variable, scaled (max 10; in float32, half the memory: 100,000 cells 3.6 GB at the
+    peak, against 6.4), 50 principal components, 10 neighbours. Done here because
     scanpy 1.11.5 cannot take pynndescent 0.7.0's neighbours under scipy 1.17 (a ``csr_array``, which
     has no ``getnnz``: ``sc.pp.neighbors`` fails from 8,192 cells): the same pynndescent search, with
     scanpy's settings for it, is handed over as a ``csr_matrix``.
@@ -514,6 +587,7 @@ def neighbour_graph(query: ad.AnnData) -> None:
     sc.pp.filter_genes(data, min_cells=5)
     sc.pp.highly_variable_genes(data, n_top_genes=min(2500, data.n_vars))
     data = data[:, data.var["highly_variable"].to_numpy()].copy()
+    data.X = data.X.toarray()  # dense float32: scanpy would scale (and PCA copy) a float64 one, twice the memory
     sc.pp.scale(data, max_value=10)
     n_pcs = min(50, data.n_vars - 1, data.n_obs - 1)
     sc.pp.pca(data, n_comps=n_pcs)
@@ -611,6 +685,38 @@ class CellLabels:
     over_clustering: pd.Series | None  #: the cluster the vote was over (None: no vote)
     low: np.ndarray  #: the label's probability is below the minimum
     final: pd.Series  #: the label, or Unassigned where ``low``
+
+
+#: cells CellTypist scores at once: its scaling makes the cells x genes matrix dense (float64), 10,000
+#: cells x 5,000 genes 0.4 GB; the whole of 100,000 cells at once took 9.7 GB (tools/BENCHMARKS.md)
+PREDICT_CHUNK = 10_000
+
+
+def annotate(query: ad.AnnData, model, clusters=None, chunk: int = PREDICT_CHUNK):
+    """``celltypist.annotate`` of ``query`` (log-normalised) in chunks of ``chunk`` cells, then its
+    majority voting over ``clusters`` (an array, one cluster per cell; None: CellTypist's
+    over-clustering, on :func:`neighbour_graph`; False: no voting). The same steps and numbers as
+    ``celltypist.annotate(query, model, majority_voting=True, over_clustering=clusters)``, without
+    its dense matrix of every cell at once."""
+    celltypist = import_celltypist()
+    from celltypist.classifier import AnnotationResult, Classifier
+
+    parts = [
+        celltypist.annotate(query[start : start + chunk].copy(), model=model, mode="best match")
+        for start in range(0, query.n_obs, chunk)
+    ]
+    result = AnnotationResult(
+        pd.concat([p.predicted_labels.astype(str) for p in parts]),
+        pd.concat([p.decision_matrix for p in parts]),
+        pd.concat([p.probability_matrix for p in parts]),
+        query,
+    )
+    if clusters is False:
+        return result
+    if clusters is None:
+        neighbour_graph(query)  # CellTypist's over-clustering runs on it
+        clusters = Classifier(filename=query, model=model).over_cluster()
+    return Classifier.majority_vote(result, np.asarray(clusters), min_prop=0)
 
 
 def cell_labels(result, min_confidence: float) -> CellLabels:
@@ -719,16 +825,8 @@ def run(
     clusters, voting = (False, "off (--celltypist_majority_voting false)")
     if majority_voting:
         clusters, voting = _voting_clusters(query, over_clustering, slide.obs)
-    if clusters is None:
-        neighbour_graph(query)  # CellTypist's over-clustering runs on it
-    celltypist = import_celltypist()
-    result = celltypist.annotate(
-        query, model=model, mode="best match", majority_voting=clusters is not False, over_clustering=clusters
-    )
+    result = annotate(query, model, clusters)
     cells = cell_labels(result, min_confidence)
-    voted = cells.over_clustering is not None
-    if clusters is not False and not voted:
-        voting = f"skipped by CellTypist ({voting})"
     proportions = base.proportions_frame(
         base.normalise_rows(cells.probability.to_numpy()), cells.probability.index, cells.probability.columns
     )
