@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Which container image families need building and testing, and the record of those verified.
 
-An image is built from its family's inputs only: ``containers/Dockerfile``,
-``containers/install_requirements.sh``, the shared torch pins (``containers/torch.txt``) and
-the family's own pins (``containers/<family>/requirements.txt``). The pipeline's code is not
+An image is built from its family's inputs only: the stages of ``containers/Dockerfile`` its
+target builds on (its own, ``base``, ``torch`` for the torch families, the stages it copies from;
+comment lines aside) and the files those stages copy (``install_requirements.sh``, the shared torch
+pins ``torch.txt``, the family's own pins ``<family>/requirements.txt``). A new family's stage, or a
+change to another family's stage or pins, leaves a family's hash as it was. The pipeline's code is not
 in any image (Nextflow puts ``bin/`` on the task's PATH), so an image whose inputs are those
 of an image that passed ``tools/test_containers.sh`` is that image again.
 ``containers/verified.tsv`` records, per family, the hash of the inputs that last passed the
@@ -29,11 +31,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RECORD = REPO / "containers" / "verified.tsv"
-SHARED_INPUTS = ("Dockerfile", "install_requirements.sh", "torch.txt")
 # a module's container line: "${params.container_registry}/spatialmap-<family>:${params.container_tag}",
 # the family a name or a Groovy expression (READ_SLIDE picks core or spatial by the input type)
 CONTAINER = re.compile(r"spatialmap-(?:\$\{(?P<expr>[^{}]+)\}|(?P<name>[\w-]+)):\$\{params\.container_tag\}")
 PROCESS = re.compile(r"^process\s+(\w+)\s*\{", re.M)
+FROM = re.compile(r"^FROM\s+(?:--\S+\s+)*(?P<image>\S+)\s+AS\s+(?P<stage>[\w.-]+)\s*$", re.I)
 
 
 def families(repo: Path = REPO) -> list[str]:
@@ -41,12 +43,62 @@ def families(repo: Path = REPO) -> list[str]:
     return sorted(p.parent.name for p in (repo / "containers").glob("*/requirements.in"))
 
 
+def dockerfile_stages(text: str) -> tuple[list[str], dict[str, list[str]]]:
+    """(the lines before the first stage, {stage: its lines}) of a Dockerfile, without comments or blank
+    lines (they do not change an image), continuation lines joined."""
+    joined = re.sub(r"\\\n", " ", "\n".join(l for l in text.splitlines() if not l.lstrip().startswith("#")))
+    preamble, stages, current = [], {}, None
+    for line in (" ".join(l.split()) for l in joined.splitlines()):
+        if not line:
+            continue
+        start = FROM.match(line)
+        if start:
+            current = start["stage"]
+            stages[current] = []
+        (stages[current] if current else preamble).append(line)
+    return preamble, stages
+
+
+def stage_chain(target: str, stages: dict[str, list[str]]) -> list[str]:
+    """The stages a target is built from: its FROM parents and the stages it copies from, then itself."""
+    chain: list[str] = []
+
+    def visit(stage: str) -> None:
+        if stage in chain:
+            return
+        for line in stages[stage]:
+            parent = FROM.match(line)
+            copied = re.search(r"^COPY\s+.*--from=(\S+)", line, re.I)
+            for name in (parent["image"] if parent else None, copied[1] if copied else None):
+                if name in stages:
+                    visit(name)
+        chain.append(stage)
+
+    visit(target)
+    return chain
+
+
+def copied_files(lines: list[str]) -> list[str]:
+    """The build-context files a stage's COPY / ADD lines take (not those copied from another stage)."""
+    files = []
+    for line in lines:
+        words = line.split()
+        if words[0].upper() in ("COPY", "ADD") and not any(w.startswith("--from=") for w in words):
+            files += [w for w in words[1:-1] if not w.startswith("--")]
+    return files
+
+
 def inputs_hash(family: str, repo: Path = REPO) -> str:
-    """sha256 (16 hex) of everything the family's image is built from, in a fixed order."""
+    """sha256 (16 hex) of what the family's image is built from: its target's Dockerfile stages (and the
+    lines before the first stage) and the files they copy, in build order."""
     folder = repo / "containers"
+    preamble, stages = dockerfile_stages((folder / "Dockerfile").read_text())
     digest = hashlib.sha256()
-    for name in (*SHARED_INPUTS, f"{family}/requirements.txt"):
-        digest.update(name.encode() + b"\0" + (folder / name).read_bytes() + b"\0")
+    digest.update("\n".join(preamble).encode() + b"\0")
+    for stage in stage_chain(family, stages):
+        digest.update("\n".join(stages[stage]).encode() + b"\0")
+        for name in copied_files(stages[stage]):
+            digest.update(name.encode() + b"\0" + (folder / name).read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 

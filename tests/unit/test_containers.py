@@ -134,7 +134,7 @@ def test_requirement_files_are_the_closure_of_the_lock():
 def test_image_has_the_packages_its_scripts_import(family):
     """The families hold the libraries the issue names for them, at the locked versions."""
     wanted = {
-        "annotation": {"celltypist", "scikit-learn", "scanpy", "anndata", "leidenalg"},
+        "annotation": {"novae", "torch", "torch-geometric", "spatialleiden", "decoupler", "celltypist", "scikit-learn", "scanpy", "leidenalg"},
         "core": {"scanpy", "anndata", "multiqc", "pyarrow", "pyyaml"},
         "cell2location": {"cell2location", "scvi-tools", "pyro-ppl", "torch", "scanpy"},
         "tangram": {"tangram-sc", "torch", "scanpy"},
@@ -145,7 +145,7 @@ def test_image_has_the_packages_its_scripts_import(family):
     if "torch.txt" in copied_files(family):
         held |= set(requirement_pins(CONTAINERS / "torch.txt"))
     assert wanted <= held, f"{family} image lacks {sorted(wanted - held)}"
-    if family in ("annotation", "core", "spatial"):
+    if family in ("core", "spatial"):
         assert "torch" not in held, f"the {family} image must stay free of torch"
 
 
@@ -288,7 +288,21 @@ def test_inputs_hash_follows_the_family_pins_only(tmp_path):
         handle.write("# changed\n")
     after = {f: image_families.inputs_hash(f, copy) for f in FAMILIES}
     assert [f for f in FAMILIES if before[f] != after[f]] == ["core"]
-    (copy / "containers" / "Dockerfile").write_text(DOCKERFILE.read_text() + "\n# changed\n")
+    dockerfile = copy / "containers" / "Dockerfile"
+    # a comment, or a new family's stage, changes no image
+    dockerfile.write_text(DOCKERFILE.read_text() + "\n# changed\nFROM base AS newfamily\nRUN true\n")
+    assert {f: image_families.inputs_hash(f, copy) for f in FAMILIES} == after
+    # a step of the torch stage changes the torch families only; one of the base stage, every family
+    text = DOCKERFILE.read_text()
+    dockerfile.write_text(text.replace("COPY torch.txt", "RUN true\nCOPY torch.txt"))
+    torch_families = {f for f in FAMILIES if "torch" in image_families.stage_chain(f, image_families.dockerfile_stages(text)[1])}
+    assert torch_families >= {"cell2location", "tangram", "deconv"} and "core" not in torch_families
+    assert {f for f in FAMILIES if image_families.inputs_hash(f, copy) != after[f]} == torch_families
+    dockerfile.write_text(text.replace("FROM ${BASE_IMAGE} AS base", "FROM ${BASE_IMAGE} AS base\nRUN true"))
+    assert all(image_families.inputs_hash(f, copy) != after[f] for f in FAMILIES)
+    # and the files a stage copies: the shared install script
+    dockerfile.write_text(text)
+    (copy / "containers" / "install_requirements.sh").write_text("# changed\n")
     assert all(image_families.inputs_hash(f, copy) != after[f] for f in FAMILIES)
 
 
