@@ -39,6 +39,8 @@ workflow SPATIALMAP {
     SLIDE_PREPROCESS(INPUT_CHECK.out.slides, mt_genes, stardist_model)
     versions = versions.mix(SLIDE_PREPROCESS.out.versions)
 
+    domains = Channel.empty()  // [ meta, <sample>.domains.csv ]: the spatial domains step's (to come)
+
     reference_files = Channel.empty()
     method_json = Channel.empty(); method_png = Channel.empty()
     agreement = Channel.empty(); method_selection = Channel.empty()
@@ -65,7 +67,8 @@ workflow SPATIALMAP {
             REFERENCE_SIGNATURES.out.reference,
             REFERENCE_SIGNATURES.out.signatures,
             params.rctd_q_matrix ? file(params.rctd_q_matrix, checkIfExists: true) : [],
-            celltypist_model
+            celltypist_model,
+            domains
         )
         versions = versions.mix(MAPPING.out.versions)
         // every method's <sample>.<method>_qc.json and figures, for the report

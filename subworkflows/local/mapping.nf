@@ -62,6 +62,7 @@ workflow MAPPING {
     signatures     // value: signatures CSV (used by cell2location)
     rctd_q_matrix  // value: RCTD likelihood table (--rctd_q_matrix), or [] to compute it (RCTD_QMATRIX)
     celltypist_model // value: CellTypist model (--celltypist_model .pkl), or [] to train one (TRAIN_CELLTYPIST)
+    domains        // channel: [ meta, <sample>.domains.csv ] (slides with spatial domains; CellTypist may vote over them)
 
     main:
     versions  = Channel.empty()
@@ -125,7 +126,12 @@ workflow MAPPING {
         ct_model = TRAIN_CELLTYPIST.out.model.map { meta, pkl -> pkl }.first()  // a value: every slide's task reads it
         versions = versions.mix(TRAIN_CELLTYPIST.out.versions)
     }
-    CELLTYPIST(runs('celltypist'), ct_model)
+    ct_slides = runs('celltypist')
+        .map { meta, h5ad -> [meta.id, meta, h5ad] }
+        .join(domains.map { meta, csv -> [meta.id, csv] }, remainder: true)
+        .filter { it[1] != null }
+        .map { id, meta, h5ad, csv -> [meta, h5ad, csv ?: []] }
+    CELLTYPIST(ct_slides, ct_model)
     methodRuns << methodOutputs('celltypist', CELLTYPIST.out)
 
     def all = collectMethods(methodRuns)

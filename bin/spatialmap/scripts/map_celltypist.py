@@ -29,7 +29,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--over-clustering",
         default=None,
-        help="obs column of the slide to vote over (e.g. spatial domains); default: CellTypist's over-clustering",
+        help="obs column of the slide to vote over ('domain': the --domains table's chosen level); "
+        "default: CellTypist's over-clustering",
+    )
+    parser.add_argument(
+        "--domains",
+        default=None,
+        help="the slide's spatial domains (<sample>.domains.csv): its chosen level becomes obs['domain']",
     )
     parser.add_argument(
         "--min-confidence",
@@ -38,7 +44,13 @@ def main(argv: list[str] | None = None) -> None:
         help="a cell whose probability of its label is lower is labelled Unassigned (default: %(default)s)",
     )
     args = parser.parse_args(argv)
+    if args.over_clustering == "domain" and not args.domains:
+        parser.error(f"sample {args.sample}: --over-clustering domain needs the slide's --domains table")
     slide = script.read_slide(args)
+    if args.domains:
+        from spatialmap.io.domains import DOMAIN, read_domains
+
+        slide.obs[DOMAIN] = read_domains(args.domains, args.sample, slide.obs_names)[DOMAIN].to_numpy()
     result = celltypist.run(
         slide,
         args.model,

@@ -4,7 +4,9 @@ process CELLTYPIST {
     container "${params.container_registry}/spatialmap-annotation:${params.container_tag}"
 
     input:
-    tuple val(meta), path(slide)
+    // domains: the slide's <sample>.domains.csv (its chosen level: obs 'domain', what --celltypist_voting_over
+    // domains votes over), or [] where no domains were computed
+    tuple val(meta), path(slide), path(domains, stageAs: 'domains/*')
     path model  // CellTypist model (.pkl): TRAIN_CELLTYPIST's, or --celltypist_model
 
     output:
@@ -20,12 +22,13 @@ process CELLTYPIST {
     prefix = task.ext.prefix ?: meta.id
     def args = task.ext.args ?: ''
     def selection = meta.selection ? "--selection '${meta.selection}'" : ''
+    def domains_arg = domains ? "--domains ${domains}" : ''
     """
     map_celltypist.py \\
         --slide ${slide} \\
         --sample '${meta.id}' \\
         --model ${model} \\
-        ${selection} \\
+        ${selection} ${domains_arg} \\
         --process-name '${task.process}' \\
         ${args}
     """
