@@ -79,7 +79,7 @@ workflow SPATIALMAP {
 
         // Visium HD / Xenium / SpatialData slides: new SpatialData store, labels, composition, maps
         SPATIAL_RESULTS(INPUT_CHECK.out.slides, SLIDE_PREPROCESS.out.h5ad, MAPPING.out.mapped, SLIDE_PREPROCESS.out.cells,
-            MAPPING.out.consensus)
+            MAPPING.out.consensus, domains)
         versions = versions.mix(SPATIAL_RESULTS.out.versions)
         method_png = method_png.mix(SPATIAL_RESULTS.out.png.map { meta, f -> f })
     } else {

@@ -14,6 +14,7 @@ workflow SPATIAL_RESULTS {
     mapped   // channel: [ meta, method, mapped h5ad ] (any number per slide, one per method)
     cells    // channel: [ meta, <sample>.cells.parquet ] (slides the pipeline segmented)
     consensus // channel: [ meta, <sample>.consensus_proportions.csv, <sample>.consensus_disagreement.csv ] (slides with 2+ methods)
+    domains  // channel: [ meta, <sample>.domains.csv ] (slides with spatial domains)
 
     main:
     per_slide = mapped.map { meta, method, h5ad -> [meta.id, h5ad] }.groupTuple()
@@ -27,8 +28,10 @@ workflow SPATIAL_RESULTS {
         .filter { it[1] != null }
         .join(consensus.map { meta, props, scores -> [meta.id, [props, scores]] }, remainder: true)
         .filter { it[1] != null }
-        .map { id, path, meta, h5ad, results, c, cs ->
-            [meta, path, h5ad, (results ?: []).sort { it.name }, c ?: [], cs ? cs[0] : [], cs ? cs[1] : []]
+        .join(domains.map { meta, csv -> [meta.id, csv] }, remainder: true)
+        .filter { it[1] != null }
+        .map { id, path, meta, h5ad, results, c, cs, d ->
+            [meta, path, h5ad, (results ?: []).sort { it.name }, c ?: [], cs ? cs[0] : [], cs ? cs[1] : [], d ?: []]
         }
     SPATIAL_OUTPUTS(inputs)
 

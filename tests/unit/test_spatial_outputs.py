@@ -314,3 +314,32 @@ def test_zarr_store_of_several_tables_keeps_the_shapes_of_the_table_read(tmp_pat
     assert table.uns["spatialdata_attrs"]["region"] == elements.shape_key
     assert len(back.shapes[elements.shape_key]) >= table.n_obs
     _check_consensus_table(table, result)
+
+
+def test_visium_hd_bins_store_holds_the_domains(tmp_path):
+    """Every level of the slide's domains table goes into the mapped table and the store's table."""
+    pytest.importorskip("sopa")
+    import spatialdata
+
+    from spatialmap.io import sdata as io_hd
+    from spatialmap.io.domains import read_domains
+    from spatialmap.qc import slide as qc
+
+    slide = qc.compute_qc(io_hd.read_visium_hd(ASSETS / "hd1" / "outs", "hd1", 8))
+    rng = np.random.default_rng(0)
+    level5 = rng.choice(["D1", "D2", "D3", "Unassigned"], slide.n_obs)
+    pd.DataFrame(
+        {"location": slide.obs_names[::-1], "domain": level5[::-1], "domain_L5": level5[::-1]}
+    ).to_csv(tmp_path / "hd1.domains.csv", index=False)
+    annotated, _ = so.annotate(slide, {}, ["nnls"])
+    so.add_domains(annotated, read_domains(tmp_path / "hd1.domains.csv", "hd1", annotated.obs_names))
+    assert (annotated.obs["domain"].astype(str).to_numpy() == level5).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        elements = so.read_elements("visium_hd", ASSETS / "hd1" / "outs", 8)
+        table = so.build_table(annotated, elements.shape_key, elements.instance)
+        back = spatialdata.read_zarr(
+            so.write_store(tmp_path / "out.zarr", elements.images, elements.shapes, table, elements.points)
+        )
+    stored = back.tables["table"].obs
+    assert (stored["domain_L5"].astype(str).to_numpy() == level5).all() and "domain" in stored

@@ -234,6 +234,15 @@ def annotate(
     return out, label_method
 
 
+def add_domains(adata: ad.AnnData, domains: pd.DataFrame) -> None:
+    """The slide's spatial domains (:func:`spatialmap.io.domains.read_domains`, rows in the slide's
+    order) as categorical obs columns: ``domain`` (the chosen level) and ``domain_L<k>`` per level."""
+    if not domains.index.equals(adata.obs_names):
+        raise ValueError("the domains table's rows are not the slide's locations in its order")
+    for column in domains.columns:
+        adata.obs[column] = pd.Categorical(domains[column].to_numpy())
+
+
 # --------------------------------------------------------------------------------------------
 # SpatialData store
 # --------------------------------------------------------------------------------------------

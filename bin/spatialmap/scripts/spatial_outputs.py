@@ -56,6 +56,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="the methods' per-unit disagreement (S.consensus_disagreement.csv), with --consensus",
     )
+    parser.add_argument(
+        "--domains",
+        type=Path,
+        default=None,
+        help="the slide's spatial domains (S.domains.csv): every level as obs columns of the table",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the figure's subsample (default: %(default)s)")
     parser.add_argument("--outdir", type=Path, default=Path("."), help="folder to write into (default: here)")
     parser.add_argument(
@@ -80,6 +86,14 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError as err:
             raise cli.InputError(str(err)) from None
     annotated, label_method = so.annotate(slide, results, methods, consensus)
+    if args.domains is not None:
+        from spatialmap.io.domains import read_domains
+
+        try:
+            domains = read_domains(args.domains, args.sample, annotated.obs_names)
+        except ValueError as err:
+            raise cli.InputError(str(err)) from None
+        so.add_domains(annotated, domains)
     prefix = args.outdir / args.sample
     labels = annotated.obs[[so.PREDICTED_TYPE, so.PREDICTED_PROBABILITY]] if label_method else None
     table = so.composition(

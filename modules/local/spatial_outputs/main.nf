@@ -5,8 +5,9 @@ process SPATIAL_OUTPUTS {
 
     input:
     // cells: the pipeline's polygons or []; consensus, disagreement: the methods' consensus of the slide
-    // (<sample>.consensus_proportions.csv, <sample>.consensus_disagreement.csv) or [] (fewer than two methods)
-    tuple val(meta), path(slide, stageAs: 'input/*'), path(qc_h5ad), path(mapped, stageAs: 'mapped/*'), path(cells, stageAs: 'cells/*'), path(consensus, stageAs: 'consensus/*'), path(disagreement, stageAs: 'consensus/*')
+    // (<sample>.consensus_proportions.csv, <sample>.consensus_disagreement.csv) or [] (fewer than two methods);
+    // domains: the slide's <sample>.domains.csv or [] (--domain_method none)
+    tuple val(meta), path(slide, stageAs: 'input/*'), path(qc_h5ad), path(mapped, stageAs: 'mapped/*'), path(cells, stageAs: 'cells/*'), path(consensus, stageAs: 'consensus/*'), path(disagreement, stageAs: 'consensus/*'), path(domains, stageAs: 'domains/*')
 
     output:
     tuple val(meta), path("${prefix}.spatialdata.zarr")  , emit: zarr
@@ -22,6 +23,7 @@ process SPATIAL_OUTPUTS {
     def results = mapped ? "--mapped ${mapped}" : ''
     def cells_arg = cells ? "--cells ${cells}" : ''
     def consensus_args = consensus ? "--consensus ${consensus} --disagreement ${disagreement}" : ''
+    def domains_arg = domains ? "--domains ${domains}" : ''
     """
     spatial_outputs.py \\
         --sample '${meta.id}' \\
@@ -29,7 +31,7 @@ process SPATIAL_OUTPUTS {
         --input ${slide} \\
         --qc-h5ad ${qc_h5ad} \\
         --methods '${meta.label_methods.join(',')}' \\
-        ${results} ${cells_arg} ${consensus_args} \\
+        ${results} ${cells_arg} ${consensus_args} ${domains_arg} \\
         --process-name '${task.process}' \\
         ${args}
     """
