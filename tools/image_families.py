@@ -46,9 +46,9 @@ def families(repo: Path = REPO) -> list[str]:
 def dockerfile_stages(text: str) -> tuple[list[str], dict[str, list[str]]]:
     """(the lines before the first stage, {stage: its lines}) of a Dockerfile, without comments or blank
     lines (they do not change an image), continuation lines joined."""
-    joined = re.sub(r"\\\n", " ", "\n".join(l for l in text.splitlines() if not l.lstrip().startswith("#")))
+    joined = re.sub(r"\\\n", " ", "\n".join(row for row in text.splitlines() if not row.lstrip().startswith("#")))
     preamble, stages, current = [], {}, None
-    for line in (" ".join(l.split()) for l in joined.splitlines()):
+    for line in (" ".join(row.split()) for row in joined.splitlines()):
         if not line:
             continue
         start = FROM.match(line)
