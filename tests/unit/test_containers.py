@@ -134,7 +134,17 @@ def test_requirement_files_are_the_closure_of_the_lock():
 def test_image_has_the_packages_its_scripts_import(family):
     """The families hold the libraries the issue names for them, at the locked versions."""
     wanted = {
-        "annotation": {"novae", "torch", "torch-geometric", "spatialleiden", "decoupler", "celltypist", "scikit-learn", "scanpy", "leidenalg"},
+        "annotation": {
+            "novae",
+            "torch",
+            "torch-geometric",
+            "spatialleiden",
+            "decoupler",
+            "celltypist",
+            "scikit-learn",
+            "scanpy",
+            "leidenalg",
+        },
         "core": {"scanpy", "anndata", "multiqc", "pyarrow", "pyyaml"},
         "cell2location": {"cell2location", "scvi-tools", "pyro-ppl", "torch", "scanpy"},
         "tangram": {"tangram-sc", "torch", "scanpy"},
@@ -295,7 +305,9 @@ def test_inputs_hash_follows_the_family_pins_only(tmp_path):
     # a step of the torch stage changes the torch families only; one of the base stage, every family
     text = DOCKERFILE.read_text()
     dockerfile.write_text(text.replace("COPY torch.txt", "RUN true\nCOPY torch.txt"))
-    torch_families = {f for f in FAMILIES if "torch" in image_families.stage_chain(f, image_families.dockerfile_stages(text)[1])}
+    torch_families = {
+        f for f in FAMILIES if "torch" in image_families.stage_chain(f, image_families.dockerfile_stages(text)[1])
+    }
     assert torch_families >= {"cell2location", "tangram", "deconv"} and "core" not in torch_families
     assert {f for f in FAMILIES if image_families.inputs_hash(f, copy) != after[f]} == torch_families
     dockerfile.write_text(text.replace("FROM ${BASE_IMAGE} AS base", "FROM ${BASE_IMAGE} AS base\nRUN true"))

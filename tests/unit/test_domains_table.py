@@ -36,5 +36,7 @@ def test_celltypist_voting_over_domains_needs_the_table(capsys):
     from spatialmap.scripts import map_celltypist
 
     with pytest.raises(SystemExit) as stop:
-        map_celltypist.main(["--slide", "none.h5ad", "--sample", "s1", "--model", "m.pkl", "--over-clustering", "domain"])
+        map_celltypist.main(
+            ["--slide", "none.h5ad", "--sample", "s1", "--model", "m.pkl", "--over-clustering", "domain"]
+        )
     assert stop.value.code != 0

@@ -328,9 +328,9 @@ def test_visium_hd_bins_store_holds_the_domains(tmp_path):
     slide = qc.compute_qc(io_hd.read_visium_hd(ASSETS / "hd1" / "outs", "hd1", 8))
     rng = np.random.default_rng(0)
     level5 = rng.choice(["D1", "D2", "D3", "Unassigned"], slide.n_obs)
-    pd.DataFrame(
-        {"location": slide.obs_names[::-1], "domain": level5[::-1], "domain_L5": level5[::-1]}
-    ).to_csv(tmp_path / "hd1.domains.csv", index=False)
+    pd.DataFrame({"location": slide.obs_names[::-1], "domain": level5[::-1], "domain_L5": level5[::-1]}).to_csv(
+        tmp_path / "hd1.domains.csv", index=False
+    )
     annotated, _ = so.annotate(slide, {}, ["nnls"])
     so.add_domains(annotated, read_domains(tmp_path / "hd1.domains.csv", "hd1", annotated.obs_names))
     assert (annotated.obs["domain"].astype(str).to_numpy() == level5).all()

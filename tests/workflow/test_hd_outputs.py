@@ -171,7 +171,10 @@ def test_celltypist_is_trained_once_and_refused_on_spots(workflow_dir):
     assert names.str.contains("TRAIN_CELLTYPIST").sum() == 1
     assert sorted(n.split("(")[1].rstrip(")") for n in names[names.str.contains(":CELLTYPIST ")]) == ["hd1", "xenium1"]
     plan = json.loads((_results(workflow_dir) / "qc/visium1/visium1.qc.json").read_text())["method_plan"]
-    assert plan["methods"] == ["flashdeconv", "nnls", "rctd"] and "CellTypist skipped: it labels single cells" in plan["selection"]
+    assert (
+        plan["methods"] == ["flashdeconv", "nnls", "rctd"]
+        and "CellTypist skipped: it labels single cells" in plan["selection"]
+    )
     model = json.loads((_results(workflow_dir) / "celltypist/celltypist_model.json").read_text())
     assert model["cells"] == 960 and model["normalised_over_genes"] >= 390  # the genes of both slides
 
