@@ -3,11 +3,11 @@
 #
 #   bash tools/test.sh            fast tier (about 15 min on 2 cores): the formatter and
 #                                 linter (ruff format --check, ruff check; ruff.toml), the unit
-#                                 tests, then the pipeline tests tagged `fast` (bad
+#                                 tests (but those marked heavy), then the pipeline tests tagged `fast` (bad
 #                                 samplesheets, bad parameters, --help, -stub runs of the
 #                                 whole graph, the failure line, the out-of-memory retry)
 #   bash tools/test.sh --heavy    heavy tier: ProSeg (compiled once into the cache) and its unit
-#                                 tests, then the pipeline tests tagged `heavy` (the test
+#                                 tests, the unit tests marked heavy (pytest -m heavy), then the pipeline tests tagged `heavy` (the test
 #                                 profile with every method and its numbers, Visium HD and
 #                                 Xenium, StarDist per patch, ProSeg, gene-ID matching, resume
 #                                 after a kill, no partial files), then the SLURM test
@@ -44,8 +44,9 @@ if [[ $tier == heavy ]]; then
     fi
     bash tools/setup.sh --with-proseg
     export PATH="$cache/proseg/bin:$PATH"
-    echo "== ProSeg unit tests with the binary (pytest tests/unit/test_segmentation_proseg.py)"
+    echo "== ProSeg unit tests with the binary, and the unit tests marked heavy (pytest -m heavy)"
     "$python" -m pytest tests/unit/test_segmentation_proseg.py -q -p no:cacheprovider
+    "$python" -m pytest tests/unit -m heavy -q -p no:cacheprovider
 fi
 basetemp="${TMPDIR:-/tmp}/spatialmap-workflow-tests-$tier"
 # the heavy tier keeps its workflow folders: the container test compares with the test profile's
@@ -55,8 +56,8 @@ if [[ $tier == fast ]]; then
     echo "== format and lint (ruff format --check, ruff check; settings in ruff.toml)"
     "$cache/ruff/bin/ruff" format --check --no-cache .
     "$cache/ruff/bin/ruff" check --no-cache .
-    echo "== unit tests (pytest tests/unit)"
-    "$python" -m pytest tests/unit -q -p no:cacheprovider
+    echo "== unit tests (pytest tests/unit, those marked heavy aside)"
+    "$python" -m pytest tests/unit -m "not heavy" -q -p no:cacheprovider
 fi
 
 export PATH="$cache/env/bin:$PATH"

@@ -290,6 +290,7 @@ def test_nothing_is_downloaded_and_home_is_left_alone(tmp_path):
     assert not (Path(tmp_path) / ".celltypist").exists()
 
 
+@pytest.mark.heavy  # pynndescent's numba compile: about a minute on 2 cores
 def test_the_over_clustering_graph_of_many_cells():
     """From 8,192 cells scanpy's neighbours run pynndescent, whose csr_array scanpy 1.11.5 cannot read
     under scipy 1.17: the graph made here (CellTypist's steps) works there, and its clusters are the cells'."""
