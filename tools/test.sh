@@ -98,5 +98,5 @@ if [[ $tier == heavy && $# == 0 ]]; then
         LOCAL_WORK="$basetemp/test_hd_stardist_cells/work" LOCAL_PROJECT="$basetemp/test_hd_stardist_cells" \
         bash tools/test_containers.sh --hd_mode cells --segmentation stardist \
         --stardist_model assets/stardist_synth_he --segmentation_patch_width 300 \
-        --segmentation_patch_overlap 40 --stardist_expand_ratio 0.667
+        --segmentation_patch_overlap 40 --stardist_expand_ratio 0.667 --methods flashdeconv,nnls,rctd,celltypist
 fi
