@@ -96,6 +96,7 @@ workflow SPATIALMAP {
         method_json.collect(sort: true).ifEmpty([]),
         method_png.collect(sort: true).ifEmpty([]),
         agreement.collect(sort: true).ifEmpty([]),
+        [],  // region summaries (REGION_SUMMARIES: json and png), once the pipeline computes domains
         versions.unique().collect()
     )
 

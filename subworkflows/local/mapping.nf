@@ -133,6 +133,7 @@ workflow MAPPING {
         .map { id, meta, h5ad, csv -> [meta, h5ad, csv ?: []] }
     CELLTYPIST(ct_slides, ct_model)
     methodRuns << methodOutputs('celltypist', CELLTYPIST.out)
+    celltypist_labels = CELLTYPIST.out.labels  // [ meta, <sample>.celltypist_labels.csv ] (for REGION_SUMMARIES)
 
     def all = collectMethods(methodRuns)
     method_json = all.json      // [ meta, method, <sample>.<method>_qc.json ]
@@ -185,5 +186,6 @@ workflow MAPPING {
     agreement      // channel: the run's agreement tables, the consensus summary and maps
     mapped         // channel: [ meta, method, <sample>.<method>.h5ad ]
     consensus      // channel: [ meta, <sample>.consensus_proportions.csv, <sample>.consensus_disagreement.csv ]
+    celltypist_labels // channel: [ meta, <sample>.celltypist_labels.csv ] (slides CellTypist labelled)
     versions       // channel: versions.yml
 }

@@ -354,3 +354,37 @@ def test_method_table_leaves_out_columns_no_slide_has():
     )
     assert list(table["data"]["s1"]) == ["n_spots", "reconstruction_r"]
     assert set(table["headers"]) == {"n_spots", "reconstruction_r"}
+
+
+def test_region_summaries_reach_the_report(tmp_path):
+    """The regions QC JSONs give a domains bar graph and an ambiguity table per slide; their heatmaps
+    are copied as figures; without them the report has neither section."""
+    from spatialmap.regions import summary as regions
+
+    domains = pd.DataFrame(
+        {"domain": ["D1", "D1", "D2", "Unassigned"]}, index=pd.Index(["a", "b", "c", "d"], name="location")
+    )
+    props = pd.DataFrame({"A": [0.9, 0.5, 0.1, 0.6], "B": [0.1, 0.5, 0.9, 0.4]}, index=domains.index)
+    qc = regions.summarise("s.1", regions.read_domains(domains, "s.1", "domains"), {"nnls": props}).qc
+    regions_json = _write(tmp_path / "s.1.regions_qc.json", qc)
+    figure = tmp_path / "s.1.region_composition.png"
+    figure.write_bytes(b"\x89PNG")
+    method = _write(tmp_path / "s.1.nnls_qc.json", {"sample": "s.1", "method": "nnls", "n_spots_fitted": 4})
+    out = _make_report(tmp_path, [method], "--regions", str(regions_json), str(figure))
+    bars = _yaml(out / "spatialmap_regions_domains_mqc.yaml")
+    assert bars["plot_type"] == "bargraph" and bars["data"] == {"s.1": {"D1": 2, "D2": 1, "Unassigned": 1}}
+    table = _yaml(out / "spatialmap_regions_ambiguity_mqc.yaml")["data"]["s.1"]
+    # b (0.5 / 0.5) is mixed; nothing else is ambiguous with one method and no CellTypist
+    assert (table["locations"], table["domains"], table["unassigned_locations"]) == (4, 2, 1)
+    assert (table["ambiguous_locations"], table["ambiguous_mixed"], table["ambiguous_methods_disagree"]) == (1, 1, 0)
+    assert table["pct_ambiguous"] == 25.0 and table["source"] == "nnls"
+    assert (out / "s_1_region_composition_mqc.png").is_file()
+    config = yaml.safe_load((make_report.Path(__file__).parents[2] / "assets" / "multiqc_config.yml").read_text())
+    order = config["report_section_order"]
+    assert order["spatialmap_consensus"]["order"] > order["spatialmap_regions_domains"]["order"] > 0
+    (tmp_path / "plain").mkdir()
+    plain = _make_report(tmp_path / "plain", [method])
+    assert not list(plain.glob("spatialmap_regions_*"))
+    _write(regions_json, {"domains": 2})
+    with pytest.raises(ValueError, match="s.1.regions_qc.json: a regions QC JSON must hold its 'sample'"):
+        _make_report(tmp_path, [method], "--regions", str(regions_json))

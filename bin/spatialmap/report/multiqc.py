@@ -549,3 +549,89 @@ def comparison_sections(found: dict) -> dict:
             frame,
         )
     return sections
+
+
+# --------------------------------------------------------------------------- region summaries
+
+#: the regions QC JSON's counts shown in the report's ambiguity table, with their headers
+REGION_COLUMNS = {
+    "locations": dict(title="Locations", description="locations of the slide's domains table", format="{:,.0f}"),
+    "domains": dict(title="Domains", description="spatial domains (Unassigned not counted)", format="{:,.0f}"),
+    "unassigned_locations": dict(
+        title="Unassigned", description="locations the domain method placed in no domain", format="{:,.0f}"
+    ),
+    "ambiguous_locations": dict(
+        title="Ambiguous", description="locations given no single cell type (any reason)", format="{:,.0f}"
+    ),
+    "pct_ambiguous": dict(
+        title="% ambiguous", description="share of the locations marked ambiguous", suffix="%", format="{:,.1f}"
+    ),
+    "ambiguous_methods_disagree": dict(
+        title="Methods disagree",
+        description="consensus disagreement above the threshold (--ambiguity_disagreement)",
+        format="{:,.0f}",
+    ),
+    "ambiguous_low_confidence": dict(
+        title="Low CellTypist confidence",
+        description="CellTypist's label below --celltypist_min_confidence",
+        format="{:,.0f}",
+    ),
+    "ambiguous_mixed": dict(
+        title="Mixed",
+        description="top two types within the margin (--ambiguity_mixed_margin): labelled with both",
+        format="{:,.0f}",
+    ),
+    "locations_without_estimate": dict(
+        title="No estimate", description="locations no method (or the consensus) estimated", format="{:,.0f}"
+    ),
+    "source": dict(title="Top type from", description="the consensus, or the only method that ran"),
+    "disagreement_threshold": dict(title="Disagreement threshold", description="--ambiguity_disagreement"),
+    "mixed_margin": dict(title="Mixed margin", description="--ambiguity_mixed_margin"),
+}
+
+
+def region_records(paths: Iterable[str | Path]) -> list[dict]:
+    """The slides' regions QC JSONs (``<sample>.regions_qc.json``), by sample; other files are skipped."""
+    found = [Path(p) for p in paths if Path(p).name.endswith(".regions_qc.json")]
+    records = read_json(found)
+    for path, record in zip(found, records):
+        if not record.get("sample"):
+            raise ValueError(f"{path.name}: a regions QC JSON must hold its 'sample'")
+    return records
+
+
+def region_sections(records: list[dict]) -> dict:
+    """``{file name: section}``: the domains' shares per slide (a bar graph) and the ambiguous
+    locations per slide and why (a table); empty without region summaries."""
+    if not records:
+        return {}
+    bars = {str(r["sample"]): {str(d): int(n) for d, n in r.get("domain_locations", {}).items()} for r in records}
+    frame = pd.DataFrame(
+        [{k: r.get(k) for k in REGION_COLUMNS if k in r} for r in records], index=[str(r["sample"]) for r in records]
+    )
+    return {
+        "spatialmap_regions_domains_mqc.yaml": {
+            "id": "spatialmap_regions_domains",
+            "section_name": "Spatial domains",
+            "description": "Locations per spatial domain on each slide (Unassigned: placed in no domain); switch "
+            "between counts and percentages. Each domain's mean composition per method is in the "
+            "heatmaps below and in <code>regions/&lt;sample&gt;/&lt;sample&gt;.region_composition.csv</code>.",
+            "plot_type": "bargraph",
+            "pconfig": {
+                "id": "spatialmap_regions_domains_plot",
+                "title": "spatialmap: locations per spatial domain",
+                "ylab": "locations",
+                "cpswitch_c_active": False,
+            },
+            "data": bars,
+        },
+        "spatialmap_regions_ambiguity_mqc.yaml": table_section(
+            "spatialmap_regions_ambiguity",
+            "Ambiguous locations",
+            "Per slide: the locations given no single cell type, and why (a location may have several "
+            "reasons). They are kept in every table, marked, never forced into a label "
+            "(<code>region_locations.csv</code>: <code>ambiguous</code>, <code>reason</code>).",
+            frame,
+            headers=REGION_COLUMNS,
+        ),
+    }

@@ -326,3 +326,59 @@ def _estimate_diameter(coords: np.ndarray) -> float:
     if nearest.size == 0:
         return 1.0
     return 0.8 * float(np.median(nearest))
+
+
+def plot_region_composition(
+    panels: dict[str, pd.DataFrame],
+    counts: pd.Series,
+    out_png: str | Path,
+    title: str | None = None,
+    *,
+    cmap: str = "viridis",
+    dpi: int = 110,
+) -> Path:
+    """Heatmaps of domains x cell types, one panel per method (in the order of ``panels``), one
+    colour scale from 0 to the largest mean over every panel, domains labelled with their locations.
+
+    Parameters
+    ----------
+    panels
+        ``{method: domains x types mean proportions}`` (the domains in the same order in each).
+    counts
+        Locations per domain (the row labels' ``n``).
+    out_png
+        PNG file to write (atomically).
+    """
+    from matplotlib.figure import Figure
+
+    if not panels:
+        raise ValueError("no composition to draw")
+    n_types = max(frame.shape[1] for frame in panels.values())
+    n_domains = max(frame.shape[0] for frame in panels.values())
+    ncols = 1 if n_types > 20 or len(panels) == 1 else 2
+    nrows = math.ceil(len(panels) / ncols)
+    panel_w = max(4.0, 0.28 * n_types + 2.0)
+    panel_h = max(2.0, 0.28 * n_domains + 1.6)
+    vmax = max(float(np.nanmax(f.to_numpy(dtype=float))) if np.isfinite(f.to_numpy(dtype=float)).any() else 0.0
+               for f in panels.values()) or 1.0  # fmt: skip
+    fig = Figure(
+        figsize=(ncols * panel_w + 1.0, nrows * panel_h + (0.5 if title else 0)), dpi=dpi, layout="constrained"
+    )
+    if title:
+        fig.suptitle(title, fontsize=12)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    image = None
+    for i, (method, frame) in enumerate(panels.items()):
+        ax = axes[i // ncols][i % ncols]
+        values = np.ma.masked_invalid(frame.to_numpy(dtype=float))
+        image = ax.imshow(values, aspect="auto", cmap=cmap, vmin=0.0, vmax=vmax, interpolation="nearest")
+        ax.set_title(method, fontsize=11)
+        ax.set_xticks(range(frame.shape[1]), [str(c) for c in frame.columns], rotation=90, fontsize=8)
+        ax.set_yticks(range(frame.shape[0]), [f"{d} (n={int(counts.get(d, 0)):,})" for d in frame.index], fontsize=8)
+        ax.set_facecolor(_NAN_COLOUR)
+    for j in range(len(panels), nrows * ncols):
+        axes[j // ncols][j % ncols].set_visible(False)
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6 if nrows <= 2 else 0.3, label="mean proportion")
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png")
+    return Path(out_png)

@@ -2,7 +2,9 @@
 
 Every mapping method is reported the same way from its QC JSONs (``<sample>.<method>_qc.json``,
 see :mod:`spatialmap.report.multiqc`): a QC table, a mean proportions heatmap, a mean abundance
-heatmap where it has one, and its headline numbers in the general statistics.
+heatmap where it has one, and its headline numbers in the general statistics. Region summaries
+(``<sample>.regions_qc.json``): the domains' shares per slide and the ambiguous locations; their
+composition heatmaps (``<sample>.region_composition.png``) as figures, like the methods' maps.
 """
 
 from __future__ import annotations
@@ -45,6 +47,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="*",
         default=[],
         help="outputs of the method comparison: agreement tables (CSV/TSV), consensus summary, maps (PNG)",
+    )
+    parser.add_argument(
+        "--regions",
+        nargs="*",
+        default=[],
+        help="region summaries: every slide's <sample>.regions_qc.json and <sample>.region_composition.png",
     )
     parser.add_argument("--versions-files", nargs="*", default=[], help="versions.yml files of every process")
     parser.add_argument("--nextflow-version", default="unknown", help="Nextflow version of the run")
@@ -99,12 +107,18 @@ def main(argv: list[str] | None = None) -> None:
     for method, records in methods.items():
         sections.update(report.method_sections(method, records))
     sections.update(report.comparison_sections(comparison))
+    try:
+        sections.update(report.region_sections(report.region_records(_files(args.regions))))
+    except ValueError as err:
+        raise cli.InputError(str(err)) from None
     for name, content in sections.items():
         report.write_yaml(outdir / name, content)
     # where the methods' sections go in the report (MULTIQC passes this file as a second --config)
     report.write_yaml(outdir / SECTION_ORDER_CONFIG, report.section_order(methods))
 
-    images = report.copy_images(_files(args.qc_images) + _files(args.method_images) + _files(args.agreement), outdir)
+    images = report.copy_images(
+        _files(args.qc_images) + _files(args.method_images) + _files(args.agreement) + _files(args.regions), outdir
+    )
 
     versions = report.collate_versions(
         _files(args.versions_files),

@@ -9,6 +9,7 @@ process REPORT_TABLES {
     path method_json , stageAs: 'methods/*'       // every method's <sample>.<method>_qc.json (all its report sections)
     path method_png  , stageAs: 'method_png/*'    // every method's maps and figures
     path agreement   , stageAs: 'agreement/*'     // agreement tables, consensus summary and maps
+    path regions     , stageAs: 'regions/*'       // region summaries: <sample>.regions_qc.json and heatmaps; [] without domains
     path versions    , stageAs: 'versions/?/*'
 
     output:
@@ -25,6 +26,7 @@ process REPORT_TABLES {
         --method-qc ${method_json} \\
         --method-images ${method_png} \\
         --agreement ${agreement} \\
+        --regions ${regions} \\
         --versions-files ${versions} \\
         --nextflow-version '${workflow.nextflow.version}' \\
         --pipeline-version '${workflow.manifest.version}' \\

@@ -1,0 +1,1 @@
+"""Region-level summaries: per spatial domain, every method's composition and the ambiguous locations."""

@@ -1,0 +1,44 @@
+process SUMMARISE_REGIONS {
+    tag "${meta.id}"
+    label 'process_low'
+    container "${params.container_registry}/spatialmap-core:${params.container_tag}"
+
+    input:
+    // one slide: its domains table; its methods and each one's proportion table, in the same order;
+    // the methods' consensus and disagreement ([] with a single method); CellTypist's labels ([] where
+    // it did not run)
+    tuple val(meta), path(domains), val(methods), path(tables, stageAs: 'tables/*'), path(consensus, stageAs: 'consensus/*'), path(disagreement, stageAs: 'disagreement/*'), path(celltypist, stageAs: 'celltypist/*')
+
+    output:
+    tuple val(meta), path("${meta.id}.region_composition.csv") , emit: composition
+    tuple val(meta), path("${meta.id}.domain_proportions.csv") , emit: domain_proportions
+    tuple val(meta), path("${meta.id}.region_locations.csv")   , emit: locations
+    tuple val(meta), path("${meta.id}.region_composition.png") , emit: png
+    tuple val(meta), path("${meta.id}.regions_qc.json")        , emit: json
+    path 'versions.yml'                                       , emit: versions
+
+    script:
+    def args = task.ext.args ?: ''
+    def with_consensus = consensus ? "--consensus ${consensus} --disagreement ${disagreement}" : ''
+    def with_celltypist = celltypist ? "--celltypist ${celltypist}" : ''
+    """
+    summarise_regions.py \\
+        --sample '${meta.id}' \\
+        --domains ${domains} \\
+        --methods ${methods.join(' ')} \\
+        --proportions ${tables} \\
+        ${with_consensus} \\
+        ${with_celltypist} \\
+        --outdir . \\
+        --process-name '${task.process}' \\
+        ${args}
+    """
+
+    stub:
+    """
+    touch ${meta.id}.region_composition.csv ${meta.id}.domain_proportions.csv ${meta.id}.region_locations.csv
+    touch ${meta.id}.region_composition.png
+    echo '{"sample": "${meta.id}"}' > ${meta.id}.regions_qc.json
+    printf '"%s":\\n    stub: "true"\\n' '${task.process}' > versions.yml
+    """
+}
