@@ -36,10 +36,8 @@ def read_slides(paths: list[Path], gene_column: str | None) -> list:
     return slides
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Train the model and write it with its summary."""
-    import anndata as ad
-
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The options of the training."""
     from spatialmap.methods import celltypist
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -97,7 +95,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--process-name", default="train_celltypist.py", help="process name in versions.yml")
     parser.add_argument("--versions", default="versions.yml", help="versions file to write (default: versions.yml)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Train the model and write it with its summary."""
+    import anndata as ad
+
+    from spatialmap.methods import celltypist
+
+    args = parse_args(argv)
     if args.max_genes < 1:
         raise cli.InputError(f"--max-genes must be at least 1, got {args.max_genes}")
     if not args.reference.is_file():
