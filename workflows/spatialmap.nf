@@ -6,6 +6,7 @@ include { SLIDE_PREPROCESS     } from '../subworkflows/local/slide_preprocess'
 include { REFERENCE_SIGNATURES } from '../subworkflows/local/reference_signatures'
 include { MAPPING              } from '../subworkflows/local/mapping'
 include { SPATIAL_RESULTS      } from '../subworkflows/local/spatial_results'
+include { REGION_SUMMARIES     } from '../subworkflows/local/region_summaries'
 include { REPORT_TABLES        } from '../modules/local/report_tables/main'
 include { MULTIQC              } from '../modules/local/multiqc/main'
 
@@ -44,6 +45,7 @@ workflow SPATIALMAP {
     reference_files = Channel.empty()
     method_json = Channel.empty(); method_png = Channel.empty()
     agreement = Channel.empty(); method_selection = Channel.empty()
+    regions = Channel.empty()  // the region summaries' json and figures, for the report
 
     if (params.reference) {
         def user_signatures = params.signatures ? file(params.signatures, checkIfExists: true) : []
@@ -82,6 +84,11 @@ workflow SPATIALMAP {
             MAPPING.out.consensus, domains)
         versions = versions.mix(SPATIAL_RESULTS.out.versions)
         method_png = method_png.mix(SPATIAL_RESULTS.out.png.map { meta, f -> f })
+
+        // per slide with domains: each domain's composition per method, the domains' shares, ambiguity
+        REGION_SUMMARIES(domains, MAPPING.out.proportions, MAPPING.out.consensus, MAPPING.out.celltypist_labels)
+        versions = versions.mix(REGION_SUMMARIES.out.versions)
+        regions = REGION_SUMMARIES.out.json.mix(REGION_SUMMARIES.out.png).map { meta, f -> f }
     } else {
         log.info "No --reference given: running reading and QC only (no mapping)"
         if (celltypist_model) {
@@ -96,7 +103,7 @@ workflow SPATIALMAP {
         method_json.collect(sort: true).ifEmpty([]),
         method_png.collect(sort: true).ifEmpty([]),
         agreement.collect(sort: true).ifEmpty([]),
-        [],  // region summaries (REGION_SUMMARIES: json and png), once the pipeline computes domains
+        regions.collect(sort: true).ifEmpty([]),
         versions.unique().collect()
     )
 
