@@ -379,6 +379,13 @@ def test_region_summaries_reach_the_report(tmp_path):
     assert (table["ambiguous_locations"], table["ambiguous_mixed"], table["ambiguous_methods_disagree"]) == (1, 1, 0)
     assert table["pct_ambiguous"] == 25.0 and table["source"] == "nnls"
     assert (out / "s_1_region_composition_mqc.png").is_file()
+    # each domain's label (elbow-gap of its rising types; a domain of two locations rises in nothing
+    # significantly: Unknown, never a forced type)
+    labels = _yaml(out / "spatialmap_regions_labels_mqc.yaml")["data"]
+    assert labels == {
+        "s.1 D1": {"label": "Unknown", "locations": 2, "source": "nnls"},
+        "s.1 D2": {"label": "Unknown", "locations": 1, "source": "nnls"},
+    }
     config = yaml.safe_load((make_report.Path(__file__).parents[2] / "assets" / "multiqc_config.yml").read_text())
     order = config["report_section_order"]
     assert order["spatialmap_consensus"]["order"] > order["spatialmap_regions_domains"]["order"] > 0

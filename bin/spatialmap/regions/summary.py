@@ -13,7 +13,10 @@ Outputs (:func:`summarise`):
 - the **composition**: per domain, method (``consensus`` first) and cell type, the mean proportion
   over the domain's locations that method estimated, and how many those were;
 - the **domain proportions**: locations per domain and their share of the slide;
-- the **locations**: per location its domain, the top and second type of the consensus (or of the
+- the **domain annotation**: each domain's cell type(s) from the same source, by the elbow-gap of a
+  one-vs-rest Wilcoxon ranking (:mod:`spatialmap.regions.annotate`; ``Unknown`` where nothing rises),
+  and the ranking itself;
+- the **locations**: per location its domain, its domain's label, the top and second type of the consensus (or of the
   only method), and whether it is **ambiguous** and why. An ambiguous location keeps its numbers but
   gets no single type as its ``label``: ``ambiguous``, or ``A/B`` where the only reason is that its
   two top types are within the margin.
@@ -43,6 +46,7 @@ import pandas as pd
 
 from spatialmap.consensus.agreement import strip_c2l_prefix
 from spatialmap.methods import registry
+from spatialmap.regions import annotate
 
 log = logging.getLogger("spatialmap.regions.summary")
 
@@ -71,6 +75,7 @@ DOMAIN_COLUMNS = ["sample", "domain", "locations", "fraction"]
 LOCATION_COLUMNS = [
     "location",
     "domain",
+    "domain_label",
     "source",
     "top_type",
     "top_share",
@@ -104,6 +109,8 @@ class Summary:
 
     composition: pd.DataFrame  # COMPOSITION_COLUMNS
     domains: pd.DataFrame  # DOMAIN_COLUMNS
+    annotation: pd.DataFrame  # sample, domain, label, candidates, enriched, source (annotate.annotate_domains)
+    ranking: pd.DataFrame  # sample + annotate.RANKING_COLUMNS
     locations: pd.DataFrame  # LOCATION_COLUMNS
     qc: dict
     wide: dict[str, pd.DataFrame]  # per method (consensus first): domains x cell types, for the heatmap
@@ -275,6 +282,26 @@ def top_two(props: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def domain_annotation(
+    sample: str, domains: pd.Series, props: pd.DataFrame, source: str, alpha: float
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the ranking, the labels) of the domains from ``source``'s proportions, over the locations it
+    estimated (:mod:`spatialmap.regions.annotate`); a domain none of whose locations was estimated
+    is ``Unknown``."""
+    estimated = props.dropna()
+    ranking = annotate.rank_domains(estimated, domains.reindex(estimated.index))
+    named = annotate.annotate_domains(ranking, alpha)
+    known = [d for d in domain_order(domains) if d != UNASSIGNED]
+    named = named.set_index("domain").reindex(known)
+    named["label"] = named["label"].fillna(annotate.UNKNOWN)
+    named["candidates"] = named["candidates"].fillna(0).astype(int)
+    named["enriched"] = named["enriched"].fillna("")
+    named = named.rename_axis("domain").reset_index().assign(source=source)
+    named.insert(0, "sample", sample)
+    ranking.insert(0, "sample", sample)
+    return ranking, named
+
+
 def location_table(
     domains: pd.Series,
     source: str,
@@ -282,10 +309,15 @@ def location_table(
     disagreement: pd.Series | None,
     celltypist: pd.DataFrame | None,
     thresholds: Thresholds,
+    domain_labels: pd.Series | None = None,
 ) -> pd.DataFrame:
-    """Per location (:data:`LOCATION_COLUMNS`): its domain, the top types of ``source``, and whether it
-    is ambiguous, why, and its label (the top type, or never one type where it is ambiguous)."""
-    table = pd.DataFrame({"domain": domains, "source": source}, index=domains.index)
+    """Per location (:data:`LOCATION_COLUMNS`): its domain and the domain's label (``domain_labels``;
+    none for Unassigned), the top types of ``source``, and whether it is ambiguous, why, and its label
+    (the top type, or never one type where it is ambiguous)."""
+    labels = domain_labels if domain_labels is not None else pd.Series(dtype=object)
+    table = pd.DataFrame(
+        {"domain": domains, "domain_label": domains.map(labels), "source": source}, index=domains.index
+    )
     table = table.join(top_two(props))
     table["disagreement"] = disagreement.astype(float) if disagreement is not None else np.nan
     flags = {
@@ -348,6 +380,7 @@ def summarise(
     disagreement: pd.Series | None = None,
     celltypist: pd.DataFrame | None = None,
     thresholds: Thresholds | None = None,
+    alpha: float = annotate.DEFAULT_ALPHA,
 ) -> Summary:
     """One slide's region summaries.
 
@@ -366,6 +399,8 @@ def summarise(
         :func:`celltypist_flags`, where CellTypist ran.
     thresholds
         When a location is ambiguous.
+    alpha
+        The adjusted p-value under which a type rises in a domain (the domain annotation).
     """
     thresholds = thresholds or Thresholds()
     thresholds.check()
@@ -375,8 +410,12 @@ def summarise(
     ordered = ({CONSENSUS: consensus} if consensus is not None else {}) | {m: tables[m] for m in methods}
     long, wide = composition(sample, domains, ordered)
     source = CONSENSUS if consensus is not None else methods[0]
-    locations = location_table(domains, source, ordered[source], disagreement, celltypist, thresholds)
+    ranking, named = domain_annotation(sample, domains, ordered[source], source, alpha)
+    labels = named.set_index("domain")["label"]
+    locations = location_table(domains, source, ordered[source], disagreement, celltypist, thresholds, labels)
     qc = qc_summary(sample, source, methods, locations, thresholds)
+    qc["domain_labels"] = dict(zip(named["domain"], named["label"]))
+    qc["domain_label_alpha"] = alpha
     log.info(
         "sample %s: %d domains over %d locations; %d ambiguous (%s)",
         sample,
@@ -385,4 +424,4 @@ def summarise(
         qc["ambiguous_locations"],
         ", ".join(f"{k} {v}" for k, v in qc.items() if k.startswith("ambiguous_") and k != "ambiguous_locations"),
     )
-    return Summary(long, domain_proportions(sample, domains), locations, qc, wide)
+    return Summary(long, domain_proportions(sample, domains), named, ranking, locations, qc, wide)

@@ -634,4 +634,40 @@ def region_sections(records: list[dict]) -> dict:
             frame,
             headers=REGION_COLUMNS,
         ),
+        **domain_label_section(records),
+    }
+
+
+def domain_label_section(records: list[dict]) -> dict:
+    """A table of every slide's domains (rows ``<sample> <domain>``): its label, by the elbow-gap of the
+    per-domain ranking of the consensus (or the only method), and its locations; empty without labels."""
+    rows = {}
+    for record in records:
+        counts = record.get("domain_locations", {})
+        for domain, label in record.get("domain_labels", {}).items():
+            rows[f"{record['sample']} {domain}"] = {
+                "label": label,
+                "locations": int(counts.get(domain, 0)),
+                "source": record.get("source"),
+            }
+    if not rows:
+        return {}
+    headers = {
+        "label": dict(title="Cell type(s)", description="elbow-gap of the domain's rising types; Unknown: none rises"),
+        "locations": dict(title="Locations", description="locations in the domain", format="{:,.0f}"),
+        "source": dict(title="From", description="the consensus, or the only method that ran"),
+    }
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    return {
+        "spatialmap_regions_labels_mqc.yaml": table_section(
+            "spatialmap_regions_labels",
+            "Domain cell types",
+            "Each spatial domain named by the cell types whose estimated share rises in it against the rest of "
+            "the slide (one-vs-rest Wilcoxon rank-sum, BH-adjusted p below --domain_label_alpha), cut at the "
+            "largest drop of their mean changes (elbow-gap); <code>Unknown</code> where none rises "
+            "(<code>regions/&lt;sample&gt;/&lt;sample&gt;.domain_annotation.csv</code>, the full ranking in "
+            "<code>domain_ranking.csv</code>).",
+            frame,
+            headers=headers,
+        )
     }

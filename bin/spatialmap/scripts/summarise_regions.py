@@ -31,7 +31,7 @@ from spatialmap import cli
 
 log = logging.getLogger("spatialmap.summarise_regions")
 
-PACKAGES = ["pandas", "numpy", "matplotlib"]
+PACKAGES = ["decoupler", "pandas", "numpy", "matplotlib"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,6 +63,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=DEFAULT_MIXED_MARGIN,
         help=f"a location whose top two types' shares are within this is ambiguous; 0: never (default: {DEFAULT_MIXED_MARGIN})",
+    )
+    parser.add_argument(
+        "--domain-label-alpha",
+        type=float,
+        default=0.05,
+        help="adjusted p-value under which a type rises in a domain (its elbow-gap label; default: 0.05)",
     )
     parser.add_argument("--outdir", default=".", help="output folder (default: .)")
     parser.add_argument(
@@ -129,6 +135,8 @@ def write_outputs(outdir: Path, sample: str, result) -> None:
         ("region_composition.csv", result.composition),
         ("domain_proportions.csv", result.domains),
         ("region_locations.csv", result.locations),
+        ("domain_annotation.csv", result.annotation),
+        ("domain_ranking.csv", result.ranking),
     ):
         with cli.atomic_path(outdir / f"{sample}.{suffix}") as tmp:
             frame.to_csv(tmp, index=False, float_format="%.6g")
@@ -159,6 +167,7 @@ def main(argv: list[str] | None = None) -> None:
             disagreement=found["disagreement"],
             celltypist=found["celltypist"],
             thresholds=thresholds,
+            alpha=args.domain_label_alpha,
         )
     except ValueError as err:
         raise cli.InputError(str(err)) from None

@@ -1,7 +1,8 @@
 process SUMMARISE_REGIONS {
     tag "${meta.id}"
     label 'process_low'
-    container "${params.container_registry}/spatialmap-core:${params.container_tag}"
+    // the annotation image: decoupler's per-domain ranking (the domains' labels)
+    container "${params.container_registry}/spatialmap-annotation:${params.container_tag}"
 
     input:
     // one slide: its domains table; its methods and each one's proportion table, in the same order;
@@ -13,6 +14,8 @@ process SUMMARISE_REGIONS {
     tuple val(meta), path("${meta.id}.region_composition.csv") , emit: composition
     tuple val(meta), path("${meta.id}.domain_proportions.csv") , emit: domain_proportions
     tuple val(meta), path("${meta.id}.region_locations.csv")   , emit: locations
+    tuple val(meta), path("${meta.id}.domain_annotation.csv")  , emit: annotation
+    tuple val(meta), path("${meta.id}.domain_ranking.csv")     , emit: ranking
     tuple val(meta), path("${meta.id}.region_composition.png") , emit: png
     tuple val(meta), path("${meta.id}.regions_qc.json")        , emit: json
     path 'versions.yml'                                       , emit: versions
@@ -37,7 +40,7 @@ process SUMMARISE_REGIONS {
     stub:
     """
     touch ${meta.id}.region_composition.csv ${meta.id}.domain_proportions.csv ${meta.id}.region_locations.csv
-    touch ${meta.id}.region_composition.png
+    touch ${meta.id}.region_composition.png ${meta.id}.domain_annotation.csv ${meta.id}.domain_ranking.csv
     echo '{"sample": "${meta.id}"}' > ${meta.id}.regions_qc.json
     printf '"%s":\\n    stub: "true"\\n' '${task.process}' > versions.yml
     """
