@@ -98,6 +98,17 @@ def qc_summary(sample: str, group: str, result, table, levels: list[int], level:
         "locations": int(len(table)),
         "seconds": round(seconds, 1),
         "training": result.details,
+        # the report's table of the domains (REPORT_TABLES reads it as it reads the methods' QC JSONs)
+        "label": f"Spatial domains ({result.method})",
+        "report_columns": {
+            "group": "samplesheet group (slides handled together)",
+            "chosen_level": "level of the domain column",
+            "n_domains": "domains found at that level",
+            "unassigned": "locations without a domain",
+            "locations": "locations",
+            "seconds": "seconds (the whole group)",
+        },
+        "n_domains": int(len(counts)),
     }
 
 
