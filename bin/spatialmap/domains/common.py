@@ -64,7 +64,9 @@ def check_level(level: int, levels: list[int]) -> int:
     """The chosen level, which must be one of the levels computed."""
     if level not in levels:
         shown = f"{levels[0]}..{levels[-1]}" if levels == list(range(levels[0], levels[-1] + 1)) else levels
-        raise InputError(f"--domain_level {level} is not one of --domain_levels ({shown}): add it, or choose one of them")
+        raise InputError(
+            f"--domain_level {level} is not one of --domain_levels ({shown}): add it, or choose one of them"
+        )
     return level
 
 

@@ -43,7 +43,9 @@ def expression_pcs(inputs: list[ad.AnnData], seed: int) -> np.ndarray:
     """The group's principal components (locations of every slide stacked, in order)."""
     import scanpy as sc
 
-    stacked = ad.concat([ad.AnnData(X=sparse.csr_matrix(a.X, dtype=np.float32), var=a.var[[]]) for a in inputs], join="inner")
+    stacked = ad.concat(
+        [ad.AnnData(X=sparse.csr_matrix(a.X, dtype=np.float32), var=a.var[[]]) for a in inputs], join="inner"
+    )
     sc.pp.normalize_total(stacked, target_sum=1e4)
     sc.pp.log1p(stacked)
     if stacked.n_vars > N_TOP_GENES:
@@ -109,7 +111,9 @@ def merge_levels(clusters: np.ndarray, pcs: np.ndarray, levels: list[int]) -> di
         if level >= len(kept):
             out[level] = base.copy()
             continue
-        merged = AgglomerativeClustering(n_clusters=level, metric="cosine", linkage="average").fit_predict(kept_centroids)
+        merged = AgglomerativeClustering(n_clusters=level, metric="cosine", linkage="average").fit_predict(
+            kept_centroids
+        )
         out[level] = merged[base]
     return out
 

@@ -209,7 +209,9 @@ def _train(inputs, samples, radii, seed, max_epochs, train_locations):
         if mask.all():
             train.append(adata)
             continue
-        part = ad.AnnData(X=adata.X[mask].copy(), obs=adata.obs.iloc[np.flatnonzero(mask)][[]].copy(), var=adata.var[[]].copy())
+        part = ad.AnnData(
+            X=adata.X[mask].copy(), obs=adata.obs.iloc[np.flatnonzero(mask)][[]].copy(), var=adata.var[[]].copy()
+        )
         part.obsm["spatial"] = np.asarray(adata.obsm["spatial"])[mask]
         novae.spatial_neighbors(part, radius=radius, coord_type="generic", delaunay=True, verbose=False)
         train.append(part)
@@ -229,6 +231,7 @@ def _train(inputs, samples, radii, seed, max_epochs, train_locations):
         accelerator="cpu",
         num_workers=0,
         callbacks=[callback],
+        use_scheduler=max_epochs >= 3,  # Novae's warm-up + cosine schedule divides by zero below 3 epochs
         enable_progress_bar=False,
         enable_model_summary=False,
     )

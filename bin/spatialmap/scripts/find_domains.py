@@ -43,10 +43,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--group", required=True, help="the slides' samplesheet group (names the Novae model folder)")
     parser.add_argument("--method", choices=run.METHODS, default="novae", help="domain method (default: novae)")
     parser.add_argument(
-        "--levels", default=common.DEFAULT_LEVELS, help=f"levels: a range or comma list (default: {common.DEFAULT_LEVELS})"
+        "--levels",
+        default=common.DEFAULT_LEVELS,
+        help=f"levels: a range or comma list (default: {common.DEFAULT_LEVELS})",
     )
     parser.add_argument(
-        "--level", type=int, default=common.DEFAULT_LEVEL, help=f"the level of 'domain' (default: {common.DEFAULT_LEVEL})"
+        "--level",
+        type=int,
+        default=common.DEFAULT_LEVEL,
+        help=f"the level of 'domain' (default: {common.DEFAULT_LEVEL})",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of every random generator (default: 0)")
     parser.add_argument(
