@@ -5,6 +5,7 @@ include { INPUT_CHECK          } from '../subworkflows/local/input_check'
 include { SLIDE_PREPROCESS     } from '../subworkflows/local/slide_preprocess'
 include { REFERENCE_SIGNATURES } from '../subworkflows/local/reference_signatures'
 include { MAPPING              } from '../subworkflows/local/mapping'
+include { DOMAINS              } from '../subworkflows/local/domains'
 include { SPATIAL_RESULTS      } from '../subworkflows/local/spatial_results'
 include { REGION_SUMMARIES     } from '../subworkflows/local/region_summaries'
 include { REPORT_TABLES        } from '../modules/local/report_tables/main'
@@ -40,7 +41,21 @@ workflow SPATIALMAP {
     SLIDE_PREPROCESS(INPUT_CHECK.out.slides, mt_genes, stardist_model)
     versions = versions.mix(SLIDE_PREPROCESS.out.versions)
 
-    domains = Channel.empty()  // [ meta, <sample>.domains.csv ]: the spatial domains step's (to come)
+    // spatial domains per samplesheet group, from the QC'd slides (no reference needed)
+    domains = Channel.empty()  // [ meta, <sample>.domains.csv ]
+    domain_json = Channel.empty(); domain_png = Channel.empty()
+    if (params.domain_method != 'none') {
+        // a local folder is staged into the task; anything else is a hub name Novae reads itself (conf/modules.config)
+        def novae_model = params.novae_model && file(params.novae_model).exists() ? file(params.novae_model) : []
+        if (novae_model && !novae_model.isDirectory()) {
+            error "spatialmap failed: --novae_model ${params.novae_model} is not a folder (a Novae model folder holds config.json and model.safetensors)"
+        }
+        DOMAINS(SLIDE_PREPROCESS.out.h5ad, novae_model)
+        versions = versions.mix(DOMAINS.out.versions)
+        domains = DOMAINS.out.csv
+        domain_json = DOMAINS.out.json.map { meta, f -> f }
+        domain_png = DOMAINS.out.png.map { meta, f -> f }
+    }
 
     reference_files = Channel.empty()
     method_json = Channel.empty(); method_png = Channel.empty()
@@ -100,8 +115,8 @@ workflow SPATIALMAP {
         SLIDE_PREPROCESS.out.json.map { meta, f -> f }.collect(sort: true),
         SLIDE_PREPROCESS.out.png.map { meta, f -> f }.collect(sort: true),
         reference_files.collect(sort: true).ifEmpty([]),
-        method_json.collect(sort: true).ifEmpty([]),
-        method_png.collect(sort: true).ifEmpty([]),
+        method_json.mix(domain_json).collect(sort: true).ifEmpty([]),
+        method_png.mix(domain_png).collect(sort: true).ifEmpty([]),
         agreement.collect(sort: true).ifEmpty([]),
         regions.collect(sort: true).ifEmpty([]),
         versions.unique().collect()
