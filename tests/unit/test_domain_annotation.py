@@ -65,4 +65,6 @@ def test_the_true_regions_get_their_dominant_types_from_nnls_estimates(sample):
     named = an.annotate_domains(an.rank_domains(estimate, regions["region"].reindex(estimate.index)))
     truth = regions.groupby("region")["dominant_types"].first()
     right = (named.set_index("domain")["label"] == truth.reindex(named["domain"]).to_numpy()).mean()
-    assert len(named) == truth.size and right >= MIN_REGIONS_NAMED, named.assign(truth=truth.reindex(named["domain"]).to_numpy())
+    assert len(named) == truth.size and right >= MIN_REGIONS_NAMED, named.assign(
+        truth=truth.reindex(named["domain"]).to_numpy()
+    )

@@ -89,7 +89,9 @@ def ari(table: pd.DataFrame, truth: pd.DataFrame, column: str = "domain") -> flo
 
 # Measured below the bound (SpatialLeiden, level 7, seed 0): visium 0.42, hd_bins_008um 0.24, xenium_cells 0.35;
 # Novae trained from scratch on these slides did worse (visium 0.20 after 12 epochs). Kept as the open target.
-@pytest.mark.xfail(reason="ARI below the issue's 0.5 bound on the test slides (measured; see the comment above)")
+@pytest.mark.xfail(
+    strict=True, reason="ARI below the issue's 0.5 bound on the test slides (measured; see the comment above)"
+)
 @pytest.mark.parametrize("kind", list(LOADERS))
 def test_spatialleiden_recovers_the_true_regions(kind):
     slide, truth = LOADERS[kind]()
@@ -101,7 +103,8 @@ def test_spatialleiden_recovers_the_true_regions(kind):
     assert score >= MIN_ARI, f"{kind}: ARI {score:.3f} against the true regions"
 
 
-def test_novae_default_runs_and_keeps_the_contract():
+@pytest.mark.heavy  # Novae trained for 2 epochs: about a minute on 2 cores
+def test_novae_runs_and_keeps_the_contract():
     """Novae trained here (few epochs: the fast tier); labels, levels, nothing changed in the input."""
     slide, truth = visium()
     before = slide.copy()
@@ -130,15 +133,18 @@ def test_a_group_of_two_slides_gets_one_set_of_labels():
         assert pd.concat([a, b])[f"domain_L{k}"].nunique() <= k
 
 
-@pytest.mark.xfail(reason="measured: SpatialLeiden over the group separates the two slides (no batch correction)")
 def test_the_same_true_region_is_the_same_domain_on_both_slides():
     a, b, truth1, truth2 = _two_slides()
+    # the slides' barcodes are the same list: each row is told apart by its slide, never by its id
     both = pd.concat(
-        [a.assign(region=truth1.loc[a.index, "dominant_types"]), b.assign(region=truth2.loc[b.index, "dominant_types"])]
+        [
+            a.assign(region=truth1.loc[a.index, "dominant_types"].to_numpy(), slide="slide1"),
+            b.assign(region=truth2.loc[b.index, "dominant_types"].to_numpy(), slide="slide2"),
+        ]
     )
-    majority = both.groupby(["region", both.index.isin(a.index)])["domain"].agg(lambda s: s.value_counts().index[0])
+    majority = both.groupby(["region", "slide"])["domain"].agg(lambda s: s.value_counts().index[0])
     shared = majority.unstack().dropna()
-    assert len(shared) >= 2 and (shared[True] == shared[False]).mean() >= 0.5
+    assert len(shared) >= 2 and (shared["slide1"] == shared["slide2"]).mean() >= 0.5, shared
 
 
 def test_same_seed_same_domains_and_input_unchanged():

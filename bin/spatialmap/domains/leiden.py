@@ -3,7 +3,8 @@
 SpatialLeiden (Müller-Bötticher et al. 2025) clusters a multiplex graph: the locations' expression
 neighbours and their spatial neighbours. For a group, one graph holds every slide: expression
 neighbours are searched over the whole group (the same kind of tissue finds the same domain on every
-slide; there is no batch correction), spatial neighbours only within a slide (:mod:`.common` radii,
+slide), after the slide is removed as a batch (highly variable genes per slide, then scanpy's ComBat
+on the log-normalised counts), spatial neighbours only within a slide (:mod:`.common` radii,
 weights ``1 - d / d_max``).
 
 Expression: counts normalised to 10,000 per location, log1p, the 2,000 most variable genes (all of
@@ -44,14 +45,19 @@ def expression_pcs(inputs: list[ad.AnnData], seed: int) -> np.ndarray:
     import scanpy as sc
 
     stacked = ad.concat(
-        [ad.AnnData(X=sparse.csr_matrix(a.X, dtype=np.float32), var=a.var[[]]) for a in inputs], join="inner"
+        [ad.AnnData(X=sparse.csr_matrix(a.X, dtype=np.float32), var=a.var[[]]) for a in inputs],
+        join="inner",
+        label="slide",
     )
+    several = len(inputs) > 1
     sc.pp.normalize_total(stacked, target_sum=1e4)
     sc.pp.log1p(stacked)
     if stacked.n_vars > N_TOP_GENES:
-        sc.pp.highly_variable_genes(stacked, n_top_genes=N_TOP_GENES)
+        sc.pp.highly_variable_genes(stacked, n_top_genes=N_TOP_GENES, batch_key="slide" if several else None)
         stacked = stacked[:, stacked.var["highly_variable"].to_numpy()].copy()
     stacked.X = stacked.X.toarray()
+    if several:  # the slide as the batch: ComBat's location/scale adjustment per gene (scanpy)
+        sc.pp.combat(stacked, key="slide")
     sc.pp.scale(stacked, max_value=10)
     n_pcs = int(min(N_PCS, stacked.n_vars - 1, stacked.n_obs - 1))
     sc.pp.pca(stacked, n_comps=n_pcs, random_state=seed)
@@ -160,6 +166,6 @@ def spatialleiden_domains(
         "clusters": int(found),
         "principal_components": int(pcs.shape[1]),
         "seconds": round(time.monotonic() - started, 1),
-        "group_handling": "one clustering of the group's slides (expression neighbours across slides, spatial within)",
+        "group_handling": "one clustering of the group's slides (ComBat over the slides, expression neighbours across them, spatial within each)",
     }
     return tables, details
