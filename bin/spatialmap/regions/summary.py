@@ -149,17 +149,19 @@ def read_domains(frame: pd.DataFrame, sample: str, what: str) -> pd.Series:
 
 
 def check_covers(index: pd.Index, locations: pd.Index, sample: str, what: str) -> None:
-    """``what`` (a table indexed by location) lists every location of the domains table."""
+    """``what`` (a table indexed by location) is of the slide of the domains table: it shares locations
+    with it and names none it lacks. A location it does not list is one it left out (RCTD's UMI
+    filter, a cell CellTypist could not label): a row without values, not an error."""
     shared = locations.isin(index)
     if not shared.any():
         raise ValueError(
             f"sample {sample}: {what} shares no location with the domains table: are they the same slide's?"
         )
-    if not shared.all():
-        missing = locations[~shared]
+    extra = index[~index.isin(locations)]
+    if len(extra):
         raise ValueError(
-            f"sample {sample}: {what} lacks {len(missing)} of the {len(locations)} locations of the domains table "
-            f"(e.g. {', '.join(map(str, missing[:3]))})"
+            f"sample {sample}: {what} names {len(extra)} locations the domains table of the slide's "
+            f"{len(locations)} lacks (e.g. {', '.join(map(str, extra[:3]))}): are they the same slide's?"
         )
 
 
@@ -174,7 +176,7 @@ def proportions_of(table: pd.DataFrame, locations: pd.Index, sample: str, what: 
     if frame.index.has_duplicates:
         raise ValueError(f"sample {sample}: {what} lists some locations more than once")
     check_covers(frame.index, locations, sample, what)
-    frame = frame.loc[locations].apply(pd.to_numeric, errors="coerce").astype(float)
+    frame = frame.reindex(locations).apply(pd.to_numeric, errors="coerce").astype(float)
     if (frame < 0).any().any():
         raise ValueError(f"sample {sample}: {what} has negative values")
     partial = frame.isna().any(axis=1) & frame.notna().any(axis=1)
@@ -206,7 +208,7 @@ def celltypist_flags(labels: pd.DataFrame, locations: pd.Index, sample: str) -> 
     frame = labels.copy()
     frame.index = frame.index.astype(str)
     check_covers(frame.index, locations, sample, "CellTypist's labels")
-    frame = frame.loc[locations, needed]
+    frame = frame.reindex(locations)[needed]
     low = frame["low_confidence"].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0"))
     return pd.DataFrame(
         {

@@ -116,7 +116,7 @@ def read_inputs(args: argparse.Namespace) -> dict:
                 raise ValueError(f"sample {sample}: {what} has no 'disagreement' column")
             scores.index = scores.index.astype(str)
             regions.check_covers(scores.index, locations, sample, what)
-            found["disagreement"] = scores.loc[locations, "disagreement"]
+            found["disagreement"] = scores["disagreement"].reindex(locations)
         if args.celltypist:
             labels = _csv(args.celltypist, sample, "CellTypist's labels")
             found["celltypist"] = regions.celltypist_flags(labels, locations, sample)
