@@ -494,3 +494,64 @@ def test_auto_above_the_rctd_limit_matches_the_truth_with_a_consensus_of_two(wor
     truth = pd.read_csv(HD / "truth" / "xenium1_cells.csv", index_col="cell_id").loc[labels.index]
     accuracy = float((labels["predicted_cell_type"] == truth["cell_type"]).mean())
     assert accuracy >= XENIUM_MIN_LABEL_ACCURACY, f"label accuracy {accuracy:.3f}"
+
+
+# Domains and region summaries (issue 24), on the cells-mode run: SpatialLeiden's domains at level 7
+DOMAIN_LABEL_MIN_RIGHT = 0.75  # set before measuring: per slide, of the domains given a cell type
+TRUE_REGIONS = {
+    "visium1": (REPO / "assets" / "test_data" / "truth" / "slide1_regions.csv", None),
+    "hd1": (HD / "truth" / "hd1_cells_regions.csv", HD / "truth" / "hd1_cells.csv"),
+    "xenium1": (HD / "truth" / "xenium1_cells_regions.csv", None),
+}
+
+
+def _true_regions(sample: str) -> pd.DataFrame:
+    path, ids = TRUE_REGIONS[sample]
+    truth = pd.read_csv(path, index_col=0)
+    if ids is not None:  # Visium HD cells: the truth's cell ids to Space Ranger's
+        truth.index = pd.read_csv(ids, index_col="cell_id")["spaceranger_cell_id"].reindex(truth.index).to_numpy()
+    truth.index = truth.index.astype(str)
+    return truth
+
+
+@pytest.mark.workflow("test_hd cells mode")
+@pytest.mark.parametrize("sample", SLIDES)
+def test_domains_are_named_by_the_dominant_type_of_their_true_region(workflow_dir, sample):
+    """Each domain the region summaries name by a cell type (elbow-gap of the consensus' per-domain
+    ranking): its first type is the dominant type of the true region most of its locations are in."""
+    results = _results(workflow_dir)
+    domains = pd.read_csv(results / f"domains/{sample}.domains.csv", index_col="location", dtype={"location": str})
+    truth = _true_regions(sample)
+    assert domains.index.isin(truth.index).all()
+    assert list(domains.columns) == ["domain"] + [f"domain_L{k}" for k in range(5, 16)]
+    assert domains["domain"].nunique() == 7  # --domain_level 7: SpatialLeiden's clusters merged into 7
+    named = pd.read_csv(results / f"regions/{sample}/{sample}.domain_annotation.csv")
+    named = named[named["label"] != "Unknown"]
+    right = []
+    for domain, label in zip(named["domain"], named["label"]):
+        regions = truth.loc[domains.index[domains["domain"] == domain], "region"]
+        dominant = truth.loc[truth["region"] == regions.value_counts().index[0], "dominant_types"].iloc[0]
+        right.append(label.split("/")[0] == dominant)
+    assert len(right) >= 3 and np.mean(right) >= DOMAIN_LABEL_MIN_RIGHT, named.assign(right=right)
+
+
+@pytest.mark.workflow("test_hd cells mode")
+def test_region_composition_is_the_mean_of_each_method_over_the_domain(workflow_dir):
+    """regions/<sample>.region_composition.csv: NNLS's mean per domain and type is the mean of its
+    published proportions over the domain's locations (those it estimated)."""
+    results = _results(workflow_dir)
+    domains = pd.read_csv(results / "domains/xenium1.domains.csv", index_col="location", dtype={"location": str})
+    nnls = pd.read_csv(results / "nnls/xenium1/xenium1.nnls_proportions.csv", index_col=0)
+    nnls.index = nnls.index.astype(str)
+    expected = nnls.join(domains["domain"]).groupby("domain").mean()
+    table = pd.read_csv(results / "regions/xenium1/xenium1.region_composition.csv")
+    got = table[table["method"] == "nnls"].pivot(index="domain", columns="cell_type", values="mean_proportion")
+    np.testing.assert_allclose(got.loc[expected.index, expected.columns], expected, atol=1e-5)
+    located = pd.read_csv(results / "regions/xenium1/xenium1.region_locations.csv")
+    assert (
+        len(located) == len(domains)
+        and (
+            located["ambiguous"]
+            == (located["label"].isin(["ambiguous"]) | located["label"].str.contains("/", na=False))
+        ).all()
+    )
