@@ -14,7 +14,8 @@ container test; the heavy tier builds and tests only the families whose inputs d
     image_families.py all                     every family, in name order
     image_families.py changed                 families whose inputs differ from the record
     image_families.py config FAMILY [...]     a Nextflow config running only those families'
-                                              processes in their images (the others natively)
+                                              processes in their images (the others natively,
+                                              with --native-env ENV's bin first on their PATH)
     image_families.py record FAMILY [...]     write those families' current hashes as verified
     image_families.py hash FAMILY             one family's inputs hash
 """
@@ -133,20 +134,26 @@ def process_containers(repo: Path = REPO) -> dict[str, tuple[str, str]]:
     return found
 
 
-def nextflow_config(tested: list[str], repo: Path = REPO) -> str:
-    """A config that runs the tested families' processes in their images and every other process natively."""
+def nextflow_config(tested: list[str], repo: Path = REPO, native_env: str | None = None) -> str:
+    """A config that runs the tested families' processes in their images and every other process
+    natively, with ``native_env``'s ``bin`` first on its PATH (the local profile's environment: the
+    container profile gives a native task none)."""
     image = '"${params.container_registry}/spatialmap-${family}:${params.container_tag}"'
+    path = f"export PATH=\"{native_env}/bin:$PATH\"" if native_env else ""
+    native = f"; beforeScript = '{path}'" if path else ""
     lines = ["// written by tools/image_families.py config: only these families in their images: " + ", ".join(tested)]
     lines.append("process {")
     for process, (kind, family) in sorted(process_containers(repo).items()):
         if kind == "name":
             if family not in tested:
-                lines.append(f"    withName: '{process}' {{ container = null }}")
+                lines.append(f"    withName: '{process}' {{ container = null{native} }}")
             continue
         names = ", ".join(f"'{f}'" for f in tested)
-        lines.append(
-            f"    withName: '{process}' {{ container = {{ def family = {family}; family in [{names}] ? {image} : null }} }}"
-        )
+        chosen = f"{{ def family = {family}; family in [{names}]"
+        line = f"    withName: '{process}' {{ container = {chosen} ? {image} : null }}"
+        if path:
+            line += f"; beforeScript = {chosen} ? '' : '{path}' }}"
+        lines.append(line + " }")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -177,6 +184,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["all", "changed", "config", "record", "hash"])
     parser.add_argument("families", nargs="*", help="image families (containers/<family>)")
+    parser.add_argument("--native-env", default=None, help="config: the environment the other processes run in")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.families) - set(families()))
     if unknown:
@@ -187,7 +195,7 @@ def main(argv=None) -> int:
     elif args.command == "changed":
         print(" ".join(changed()))
     elif args.command == "config":
-        print(nextflow_config(args.families), end="")
+        print(nextflow_config(args.families, native_env=args.native_env), end="")
     elif args.command == "record":
         write_record(args.families)
     else:

@@ -42,7 +42,7 @@ fi
 mkdir -p "$dir"
 only=()
 if [[ $(printf '%s\n' "${families[@]}" | sort -u | xargs) != "$all_families" ]]; then
-    "$cache/env/bin/python" tools/image_families.py config "${families[@]}" > "$dir/families.config"
+    "$cache/env/bin/python" tools/image_families.py config "${families[@]}" --native-env "$cache/env" > "$dir/families.config"
     only=(-c "$dir/families.config")
     log "only ${families[*]} in their images; every other process natively"
 fi

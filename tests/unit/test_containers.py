@@ -341,3 +341,17 @@ def test_families_config_runs_other_processes_natively():
             assert lines[process] == []
         else:
             assert len(lines[process]) == 1 and "container = null" in lines[process][0]
+
+
+def test_native_processes_of_a_families_config_get_the_local_environment():
+    """The container profile gives a native task no environment: the config puts the local one first on
+    its PATH (a task in its image keeps the image's own)."""
+    config = image_families.nextflow_config(["deconv"], native_env="/cache/env")
+    path = 'export PATH="/cache/env/bin:$PATH"'
+    for process, (kind, family) in image_families.process_containers().items():
+        line = [row for row in config.splitlines() if f"withName: '{process}'" in row]
+        if kind == "name" and family != "deconv":
+            assert path in line[0]
+        elif kind == "expr":
+            assert f"family in ['deconv'] ? '' : '{path}'" in line[0]
+    assert "beforeScript" not in image_families.nextflow_config(["deconv"])
