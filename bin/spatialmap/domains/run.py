@@ -40,7 +40,7 @@ def find_domains(
     levels: list[int],
     level: int,
     *,
-    method: str = "novae",
+    method: str = "spatialleiden",
     seed: int = 0,
     novae_model: str | None = None,
     novae_max_epochs: int = DEFAULT_NOVAE_MAX_EPOCHS,
