@@ -33,6 +33,18 @@ workflow SPATIALMAP {
         error "spatialmap failed: --celltypist_model ${params.celltypist_model} is not a file (a CellTypist model is a .pkl)"
     }
 
+    // --domain_levels: '5..15' or '5,7,10' (its form checked by the schema); --domain_level one of them
+    def levels_text = params.domain_levels.toString().trim()
+    def domain_levels = levels_text.contains('..')
+        ? ((levels_text.tokenize('.')[0].trim() as int)..(levels_text.tokenize('.')[-1].trim() as int)).toList()
+        : levels_text.tokenize(',')*.trim()*.toInteger()
+    if (params.domain_method != 'none' && !(params.domain_level as int in domain_levels)) {
+        error "spatialmap failed: --domain_level ${params.domain_level} is not one of --domain_levels ${params.domain_levels} (${domain_levels.join(', ')})"
+    }
+    if (params.celltypist_voting_over == 'domains' && params.domain_method == 'none') {
+        error "spatialmap failed: --celltypist_voting_over domains votes over the spatial domains, which --domain_method none skips: give a domain method, or --celltypist_voting_over clusters"
+    }
+
     versions = Channel.empty()
 
     INPUT_CHECK(file(params.input, checkIfExists: true), stardist_model, celltypist_model)
