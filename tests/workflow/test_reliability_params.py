@@ -13,6 +13,8 @@ REFUSED = (
     "bad parameter unknown methods entry",
     "bad parameters all reported at once",
     "bad parameter missing outdir",
+    "bad parameter domain level not among the levels",
+    "bad parameter celltypist voting over skipped domains",
 )
 
 
