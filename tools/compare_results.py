@@ -32,8 +32,9 @@ import pandas as pd
 
 # run-specific files: timings, paths, logs
 SKIP = {"multiqc.log", "multiqc_sources.txt", "multiqc_data.json", "llms-full.txt", "multiqc.parquet"}
-# wall times the methods report (QC JSON "seconds", "train_seconds"; report columns): not results
-TIMING = re.compile(r"seconds$")
+# wall times the methods report (QC JSON "seconds", "train_seconds"; report columns) and when a model
+# was trained (CellTypist's description "date"): not results
+TIMING = re.compile(r"seconds$|^date$")
 # storeDir tasks (RCTD's likelihood table) run only where their output is not stored yet
 STORED = re.compile(r"RCTD_QMATRIX")
 GENERAL_STATS = Path("multiqc/multiqc_data/multiqc_general_stats.txt")
