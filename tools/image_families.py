@@ -139,7 +139,7 @@ def nextflow_config(tested: list[str], repo: Path = REPO, native_env: str | None
     natively, with ``native_env``'s ``bin`` first on its PATH (the local profile's environment: the
     container profile gives a native task none)."""
     image = '"${params.container_registry}/spatialmap-${family}:${params.container_tag}"'
-    path = f"export PATH=\"{native_env}/bin:$PATH\"" if native_env else ""
+    path = f'export PATH="{native_env}/bin:$PATH"' if native_env else ""
     native = f"; beforeScript = '{path}'" if path else ""
     lines = ["// written by tools/image_families.py config: only these families in their images: " + ", ".join(tested)]
     lines.append("process {")

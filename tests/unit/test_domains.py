@@ -231,3 +231,19 @@ def test_script_writes_the_per_slide_contract(tmp_path):
         assert sum(qc["domains"].values()) + qc["unassigned"] == qc["locations"] == len(table)
         assert (out / f"{name}.domains_map.png").stat().st_size > 1000
     assert not (out / "all.novae_model").exists()  # SpatialLeiden trains no model
+
+
+def test_scale_in_place_is_scanpys_scale():
+    """The large-slide path's scaling: scanpy's scale(max_value=10), without its temporaries."""
+    import scanpy as sc
+
+    from spatialmap.domains import leiden
+
+    rng = np.random.default_rng(0)
+    x = (rng.gamma(0.5, 2.0, (3000, 40)) * (rng.random((3000, 40)) < 0.4)).astype(np.float32)
+    x[:, 5] = 0.0  # a gene never seen: std 0 -> 1
+    x[7, 3] = 500.0  # clipped at 10
+    theirs = sc.pp.scale(ad.AnnData(x.copy()), max_value=10, copy=True).X
+    ours = x.copy()
+    leiden.scale_in_place(ours, max_value=10, chunk=700)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)

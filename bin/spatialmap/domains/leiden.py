@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 N_TOP_GENES = 2000
 N_PCS = 30
 N_NEIGHBOURS = 15
+APPROXIMATE_FROM = 8192  # locations from which the expression neighbours are searched approximately
+LEIDEN_ITERATIONS = 2  # Leiden passes per run, as scanpy's default (-1, until no change, took > 10 min at 302,500)
 MAX_DOUBLINGS = 6
 MIN_CLUSTER_FRACTION = 0.005  # clusters under 0.5% of the locations are noise, merged before the levels
 
@@ -58,19 +60,62 @@ def expression_pcs(inputs: list[ad.AnnData], seed: int) -> np.ndarray:
     stacked.X = stacked.X.toarray()
     if several:  # the slide as the batch: ComBat's location/scale adjustment per gene (scanpy)
         sc.pp.combat(stacked, key="slide")
-    sc.pp.scale(stacked, max_value=10)
     n_pcs = int(min(N_PCS, stacked.n_vars - 1, stacked.n_obs - 1))
-    sc.pp.pca(stacked, n_comps=n_pcs, random_state=seed)
+    if stacked.n_obs < APPROXIMATE_FROM:
+        sc.pp.scale(stacked, max_value=10)
+        sc.pp.pca(stacked, n_comps=n_pcs, random_state=seed)
+        return np.asarray(stacked.obsm["X_pca"], dtype=np.float32)
+    # large slides: the same steps without their full-size temporaries (a full Visium HD slide's
+    # 302,500 x 2,000 float32 matrix is 2.4 GB; scanpy's scale and the default PCA solver added 2.2
+    # and 4.8 GB on top): scaled in place from chunked float64 moments, PCA from the genes' covariance
+    scale_in_place(stacked.X, max_value=10)
+    sc.pp.pca(stacked, n_comps=n_pcs, random_state=seed, svd_solver="covariance_eigh")
     return np.asarray(stacked.obsm["X_pca"], dtype=np.float32)
 
 
-def knn_graph(pcs: np.ndarray, k: int = N_NEIGHBOURS) -> sparse.csr_matrix:
-    """Symmetric k-nearest-neighbour connectivities in expression space (weights ``1 - d / d_max``)."""
-    from sklearn.neighbors import NearestNeighbors
+def scale_in_place(x: np.ndarray, max_value: float, chunk: int = 16_384) -> None:
+    """``sc.pp.scale(max_value=...)`` of a dense matrix in place: genes centred and divided by their
+    (n - 1) standard deviation (1 where it is 0), then clipped to ``[-max_value, max_value]``; the moments summed in
+    float64 by chunks of rows, so no temporary the size of the matrix is made."""
+    n = x.shape[0]
+    total = np.zeros(x.shape[1])
+    squares = np.zeros(x.shape[1])
+    for start in range(0, n, chunk):
+        block = x[start : start + chunk].astype(np.float64)
+        total += block.sum(axis=0)
+        squares += np.square(block).sum(axis=0)
+    mean = total / n
+    var = (squares / n - mean**2) * (n / max(n - 1, 1))
+    std = np.sqrt(np.maximum(var, 0))
+    std[std == 0] = 1
+    for start in range(0, n, chunk):
+        block = x[start : start + chunk]
+        block -= mean
+        block /= std
+        np.clip(block, -max_value, max_value, out=block)
+
+
+def knn_graph(pcs: np.ndarray, k: int = N_NEIGHBOURS, seed: int = 0) -> sparse.csr_matrix:
+    """Symmetric k-nearest-neighbour connectivities in expression space (weights ``1 - d / d_max``).
+
+    Exact (scikit-learn) below :data:`APPROXIMATE_FROM` locations; from there pynndescent's approximate
+    search, seeded, as scanpy does from the same size (an exact search of a full Visium HD slide,
+    302,500 x 30 components, took most of 516 s on two loaded cores)."""
     from spatialleiden import distance2connectivity
 
     k = int(min(k, len(pcs) - 1))
-    dist = NearestNeighbors(n_neighbors=k).fit(pcs).kneighbors_graph(mode="distance")
+    if len(pcs) < APPROXIMATE_FROM:
+        from sklearn.neighbors import NearestNeighbors
+
+        dist = NearestNeighbors(n_neighbors=k).fit(pcs).kneighbors_graph(mode="distance")
+    else:
+        from pynndescent import NNDescent
+
+        index = NNDescent(pcs, n_neighbors=k + 1, random_state=seed, n_jobs=1, low_memory=True)
+        neighbours, distances = index.neighbor_graph
+        rows = np.repeat(np.arange(len(pcs)), k)
+        keep = neighbours[:, 1:].ravel(), distances[:, 1:].ravel()  # the first is the location itself
+        dist = sparse.csr_matrix((np.maximum(keep[1], 1e-12), (rows, keep[0])), shape=(len(pcs), len(pcs)))
     conn = distance2connectivity(sparse.csr_matrix(dist))
     return sparse.csr_matrix(conn.maximum(conn.T))
 
@@ -138,17 +183,22 @@ def spatialleiden_domains(
     started = time.monotonic()
     sizes = [a.n_obs for a in inputs]
     pcs = expression_pcs(inputs, seed)
+    log.info("SpatialLeiden: %d principal components of %s locations in %.0f s", pcs.shape[1], f"{sum(sizes):,}", time.monotonic() - started)  # fmt: skip
     graph = ad.AnnData(obs=pd.DataFrame(index=pd.RangeIndex(sum(sizes)).astype(str)))
     spatial = spatial_graph([np.asarray(a.obsm["spatial"]) for a in inputs], radii)
     pcs = smooth(pcs, spatial)
-    graph.obsp["connectivities"] = knn_graph(pcs)
+    log.info("SpatialLeiden: spatial graph and neighbourhood profiles at %.0f s", time.monotonic() - started)
+    graph.obsp["connectivities"] = knn_graph(pcs, seed=seed)
     graph.obsp["spatial_connectivities"] = spatial
     log.info("SpatialLeiden: graphs of %s locations (%d slides) made in %.0f s", f"{sum(sizes):,}", len(inputs), time.monotonic() - started)  # fmt: skip
     resolution, found = 1.0, 0
     for _ in range(MAX_DOUBLINGS + 1):
-        spatialleiden(graph, resolution=resolution, key_added="spatialleiden", random_state=seed, directed=False)
+        spatialleiden(
+            graph, resolution=resolution, key_added="spatialleiden", random_state=seed, directed=False,
+            n_iterations=LEIDEN_ITERATIONS,
+        )  # fmt: skip
         found = graph.obs["spatialleiden"].nunique()
-        log.info("SpatialLeiden: resolution %g gave %d clusters", resolution, found)
+        log.info("SpatialLeiden: resolution %g gave %d clusters (at %.0f s)", resolution, found, time.monotonic() - started)  # fmt: skip
         if found >= max(levels):
             break
         resolution *= 2

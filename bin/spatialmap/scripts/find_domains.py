@@ -41,7 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--samples", nargs="+", required=True, help="sample names (comma or space separated)")
     parser.add_argument("--h5ad", nargs="+", required=True, help="each sample's QC'd h5ad, in the order of --samples")
     parser.add_argument("--group", required=True, help="the slides' samplesheet group (names the Novae model folder)")
-    parser.add_argument("--method", choices=run.METHODS, default="spatialleiden", help="domain method (default: spatialleiden)")
+    parser.add_argument(
+        "--method", choices=run.METHODS, default="spatialleiden", help="domain method (default: spatialleiden)"
+    )
     parser.add_argument(
         "--levels",
         default=common.DEFAULT_LEVELS,
