@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import textwrap
 from pathlib import Path
 
 import anndata as ad
@@ -138,9 +139,11 @@ def _figure(xy, diam, image, values: pd.DataFrame, title, *, cmap, ncols, panel_
     nrows = math.ceil(n / ncols)
     panel_w = panel_size
     panel_h = panel_size * aspect * 0.85 + 0.5
-    fig = Figure(figsize=(ncols * panel_w, nrows * panel_h + (0.5 if title else 0)), dpi=dpi, layout="constrained")
-    if title:
-        fig.suptitle(title, fontsize=12)
+    # a title wider than the panels is wrapped (about 9 characters per inch at 12 pt), not cut off
+    lines = textwrap.wrap(title, width=max(24, int(ncols * panel_w * 9))) if title else []
+    fig = Figure(figsize=(ncols * panel_w, nrows * panel_h + 0.3 * len(lines) + (0.2 if lines else 0)), dpi=dpi, layout="constrained")  # fmt: skip
+    if lines:
+        fig.suptitle("\n".join(lines), fontsize=12)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for i, column in enumerate(values.columns):
         ax = axes[i // ncols][i % ncols]
