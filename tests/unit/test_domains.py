@@ -87,7 +87,7 @@ def ari(table: pd.DataFrame, truth: pd.DataFrame, column: str = "domain") -> flo
     return adjusted_rand_score(truth.loc[table.index, "region"], table[column])
 
 
-# Measured below the bound (SpatialLeiden, level 7, seed 0): visium 0.42, hd_bins_008um 0.24, xenium_cells 0.35;
+# Measured below the bound (SpatialLeiden, level 7, seed 0): visium 0.42, hd_bins_008um 0.25, xenium_cells 0.44;
 # Novae trained from scratch on these slides did worse (visium 0.20 after 12 epochs). Kept as the open target.
 @pytest.mark.xfail(
     strict=True, reason="ARI below the issue's 0.5 bound on the test slides (measured; see the comment above)"
