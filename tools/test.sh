@@ -46,7 +46,11 @@ if [[ $tier == heavy ]]; then
     export PATH="$cache/proseg/bin:$PATH"
     echo "== ProSeg unit tests with the binary, and the unit tests marked heavy (pytest -m heavy)"
     "$python" -m pytest tests/unit/test_segmentation_proseg.py -q -p no:cacheprovider
-    "$python" -m pytest tests/unit -m heavy -q -p no:cacheprovider
+    # one process per file: a file's compiled code must not meet another's (pynndescent's numba LLVM
+    # loaded before triton's, in one process, aborts the interpreter)
+    for file in $(grep -l "pytest.mark.heavy" tests/unit/test_*.py); do
+        "$python" -m pytest "$file" -m heavy -q -p no:cacheprovider
+    done
 fi
 basetemp="${TMPDIR:-/tmp}/spatialmap-workflow-tests-$tier"
 # the heavy tier keeps its workflow folders: the container test compares with the test profile's
