@@ -247,3 +247,22 @@ def test_scale_in_place_is_scanpys_scale():
     ours = x.copy()
     leiden.scale_in_place(ours, max_value=10, chunk=700)
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_without_a_pixel_size_the_radius_comes_from_the_spacing():
+    """A slide whose coordinates' unit is unknown (a SpatialData store, a bare h5ad): the neighbourhood is
+    1.5 x the median nearest distance in its own units, so the 8 bins around each bin are its neighbours
+    whatever the unit; and a slide where no location has a neighbour is refused naming it."""
+    from spatialmap.domains import leiden
+
+    slide, _ = hd_bins()
+    slide.uns.pop("spatial")  # no scale factors: the pixel size is unknown
+    slide.uns["spatialmap_platform"] = {"platform": "zarr", "unit": "bin"}
+    xy = common.coordinates_um(slide, "hd1")
+    spacing = np.median(np.diff(np.unique(np.round(xy[:, 0], 3))))
+    radius = common.radius_um(slide, xy, "hd1")
+    assert radius == pytest.approx(1.5 * spacing, rel=0.05)
+    graph = leiden.spatial_graph([xy], [radius])
+    assert np.median(np.diff(graph.indptr)) == 8
+    with pytest.raises(ValueError, match="sample hd1: no location has a neighbour within 0.001 µm"):
+        leiden.spatial_graph([xy], [0.001], ["hd1"])

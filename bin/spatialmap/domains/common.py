@@ -70,6 +70,10 @@ def check_level(level: int, levels: list[int]) -> int:
     return level
 
 
+UNKNOWN_SCALE = "no pixel size known: coordinates taken as µm"
+NEAREST_RADIUS_FACTOR = 1.5  # without a pixel size: the radius is this x the median nearest-neighbour distance
+
+
 def platform_of(adata: ad.AnnData) -> dict:
     """The slide's ``uns['spatialmap_platform']`` (Visium spots where a slide has none)."""
     return dict(adata.uns.get(keys.UNS_PLATFORM, {}) or {"platform": "visium", "unit": "spot"})
@@ -89,7 +93,7 @@ def microns_per_pixel(adata: ad.AnnData, sample: str) -> tuple[float, str]:
     info = platform_of(adata)
     if info.get("unit") == "spot" and factors.get("spot_diameter_fullres"):
         return VISIUM_SPOT_UM / float(factors["spot_diameter_fullres"]), "spot diameter (55 µm)"
-    return 1.0, "no pixel size known: coordinates taken as µm"
+    return 1.0, UNKNOWN_SCALE
 
 
 def coordinates_um(adata: ad.AnnData, sample: str) -> np.ndarray:
@@ -108,8 +112,19 @@ def coordinates_um(adata: ad.AnnData, sample: str) -> np.ndarray:
     return xy * scale
 
 
-def radius_um(adata: ad.AnnData) -> float:
-    """The neighbourhood radius of the slide's kind of location (:data:`RADIUS_UM`)."""
+def radius_um(adata: ad.AnnData, xy_um: np.ndarray | None = None, sample: str = "") -> float:
+    """The neighbourhood radius of the slide's kind of location (:data:`RADIUS_UM`). Where the
+    coordinates' unit is not known (a SpatialData store or an h5ad without a pixel size), the kind's
+    radius in µm would be a guess in unknown units: 1.5 x the median distance between nearest
+    neighbours is taken instead (the first ring of spots, the 8 bins around a bin, a cell's nearest)."""
+    _, source = microns_per_pixel(adata, sample)
+    if xy_um is not None and source == UNKNOWN_SCALE and len(xy_um) > 1:
+        from scipy.spatial import cKDTree
+
+        nearest = cKDTree(xy_um).query(xy_um, k=2)[0][:, 1]
+        radius = NEAREST_RADIUS_FACTOR * float(np.median(nearest))
+        log.info("sample %s: no pixel size: neighbourhood radius %.4g units (1.5 x the median nearest distance)", sample, radius)  # fmt: skip
+        return radius
     info = platform_of(adata)
     unit = info.get("unit", "spot")
     if unit == "bin":

@@ -120,14 +120,20 @@ def knn_graph(pcs: np.ndarray, k: int = N_NEIGHBOURS, seed: int = 0) -> sparse.c
     return sparse.csr_matrix(conn.maximum(conn.T))
 
 
-def spatial_graph(xy_um: list[np.ndarray], radii: list[float]) -> sparse.csr_matrix:
+def spatial_graph(xy_um: list[np.ndarray], radii: list[float], samples: list[str] | None = None) -> sparse.csr_matrix:
     """Spatial connectivities within each slide (radius graph, ``1 - d / d_max``), block-diagonal."""
     from sklearn.neighbors import radius_neighbors_graph
     from spatialleiden import distance2connectivity
 
     blocks = []
-    for xy, radius in zip(xy_um, radii):
+    for i, (xy, radius) in enumerate(zip(xy_um, radii)):
         dist = radius_neighbors_graph(xy, radius=radius, mode="distance")
+        if dist.nnz == 0:
+            name = samples[i] if samples else f"slide {i + 1}"
+            raise ValueError(
+                f"sample {name}: no location has a neighbour within {radius:g} µm: are the slide's coordinates "
+                "in the unit its pixel size says?"
+            )
         dist.data = np.maximum(dist.data, 1e-6)
         blocks.append(sparse.csr_matrix(distance2connectivity(dist)))
     return sparse.block_diag(blocks, format="csr")
@@ -185,7 +191,7 @@ def spatialleiden_domains(
     pcs = expression_pcs(inputs, seed)
     log.info("SpatialLeiden: %d principal components of %s locations in %.0f s", pcs.shape[1], f"{sum(sizes):,}", time.monotonic() - started)  # fmt: skip
     graph = ad.AnnData(obs=pd.DataFrame(index=pd.RangeIndex(sum(sizes)).astype(str)))
-    spatial = spatial_graph([np.asarray(a.obsm["spatial"]) for a in inputs], radii)
+    spatial = spatial_graph([np.asarray(a.obsm["spatial"]) for a in inputs], radii, samples)
     pcs = smooth(pcs, spatial)
     log.info("SpatialLeiden: spatial graph and neighbourhood profiles at %.0f s", time.monotonic() - started)
     graph.obsp["connectivities"] = knn_graph(pcs, seed=seed)

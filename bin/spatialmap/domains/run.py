@@ -61,7 +61,7 @@ def find_domains(
     for sample, adata in slides.items():
         common.check_slide(adata, sample)
     xy = {s: common.coordinates_um(a, s) for s, a in slides.items()}
-    radii = [common.radius_um(slides[s]) for s in samples]
+    radii = [common.radius_um(slides[s], xy[s], s) for s in samples]
     total = sum(a.n_obs for a in slides.values())
     details: dict = {"requested_method": method, "radius_um": dict(zip(samples, radii))}
     if method == "novae" and total > novae_max_locations:
