@@ -23,12 +23,12 @@ import pandas as pd
 
 from spatialmap import keys
 from spatialmap.cli import InputError
+from spatialmap.io.domains import UNASSIGNED  # the one label of a location without a domain
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LEVELS = "5..15"  # the levels of Novae's tutorials for Visium HD
 DEFAULT_LEVEL = 7  # Novae's own default level
-UNASSIGNED = "Unassigned"
 PREFIX = "D"  # domain labels D1, D2, ... numbered by size within the group
 VISIUM_SPOT_UM = 55.0  # Visium spot diameter: scales spot slides' pixels to µm
 RADIUS_UM = {"spot": 150.0, "cell": 50.0}  # bins: BIN_RADIUS_SIDES x the bin side

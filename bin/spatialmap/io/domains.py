@@ -13,7 +13,7 @@ import pandas as pd
 
 LOCATION = "location"
 DOMAIN = "domain"  # the chosen level's column
-UNASSIGNED = "Unassigned"
+UNASSIGNED = "Unassigned"  # a location the domain method gave none (every stage reads this one)
 
 
 def read_domains(path: str | Path, sample: str, locations: pd.Index | None = None) -> pd.DataFrame:

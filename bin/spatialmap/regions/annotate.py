@@ -21,10 +21,11 @@ import logging
 import numpy as np
 import pandas as pd
 
+from spatialmap.io.domains import UNASSIGNED  # the one label of a location without a domain
+
 log = logging.getLogger("spatialmap.regions.annotate")
 
 UNKNOWN = "Unknown"
-UNASSIGNED = "Unassigned"
 DEFAULT_ALPHA = 0.05
 RANKING_COLUMNS = ["domain", "cell_type", "stat", "meanchange", "pval", "padj"]
 

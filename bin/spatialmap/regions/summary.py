@@ -45,12 +45,12 @@ import numpy as np
 import pandas as pd
 
 from spatialmap.consensus.agreement import strip_c2l_prefix
+from spatialmap.io.domains import UNASSIGNED  # the one label of a location without a domain
 from spatialmap.methods import registry
 from spatialmap.regions import annotate
 
 log = logging.getLogger("spatialmap.regions.summary")
 
-UNASSIGNED = "Unassigned"
 CONSENSUS = "consensus"
 AMBIGUOUS = "ambiguous"
 #: mean JSD to the consensus above which the methods disagree: two methods putting 80% of a location
