@@ -8,6 +8,7 @@ include { MAPPING              } from '../subworkflows/local/mapping'
 include { DOMAINS              } from '../subworkflows/local/domains'
 include { SPATIAL_RESULTS      } from '../subworkflows/local/spatial_results'
 include { REGION_SUMMARIES     } from '../subworkflows/local/region_summaries'
+include { MARKERS              } from '../subworkflows/local/markers'
 include { REPORT_TABLES        } from '../modules/local/report_tables/main'
 include { MULTIQC              } from '../modules/local/multiqc/main'
 
@@ -41,13 +42,20 @@ workflow SPATIALMAP {
     if (params.domain_method != 'none' && !(params.domain_level as int in domain_levels)) {
         error "spatialmap failed: --domain_level ${params.domain_level} is not one of --domain_levels ${params.domain_levels} (${domain_levels.join(', ')})"
     }
+    // marker sets: the user's file (read and checked by CHECK_SAMPLESHEET before any slide is read), else
+    // derived from the reference; no marker step without either, or with --marker_method none
+    def markers_file = params.markers ? file(params.markers, checkIfExists: true) : []
+    if (markers_file && !markers_file.isFile()) {
+        error "spatialmap failed: --markers ${params.markers} is not a file (marker sets: YAML or CSV)"
+    }
+    def run_markers = params.marker_method != 'none' && (params.markers || params.reference)
     if (params.celltypist_voting_over == 'domains' && params.domain_method == 'none') {
         error "spatialmap failed: --celltypist_voting_over domains votes over the spatial domains, which --domain_method none skips: give a domain method, or --celltypist_voting_over clusters"
     }
 
     versions = Channel.empty()
 
-    INPUT_CHECK(file(params.input, checkIfExists: true), stardist_model, celltypist_model)
+    INPUT_CHECK(file(params.input, checkIfExists: true), stardist_model, celltypist_model, markers_file)
     versions = versions.mix(INPUT_CHECK.out.versions)
 
     SLIDE_PREPROCESS(INPUT_CHECK.out.slides, mt_genes, stardist_model)
@@ -69,6 +77,7 @@ workflow SPATIALMAP {
         domain_png = DOMAINS.out.png.map { meta, f -> f }
     }
 
+    marker_sets = markers_file ? Channel.value(markers_file) : Channel.empty()  // from the reference below
     reference_files = Channel.empty()
     method_json = Channel.empty(); method_png = Channel.empty()
     agreement = Channel.empty(); method_selection = Channel.empty()
@@ -90,6 +99,9 @@ workflow SPATIALMAP {
         )
         versions = versions.mix(REFERENCE_SIGNATURES.out.versions)
         reference_files = REFERENCE_SIGNATURES.out.summary
+        if (!markers_file) {
+            marker_sets = REFERENCE_SIGNATURES.out.markers
+        }
 
         MAPPING(
             SLIDE_PREPROCESS.out.h5ad,
@@ -111,16 +123,31 @@ workflow SPATIALMAP {
             MAPPING.out.consensus, domains)
         versions = versions.mix(SPATIAL_RESULTS.out.versions)
         method_png = method_png.mix(SPATIAL_RESULTS.out.png.map { meta, f -> f })
-
-        // per slide with domains: each domain's composition per method, the domains' shares, ambiguity
-        REGION_SUMMARIES(domains, MAPPING.out.proportions, MAPPING.out.consensus, MAPPING.out.celltypist_labels)
-        versions = versions.mix(REGION_SUMMARIES.out.versions)
-        regions = REGION_SUMMARIES.out.json.mix(REGION_SUMMARIES.out.png).map { meta, f -> f }
     } else {
-        log.info "No --reference given: running reading and QC only (no mapping)"
+        log.info run_markers
+            ? "No --reference given: reading, QC, domains and the marker genes of --markers (no mapping)"
+            : "No --reference given: running reading and QC only (no mapping)"
         if (celltypist_model) {
             log.warn "--celltypist_model is used only with --reference (CellTypist runs in the mapping): ignored"
         }
+    }
+
+    // marker genes per group, the domains named by them (with or without a reference)
+    marker_scores = Channel.empty()  // [ meta, <sample>.marker_scores.csv ]
+    if (run_markers) {
+        MARKERS(SLIDE_PREPROCESS.out.h5ad, domains, params.domain_method != 'none', marker_sets)
+        versions = versions.mix(MARKERS.out.versions)
+        marker_scores = MARKERS.out.scores
+        regions = regions.mix(MARKERS.out.json.mix(MARKERS.out.png).map { meta, f -> f })
+    }
+
+    if (params.reference) {
+        // per slide with domains: each domain's composition per method, the domains' shares, ambiguity,
+        // and (with marker scores) each method's shares against them
+        REGION_SUMMARIES(domains, MAPPING.out.proportions, MAPPING.out.consensus, MAPPING.out.celltypist_labels,
+            marker_scores, run_markers)
+        versions = versions.mix(REGION_SUMMARIES.out.versions)
+        regions = regions.mix(REGION_SUMMARIES.out.json.mix(REGION_SUMMARIES.out.png, REGION_SUMMARIES.out.marker_png).map { meta, f -> f })
     }
 
     REPORT_TABLES(

@@ -6,12 +6,9 @@
 include { FIND_DOMAINS } from '../../modules/local/find_domains/main'
 
 // A group task's per-slide outputs, [ group meta, slide metas, files ], as one [ slide meta, file ] per
-// slide: the file the task wrote for that slide, <sample>.<suffix> (named from the meta, never parsed)
+// slide (SpatialmapGroups.perSlide: the file the task wrote for that slide, <sample>.<suffix>)
 def perSlide(ch, String suffix) {
-    ch.flatMap { group, metas, files ->
-        def named = [files].flatten().collectEntries { f -> [f.name, f] }
-        metas.collect { m -> [m, named["${m.id}.${suffix}"]] }
-    }
+    ch.flatMap { group, metas, files -> SpatialmapGroups.perSlide(metas, files, suffix) }
 }
 
 workflow DOMAINS {
@@ -23,10 +20,7 @@ workflow DOMAINS {
     groups = slides
         .map { meta, h5ad -> [meta.group, [meta, h5ad]] }
         .groupTuple()
-        .map { group, pairs ->
-            def sorted = pairs.sort { a, b -> a[0].id <=> b[0].id }
-            [[id: group], sorted.collect { it[0] }, sorted.collect { it[1] }]
-        }
+        .map { group, rows -> SpatialmapGroups.ofGroup(group, rows) }  // [ [id: group], metas, h5ads ]
     FIND_DOMAINS(groups, novae_model)
 
     emit:

@@ -8,9 +8,10 @@ workflow INPUT_CHECK {
     samplesheet     // file: the user's samplesheet CSV
     stardist_model  // value: --stardist_model folder, or [] (checked when a slide is segmented by StarDist)
     celltypist_model // value: --celltypist_model .pkl, or [] (checked: a CellTypist model)
+    markers          // value: --markers file, or [] (checked: readable marker sets)
 
     main:
-    CHECK_SAMPLESHEET(samplesheet, samplesheet.toAbsolutePath().parent.toString(), stardist_model, celltypist_model)
+    CHECK_SAMPLESHEET(samplesheet, samplesheet.toAbsolutePath().parent.toString(), stardist_model, celltypist_model, markers)
 
     slides = CHECK_SAMPLESHEET.out.csv
         .splitCsv(header: true)

@@ -46,6 +46,7 @@ workflow REFERENCE_SIGNATURES {
 
     emit:
     reference     = CHECK_OVERLAP.out.h5ad.map { meta, h5ad -> h5ad }          // value: reference h5ad, genes named as on the slides
+    markers       = CHECK_OVERLAP.out.markers.map { meta, csv -> csv }         // value: marker sets derived from the reference
     summary       = PREPARE_REFERENCE.out.json.mix(CHECK_OVERLAP.out.tsv).map { meta, f -> f }  // channel: reference summary JSON + overlap TSV
     signatures                                                                 // value: signatures CSV
     signature_png                                                              // channel: [ png ]

@@ -5,7 +5,8 @@
 // locations no single label fits (ambiguous, with why). A slide's tables are complete once every
 // method of its plan (meta.methods) gave its table; whether it has a consensus (two or more methods)
 // and CellTypist's labels ('celltypist' in meta.methods) is known from its plan, so nothing waits for
-// a channel to close. A slide without domains or without any method's table gets no summary.
+// a channel to close. A slide without domains or without any method's table gets no summary. With marker
+// genes scored (with_markers: every slide has scores), each method's shares are checked against them.
 //
 include { SUMMARISE_REGIONS } from '../../modules/local/summarise_regions/main'
 
@@ -15,6 +16,8 @@ workflow REGION_SUMMARIES {
     proportions  // channel: [ meta, method, the slide's proportion table ] (MAPPING.out.proportions)
     consensus    // channel: [ meta, consensus proportions, consensus disagreement ] (MAPPING.out.consensus)
     celltypist   // channel: [ meta, <sample>.celltypist_labels.csv ] (MAPPING.out.celltypist_labels)
+    markers      // channel: [ meta, <sample>.marker_scores.csv ] (MARKERS.out.scores), or empty
+    with_markers // boolean: whether every slide has marker scores
 
     main:
     // [ id, meta, methods, tables ]: every method of the slide's plan, in name order (as COMPARE_METHODS)
@@ -41,7 +44,12 @@ workflow REGION_SUMMARIES {
         .join(celltypist.map { meta, labels -> [meta.id, labels] })
         .mix(with_consensus.other.map { row -> row + [[]] })
         .map { id, meta, methods, csvs, dom, props, scores, labels -> [meta, dom, methods, csvs, props, scores, labels] }
-    SUMMARISE_REGIONS(to_summarise)
+    with_scores = with_markers
+        ? to_summarise.map { row -> [row[0].id, row] }
+            .join(markers.map { meta, csv -> [meta.id, csv] })
+            .map { id, row, csv -> row + [csv] }
+        : to_summarise.map { row -> row + [[]] }
+    SUMMARISE_REGIONS(with_scores)
 
     emit:
     composition        = SUMMARISE_REGIONS.out.composition         // channel: [ meta, <sample>.region_composition.csv ]
@@ -49,5 +57,6 @@ workflow REGION_SUMMARIES {
     locations          = SUMMARISE_REGIONS.out.locations           // channel: [ meta, <sample>.region_locations.csv ]
     png                = SUMMARISE_REGIONS.out.png                 // channel: [ meta, <sample>.region_composition.png ]
     json               = SUMMARISE_REGIONS.out.json                // channel: [ meta, <sample>.regions_qc.json ]
+    marker_png         = SUMMARISE_REGIONS.out.marker_agreement_png  // channel: [ meta, <sample>.marker_agreement.png ]
     versions           = SUMMARISE_REGIONS.out.versions            // channel: versions.yml
 }

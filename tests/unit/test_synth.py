@@ -334,5 +334,5 @@ def test_committed_test_data_is_what_the_generator_makes(data):
         fresh = read_10x(data["slides"][name]["matrix"])
         assert list(committed.obs_names) == list(fresh.obs_names)
         assert (committed.X != fresh.X).nnz == 0, f"{name}: regenerate assets/test_data"
-    for rel in ("truth/signatures.csv", "truth/slide1_abundance.csv", "samplesheet.csv"):
+    for rel in ("truth/signatures.csv", "truth/markers.yaml", "truth/slide1_abundance.csv", "samplesheet.csv"):
         assert (ASSETS / rel).read_bytes() == (data["outdir"] / rel).read_bytes(), rel

@@ -875,6 +875,8 @@ def readme_text(params: dict[str, int], slides: list[SimulatedSlide], types: lis
         "- `reference.h5ad`: labelled scRNA-seq reference; `X` raw integer counts (float32 CSR),"
         " `obs['cell_type']`, `obs['batch']` (`batch2` has per-gene lognormal(0, 0.3) effects), `var['gene_ids']`.",
         "- `truth/signatures.csv`: nuclear genes x cell types, true expected counts per cell.",
+        f"- `truth/markers.yaml`: a `--markers` file from the truth: per type its {CURATED_PER_TYPE} most specific raised"
+        f" genes (true expected count >= {CURATED_RATIO:g}x that of every other type; `synth.marker_sets`).",
         "- `truth/<slide>_abundance.csv`: in-tissue barcodes x cell types, true number of cells.",
         "- `truth/<slide>_proportions.csv`: the same normalised to sum 1 per spot.",
         "- `truth/<slide>_regions.csv`: the true regions (for spatial domains): per in-tissue spot its `region`"
@@ -943,6 +945,35 @@ def simulate(
     return signatures, reference, slides
 
 
+CURATED_RATIO = 3.0  # a curated marker: its true expected count in the type is >= 3x that in every other type
+CURATED_PER_TYPE = 8  # curated markers per type (truth/markers.yaml)
+
+
+def marker_sets(
+    signatures: pd.DataFrame, n: int = CURATED_PER_TYPE, ratio: float = CURATED_RATIO
+) -> dict[str, list[str]]:
+    """Each type's curated markers, from its true signature (no random draw): the genes whose expected
+    count in the type is at least ``ratio`` times that in every other type, the ``n`` highest ratios
+    first (ties by name). A marker list as a curator writes it: specific genes only, so the two T-cell
+    subtypes (which share two thirds of their raised genes) keep their private ones."""
+    values = signatures.to_numpy(dtype=float)
+    sets = {}
+    for k, name in enumerate(signatures.columns):
+        others = np.delete(values, k, axis=1).max(axis=1)
+        fold = values[:, k] / np.maximum(others, 1e-12)
+        order = np.lexsort((signatures.index.to_numpy(), -fold))
+        sets[str(name)] = [str(signatures.index[i]) for i in order if fold[i] >= ratio][:n]
+    return sets
+
+
+def write_markers(path: Path, signatures: pd.DataFrame) -> None:
+    """``truth/markers.yaml``: :func:`marker_sets`, as a ``--markers`` file."""
+    import yaml
+
+    with cli.atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(marker_sets(signatures), sort_keys=False, default_flow_style=None))
+
+
 def generate(
     outdir: str | Path,
     seed: int = 0,
@@ -997,6 +1028,7 @@ def generate(
         "samplesheet": outdir / "samplesheet.csv",
         "reference": outdir / "reference.h5ad",
         "signatures": outdir / "truth" / "signatures.csv",
+        "markers": outdir / "truth" / "markers.yaml",
         "readme": outdir / "README.md",
         "slides": {},
         "truth": {},
@@ -1007,6 +1039,7 @@ def generate(
         log.info("%s: %d spots under tissue of %d", slide.name, slide.counts.shape[0], slide.positions.shape[0])
     write_reference(paths["reference"], reference)
     write_csv(paths["signatures"], signatures, float_format="%.6g")
+    write_markers(paths["markers"], signatures)
     write_samplesheet(paths["samplesheet"], [s.name for s in slides])
     with cli.atomic_path(paths["readme"]) as tmp:
         tmp.write_text(readme_text(params, slides, list(signatures.columns)))

@@ -288,15 +288,9 @@ def reference_summary(adata: ad.AnnData, label_key: str, batch_key: str | None =
 # --------------------------------------------------------------------------------------------
 
 
-def rank_markers(reference: ad.AnnData, label_key: str, n_markers: int = 50) -> dict[str, list[str]]:
-    """Top ``n_markers`` genes per label by log fold change (label vs all other cells).
-
-    Counts are scaled to 10,000 per cell and log1p-transformed; the score is the mean in the
-    label minus the mean in the other cells. Only genes with a positive score are kept, so a
-    label can have fewer than ``n_markers`` markers. Ties are broken by gene name.
-    """
-    if n_markers < 1:
-        raise InputError(f"the number of markers must be at least 1, got {n_markers}")
+def label_log_means(reference: ad.AnnData, label_key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(labels, means, rest)``: per label (sorted names) the mean of log1p(counts per 10,000) of every
+    gene in its cells, and that in all the other cells (labels x genes each)."""
     X = reference.X.tocsr() if sparse.issparse(reference.X) else sparse.csr_matrix(reference.X)
     totals = np.asarray(X.sum(axis=1)).ravel()
     totals[totals == 0] = 1.0
@@ -309,12 +303,25 @@ def rank_markers(reference: ad.AnnData, label_key: str, n_markers: int = 50) -> 
     sums = np.asarray((ind @ Xn).todense())  # labels x genes
     n = np.asarray(ind.sum(axis=1)).ravel()
     total = sums.sum(axis=0)
+    means = sums / n[:, None]
+    rest = (total[None, :] - sums) / np.maximum(len(labels) - n, 1)[:, None]
+    return names, means, rest
+
+
+def rank_markers(reference: ad.AnnData, label_key: str, n_markers: int = 50) -> dict[str, list[str]]:
+    """Top ``n_markers`` genes per label by log fold change (label vs all other cells).
+
+    Counts are scaled to 10,000 per cell and log1p-transformed; the score is the mean in the
+    label minus the mean in the other cells. Only genes with a positive score are kept, so a
+    label can have fewer than ``n_markers`` markers. Ties are broken by gene name.
+    """
+    if n_markers < 1:
+        raise InputError(f"the number of markers must be at least 1, got {n_markers}")
+    names, means, rest = label_log_means(reference, label_key)
     genes = reference.var_names.to_numpy().astype(str)
     markers = {}
     for i, name in enumerate(names):
-        inside = sums[i] / n[i]
-        rest = (total - sums[i]) / max(len(labels) - n[i], 1)
-        score = inside - rest
+        score = means[i] - rest[i]
         order = np.lexsort((genes, -score))
         order = order[score[order] > 0][:n_markers]
         markers[str(name)] = genes[order].tolist()

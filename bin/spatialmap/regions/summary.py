@@ -47,7 +47,7 @@ import pandas as pd
 from spatialmap.consensus.agreement import strip_c2l_prefix
 from spatialmap.io.domains import UNASSIGNED  # the one label of a location without a domain
 from spatialmap.methods import registry
-from spatialmap.regions import annotate
+from spatialmap.regions import annotate, validation
 
 log = logging.getLogger("spatialmap.regions.summary")
 
@@ -114,6 +114,7 @@ class Summary:
     locations: pd.DataFrame  # LOCATION_COLUMNS
     qc: dict
     wide: dict[str, pd.DataFrame]  # per method (consensus first): domains x cell types, for the heatmap
+    agreement: pd.DataFrame | None = None  # validation.COLUMNS: with marker scores
 
 
 # --------------------------------------------------------------------------- inputs
@@ -383,6 +384,8 @@ def summarise(
     celltypist: pd.DataFrame | None = None,
     thresholds: Thresholds | None = None,
     alpha: float = annotate.DEFAULT_ALPHA,
+    marker_scores: pd.DataFrame | None = None,
+    min_rho: float = validation.DEFAULT_MIN_RHO,
 ) -> Summary:
     """One slide's region summaries.
 
@@ -403,6 +406,9 @@ def summarise(
         When a location is ambiguous.
     alpha
         The adjusted p-value under which a type rises in a domain (the domain annotation).
+    marker_scores, min_rho
+        The slide's marker scores (locations x types), where marker genes were scored: each method's
+        shares are checked against them (:mod:`spatialmap.regions.validation`), flagged below ``min_rho``.
     """
     thresholds = thresholds or Thresholds()
     thresholds.check()
@@ -418,6 +424,10 @@ def summarise(
     qc = qc_summary(sample, source, methods, locations, thresholds)
     qc["domain_labels"] = dict(zip(named["domain"], named["label"]))
     qc["domain_label_alpha"] = alpha
+    agreement = None
+    if marker_scores is not None:
+        agreement = validation.marker_agreement(sample, ordered, marker_scores, min_rho)
+        qc.update(validation.agreement_summary(agreement, min_rho))
     log.info(
         "sample %s: %d domains over %d locations; %d ambiguous (%s)",
         sample,
@@ -426,4 +436,4 @@ def summarise(
         qc["ambiguous_locations"],
         ", ".join(f"{k} {v}" for k, v in qc.items() if k.startswith("ambiguous_") and k != "ambiguous_locations"),
     )
-    return Summary(long, domain_proportions(sample, domains), named, ranking, locations, qc, wide)
+    return Summary(long, domain_proportions(sample, domains), named, ranking, locations, qc, wide, agreement)

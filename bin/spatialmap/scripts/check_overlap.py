@@ -2,7 +2,9 @@
 and how many top markers of each cell type survive.
 
 Writes the reference with its genes named as the slides name theirs (every later step matches
-genes by var_names), the overlap table and its details.
+genes by var_names), the overlap table and its details, and (``--output-markers``) each cell type's
+marker genes among those every slide has, for the marker-gene scores when no ``--markers`` is given
+(:func:`spatialmap.markers.genes.derive_markers`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 import anndata as ad
 
 from spatialmap import cli, keys
+from spatialmap.markers.genes import derive_markers, write_markers
 from spatialmap.reference import genes
 from spatialmap.reference import prepare as reference
 
@@ -69,6 +72,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         required=True,
         type=Path,
         help="reference .h5ad to write, genes named as on the slides",
+    )
+    parser.add_argument(
+        "--output-markers",
+        default=None,
+        type=Path,
+        help="marker sets to write (CSV: cell_type, gene), the top --marker-genes per type among every slide's genes",
+    )
+    parser.add_argument(
+        "--marker-genes", type=int, default=10, help="genes per cell type in --output-markers (default: %(default)s)"
     )
     parser.add_argument("--output-tsv", required=True, type=Path, help="overlap table to write, one row per slide")
     parser.add_argument(
@@ -148,6 +160,12 @@ def main(argv: list[str] | None = None) -> None:
         result.table.to_csv(tmp, sep="\t")
     with cli.atomic_path(args.output_json) as tmp:
         tmp.write_text(json.dumps({"gene_matching": match.to_json(), **result.to_json()}, indent=2) + "\n")
+    if args.output_markers:
+        every = set.intersection(*(set(slide.var_names.astype(str)) for slide in slides.values()))
+        derived = derive_markers(ref, args.label_key, every, args.marker_genes)
+        log.info("marker sets derived from the reference: %d types, %d genes each at most", len(derived), args.marker_genes)  # fmt: skip
+        with cli.atomic_path(args.output_markers) as tmp:
+            write_markers(derived, tmp)
     with cli.atomic_path(args.output_reference) as tmp:
         ref.write_h5ad(tmp, compression="gzip")
     cli.write_versions(args.versions, args.process_name, ["anndata", "numpy", "pandas"])

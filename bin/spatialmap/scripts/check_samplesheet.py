@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from spatialmap import cli
 from spatialmap.io.samplesheet import SEGMENTATIONS, check_models, read_samplesheet, write_checked
@@ -48,6 +49,11 @@ def main(argv: list[str] | None = None) -> None:
         help="--celltypist_model file, checked to be a CellTypist model (its pickle read without running it)",
     )
     parser.add_argument(
+        "--markers",
+        default=None,
+        help="--markers file, checked to be readable marker sets (YAML or CSV: cell type -> genes)",
+    )
+    parser.add_argument(
         "--no-download-check",
         action="store_true",
         help="do not check that a model to download (StarDist's 2D_versatile_he) can be downloaded (-stub runs)",
@@ -69,6 +75,11 @@ def main(argv: list[str] | None = None) -> None:
         from spatialmap.methods.celltypist import check_model_file
 
         check_model_file(args.celltypist_model)
+    if args.markers:
+        from spatialmap.markers.genes import read_markers
+
+        sets = read_markers(args.markers)
+        log.info("markers file %s: %d cell types, %d genes", Path(args.markers).name, len(sets), sum(map(len, sets.values())))  # fmt: skip
     with cli.atomic_path(args.output) as tmp:
         write_checked(slides, tmp)
     groups = sorted({s.group for s in slides})

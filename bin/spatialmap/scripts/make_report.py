@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from spatialmap import cli
+from spatialmap.report import markers as marker_report
 from spatialmap.report import multiqc as report
 
 log = logging.getLogger("spatialmap.make_report")
@@ -52,7 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--regions",
         nargs="*",
         default=[],
-        help="region summaries: every slide's <sample>.regions_qc.json and <sample>.region_composition.png",
+        help="region summaries and marker genes: every slide's <sample>.regions_qc.json, <sample>.markers_qc.json "
+        "and their figures (PNG)",
     )
     parser.add_argument("--versions-files", nargs="*", default=[], help="versions.yml files of every process")
     parser.add_argument("--nextflow-version", default="unknown", help="Nextflow version of the run")
@@ -108,7 +110,9 @@ def main(argv: list[str] | None = None) -> None:
         sections.update(report.method_sections(method, records))
     sections.update(report.comparison_sections(comparison))
     try:
-        sections.update(report.region_sections(report.region_records(_files(args.regions))))
+        regions = report.region_records(_files(args.regions))
+        sections.update(report.region_sections(regions))
+        sections.update(marker_report.marker_sections(marker_report.marker_records(_files(args.regions)), regions))
     except ValueError as err:
         raise cli.InputError(str(err)) from None
     for name, content in sections.items():

@@ -14,6 +14,12 @@ per-cell labels (``--celltypist``). Outputs, for sample S (``--sample``):
 - ``S.region_composition.png``: domains x cell types, one panel per method, the consensus first
 - ``S.regions_qc.json``: locations, domains, ambiguous locations and why (the report's numbers)
 
+With the slide's marker scores (``--marker-scores``, from the marker-gene step), the check of every
+method's shares against them (:mod:`spatialmap.regions.validation`):
+
+- ``S.marker_agreement.csv``: sample, method, cell_type, spearman, pvalue, locations, agrees
+- ``S.marker_agreement.png``: methods x cell types, the correlations below the bound marked
+
 Example::
 
     summarise_regions.py --sample a --domains a.domains.csv --methods rctd nnls \\
@@ -37,6 +43,7 @@ PACKAGES = ["decoupler", "pandas", "numpy", "matplotlib"]
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
     from spatialmap.regions.summary import DEFAULT_DISAGREEMENT, DEFAULT_MIXED_MARGIN
+    from spatialmap.regions.validation import DEFAULT_MIN_RHO
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sample", required=True, help="sample name; prefix of every output file")
@@ -51,6 +58,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--disagreement", default=None, help="the consensus' per-location disagreement table")
     parser.add_argument(
         "--celltypist", default=None, help="CellTypist's per-cell labels (<sample>.celltypist_labels.csv)"
+    )
+    parser.add_argument("--marker-scores", default=None, help="the slide's marker scores (<sample>.marker_scores.csv)")
+    parser.add_argument(
+        "--marker-agreement-min",
+        type=float,
+        default=DEFAULT_MIN_RHO,
+        help=f"a type whose share's Spearman correlation with its marker score is below this is flagged (default: {DEFAULT_MIN_RHO})",
     )
     parser.add_argument(
         "--disagreement-threshold",
@@ -92,6 +106,7 @@ def _csv(path: str, sample: str, what: str):
 def read_inputs(args: argparse.Namespace) -> dict:
     """The slide's domains and every table on its locations (:mod:`spatialmap.regions.summary`)."""
     from spatialmap.regions import summary as regions
+    from spatialmap.regions.validation import read_marker_scores
 
     sample = args.sample
     if len(args.methods) != len(args.proportions):
@@ -120,6 +135,9 @@ def read_inputs(args: argparse.Namespace) -> dict:
         if args.celltypist:
             labels = _csv(args.celltypist, sample, "CellTypist's labels")
             found["celltypist"] = regions.celltypist_flags(labels, locations, sample)
+        found["marker_scores"] = (
+            read_marker_scores(args.marker_scores, sample, locations) if args.marker_scores else None
+        )
     except ValueError as err:
         raise cli.InputError(str(err)) from None
     return found
@@ -149,6 +167,13 @@ def write_outputs(outdir: Path, sample: str, result) -> None:
         outdir / f"{sample}.region_composition.png",
         f"{sample}: mean cell-type proportion per domain ({result.qc['domains']} domains, {result.qc['locations']:,} locations)",
     )
+    if result.agreement is not None:
+        from spatialmap.regions.validation import plot_agreement
+
+        with cli.atomic_path(outdir / f"{sample}.marker_agreement.csv") as tmp:
+            result.agreement.to_csv(tmp, index=False, float_format="%.6g")
+        min_rho = result.qc["marker_agreement_min_rho"]
+        plot_agreement(sample, result.agreement, min_rho, outdir / f"{sample}.marker_agreement.png")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -168,6 +193,8 @@ def main(argv: list[str] | None = None) -> None:
             celltypist=found["celltypist"],
             thresholds=thresholds,
             alpha=args.domain_label_alpha,
+            marker_scores=found["marker_scores"],
+            min_rho=args.marker_agreement_min,
         )
     except ValueError as err:
         raise cli.InputError(str(err)) from None

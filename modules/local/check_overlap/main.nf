@@ -12,6 +12,7 @@ process CHECK_OVERLAP {
     tuple val(meta), path('reference.matched.h5ad'), emit: h5ad
     tuple val(meta), path('gene_overlap.tsv')      , emit: tsv
     tuple val(meta), path('gene_overlap.json')     , emit: json
+    tuple val(meta), path('reference_markers.csv') , emit: markers  // marker sets derived from the reference
     path 'versions.yml'                            , emit: versions
 
     script:
@@ -25,6 +26,7 @@ process CHECK_OVERLAP {
         --output-reference reference.matched.h5ad \\
         --output-tsv gene_overlap.tsv \\
         --output-json gene_overlap.json \\
+        --output-markers reference_markers.csv \\
         --process-name '${task.process}' \\
         ${args}
     """
@@ -32,6 +34,7 @@ process CHECK_OVERLAP {
     stub:
     """
     touch reference.matched.h5ad gene_overlap.tsv
+    printf 'cell_type,gene\\n' > reference_markers.csv
     echo '{}' > gene_overlap.json
     printf '"%s":\\n    stub: "true"\\n' '${task.process}' > versions.yml
     """

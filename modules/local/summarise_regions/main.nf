@@ -7,8 +7,8 @@ process SUMMARISE_REGIONS {
     input:
     // one slide: its domains table; its methods and each one's proportion table, in the same order;
     // the methods' consensus and disagreement ([] with a single method); CellTypist's labels ([] where
-    // it did not run)
-    tuple val(meta), path(domains), val(methods), path(tables, stageAs: 'tables/*'), path(consensus, stageAs: 'consensus/*'), path(disagreement, stageAs: 'disagreement/*'), path(celltypist, stageAs: 'celltypist/*')
+    // it did not run); the slide's marker scores ([] without marker genes)
+    tuple val(meta), path(domains), val(methods), path(tables, stageAs: 'tables/*'), path(consensus, stageAs: 'consensus/*'), path(disagreement, stageAs: 'disagreement/*'), path(celltypist, stageAs: 'celltypist/*'), path(marker_scores, stageAs: 'markers/*')
 
     output:
     tuple val(meta), path("${meta.id}.region_composition.csv") , emit: composition
@@ -18,12 +18,15 @@ process SUMMARISE_REGIONS {
     tuple val(meta), path("${meta.id}.domain_ranking.csv")     , emit: ranking
     tuple val(meta), path("${meta.id}.region_composition.png") , emit: png
     tuple val(meta), path("${meta.id}.regions_qc.json")        , emit: json
+    tuple val(meta), path("${meta.id}.marker_agreement.csv")   , emit: marker_agreement, optional: true
+    tuple val(meta), path("${meta.id}.marker_agreement.png")   , emit: marker_agreement_png, optional: true
     path 'versions.yml'                                       , emit: versions
 
     script:
     def args = task.ext.args ?: ''
     def with_consensus = consensus ? "--consensus ${consensus} --disagreement ${disagreement}" : ''
     def with_celltypist = celltypist ? "--celltypist ${celltypist}" : ''
+    def with_markers = marker_scores ? "--marker-scores ${marker_scores}" : ''
     """
     summarise_regions.py \\
         --sample '${meta.id}' \\
@@ -32,6 +35,7 @@ process SUMMARISE_REGIONS {
         --proportions ${tables} \\
         ${with_consensus} \\
         ${with_celltypist} \\
+        ${with_markers} \\
         --outdir . \\
         --process-name '${task.process}' \\
         ${args}
