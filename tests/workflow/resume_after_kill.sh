@@ -7,7 +7,7 @@
 #  3. runs the same, uninterrupted, in uninterrupted/ for the numbers to compare
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-args=(-profile test,local --methods tangram --tangram_max_epochs 60 --domain_method none --outdir results)
+args=(-profile test,local --methods tangram --tangram_max_epochs 60 --domain_method none --marker_method none --outdir results)
 nf() { bash "$repo/tools/nextflow" "$@"; }
 
 mkdir -p resumed uninterrupted

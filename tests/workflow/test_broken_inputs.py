@@ -34,6 +34,7 @@ for _name in (
     "stardist model without weights is refused",
     "stardist pretrained model offline is refused",
     "visium hd positions of another bin size are refused",
+    "markers file without its columns is refused",
 ):
     _test = _stopped_at_the_samplesheet_check(_name)
     globals()[_test.__name__] = _test

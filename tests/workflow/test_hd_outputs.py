@@ -519,6 +519,19 @@ def _true_regions(sample: str) -> pd.DataFrame:
     return truth
 
 
+def named_right(annotation: Path, domains: pd.DataFrame, truth: pd.DataFrame) -> tuple[pd.DataFrame, list[bool]]:
+    """The domains a table names (not Unknown), and for each whether its first type is the dominant type of
+    the true region most of its locations are in."""
+    named = pd.read_csv(annotation)
+    named = named[named["label"] != "Unknown"]
+    right = []
+    for domain, label in zip(named["domain"], named["label"]):
+        regions = truth.loc[domains.index[domains["domain"] == domain], "region"]
+        dominant = truth.loc[truth["region"] == regions.value_counts().index[0], "dominant_types"].iloc[0]
+        right.append(label.split("/")[0] == dominant)
+    return named, right
+
+
 @pytest.mark.workflow("test_hd cells mode")
 @pytest.mark.parametrize("sample", SLIDES)
 def test_domains_are_named_by_the_dominant_type_of_their_true_region(workflow_dir, sample):
@@ -530,14 +543,26 @@ def test_domains_are_named_by_the_dominant_type_of_their_true_region(workflow_di
     assert domains.index.isin(truth.index).all()
     assert list(domains.columns) == ["domain"] + [f"domain_L{k}" for k in range(5, 16)]
     assert domains["domain"].nunique() == 7  # --domain_level 7: SpatialLeiden's clusters merged into 7
-    named = pd.read_csv(results / f"regions/{sample}/{sample}.domain_annotation.csv")
-    named = named[named["label"] != "Unknown"]
-    right = []
-    for domain, label in zip(named["domain"], named["label"]):
-        regions = truth.loc[domains.index[domains["domain"] == domain], "region"]
-        dominant = truth.loc[truth["region"] == regions.value_counts().index[0], "dominant_types"].iloc[0]
-        right.append(label.split("/")[0] == dominant)
+    named, right = named_right(results / f"regions/{sample}/{sample}.domain_annotation.csv", domains, truth)
     assert len(right) >= 3 and np.mean(right) >= DOMAIN_LABEL_MIN_RIGHT, named.assign(right=right)
+
+
+MARKER_LABEL_MIN_RIGHT = 0.5  # set before measuring: per slide, of the domains the marker genes name
+
+
+@pytest.mark.workflow("test_hd cells mode")
+@pytest.mark.parametrize("sample", SLIDES)
+def test_marker_genes_name_the_domains_by_their_true_region(workflow_dir, sample):
+    """The marker sets derived from the reference, scored by Enrichmap: each domain they name (elbow-gap
+    of its rising sets) is named by the dominant type of the true region most of its locations are in."""
+    results = _results(workflow_dir)
+    domains = pd.read_csv(results / f"domains/{sample}.domains.csv", index_col="location", dtype={"location": str})
+    named, right = named_right(
+        results / f"markers/{sample}.marker_domain_annotation.csv", domains, _true_regions(sample)
+    )
+    assert len(right) >= 3 and np.mean(right) >= MARKER_LABEL_MIN_RIGHT, named.assign(right=right)
+    qc = json.loads((results / f"markers/{sample}.markers_qc.json").read_text())
+    assert qc["source"] == "reference_markers.csv" and qc["types_scored"] >= 6
 
 
 @pytest.mark.workflow("test_hd cells mode")

@@ -45,6 +45,7 @@ process SUMMARISE_REGIONS {
     """
     touch ${meta.id}.region_composition.csv ${meta.id}.domain_proportions.csv ${meta.id}.region_locations.csv
     touch ${meta.id}.region_composition.png ${meta.id}.domain_annotation.csv ${meta.id}.domain_ranking.csv
+    ${marker_scores ? "touch ${meta.id}.marker_agreement.csv ${meta.id}.marker_agreement.png" : ''}
     echo '{"sample": "${meta.id}"}' > ${meta.id}.regions_qc.json
     printf '"%s":\\n    stub: "true"\\n' '${task.process}' > versions.yml
     """
