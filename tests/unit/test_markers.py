@@ -75,7 +75,7 @@ def test_a_type_short_of_genes_is_dropped_naming_its_missing_genes():
     assert check.dropped == ["B"]
     (warning,) = check.warnings()
     assert "sample s1" in warning and "'B' of m.yaml dropped" in warning and "CD79A, CD19" in warning
-    assert check.to_json()["missing_genes"] == {"T": ["CD2"], "B": ["CD79A", "CD19"]}
+    assert check.missing == {"T": ["CD2"], "B": ["CD79A", "CD19"]}
 
 
 def test_markers_of_no_gene_on_the_slide_or_no_type_left_are_refused():

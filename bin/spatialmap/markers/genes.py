@@ -152,16 +152,6 @@ class MarkerCheck:
             for name in self.dropped
         ]
 
-    def to_json(self) -> dict:
-        return {
-            "source": self.source,
-            "types_scored": len(self.kept),
-            "types_dropped": list(self.dropped),
-            "genes": {name: genes for name, genes in self.kept.items()},
-            "missing_genes": {name: genes for name, genes in self.missing.items() if genes},
-            "warnings": self.warnings(),
-        }
-
 
 def check_markers(markers: Mapping[str, list[str]], genes: Iterable[str], sample: str, source: str) -> MarkerCheck:
     """The sets restricted to a slide's genes (module docstring: refused when no gene is on the slide,
@@ -185,9 +175,7 @@ def check_markers(markers: Mapping[str, list[str]], genes: Iterable[str], sample
             f"sample {sample}: no cell type of the markers file {source} has {MIN_GENES} of its genes on the slide: "
             + "; ".join(f"{name}: missing {_examples(check.missing[name])}" for name in check.dropped)
         )
-    for line in check.warnings():
-        log.warning(line)
-    return check
+    return check  # its warnings are logged by the caller (once per group: spatialmap.markers.score)
 
 
 def derive_markers(
