@@ -6,8 +6,9 @@ from their true signatures (``truth/markers.yaml``, ``testdata.synth.marker_sets
 
 - elbow-gap on the true regions (:data:`REGION_NAMES_MIN_RIGHT`): 0.75 per slide is the bound set in
   session 3, before measuring, for the same rule on the mapping's shares; on the marker scores it was
-  measured here after that (default, with Enrichmap's spatial correction: 6/8, 7/8, 5/6 regions);
-- without the spatial correction (:data:`UNCORRECTED_MIN_RIGHT`, set after measuring 22/22): 0.9.
+  measured here after that (with Enrichmap's spatial correction, the workflow's setting: 6/8, 7/8, 5/6);
+- without the spatial correction (:data:`UNCORRECTED_MIN_RIGHT`, set after measuring 22/22): 0.9. On
+  these 243-spot slides ``--marker_spatial_correction auto`` (the default) leaves it off.
 """
 
 from __future__ import annotations
@@ -154,6 +155,20 @@ def test_without_the_spatial_correction_every_true_region_is_named(slides, truth
     tables, _ = marker_score.score_group(slides, scored[2], "markers.yaml", spatial_correction=False)
     right = _region_names_right(tables, truth)
     assert np.mean([h for hits in right.values() for h in hits]) >= UNCORRECTED_MIN_RIGHT, right
+
+
+def test_auto_spatial_correction_needs_every_slide_of_the_group_large(slides):
+    small = {"s1": ad.AnnData(X=np.zeros((9_999, 1))), "s2": ad.AnnData(X=np.zeros((50_000, 1)))}
+    large = {"s1": ad.AnnData(X=np.zeros((10_000, 1))), "s2": ad.AnnData(X=np.zeros((50_000, 1)))}
+    assert marker_score.spatial_correction_for("auto", small) == (
+        False,
+        "auto: the group's smallest slide has 9,999 locations (< 10,000)",
+    )
+    assert marker_score.spatial_correction_for("auto", large)[0] is True
+    assert marker_score.spatial_correction_for("auto", slides)[0] is False  # the test slides: 243 spots
+    assert marker_score.spatial_correction_for("true", small) == (True, "--marker_spatial_correction true")
+    with pytest.raises(InputError, match="one of auto, true, false"):
+        marker_score.spatial_correction_for("yes", small)
 
 
 def test_a_type_missing_on_one_slide_of_the_group_is_dropped_for_the_group(slides):

@@ -4,8 +4,9 @@ Per slide, from its QC'd counts: log1p(counts per 10,000 over all its genes), ke
 only (the score reads nothing else), never the slide's own object (a new AnnData is built). The group's
 slides are stacked and scored in one ``enrichmap.tl.score`` call with ``batch_key`` the slide, so
 Enrichmap z-scores each set per slide, smooths over each slide's own ``n_neighbors`` nearest locations
-and removes each slide's smooth spatial trend (a GAM of the coordinates); the gene weights (coefficient
-of variation) come from the whole group, so a type's score means the same on its slides.
+and, where :func:`spatial_correction_for` says so, removes each slide's smooth spatial trend (a GAM of
+the coordinates); the gene weights (coefficient of variation) come from the whole group, so a type's
+score means the same on its slides.
 
 A type is scored with its genes found on every slide of the group (:func:`group_markers`); one with
 fewer than two such genes is dropped with a warning (:mod:`spatialmap.markers.genes`). Each location's
@@ -38,6 +39,25 @@ LABEL = "marker_label"  # a location's highest-scoring type
 SUFFIX = "_score"  # Enrichmap's obs column of a set: f"{name}_score"
 DEFAULT_NEIGHBORS = 6
 HASH_SEED = "0"
+# --marker_spatial_correction auto: Enrichmap's GAM (10 x 10 tensor splines: 100 coefficients per slide)
+# only where every slide of the group has at least 100 locations per coefficient. On a slide a few
+# regions wide the splines are as fine as the regions and remove them (tools/BENCHMARKS.md: 18 of 22
+# generated regions named with it on 243-spot slides, 22 without; every domain Unknown on the 252- and
+# 350-cell test slides); the workflow it comes from applies it to Visium HD bins, 10^5 per slide.
+AUTO_MIN_LOCATIONS = 10_000
+CORRECTION_MODES = ("auto", "true", "false")
+
+
+def spatial_correction_for(mode: str, slides: Mapping[str, object]) -> tuple[bool, str]:
+    """Whether Enrichmap removes each slide's spatial trend (``mode``: :data:`CORRECTION_MODES`), and why."""
+    if mode not in CORRECTION_MODES:
+        raise InputError(f"the spatial correction is one of {', '.join(CORRECTION_MODES)}, got {mode!r}")
+    if mode != "auto":
+        return mode == "true", f"--marker_spatial_correction {mode}"
+    smallest = min(slide.n_obs for slide in slides.values())
+    on = smallest >= AUTO_MIN_LOCATIONS
+    relation = ">=" if on else "<"
+    return on, f"auto: the group's smallest slide has {smallest:,} locations ({relation} {AUTO_MIN_LOCATIONS:,})"
 
 
 @dataclass

@@ -25,6 +25,10 @@ MARKER_COLUMNS = {
     ),
     "domains_named": dict(title="Domains named", description="domains where a marker set rises", format="{:,.0f}"),
     "domains_unknown": dict(title="Domains Unknown", description="domains where no marker set rises", format="{:,.0f}"),
+    "spatial_correction": dict(
+        title="Spatial trend removed",
+        description="Enrichmap's GAM of the coordinates (--marker_spatial_correction; auto: slides of >= 10,000 locations)",
+    ),
     "seconds": dict(title="Seconds", description="the whole group's scoring", format="{:,.1f}"),
 }
 
@@ -53,6 +57,7 @@ def marker_table(records: list[dict]) -> dict:
                 "dropped": ", ".join(r.get("types_dropped", [])) or "none",
                 "domains_named": r.get("domains_named"),
                 "domains_unknown": r.get("domains_unknown"),
+                "spatial_correction": "yes" if r.get("spatial_correction") else "no",
                 "seconds": r.get("seconds"),
             }
             for r in records
@@ -65,8 +70,8 @@ def marker_table(records: list[dict]) -> dict:
         "spatialmap_markers",
         "Marker genes (Enrichmap)",
         "Each cell type's marker set scored per location by Enrichmap (weighted mean of its log-normalised genes, "
-        "z-scored per slide, smoothed over neighbours, the slide's spatial trend removed), one run per samplesheet "
-        "group (<code>markers/&lt;sample&gt;.marker_scores.csv</code>)." + note,
+        "z-scored per slide, smoothed over neighbours, the slide's spatial trend removed where the table says so), "
+        "one run per samplesheet group (<code>markers/&lt;sample&gt;.marker_scores.csv</code>)." + note,
         frame,
         headers=MARKER_COLUMNS,
     )

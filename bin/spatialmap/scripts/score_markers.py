@@ -38,7 +38,7 @@ PACKAGES = ["enrichmap", "squidpy", "pygam", "decoupler", "scanpy", "anndata"]
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    from spatialmap.markers.score import DEFAULT_NEIGHBORS
+    from spatialmap.markers.score import AUTO_MIN_LOCATIONS, CORRECTION_MODES, DEFAULT_NEIGHBORS
     from spatialmap.regions.annotate import DEFAULT_ALPHA
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -55,10 +55,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"Enrichmap smooths each score over this many nearest locations (default: {DEFAULT_NEIGHBORS})",
     )
     parser.add_argument(
-        "--no-spatial-correction",
-        dest="spatial_correction",
-        action="store_false",
-        help="skip Enrichmap's removal of each slide's spatial trend (a GAM of the coordinates)",
+        "--spatial-correction",
+        choices=CORRECTION_MODES,
+        default="auto",
+        help="Enrichmap removes each slide's spatial trend (a GAM of the coordinates): auto (default) where "
+        f"every slide of the group has >= {AUTO_MIN_LOCATIONS:,} locations, true, false",
     )
     parser.add_argument(
         "--domain-label-alpha",
@@ -117,7 +118,7 @@ def annotate(sample: str, scores, domains, alpha: float):
 
 
 def qc_summary(
-    sample: str, group: str, found, scores, domains, annotation, seconds: float, spatial_correction: bool
+    sample: str, group: str, found, scores, domains, annotation, seconds: float, correction: tuple[bool, str]
 ) -> dict:
     """The slide's ``markers_qc.json`` (a method-like record: the report's table reads ``report_columns``)."""
     from spatialmap.io.domains import UNASSIGNED
@@ -141,7 +142,8 @@ def qc_summary(
         "domains_named": int(sum(label != UNKNOWN for label in labels.values())),
         "domains_unknown": int(sum(label == UNKNOWN for label in labels.values())),
         "seconds": round(seconds, 1),
-        "spatial_correction": spatial_correction,
+        "spatial_correction": correction[0],
+        "spatial_correction_reason": correction[1],
         "report_columns": {
             "group": "samplesheet group (slides scored together)",
             "types_scored": "marker sets scored",
@@ -186,12 +188,14 @@ def plot(sample: str, slide, scores, domains, path: Path, seed: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Read the group's slides and sets, score them, name the domains, write every output."""
     args = parse_args(argv)
-    from spatialmap.markers.score import score_group
+    from spatialmap.markers.score import score_group, spatial_correction_for
 
     started = time.monotonic()
     slides, domains, markers = read_inputs(args)
     source = args.markers_name or Path(args.markers).name
-    tables, found = score_group(slides, markers, source, args.n_neighbors, args.spatial_correction)
+    correct, why = spatial_correction_for(args.spatial_correction, slides)
+    log.info("spatial correction %s (%s)", "on" if correct else "off", why)
+    tables, found = score_group(slides, markers, source, args.n_neighbors, correct)
     seconds = time.monotonic() - started
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -204,9 +208,7 @@ def main(argv: list[str] | None = None) -> None:
             annotation.to_csv(tmp, index=False)
         with cli.atomic_path(outdir / f"{sample}.marker_domain_ranking.csv") as tmp:
             ranking.to_csv(tmp, index=False)
-        summary = qc_summary(
-            sample, args.group, found, scores, domains[sample], annotation, seconds, args.spatial_correction
-        )
+        summary = qc_summary(sample, args.group, found, scores, domains[sample], annotation, seconds, (correct, why))
         with cli.atomic_path(outdir / f"{sample}.markers_qc.json") as tmp:
             tmp.write_text(json.dumps(summary, indent=2) + "\n")
         plot(sample, slides[sample], scores, domains[sample], outdir / f"{sample}.marker_scores.png", args.seed)
