@@ -118,8 +118,10 @@ workflow MAPPING {
     if (celltypist_model) {
         ct_model = Channel.value(celltypist_model)
     } else {
+        // the slides in sample order (<sample>.qc.h5ad), never in the order of their work folders: the
+        // training draws each reference cell's depth from the slides' cells in that order
         TRAIN_CELLTYPIST(
-            runs('celltypist').map { meta, h5ad -> h5ad }.collect(sort: true)
+            runs('celltypist').map { meta, h5ad -> h5ad }.collect(sort: { a, b -> a.name <=> b.name })
                 .combine(reference.map { ref -> [ref] })
                 .map { items -> [[id: 'celltypist'], items[-1], items[0..-2]] }
         )
