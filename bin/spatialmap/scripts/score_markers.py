@@ -177,7 +177,7 @@ def plot(sample: str, slide, scores, domains, path: Path, seed: int) -> None:
     image = ax.imshow(means.to_numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
     ax.set_xticks(range(means.shape[1]), means.columns, rotation=90)
     ax.set_yticks(range(means.shape[0]), means.index)
-    ax.set_title(f"{sample}: mean marker score per domain (Enrichmap)")
+    ax.set_title(f"{sample}\nmean marker score per domain (Enrichmap)", fontsize=9)
     fig.colorbar(image, ax=ax, label="score")
     fig.tight_layout()
     with cli.atomic_path(path) as tmp:
